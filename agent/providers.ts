@@ -1,0 +1,129 @@
+import { chmod, mkdir, stat, symlink, writeFile, readdir } from 'node:fs/promises';
+import { homedir } from 'node:os';
+import { delimiter, join } from 'node:path';
+import { createServer } from 'node:net';
+import { JobFailedError } from '../common/errors.js';
+import { exec } from '../common/exec.js';
+import type { JobSpec } from '../common/spec/job-spec.js';
+
+/** What the agent runs for a job: a bash script, in a directory, with an environment. */
+export interface PreparedRun {
+  script: string;
+  cwd: string;
+  env: NodeJS.ProcessEnv;
+}
+
+const RUNNABLE = new Set(['bash', 'python']);
+
+/**
+ * Prepares the bash and python providers: the interpreter the job asks for (as `python`, `python3`
+ * and `pip` first on PATH), the job's environment, and the script of its commands under `set -e`.
+ */
+export async function prepareRun(spec: JobSpec, jobDir: string, codeDir: string, baseEnv: NodeJS.ProcessEnv): Promise<PreparedRun> {
+  if (!RUNNABLE.has(spec.provider)) {
+    throw new JobFailedError(`provider \`${spec.provider}\` is not supported by this agent yet: use \`provider: bash\` or \`provider: python\``);
+  }
+  const binDir = join(jobDir, 'bin');
+  await mkdir(binDir, { recursive: true });
+  const interpreter = await findPython(spec.python, baseEnv.PATH ?? '');
+  if (spec.python !== undefined && interpreter === undefined) {
+    throw new JobFailedError(
+      `Python ${spec.python} is not installed on this agent: install it (python${spec.python} on PATH) or change \`python:\` in workflow \`${spec.workflow}\``,
+    );
+  }
+  if (interpreter !== undefined) {
+    for (const name of ['python', 'python3']) await symlink(interpreter, join(binDir, name));
+    for (const name of ['pip', 'pip3']) {
+      await writeFile(join(binDir, name), `#!/bin/sh\nexec '${interpreter.replace(/'/g, `'\\''`)}' -m pip "$@"\n`);
+      await chmod(join(binDir, name), 0o755);
+    }
+  }
+  const env: NodeJS.ProcessEnv = { ...baseEnv, ...spec.env };
+  env.PATH = [binDir, baseEnv.PATH ?? '/usr/bin:/bin'].join(delimiter);
+  env.RUN_NAME = spec.runName;
+  env.JOB_ID = spec.jobId;
+  env.PYTHONUNBUFFERED = '1';
+  for (let i = 0; i < spec.portCount; i++) {
+    const port = String(await freePort());
+    env[`PORT_${i}`] = port;
+    env[`JOB_PORT_${i}`] = port;
+  }
+  const script = join(jobDir, 'run.sh');
+  await writeFile(script, ['set -e', ...spec.commands, ''].join('\n'));
+  const cwd = join(codeDir, spec.workingDir);
+  try {
+    if (!(await stat(cwd)).isDirectory()) throw new Error('not a directory');
+  } catch {
+    throw new JobFailedError(`working_dir \`${spec.workingDir}\` does not exist in the repo: create it or fix \`working_dir\``);
+  }
+  return { script, cwd, env };
+}
+
+/** Finds an interpreter of the requested `major.minor` (or any python3 when none is asked for). */
+export function findPython(version: string | undefined, path: string): Promise<string | undefined> {
+  // Interpreters do not come and go while an agent runs; looking once per version saves every job ~50 ms.
+  const key = `${version ?? ''}\0${path}`;
+  let found = pythonCache.get(key);
+  if (!found) {
+    found = searchPython(version, path);
+    pythonCache.set(key, found);
+  }
+  return found;
+}
+
+const pythonCache = new Map<string, Promise<string | undefined>>();
+
+async function searchPython(version: string | undefined, path: string): Promise<string | undefined> {
+  const candidates: string[] = [];
+  const dirs = path.split(delimiter).filter((d) => d.length > 0);
+  const minor = version?.split('.').slice(0, 2).join('.');
+  const names = minor ? [`python${minor}`, 'python3', 'python'] : ['python3', 'python'];
+  for (const name of names) for (const dir of dirs) candidates.push(join(dir, name));
+  if (minor) {
+    candidates.push(`/opt/conda/envs/py${minor}/bin/python`);
+    const pyenv = join(homedir(), '.pyenv', 'versions');
+    const installed = await readdir(pyenv).catch(() => [] as string[]);
+    for (const v of installed.filter((v) => v === minor || v.startsWith(`${minor}.`)).sort().reverse()) {
+      candidates.push(join(pyenv, v, 'bin', `python${minor}`));
+    }
+  }
+  for (const candidate of candidates) {
+    const found = await pythonVersion(candidate);
+    if (found !== undefined && (version === undefined || sameMinor(found, version))) return realInterpreter(candidate);
+  }
+  return undefined;
+}
+
+/** `3.10` matches `3.10`, and `3.10.4` asks for `3.10`. */
+function sameMinor(found: string, wanted: string): boolean {
+  return found === wanted.split('.').slice(0, 2).join('.');
+}
+
+async function pythonVersion(bin: string): Promise<string | undefined> {
+  try {
+    await stat(bin);
+  } catch {
+    return undefined;
+  }
+  const r = await exec(bin, ['-c', 'import sys; print("%d.%d" % sys.version_info[:2])']).catch(() => undefined);
+  return r && r.code === 0 ? r.stdout.toString().trim() : undefined;
+}
+
+/** Resolves pyenv-style shims to the interpreter they run, so the job does not depend on shim state. */
+async function realInterpreter(bin: string): Promise<string> {
+  const r = await exec(bin, ['-c', 'import sys; print(sys.executable)']).catch(() => undefined);
+  const exe = r && r.code === 0 ? r.stdout.toString().trim() : '';
+  return exe.length > 0 ? exe : bin;
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      const port = typeof address === 'object' && address ? address.port : 0;
+      server.close(() => resolve(port));
+    });
+  });
+}

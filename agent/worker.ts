@@ -1,0 +1,233 @@
+import { rm } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import { JobFailedError, LeaseLostError, toError } from '../common/errors.js';
+import type { Logger } from '../common/log.js';
+import type { Queue, QueueMessage, Store } from '../common/ports.js';
+import { readJson, runKeys, settleRun, type AttemptRecord, type FinalRecord, type StopRequest } from '../common/runs.js';
+import type { JobSpec } from '../common/spec/job-spec.js';
+import { startJob, type JobExit, type JobProcess } from './job-process.js';
+import { LogShipper } from './log-shipper.js';
+import { prepareRun } from './providers.js';
+import { rebuildCode } from './workspace.js';
+
+export interface AgentOptions {
+  queue: Queue;
+  store: Store;
+  log: Logger;
+  agentId: string;
+  host: string;
+  /** Where job directories are made. */
+  workRoot: string;
+  visibilityMs: number;
+  /** How often the lease is renewed; well under `visibilityMs`. */
+  heartbeatMs: number;
+  /** How often a running job checks for a stop request. */
+  tickMs: number;
+  stopGraceMs: number;
+  /** The agent returns from `run()` after this long without a job. */
+  idleTimeoutMs: number;
+  maxAttempts: number;
+  /** The environment jobs start from. */
+  jobEnv: NodeJS.ProcessEnv;
+  onState?: (state: 'idle' | 'busy') => Promise<void>;
+}
+
+/** How one delivery ended, as far as the queue is concerned. */
+type Outcome = 'settled' | 'lease-lost' | 'released';
+
+/**
+ * The agent loop: receive a job, hold its lease with a heartbeat, rebuild the code, run the
+ * provider, ship logs, settle the one final status, ack. A job's failure is not the agent's.
+ */
+export class Agent {
+  private draining = false;
+  private forced = false;
+  private readonly wake = new AbortController();
+  private current: JobProcess | undefined;
+
+  constructor(private readonly o: AgentOptions) {}
+
+  /** First SIGTERM: take no new jobs, let the current one finish. */
+  drain(): void {
+    this.draining = true;
+    this.wake.abort();
+  }
+
+  /** Second SIGTERM: stop the current job now and hand it back to the queue. */
+  force(): void {
+    this.drain();
+    this.forced = true;
+    this.current?.stop(this.o.stopGraceMs);
+  }
+
+  async run(): Promise<void> {
+    let idleSince = Date.now();
+    this.o.log.log('info', 'agent started');
+    while (!this.draining) {
+      const left = this.o.idleTimeoutMs - (Date.now() - idleSince);
+      if (left <= 0) {
+        this.o.log.log('info', 'idle timeout: exiting', { idleMs: this.o.idleTimeoutMs });
+        break;
+      }
+      let msg: QueueMessage | undefined;
+      try {
+        msg = await this.o.queue.receive({ waitMs: Math.min(left, 20_000), visibilityMs: this.o.visibilityMs, signal: this.wake.signal });
+      } catch (e) {
+        this.o.log.log('error', 'receive failed', { error: toError(e).message });
+        await new Promise((r) => setTimeout(r, 1000));
+        continue;
+      }
+      if (!msg) continue;
+      await this.o.onState?.('busy');
+      try {
+        await this.handle(msg);
+      } catch (e) {
+        this.o.log.log('error', 'job handling failed', { error: toError(e).message });
+      }
+      await this.o.onState?.('idle');
+      idleSince = Date.now();
+    }
+    this.o.log.log('info', 'agent stopped');
+  }
+
+  private async handle(msg: QueueMessage): Promise<void> {
+    let spec: JobSpec;
+    try {
+      spec = JSON.parse(msg.body) as JobSpec;
+    } catch {
+      this.o.log.log('error', 'dropping a message that is not a job spec', { messageId: msg.id });
+      await this.o.queue.ack(msg.receipt);
+      return;
+    }
+    const { repoId, runName } = spec;
+    const attempt = msg.receiveCount;
+    const log = this.o.log.child({ runName, jobId: spec.jobId, attempt: `${attempt} of ${this.o.maxAttempts}` });
+    if (await this.o.store.get(runKeys.final(repoId, runName))) {
+      log.log('info', 'job already finished: dropping the redelivered message');
+      await this.o.queue.ack(msg.receipt);
+      return;
+    }
+    if (await readJson<StopRequest>(this.o.store, runKeys.stop(repoId, runName))) {
+      await settleRun(this.o.store, repoId, runName, final('stopped', null, 'stopped before it started', attempt));
+      await this.o.queue.ack(msg.receipt);
+      return;
+    }
+    const started = Date.now();
+    log.log('info', 'job started');
+    const outcome = await this.runJob(spec, msg, attempt, log);
+    if (outcome === 'settled') await this.o.queue.ack(msg.receipt).catch((e: unknown) => log.log('warn', 'ack failed', { error: toError(e).message }));
+    if (outcome === 'released') await this.o.queue.release(msg.receipt).catch(() => undefined);
+    log.log('info', 'job ended', { outcome, durationMs: Date.now() - started });
+  }
+
+  private async runJob(spec: JobSpec, msg: QueueMessage, attempt: number, log: Logger): Promise<Outcome> {
+    const { store } = this.o;
+    const { repoId, runName } = spec;
+    const now = (): string => new Date().toISOString();
+    const record: AttemptRecord = {
+      attempt,
+      agentId: this.o.agentId,
+      host: this.o.host,
+      startedAt: now(),
+      heartbeatAt: now(),
+      leaseMs: this.o.visibilityMs,
+      state: 'running',
+    };
+    const attemptKey = runKeys.attempt(repoId, runName, attempt);
+    await store.put(attemptKey, JSON.stringify(record));
+
+    let stopRequest: StopRequest | null = null;
+    let leaseLost = false;
+    let ended = false;
+    let proc: JobProcess | undefined;
+    let timer: NodeJS.Timeout | undefined;
+    let nextBeat = Date.now() + this.o.heartbeatMs;
+    const applyStop = (): void => {
+      if (!proc || !stopRequest) return;
+      if (stopRequest.abort) proc.abort();
+      else proc.stop(this.o.stopGraceMs);
+    };
+    // Re-armed with setTimeout so that beats never overlap.
+    const tick = async (): Promise<void> => {
+      try {
+        if (Date.now() >= nextBeat) {
+          await this.o.queue.extend(msg.receipt, this.o.visibilityMs);
+          record.heartbeatAt = now();
+          await store.put(attemptKey, JSON.stringify(record)).catch(() => undefined);
+          nextBeat = Date.now() + this.o.heartbeatMs;
+        }
+        stopRequest ??= await readJson<StopRequest>(store, runKeys.stop(repoId, runName));
+        applyStop();
+      } catch (e) {
+        if (e instanceof LeaseLostError || !ended) {
+          leaseLost = true;
+          log.log('error', 'lease lost: abandoning the job', { error: toError(e).message });
+          proc?.abort();
+          return;
+        }
+      }
+      if (!ended) timer = setTimeout(() => void tick(), this.o.tickMs);
+    };
+    timer = setTimeout(() => void tick(), this.o.tickMs);
+
+    const jobDir = join(this.o.workRoot, `${runName}-${attempt}-${randomBytes(3).toString('hex')}`);
+    const shipper = new LogShipper(store, (seq) => runKeys.logChunk(repoId, runName, attempt, seq));
+    let result: FinalRecord;
+    try {
+      const codeDir = join(jobDir, 'code');
+      await rebuildCode(store, spec.code, codeDir);
+      const prepared = await prepareRun(spec, jobDir, codeDir, this.o.jobEnv);
+      if (leaseLost) return 'lease-lost';
+      proc = startJob(prepared.script, { cwd: prepared.cwd, env: prepared.env });
+      this.current = proc;
+      proc.stdout.on('data', (d: Buffer) => shipper.write('out', d));
+      proc.stderr.on('data', (d: Buffer) => shipper.write('err', d));
+      applyStop();
+      const exit = await proc.exited;
+      result = stopRequest ? final('stopped', exit.code, stopReason(stopRequest), attempt) : exitFinal(exit, attempt);
+    } catch (e) {
+      const err = toError(e);
+      result = final('failed', null, err instanceof JobFailedError ? err.message : `agent error: ${err.message}`, attempt);
+      shipper.write('err', `dstack: ${result.reason ?? ''}\n`);
+    } finally {
+      ended = true;
+      clearTimeout(timer);
+      this.current = undefined;
+    }
+    try {
+      await shipper.close();
+    } catch (e) {
+      log.log('warn', 'some log chunks could not be stored', { error: toError(e).message });
+    }
+    await rm(jobDir, { recursive: true, force: true }).catch(() => undefined);
+    record.state = 'ended';
+    record.endedAt = now();
+    if (leaseLost) return 'lease-lost';
+    if (this.forced && !stopRequest) {
+      await store.put(attemptKey, JSON.stringify(record));
+      return 'released';
+    }
+    const settled = await settleRun(store, repoId, runName, result);
+    await store.put(attemptKey, JSON.stringify(record));
+    log.log('info', `job ${settled.status}`, { exitCode: settled.exitCode, reason: settled.reason });
+    return 'settled';
+  }
+}
+
+function final(status: FinalRecord['status'], exitCode: number | null, reason: string | null, attempt: number): FinalRecord {
+  return { status, exitCode, reason, finishedAt: new Date().toISOString(), attempt };
+}
+
+function stopReason(stop: StopRequest): string {
+  return stop.abort ? 'aborted by the user (SIGKILL)' : 'stopped by the user';
+}
+
+function exitFinal(exit: JobExit, attempt: number): FinalRecord {
+  if (exit.code === 0) return final('done', 0, null, attempt);
+  if (exit.code !== null) {
+    return final('failed', exit.code, `a command exited with code ${exit.code}`, attempt);
+  }
+  const hint = exit.signal === 'SIGKILL' ? ' (out of memory?)' : '';
+  return final('failed', null, `the job was killed by ${exit.signal ?? 'a signal'}${hint}`, attempt);
+}

@@ -1,0 +1,24 @@
+import { spawn } from 'node:child_process';
+
+export interface ExecResult {
+  code: number;
+  stdout: Buffer;
+  stderr: string;
+}
+
+/** Runs a program (no shell) and collects its output. Never throws for a non-zero exit. */
+export function exec(cmd: string, args: string[], options: { cwd?: string; env?: NodeJS.ProcessEnv; extraEnv?: Record<string, string>; input?: Buffer | string } = {}): Promise<ExecResult> {
+  return new Promise((resolve, reject) => {
+    const env = options.extraEnv ? { ...(options.env ?? process.env), ...options.extraEnv } : options.env;
+    const child = spawn(cmd, args, { cwd: options.cwd, env, stdio: ['pipe', 'pipe', 'pipe'], shell: false });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    child.stdout.on('data', (d: Buffer) => out.push(d));
+    child.stderr.on('data', (d: Buffer) => err.push(d));
+    child.on('error', reject);
+    child.on('close', (code, signal) => {
+      resolve({ code: code ?? (signal ? 128 : 1), stdout: Buffer.concat(out), stderr: Buffer.concat(err).toString('utf8') });
+    });
+    child.stdin.end(options.input);
+  });
+}

@@ -1,0 +1,205 @@
+import { watch } from 'node:fs';
+import { mkdir, readdir, readFile, unlink } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import lockfile from 'proper-lockfile';
+import { LeaseLostError, errnoCode } from '../errors.js';
+import type { Queue, QueueCounts, QueueMessage } from '../ports.js';
+import { writeFileAtomic } from './local-store.js';
+
+interface StoredMessage {
+  id: string;
+  body: string;
+  sentAtMs: number;
+  receiveCount: number;
+  visibleAtMs: number;
+  receipt: string | null;
+}
+
+export interface LocalQueueOptions {
+  /** Directory that holds all local queues. */
+  root: string;
+  name: string;
+  /** Deliveries after which a message goes to `<name>-dlq` instead of being delivered again. */
+  maxReceives: number;
+  /** Fallback poll interval while waiting; file-system events usually wake receivers sooner. */
+  pollMs?: number;
+  now?: () => number;
+}
+
+/**
+ * The embedded Queue: one JSON file per message in a directory, every state change made under a
+ * cross-process lock and written atomically, so it is safe with agents in several processes and
+ * survives any of them crashing. Leases are deadlines in the message file.
+ */
+export class LocalQueue implements Queue {
+  private readonly dir: string;
+  private readonly deadDir: string;
+  private readonly opts: LocalQueueOptions;
+  private readonly now: () => number;
+
+  constructor(opts: LocalQueueOptions) {
+    this.opts = opts;
+    this.dir = join(opts.root, opts.name);
+    this.deadDir = join(opts.root, `${opts.name}-dlq`);
+    this.now = opts.now ?? Date.now;
+  }
+
+  private async locked<T>(fn: () => Promise<T>): Promise<T> {
+    await mkdir(this.dir, { recursive: true });
+    const release = await lockfile.lock(this.dir, {
+      realpath: false,
+      lockfilePath: join(this.dir, '.lock'),
+      stale: 5000,
+      retries: { retries: 200, minTimeout: 2, maxTimeout: 50, factor: 1.5 },
+      // A lost lock only means another process may now take it; the next operation re-locks.
+      onCompromised: () => undefined,
+    });
+    try {
+      return await fn();
+    } finally {
+      await release().catch(() => undefined);
+    }
+  }
+
+  private file(id: string, dir = this.dir): string {
+    return join(dir, `${id}.json`);
+  }
+
+  private async readAll(dir: string): Promise<StoredMessage[]> {
+    let names: string[];
+    try {
+      names = (await readdir(dir)).filter((n) => n.endsWith('.json')).sort();
+    } catch (e) {
+      if (errnoCode(e) === 'ENOENT') return [];
+      throw e;
+    }
+    const out: StoredMessage[] = [];
+    for (const name of names) {
+      try {
+        out.push(JSON.parse(await readFile(join(dir, name), 'utf8')) as StoredMessage);
+      } catch (e) {
+        if (errnoCode(e) !== 'ENOENT') throw e;
+      }
+    }
+    return out;
+  }
+
+  private async findByReceipt(receipt: string): Promise<StoredMessage> {
+    const id = receipt.split(':')[0] ?? '';
+    let msg: StoredMessage;
+    try {
+      msg = JSON.parse(await readFile(this.file(id), 'utf8')) as StoredMessage;
+    } catch (e) {
+      if (errnoCode(e) === 'ENOENT') throw new LeaseLostError(`message ${id} is gone`);
+      throw e;
+    }
+    if (msg.receipt !== receipt || msg.visibleAtMs <= this.now()) {
+      throw new LeaseLostError(`lease on message ${id} has expired or passed to another receiver`);
+    }
+    return msg;
+  }
+
+  async send(body: string): Promise<string> {
+    const now = this.now();
+    const id = `${now.toString().padStart(15, '0')}-${randomBytes(6).toString('hex')}`;
+    const msg: StoredMessage = { id, body, sentAtMs: now, receiveCount: 0, visibleAtMs: 0, receipt: null };
+    await mkdir(this.dir, { recursive: true });
+    await writeFileAtomic(this.file(id), JSON.stringify(msg));
+    return id;
+  }
+
+  async receive(options: { waitMs: number; visibilityMs: number; signal?: AbortSignal }): Promise<QueueMessage | undefined> {
+    const deadline = this.now() + options.waitMs;
+    for (;;) {
+      const { message, nextVisibleAtMs } = await this.locked(() => this.tryReceive(options.visibilityMs));
+      if (message) return message;
+      const left = deadline - this.now();
+      if (left <= 0 || options.signal?.aborted) return undefined;
+      const until = Math.min(left, this.opts.pollMs ?? 500, Math.max(1, nextVisibleAtMs - this.now()));
+      await waitForChange(this.dir, until, options.signal);
+    }
+  }
+
+  private async tryReceive(visibilityMs: number): Promise<{ message?: QueueMessage; nextVisibleAtMs: number }> {
+    const now = this.now();
+    let nextVisibleAtMs = Infinity;
+    for (const msg of await this.readAll(this.dir)) {
+      if (msg.visibleAtMs > now) {
+        nextVisibleAtMs = Math.min(nextVisibleAtMs, msg.visibleAtMs);
+        continue;
+      }
+      if (msg.receiveCount >= this.opts.maxReceives) {
+        await mkdir(this.deadDir, { recursive: true });
+        await writeFileAtomic(this.file(msg.id, this.deadDir), JSON.stringify({ ...msg, receipt: null, visibleAtMs: 0 }));
+        await unlink(this.file(msg.id));
+        continue;
+      }
+      const receipt = `${msg.id}:${randomBytes(8).toString('hex')}`;
+      const updated: StoredMessage = { ...msg, receiveCount: msg.receiveCount + 1, receipt, visibleAtMs: now + visibilityMs };
+      await writeFileAtomic(this.file(msg.id), JSON.stringify(updated));
+      return { message: { id: msg.id, receipt, body: msg.body, receiveCount: updated.receiveCount }, nextVisibleAtMs };
+    }
+    return { nextVisibleAtMs };
+  }
+
+  async extend(receipt: string, visibilityMs: number): Promise<void> {
+    await this.locked(async () => {
+      const msg = await this.findByReceipt(receipt);
+      await writeFileAtomic(this.file(msg.id), JSON.stringify({ ...msg, visibleAtMs: this.now() + visibilityMs }));
+    });
+  }
+
+  async ack(receipt: string): Promise<void> {
+    await this.locked(async () => {
+      const msg = await this.findByReceipt(receipt);
+      await unlink(this.file(msg.id));
+    });
+  }
+
+  async release(receipt: string, delayMs = 0): Promise<void> {
+    await this.locked(async () => {
+      const msg = await this.findByReceipt(receipt);
+      await writeFileAtomic(this.file(msg.id), JSON.stringify({ ...msg, receipt: null, visibleAtMs: this.now() + delayMs }));
+    });
+  }
+
+  async counts(): Promise<QueueCounts> {
+    const now = this.now();
+    const live = await this.readAll(this.dir);
+    const dead = await this.readAll(this.deadDir);
+    const inFlight = live.filter((m) => m.receipt !== null && m.visibleAtMs > now).length;
+    return { visible: live.length - inFlight, inFlight, dead: dead.length };
+  }
+
+  /** Moves a message from the dead-letter queue back to this queue (a redrive), resetting its count. */
+  async redrive(id: string): Promise<void> {
+    await this.locked(async () => {
+      const msg = JSON.parse(await readFile(this.file(id, this.deadDir), 'utf8')) as StoredMessage;
+      await writeFileAtomic(this.file(id), JSON.stringify({ ...msg, receiveCount: 0, receipt: null, visibleAtMs: 0 }));
+      await unlink(this.file(id, this.deadDir));
+    });
+  }
+}
+
+/** Resolves when something in `dir` changes, after `ms`, or on abort, whichever comes first. */
+function waitForChange(dir: string, ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    let watcher: ReturnType<typeof watch> | undefined;
+    const done = (): void => {
+      clearTimeout(timer);
+      watcher?.close();
+      signal?.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener('abort', done, { once: true });
+    try {
+      watcher = watch(dir, { persistent: false }, done);
+      watcher.on('error', done);
+    } catch {
+      // Without file-system events the timeout still wakes us.
+    }
+  });
+}
+

@@ -1,0 +1,160 @@
+import { createWriteStream } from 'node:fs';
+import { link, mkdir, readdir, readFile, rename, rm, rmdir, stat, unlink, writeFile, open } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { dirname, join, relative, sep } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import type { Readable } from 'node:stream';
+import { ConflictError, NotFoundError, errnoCode } from '../errors.js';
+import { checkKey } from '../keys.js';
+import type { ObjectInfo, Store } from '../ports.js';
+
+/**
+ * The embedded Store: one file per object under `root/objects`. Writes go to `root/tmp` and are
+ * renamed (or hard-linked, for create-if-absent) into place, so readers never see partial objects.
+ */
+export class LocalStore implements Store {
+  private readonly objects: string;
+  private readonly tmp: string;
+
+  constructor(root: string) {
+    this.objects = join(root, 'objects');
+    this.tmp = join(root, 'tmp');
+  }
+
+  private path(key: string): string {
+    return join(this.objects, ...checkKey(key).split('/'));
+  }
+
+  private async tempFile(): Promise<string> {
+    await mkdir(this.tmp, { recursive: true });
+    return join(this.tmp, `${Date.now()}-${randomBytes(6).toString('hex')}`);
+  }
+
+  async put(key: string, data: Buffer | string, options: { ifAbsent?: boolean } = {}): Promise<void> {
+    const tmp = await this.tempFile();
+    const fh = await open(tmp, 'w');
+    try {
+      await fh.writeFile(data);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await this.commit(tmp, key, options.ifAbsent ?? false);
+  }
+
+  /** Moves a finished temp file into place, creating parent directories (and retrying if a delete raced us). */
+  private async commit(tmp: string, key: string, ifAbsent: boolean): Promise<void> {
+    const target = this.path(key);
+    try {
+      for (let attempt = 0; ; attempt++) {
+        await mkdir(dirname(target), { recursive: true });
+        try {
+          if (ifAbsent) await link(tmp, target);
+          else await rename(tmp, target);
+          return;
+        } catch (e) {
+          if (errnoCode(e) === 'EEXIST') throw new ConflictError(`object '${key}' already exists`);
+          if (errnoCode(e) !== 'ENOENT' || attempt >= 3) throw e;
+        }
+      }
+    } finally {
+      if (ifAbsent) await rm(tmp, { force: true });
+    }
+  }
+
+  async get(key: string): Promise<Buffer | undefined> {
+    try {
+      return await readFile(this.path(key));
+    } catch (e) {
+      if (errnoCode(e) === 'ENOENT' || errnoCode(e) === 'ENOTDIR') return undefined;
+      throw e;
+    }
+  }
+
+  async putStream(key: string, body: Readable): Promise<void> {
+    const tmp = await this.tempFile();
+    try {
+      await pipeline(body, createWriteStream(tmp));
+    } catch (e) {
+      await rm(tmp, { force: true });
+      throw e;
+    }
+    await this.commit(tmp, key, false);
+  }
+
+  async getStream(key: string): Promise<Readable> {
+    const path = this.path(key);
+    try {
+      const fh = await open(path, 'r');
+      return fh.createReadStream();
+    } catch (e) {
+      if (errnoCode(e) === 'ENOENT' || errnoCode(e) === 'ENOTDIR') throw new NotFoundError(`object '${key}' does not exist`);
+      throw e;
+    }
+  }
+
+  async list(prefix: string): Promise<ObjectInfo[]> {
+    // Walk only the directory the prefix names; its last segment may be a partial name.
+    const cut = prefix.lastIndexOf('/');
+    const dirKey = cut < 0 ? '' : prefix.slice(0, cut);
+    const start = dirKey === '' ? this.objects : this.path(dirKey);
+    const out: ObjectInfo[] = [];
+    await this.walk(start, prefix, out);
+    return out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  }
+
+  private async walk(dir: string, prefix: string, out: ObjectInfo[]): Promise<void> {
+    let entries;
+    try {
+      entries = await readdir(dir, { withFileTypes: true });
+    } catch (e) {
+      if (errnoCode(e) === 'ENOENT' || errnoCode(e) === 'ENOTDIR') return;
+      throw e;
+    }
+    for (const entry of entries) {
+      const full = join(dir, entry.name);
+      const key = relative(this.objects, full).split(sep).join('/');
+      if (entry.isDirectory()) {
+        if (key.startsWith(prefix) || prefix.startsWith(`${key}/`)) await this.walk(full, prefix, out);
+      } else if (key.startsWith(prefix)) {
+        try {
+          out.push({ key, sizeBytes: (await stat(full)).size });
+        } catch (e) {
+          if (errnoCode(e) !== 'ENOENT') throw e;
+        }
+      }
+    }
+  }
+
+  async delete(keys: string[]): Promise<void> {
+    for (const key of keys) {
+      const path = this.path(key);
+      try {
+        await unlink(path);
+      } catch (e) {
+        if (errnoCode(e) !== 'ENOENT') throw e;
+      }
+      await this.pruneDirs(dirname(path));
+    }
+  }
+
+  /** Removes now-empty parent directories, stopping at the first that is not empty. */
+  private async pruneDirs(dir: string): Promise<void> {
+    while (dir.startsWith(this.objects + sep)) {
+      try {
+        await rmdir(dir);
+      } catch {
+        return;
+      }
+      dir = dirname(dir);
+    }
+  }
+}
+
+/** Writes a file atomically (temp file in the same directory, fsync, rename). */
+export async function writeFileAtomic(path: string, data: string | Buffer): Promise<void> {
+  await mkdir(dirname(path), { recursive: true });
+  const tmp = `${path}.${randomBytes(4).toString('hex')}.tmp`;
+  await writeFile(tmp, data, { flush: true });
+  await rename(tmp, path);
+}

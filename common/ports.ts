@@ -1,0 +1,75 @@
+import type { Readable } from 'node:stream';
+
+/** A message held under a lease. `receipt` identifies this delivery, not the message. */
+export interface QueueMessage {
+  id: string;
+  receipt: string;
+  body: string;
+  /** How many times the message has been delivered, this delivery included (1 on the first). */
+  receiveCount: number;
+}
+
+/** Message counts; approximate on transports that can only estimate them. */
+export interface QueueCounts {
+  visible: number;
+  inFlight: number;
+  dead: number;
+}
+
+/**
+ * An at-least-once work queue with visibility leases and a dead-letter destination.
+ * A received message stays hidden for `visibilityMs`; the holder extends the lease (heartbeat),
+ * acks it when done, or releases it for another receiver. After `maxReceives` deliveries the
+ * transport moves it to the dead-letter queue instead of delivering it again.
+ */
+export interface Queue {
+  send(body: string): Promise<string>;
+  /** Waits up to `waitMs` for a message; undefined if none arrived. */
+  receive(options: { waitMs: number; visibilityMs: number; signal?: AbortSignal }): Promise<QueueMessage | undefined>;
+  /** Extends the lease to `visibilityMs` from now; throws LeaseLostError if the receipt is no longer valid. */
+  extend(receipt: string, visibilityMs: number): Promise<void>;
+  /** Deletes the message; throws LeaseLostError if the receipt is no longer valid. */
+  ack(receipt: string): Promise<void>;
+  /** Ends the lease so that the message is visible again after `delayMs` (default 0). */
+  release(receipt: string, delayMs?: number): Promise<void>;
+  counts(): Promise<QueueCounts>;
+}
+
+export interface ObjectInfo {
+  key: string;
+  sizeBytes: number;
+}
+
+/**
+ * A key-value object store. Writes are atomic: a reader sees the old object, the new one, or none,
+ * never a partial one. Keys are `/`-separated and never start with `/` or contain `..`.
+ */
+export interface Store {
+  /** Writes an object. With `ifAbsent`, throws ConflictError when the key already exists. */
+  put(key: string, data: Buffer | string, options?: { ifAbsent?: boolean }): Promise<void>;
+  /** Reads a whole (small) object; undefined if it does not exist. */
+  get(key: string): Promise<Buffer | undefined>;
+  /** Streams `body` into the object; it appears only when the stream has ended without error. */
+  putStream(key: string, body: Readable): Promise<void>;
+  /** Streams an object out; throws NotFoundError if it does not exist. */
+  getStream(key: string): Promise<Readable>;
+  /** Lists the objects whose key starts with `prefix`, sorted by key. */
+  list(prefix: string): Promise<ObjectInfo[]>;
+  /** Deletes objects; missing keys are not an error. */
+  delete(keys: string[]): Promise<void>;
+}
+
+/** An agent as Compute sees it. */
+export interface AgentInfo {
+  id: string;
+  /** Where it runs: a pid locally, an instance id on EC2. */
+  location: string;
+  state: 'starting' | 'idle' | 'busy';
+}
+
+/** Starts and lists the machines that run agents. */
+export interface Compute {
+  /** Makes sure enough agents are running or starting for `pendingJobs` queued or running jobs. */
+  ensureCapacity(pendingJobs: number): Promise<void>;
+  listAgents(): Promise<AgentInfo[]>;
+}

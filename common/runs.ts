@@ -1,0 +1,143 @@
+import { ConflictError, NotFoundError } from './errors.js';
+import { nameStem } from './names.js';
+import type { Store } from './ports.js';
+import type { JobSpec } from './spec/job-spec.js';
+
+export type FinalStatus = 'done' | 'failed' | 'stopped';
+export type RunStatus = 'submitted' | 'running' | 'stopping' | FinalStatus;
+
+/** Written once when the run is submitted; its exclusive creation reserves the run name. */
+export interface RunRecord {
+  runName: string;
+  repoId: string;
+  workflow: string;
+  jobId: string;
+  submittedAt: string;
+  maxAttempts: number;
+  spec: JobSpec;
+}
+
+/** One delivery of the job to an agent; written only by that agent. */
+export interface AttemptRecord {
+  attempt: number;
+  agentId: string;
+  host: string;
+  startedAt: string;
+  heartbeatAt: string;
+  /** How long after the last heartbeat the lease lapses. */
+  leaseMs: number;
+  state: 'running' | 'ended';
+  endedAt?: string;
+}
+
+/** The one final status of a run, created exactly once by whoever ends it. */
+export interface FinalRecord {
+  status: FinalStatus;
+  exitCode: number | null;
+  reason: string | null;
+  finishedAt: string;
+  attempt: number | null;
+}
+
+export interface StopRequest {
+  abort: boolean;
+  requestedAt: string;
+}
+
+/** A run as the CLI shows it: the record, its last attempt, its final status and the derived status. */
+export interface RunView {
+  record: RunRecord;
+  attempts: AttemptRecord[];
+  final: FinalRecord | null;
+  stop: StopRequest | null;
+  status: RunStatus;
+}
+
+/** Where a run's objects live in the store. */
+export const runKeys = {
+  runsPrefix: (repoId: string): string => `repos/${repoId}/runs/`,
+  prefix: (repoId: string, run: string): string => `repos/${repoId}/runs/${run}/`,
+  record: (repoId: string, run: string): string => `repos/${repoId}/runs/${run}/run.json`,
+  final: (repoId: string, run: string): string => `repos/${repoId}/runs/${run}/final.json`,
+  stop: (repoId: string, run: string): string => `repos/${repoId}/runs/${run}/stop.json`,
+  attempt: (repoId: string, run: string, n: number): string => `repos/${repoId}/runs/${run}/attempts/${String(n).padStart(4, '0')}.json`,
+  attempts: (repoId: string, run: string): string => `repos/${repoId}/runs/${run}/attempts/`,
+  logs: (repoId: string, run: string): string => `repos/${repoId}/runs/${run}/logs/`,
+  logChunk: (repoId: string, run: string, attempt: number, seq: number): string =>
+    `repos/${repoId}/runs/${run}/logs/${String(attempt).padStart(4, '0')}-${String(seq).padStart(8, '0')}.jsonl`,
+};
+
+export async function readJson<T>(store: Store, key: string): Promise<T | null> {
+  const buf = await store.get(key);
+  return buf ? (JSON.parse(buf.toString('utf8')) as T) : null;
+}
+
+/**
+ * Reserves a fresh `adjective-animal-N` name by creating the run record exclusively; concurrent
+ * submitters never get the same name.
+ */
+export async function createRun(store: Store, build: (runName: string) => RunRecord, random: () => number = Math.random): Promise<RunRecord> {
+  for (let tries = 0; tries < 50; tries++) {
+    const stem = nameStem(random);
+    for (let n = 1; n <= 3; n++) {
+      const record = build(`${stem}-${n}`);
+      try {
+        await store.put(runKeys.record(record.repoId, record.runName), JSON.stringify(record, null, 2), { ifAbsent: true });
+        return record;
+      } catch (e) {
+        if (!(e instanceof ConflictError)) throw e;
+      }
+    }
+  }
+  throw new ConflictError('could not find a free run name after 150 tries');
+}
+
+/** Creates the final status unless one exists; returns the final status that stands. */
+export async function settleRun(store: Store, repoId: string, run: string, final: FinalRecord): Promise<FinalRecord> {
+  try {
+    await store.put(runKeys.final(repoId, run), JSON.stringify(final, null, 2), { ifAbsent: true });
+    return final;
+  } catch (e) {
+    if (!(e instanceof ConflictError)) throw e;
+    return (await readJson<FinalRecord>(store, runKeys.final(repoId, run))) ?? final;
+  }
+}
+
+/** Reads everything about one run; NotFoundError if there is no such run. */
+export async function loadRun(store: Store, repoId: string, run: string, nowMs: number = Date.now()): Promise<RunView> {
+  const [record, final, stop, attemptObjs] = await Promise.all([
+    readJson<RunRecord>(store, runKeys.record(repoId, run)),
+    readJson<FinalRecord>(store, runKeys.final(repoId, run)),
+    readJson<StopRequest>(store, runKeys.stop(repoId, run)),
+    store.list(runKeys.attempts(repoId, run)),
+  ]);
+  if (!record) throw new NotFoundError(`run \`${run}\` does not exist: see \`dstack ps -a\``);
+  const attempts = (await Promise.all(attemptObjs.map((o) => readJson<AttemptRecord>(store, o.key)))).filter(
+    (a): a is AttemptRecord => a !== null,
+  );
+  return { record, attempts, final, stop, status: deriveStatus(final, attempts, stop, nowMs) };
+}
+
+export function deriveStatus(final: FinalRecord | null, attempts: AttemptRecord[], stop: StopRequest | null, nowMs: number): RunStatus {
+  if (final) return final.status;
+  const last = attempts[attempts.length - 1];
+  const live = last !== undefined && last.state === 'running' && nowMs - Date.parse(last.heartbeatAt) < last.leaseMs;
+  if (stop) return 'stopping';
+  return live ? 'running' : 'submitted';
+}
+
+/** Lists the run names of a repo, newest first by submission. */
+export async function listRuns(store: Store, repoId: string, nowMs: number = Date.now()): Promise<RunView[]> {
+  const prefix = runKeys.runsPrefix(repoId);
+  const names = (await store.list(prefix))
+    .filter((o) => o.key.endsWith('/run.json') && o.key.split('/').length === prefix.split('/').length + 1)
+    .map((o) => o.key.slice(prefix.length, -'/run.json'.length));
+  const views = await Promise.all(names.map((n) => loadRun(store, repoId, n, nowMs).catch(() => null)));
+  return views
+    .filter((v): v is RunView => v !== null)
+    .sort((a, b) => (a.record.submittedAt < b.record.submittedAt ? 1 : a.record.submittedAt > b.record.submittedAt ? -1 : 0));
+}
+
+export function isFinished(status: RunStatus): status is FinalStatus {
+  return status === 'done' || status === 'failed' || status === 'stopped';
+}

@@ -1,0 +1,190 @@
+import { posix } from 'node:path';
+import { SpecError } from '../errors.js';
+import type { CodeRef } from '../code-ref.js';
+import { SIZE_PATTERN, type ParsedWorkflow, type ProviderName } from './schema.js';
+import type { LocatedWorkflow } from './load.js';
+
+/** A dependency as declared; resolved to a run when the run is submitted. */
+export type DepSpec = { kind: 'workflow'; name: string; repo?: string; mount: boolean } | { kind: 'tag'; name: string; repo?: string; mount: boolean };
+
+export interface ArtifactSpec {
+  path: string;
+  mount: boolean;
+}
+
+export interface ResourceSpec {
+  cpu?: number;
+  memoryMiB?: number;
+  gpu?: { count: number; name?: string; memoryMiB?: number };
+  shmSizeMiB?: number;
+  interruptible: boolean;
+  local: boolean;
+}
+
+/** Everything an agent needs to run one job; what `dstack run --dry-run` prints. */
+export interface JobSpec {
+  specVersion: 1;
+  repoId: string;
+  runName: string;
+  jobId: string;
+  workflow: string;
+  provider: ProviderName;
+  /** Shell lines run in order in one bash session, stopping at the first failure. */
+  commands: string[];
+  /** Interpreter version the job asks for (`python: 3.10`), if any. */
+  python?: string;
+  env: Record<string, string>;
+  /** Relative to the repo root. */
+  workingDir: string;
+  artifacts: ArtifactSpec[];
+  deps: DepSpec[];
+  portCount: number;
+  image?: string;
+  resources: ResourceSpec;
+  runArgs: string[];
+  code: CodeRef;
+  submittedAt: string;
+}
+
+export interface BuildInput {
+  located: LocatedWorkflow;
+  repoId: string;
+  runName: string;
+  jobId: string;
+  args: string[];
+  /** The submitting shell's environment, for bare `K` env items. */
+  shellEnv: Record<string, string | undefined>;
+  code: CodeRef;
+  now: Date;
+}
+
+/** Turns a validated workflow into a job spec: substitutes `${{ run.* }}`, normalizes sizes and env. */
+export function buildJobSpec(input: BuildInput): JobSpec {
+  const { located, args } = input;
+  const ctx = { 'run.args': args.map(shellQuote).join(' '), 'run.name': input.runName };
+  const wf = substitute(located.workflow, ctx);
+  const fail = (message: string): never => {
+    throw new SpecError([{ file: located.file, line: located.line, col: 5, message: `workflow \`${wf.name}\`: ${message}` }]);
+  };
+  const workingDir = posix.normalize(wf.working_dir ?? '.');
+  if (workingDir.startsWith('..') || posix.isAbsolute(workingDir)) fail('`working_dir` must be a path inside the repo');
+  const spec: JobSpec = {
+    specVersion: 1,
+    repoId: input.repoId,
+    runName: input.runName,
+    jobId: input.jobId,
+    workflow: wf.name,
+    provider: wf.provider,
+    commands: providerCommands(wf, args, fail),
+    env: parseEnv(wf.env, input.shellEnv),
+    workingDir,
+    artifacts: (wf.artifacts ?? []).map((a) => {
+      const path = typeof a === 'string' ? a : a.path;
+      return { path: path.replace(/^\.\/+/, '').replace(/\/+$/, '') || '.', mount: typeof a === 'string' ? false : (a.mount ?? false) };
+    }),
+    deps: (wf.deps ?? []).map((d) => parseDep(d, fail)),
+    portCount: typeof wf.ports === 'number' ? wf.ports : (wf.ports?.length ?? 0),
+    resources: parseResources(wf),
+    runArgs: args,
+    code: input.code,
+    submittedAt: input.now.toISOString(),
+  };
+  const python = wf.provider === 'python' ? (wf.version ?? wf.python) : wf.python;
+  if (python !== undefined) spec.python = python;
+  if (wf.image !== undefined) spec.image = wf.image;
+  return spec;
+}
+
+/** The shell lines a provider runs: requirements, then setup (`before_run`), then its own commands. */
+function providerCommands(wf: ParsedWorkflow, args: string[], fail: (m: string) => never): string[] {
+  const lines: string[] = [];
+  if (wf.requirements) lines.push(`pip install -r ${shellQuote(wf.requirements)}`);
+  lines.push(...(wf.before_run ?? []), ...(wf.setup ?? []));
+  switch (wf.provider) {
+    case 'python': {
+      if (!wf.file) fail('the python provider needs `file:` (the script to run)');
+      const fileArgs = wf.args === undefined ? args.map(shellQuote).join(' ') : typeof wf.args === 'string' ? wf.args : wf.args.map(shellQuote).join(' ');
+      lines.push(`python ${shellQuote(wf.file ?? '')}${fileArgs ? ` ${fileArgs}` : ''}`);
+      break;
+    }
+    case 'bash':
+      if (!wf.commands || wf.commands.length === 0) fail('the bash provider needs `commands:`');
+      lines.push(...(wf.commands ?? []));
+      break;
+    default:
+      lines.push(...(wf.commands ?? []));
+  }
+  return lines;
+}
+
+/** `K=V` items set a value; a bare `K` takes the submitting shell's value (and is left out if unset there). */
+export function parseEnv(env: ParsedWorkflow['env'], shellEnv: Record<string, string | undefined>): Record<string, string> {
+  const out: Record<string, string> = {};
+  if (env === undefined) return out;
+  if (!Array.isArray(env)) {
+    for (const [k, v] of Object.entries(env)) out[k] = String(v);
+    return out;
+  }
+  for (const item of env) {
+    const eq = item.indexOf('=');
+    if (eq >= 0) out[item.slice(0, eq)] = item.slice(eq + 1);
+    else if (shellEnv[item] !== undefined) out[item] = shellEnv[item] ?? '';
+  }
+  return out;
+}
+
+function parseDep(d: NonNullable<ParsedWorkflow['deps']>[number], fail: (m: string) => never): DepSpec {
+  const [kind, raw, mount] =
+    typeof d === 'string' ? (d.startsWith(':') ? (['tag', d.slice(1), false] as const) : (['workflow', d, false] as const))
+    : 'tag' in d ? (['tag', d.tag, d.mount ?? false] as const)
+    : (['workflow', d.workflow, d.mount ?? false] as const);
+  const parts = raw.split('/');
+  if (parts.length !== 1 && parts.length !== 3) fail(`dep \`${raw}\` must be NAME or OWNER/REPO/NAME`);
+  const name = parts[parts.length - 1] ?? raw;
+  if (name === '') fail(`dep \`${raw}\` has an empty name`);
+  return parts.length === 3 ? { kind, name, repo: parts.slice(0, 2).join('/'), mount } : { kind, name, mount };
+}
+
+function parseResources(wf: ParsedWorkflow): ResourceSpec {
+  const r = wf.resources ?? {};
+  const out: ResourceSpec = { interruptible: r.interruptible ?? false, local: r.local ?? false };
+  if (r.cpu !== undefined) out.cpu = r.cpu;
+  if (r.memory !== undefined) out.memoryMiB = sizeMiB(r.memory);
+  if (r.shm_size !== undefined) out.shmSizeMiB = sizeMiB(r.shm_size);
+  if (typeof r.gpu === 'number') {
+    if (r.gpu > 0) out.gpu = { count: r.gpu };
+  } else if (r.gpu !== undefined) {
+    out.gpu = { count: r.gpu.count ?? 1 };
+    if (r.gpu.name !== undefined) out.gpu.name = r.gpu.name;
+    if (r.gpu.memory !== undefined) out.gpu.memoryMiB = sizeMiB(r.gpu.memory);
+  }
+  return out;
+}
+
+/** Converts `64GB`, `512MB`, `16GiB` (dstack reads GB as GiB) or a byte count to MiB. */
+export function sizeMiB(value: string | number): number {
+  if (typeof value === 'number') return Math.ceil(value / 2 ** 20);
+  const m = SIZE_PATTERN.exec(value);
+  const n = Number(m?.[1] ?? 0);
+  const unit = (m?.[2] ?? 'B').toUpperCase().replace('I', '').replace(/B$/, '');
+  const power = { '': 0, K: 1, M: 2, G: 3, T: 4 }[unit] ?? 0;
+  return Math.ceil((n * 1024 ** power) / 2 ** 20);
+}
+
+/** Quotes a word for bash only when it needs it. */
+export function shellQuote(s: string): string {
+  if (/^[A-Za-z0-9_@%+=:,./-]+$/.test(s)) return s;
+  return `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+const VARIABLE = /\$\{\{\s*(run\.args|run\.name)\s*\}\}/g;
+
+/** Replaces `${{ run.args }}` and `${{ run.name }}` in every string of a value. */
+function substitute<T>(value: T, ctx: Record<string, string>): T {
+  if (typeof value === 'string') return value.replace(VARIABLE, (_, name: string) => ctx[name] ?? '') as T;
+  if (Array.isArray(value)) return value.map((v: unknown) => substitute(v, ctx)) as T;
+  if (value && typeof value === 'object') {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, substitute(v, ctx)])) as T;
+  }
+  return value;
+}

@@ -1,0 +1,104 @@
+import { z } from 'zod';
+
+/** The providers a workflow may name. */
+export const PROVIDERS = ['bash', 'python', 'docker', 'code', 'lab', 'notebook'] as const;
+export type ProviderName = (typeof PROVIDERS)[number];
+
+/** Commands: a list of lines, or one (multi-line) string. */
+const commandList = z
+  .union([z.string(), z.array(z.string())], { error: 'expected a string or a list of strings' })
+  .transform((v) => (typeof v === 'string' ? [v] : v));
+
+/** A version such as `3.10`. YAML reads an unquoted 3.10 as the float 3.1; the loader keeps the source text. */
+const version = z
+  .union([z.string(), z.number()], { error: 'expected a version such as 3.10' })
+  .transform((v) => String(v));
+
+/** Sizes such as `64GB`, `512MB`, `16GiB` or a number of bytes. */
+export const SIZE_PATTERN = /^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$/i;
+const size = z.union([z.number().nonnegative(), z.string().regex(SIZE_PATTERN, 'expected a size such as 16GB or 512MB')], {
+  error: 'expected a size such as 16GB or 512MB',
+});
+
+const envItem = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*(=[\s\S]*)?$/, 'expected K=V or K, where K is a variable name');
+const env = z.union(
+  [z.array(envItem), z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/), z.union([z.string(), z.number(), z.boolean()]))],
+  { error: 'expected a list of K=V items' },
+);
+
+const artifact = z.union(
+  [z.string().min(1), z.strictObject({ path: z.string().min(1), mount: z.boolean().optional() })],
+  { error: 'expected a path, or {path, mount}' },
+);
+
+const dep = z.union(
+  [
+    z.string().min(1),
+    z.strictObject({ workflow: z.string().min(1), mount: z.boolean().optional() }),
+    z.strictObject({ tag: z.string().min(1), mount: z.boolean().optional() }),
+  ],
+  { error: 'expected `workflow: NAME`, `tag: NAME`, or a string (":tag" or "workflow")' },
+);
+
+const gpu = z.union(
+  [
+    z.number().int().nonnegative(),
+    z.strictObject({
+      count: z.number().int().positive().optional(),
+      name: z.string().min(1).optional(),
+      memory: size.optional(),
+    }),
+  ],
+  { error: 'expected a GPU count, or {count, name, memory}' },
+);
+
+const resources = z.strictObject({
+  cpu: z.number().positive().optional(),
+  memory: size.optional(),
+  gpu: gpu.optional(),
+  shm_size: size.optional(),
+  interruptible: z.boolean().optional(),
+  local: z.boolean().optional(),
+});
+
+/** One entry of the `workflows:` list, as users write it (the 2022 open-source format). */
+export const WorkflowSchema = z.strictObject({
+  name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'expected a name of letters, digits, ".", "_" or "-"'),
+  provider: z.enum(PROVIDERS, { error: `expected one of: ${PROVIDERS.join(', ')}` }),
+  help: z.string().optional(),
+  commands: commandList.optional(),
+  before_run: commandList.optional(),
+  setup: commandList.optional(),
+  python: version.optional(),
+  version: version.optional(),
+  file: z.string().min(1).optional(),
+  args: z.union([z.string(), z.array(z.string())], { error: 'expected a string or a list of strings' }).optional(),
+  requirements: z.string().min(1).optional(),
+  env: env.optional(),
+  working_dir: z.string().min(1).optional(),
+  artifacts: z.array(artifact, { error: 'expected a list of artifacts' }).optional(),
+  deps: z.array(dep, { error: 'expected a list of deps' }).optional(),
+  ports: z.union([z.number().int().min(0).max(16), z.array(z.number().int().min(1).max(65535))], {
+    error: 'expected a number of ports such as 1',
+  }).optional(),
+  image: z.string().min(1).optional(),
+  entrypoint: z.string().optional(),
+  resources: resources.optional(),
+  cache: z.boolean().optional(),
+});
+
+/** The whole `workflows.yaml` file. */
+export const WorkflowsFileSchema = z.strictObject({
+  workflows: z.array(z.unknown(), { error: 'expected a list of workflows under `workflows:`' }),
+});
+
+/** A workflow as written (input side of the schema). */
+export type WorkflowInput = z.input<typeof WorkflowSchema>;
+/** A workflow after parsing: commands always lists, versions always strings. */
+export type ParsedWorkflow = z.output<typeof WorkflowSchema>;
+
+/** The JSON Schema that editors use (yaml-language-server) for `.dstack/workflows.yaml`. */
+export function workflowsJsonSchema(): Record<string, unknown> {
+  const file = z.strictObject({ workflows: z.array(WorkflowSchema) }).describe('dstack workflows file (.dstack/workflows.yaml)');
+  return z.toJSONSchema(file, { io: 'input' });
+}

@@ -1,0 +1,129 @@
+import { createHash } from 'node:crypto';
+import { basename } from 'node:path';
+import { spawn } from 'node:child_process';
+import * as tar from 'tar';
+import { GitError } from '../common/errors.js';
+import { exec } from '../common/exec.js';
+import type { CodeRef } from '../common/code-ref.js';
+import type { Store } from '../common/ports.js';
+
+/** What `git` says about the repo around a directory. */
+export interface RepoInfo {
+  root: string;
+  /** Stable id for the repo: its remote without scheme and `.git`, or `local/NAME-HASH` without a remote. */
+  repoId: string;
+  commit: string | null;
+  branch: string | null;
+  remoteUrl: string | null;
+}
+
+const EMPTY_TREE = '4b825dc642cb6eb9a060e54bf8d69288fbee4904';
+
+async function git(cwd: string, args: string[]): Promise<Buffer> {
+  const r = await exec('git', ['-c', 'core.quotepath=off', ...args], { cwd }).catch((e: unknown) => {
+    throw new GitError('git is not installed: install git and try again', { cause: e });
+  });
+  if (r.code !== 0) throw new GitError(`git ${args[0] ?? ''} failed: ${r.stderr.trim().split('\n')[0] ?? ''}`);
+  return r.stdout;
+}
+
+/** Finds the repo that contains `cwd`; a clear error outside one. */
+export async function repoInfo(cwd: string): Promise<RepoInfo> {
+  const top = await exec('git', ['rev-parse', '--show-toplevel'], { cwd }).catch(() => undefined);
+  if (!top || top.code !== 0) {
+    throw new GitError(`${cwd} is not inside a git repository: run dstack from your project's git repo (or \`git init\` it first)`);
+  }
+  const root = top.stdout.toString().trim();
+  const [head, branch, remote] = await Promise.all([
+    exec('git', ['rev-parse', '--verify', '-q', 'HEAD'], { cwd: root }),
+    exec('git', ['symbolic-ref', '-q', '--short', 'HEAD'], { cwd: root }),
+    exec('git', ['remote', 'get-url', 'origin'], { cwd: root }),
+  ]);
+  const commit = head.code === 0 ? head.stdout.toString().trim() : null;
+  const remoteUrl = remote.code === 0 ? remote.stdout.toString().trim() : null;
+  return {
+    root,
+    repoId: repoIdFor(root, remoteUrl),
+    commit,
+    branch: branch.code === 0 ? branch.stdout.toString().trim() : null,
+    remoteUrl,
+  };
+}
+
+/** `git@github.com:a/b.git` and `https://github.com/a/b` both become `github.com/a/b`. */
+export function repoIdFor(root: string, remoteUrl: string | null): string {
+  const clean = (s: string): string => s.replace(/[^A-Za-z0-9._-]+/g, '-').replace(/^[.-]+/, '') || 'x';
+  if (remoteUrl) {
+    const m = /^(?:[a-z+]+:\/\/)?(?:[^@/]+@)?([^/:]+)[:/](.+?)(?:\.git)?\/?$/.exec(remoteUrl);
+    if (m?.[1] && m[2]) return [m[1], ...m[2].split('/')].map(clean).join('/');
+  }
+  const hash = createHash('sha256').update(root).digest('hex').slice(0, 10);
+  return `local/${clean(basename(root))}-${hash}`;
+}
+
+/**
+ * Captures the working tree as stored objects: the HEAD archive (once per commit), the diff of
+ * tracked files, and a tar of untracked files git does not ignore.
+ */
+/** With `store` null (a dry run) it computes the same references and uploads nothing. */
+export async function captureCode(info: RepoInfo, store: Store | null): Promise<CodeRef> {
+  const base = info.commit ?? EMPTY_TREE;
+  const [diff, untrackedList] = await Promise.all([
+    git(info.root, ['diff', '--binary', '--no-color', '--no-ext-diff', '--src-prefix=a/', '--dst-prefix=b/', '--no-renames', base]),
+    git(info.root, ['ls-files', '-z', '--others', '--exclude-standard']),
+  ]);
+  const ref: CodeRef = {
+    commit: info.commit,
+    branch: info.branch,
+    remoteUrl: info.remoteUrl,
+    archiveKey: null,
+    diffKey: null,
+    diffSha256: null,
+    untrackedKey: null,
+    untrackedSha256: null,
+  };
+  const uploads: Promise<void>[] = [];
+  if (info.commit) {
+    ref.archiveKey = `code/archives/${info.commit}.tar`;
+    if (store) uploads.push(uploadArchive(info, ref.archiveKey, store));
+  }
+  if (diff.length > 0) {
+    ref.diffSha256 = sha256(diff);
+    ref.diffKey = `code/diffs/${ref.diffSha256}.patch`;
+    if (store) uploads.push(putOnce(store, ref.diffKey, diff));
+  }
+  const untracked = untrackedList.toString('utf8').split('\0').filter((f) => f.length > 0).sort();
+  if (untracked.length > 0) {
+    const chunks: Buffer[] = [];
+    const stream = tar.create({ cwd: info.root, portable: true, noDirRecurse: true, mtime: new Date(0) }, untracked);
+    for await (const chunk of stream as AsyncIterable<Buffer>) chunks.push(chunk);
+    const body = Buffer.concat(chunks);
+    ref.untrackedSha256 = sha256(body);
+    ref.untrackedKey = `code/untracked/${ref.untrackedSha256}.tar`;
+    if (store) uploads.push(putOnce(store, ref.untrackedKey, body));
+  }
+  await Promise.all(uploads);
+  return ref;
+}
+
+async function uploadArchive(info: RepoInfo, key: string, store: Store): Promise<void> {
+  if ((await store.list(key)).some((o) => o.key === key)) return;
+  const child = spawn('git', ['archive', '--format=tar', info.commit ?? 'HEAD'], { cwd: info.root, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const exited = new Promise<number>((resolve) => child.on('close', (code) => resolve(code ?? 1)));
+  await store.putStream(key, child.stdout);
+  if ((await exited) !== 0) {
+    await store.delete([key]);
+    throw new GitError(`git archive failed: ${stderr.trim()}`);
+  }
+}
+
+async function putOnce(store: Store, key: string, body: Buffer): Promise<void> {
+  if ((await store.list(key)).some((o) => o.key === key)) return;
+  await store.put(key, body);
+}
+
+export function sha256(data: Buffer | string): string {
+  return createHash('sha256').update(data).digest('hex');
+}

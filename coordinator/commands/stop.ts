@@ -1,0 +1,66 @@
+import { ConflictError, UsageError } from '../../common/errors.js';
+import { isFinished, listRuns, loadRun, readJson, runKeys, settleRun, type FinalRecord, type RunView, type StopRequest } from '../../common/runs.js';
+import { repoInfo } from '../code-capture.js';
+import type { Context } from '../context.js';
+
+export interface StopOptions {
+  run: string | undefined;
+  all: boolean;
+  abort: boolean;
+  yes: boolean;
+}
+
+/** `dstack stop (RUN | -a) [-x] [-y]`: a queued run is stopped at once; a running one gets SIGTERM (or SIGKILL with -x). */
+export async function stopCommand(ctx: Context, o: StopOptions): Promise<number> {
+  if (!o.run && !o.all) throw new UsageError('name a run or use --all: dstack stop (RUN | -a) [-x] [-y]');
+  const info = await repoInfo(ctx.cwd);
+  const targets = o.run ? [await loadRun(ctx.store, info.repoId, o.run)] : (await listRuns(ctx.store, info.repoId)).filter((r) => !isFinished(r.status));
+  if (targets.length === 0) {
+    ctx.out.line('No unfinished runs to stop.');
+    return 0;
+  }
+  const verb = o.abort ? 'Abort' : 'Stop';
+  const what = o.run ? `the run ${o.run}` : `${targets.length} unfinished run(s)`;
+  if (!(await ctx.confirm(`${verb} ${what}?`, o.yes))) return 1;
+  let failed = 0;
+  for (const view of targets) {
+    if (isFinished(view.status)) {
+      ctx.out.line(`Run ${view.record.runName} already ${view.status}.`);
+      continue;
+    }
+    const final = await requestStop(ctx, view, o.abort);
+    if (final) ctx.out.line(`Run ${view.record.runName} ${final.status}.`);
+    else {
+      failed += 1;
+      ctx.out.note(`Run ${view.record.runName}: stop requested, but no agent has confirmed it yet; check with \`dstack ps ${view.record.runName}\`.`);
+    }
+  }
+  return failed > 0 ? 1 : 0;
+}
+
+async function requestStop(ctx: Context, view: RunView, abort: boolean): Promise<FinalRecord | null> {
+  const { repoId, runName } = view.record;
+  const request: StopRequest = { abort, requestedAt: new Date().toISOString() };
+  try {
+    await ctx.store.put(runKeys.stop(repoId, runName), JSON.stringify(request), { ifAbsent: !abort });
+  } catch (e) {
+    if (!(e instanceof ConflictError)) throw e;
+  }
+  if (view.status === 'submitted') {
+    // No agent holds it: it ends here, and an agent that receives it later drops it.
+    return settleRun(ctx.store, repoId, runName, {
+      status: 'stopped',
+      exitCode: null,
+      reason: abort ? 'aborted before it started' : 'stopped before it started',
+      finishedAt: new Date().toISOString(),
+      attempt: null,
+    });
+  }
+  const deadline = Date.now() + ctx.config.local.stopGraceSec * 1000 + 15_000;
+  while (Date.now() < deadline) {
+    const final = await readJson<FinalRecord>(ctx.store, runKeys.final(repoId, runName));
+    if (final) return final;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  return null;
+}

@@ -1,0 +1,22 @@
+import type { DstackConfig } from '../common/config.js';
+import type { Compute, Queue, Store } from '../common/ports.js';
+import type { Output } from './output.js';
+
+/** What every command gets from the composition root; commands read no environment of their own. */
+export interface Context {
+  config: DstackConfig;
+  queue: Queue;
+  store: Store;
+  compute: Compute;
+  out: Output;
+  cwd: string;
+  /** The submitting shell's environment, for bare `K` env items. */
+  shellEnv: Record<string, string | undefined>;
+  /**
+   * Asks a yes/no question on a terminal; `yes` (-y) answers it. Without a terminal and without -y
+   * it throws a UsageError, so scripts never delete or stop by accident.
+   */
+  confirm(question: string, yes: boolean): Promise<boolean>;
+  /** Resolves when the user presses Ctrl-C. */
+  interrupted: Promise<void>;
+}

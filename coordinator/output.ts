@@ -1,0 +1,46 @@
+/** The CLI's only way to print: for people on stdout/stderr, or JSON for scripts. */
+export interface Output {
+  /** A line for people on stdout. */
+  line(text?: string): void;
+  /** Raw job output, passed through as the job wrote it. */
+  raw(stream: 'out' | 'err', text: string): void;
+  /** A line about a problem or a hint, on stderr. */
+  note(text: string): void;
+  json(value: unknown): void;
+  table(header: string[], rows: string[][]): void;
+  readonly isTTY: boolean;
+}
+
+export function consoleOutput(stdout: NodeJS.WriteStream, stderr: NodeJS.WriteStream): Output {
+  return {
+    isTTY: stdout.isTTY,
+    line: (text = '') => void stdout.write(`${text}\n`),
+    raw: (stream, text) => void (stream === 'out' ? stdout : stderr).write(text),
+    note: (text) => void stderr.write(`${text}\n`),
+    json: (value) => void stdout.write(`${JSON.stringify(value, null, 2)}\n`),
+    table: (header, rows) => void stdout.write(formatTable(header, rows)),
+  };
+}
+
+/** Left-aligned columns two spaces apart, header first. */
+export function formatTable(header: string[], rows: string[][]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const fmt = (cells: string[]): string =>
+    cells
+      .map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i] ?? 0)))
+      .join('  ')
+      .trimEnd();
+  return [fmt(header), ...rows.map(fmt)].join('\n') + '\n';
+}
+
+/** "3 minutes ago"-style age of an ISO time. */
+export function ago(iso: string, nowMs: number): string {
+  const s = Math.max(0, Math.round((nowMs - Date.parse(iso)) / 1000));
+  if (s < 5) return 'now';
+  if (s < 60) return `${s} secs ago`;
+  const m = Math.round(s / 60);
+  if (m < 60) return `${m} min${m === 1 ? '' : 's'} ago`;
+  const h = Math.round(m / 60);
+  if (h < 48) return `${h} hour${h === 1 ? '' : 's'} ago`;
+  return `${Math.round(h / 24)} days ago`;
+}

@@ -1,0 +1,54 @@
+import { UsageError } from '../common/errors.js';
+
+/** `dstack run`'s own options: the ones that take a value, and the flags. */
+const VALUE_OPTIONS = new Set(['-t', '--tag']);
+const FLAG_OPTIONS = new Set(['-d', '--detach', '--dry-run', '--debug', '--json', '-h', '--help']);
+
+export interface SplitRun {
+  /** dstack's own options, for yargs. */
+  options: string[];
+  workflow: string | undefined;
+  /** Everything meant for the workflow: `${{ run.args }}`. */
+  args: string[];
+}
+
+/**
+ * Splits `run [OPTIONS] WORKFLOW [OPTIONS] [ARGS...]` as 0.0.14 did: dstack's options may come on
+ * either side of the workflow name; the first token after it that is not one of them starts ARGS
+ * (and so does `--`).
+ */
+export function splitRunArgv(argv: string[]): SplitRun {
+  const options: string[] = [];
+  let workflow: string | undefined;
+  let i = 0;
+  const takeOption = (): boolean => {
+    const token = argv[i] ?? '';
+    const name = token.includes('=') ? token.slice(0, token.indexOf('=')) : token;
+    if (FLAG_OPTIONS.has(name)) {
+      options.push(token);
+      i += 1;
+      return true;
+    }
+    if (VALUE_OPTIONS.has(name)) {
+      options.push(token);
+      if (!token.includes('=')) {
+        if (i + 1 >= argv.length) throw new UsageError(`${token} needs a value`);
+        options.push(argv[i + 1] ?? '');
+        i += 1;
+      }
+      i += 1;
+      return true;
+    }
+    return false;
+  };
+  while (i < argv.length && workflow === undefined) {
+    const token = argv[i] ?? '';
+    if (takeOption()) continue;
+    if (token.startsWith('-') && token !== '-') throw new UsageError(`unknown option ${token} before the workflow name: see \`dstack run --help\``);
+    workflow = token;
+    i += 1;
+  }
+  while (i < argv.length && (argv[i] ?? '').startsWith('-') && argv[i] !== '--' && takeOption());
+  if (argv[i] === '--') i += 1;
+  return { options, workflow, args: argv.slice(i) };
+}
