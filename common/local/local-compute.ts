@@ -19,7 +19,8 @@ export class LocalAgentRegistry {
   constructor(readonly dir: string) {}
 
   async write(entry: AgentEntry): Promise<void> {
-    await writeFileAtomic(join(this.dir, `${entry.id}.json`), JSON.stringify(entry));
+    await mkdir(this.dir, { recursive: true });
+    await writeFileAtomic(join(this.dir, '.tmp'), join(this.dir, `${entry.id}.json`), JSON.stringify(entry));
   }
 
   async remove(id: string): Promise<void> {

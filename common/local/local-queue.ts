@@ -1,4 +1,4 @@
-import { watch } from 'node:fs';
+import { watch, type FSWatcher } from 'node:fs';
 import { mkdir, readdir, readFile, unlink } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
@@ -35,6 +35,7 @@ export interface LocalQueueOptions {
 export class LocalQueue implements Queue {
   private readonly dir: string;
   private readonly deadDir: string;
+  private readonly tmpDir: string;
   private readonly opts: LocalQueueOptions;
   private readonly now: () => number;
 
@@ -42,6 +43,7 @@ export class LocalQueue implements Queue {
     this.opts = opts;
     this.dir = join(opts.root, opts.name);
     this.deadDir = join(opts.root, `${opts.name}-dlq`);
+    this.tmpDir = join(opts.root, '.tmp');
     this.now = opts.now ?? Date.now;
   }
 
@@ -49,7 +51,7 @@ export class LocalQueue implements Queue {
     await mkdir(this.dir, { recursive: true });
     const release = await lockfile.lock(this.dir, {
       realpath: false,
-      lockfilePath: join(this.dir, '.lock'),
+      lockfilePath: `${this.dir}.lock`,
       stale: 5000,
       retries: { retries: 200, minTimeout: 2, maxTimeout: 50, factor: 1.5 },
       // A lost lock only means another process may now take it; the next operation re-locks.
@@ -105,19 +107,27 @@ export class LocalQueue implements Queue {
     const id = `${now.toString().padStart(15, '0')}-${randomBytes(6).toString('hex')}`;
     const msg: StoredMessage = { id, body, sentAtMs: now, receiveCount: 0, visibleAtMs: 0, receipt: null };
     await mkdir(this.dir, { recursive: true });
-    await writeFileAtomic(this.file(id), JSON.stringify(msg));
+    await writeFileAtomic(this.tmpDir, this.file(id), JSON.stringify(msg));
     return id;
   }
 
   async receive(options: { waitMs: number; visibilityMs: number; signal?: AbortSignal }): Promise<QueueMessage | undefined> {
     const deadline = this.now() + options.waitMs;
-    for (;;) {
-      const { message, nextVisibleAtMs } = await this.locked(() => this.tryReceive(options.visibilityMs));
-      if (message) return message;
-      const left = deadline - this.now();
-      if (left <= 0 || options.signal?.aborted) return undefined;
-      const until = Math.min(left, this.opts.pollMs ?? 500, Math.max(1, nextVisibleAtMs - this.now()));
-      await waitForChange(this.dir, until, options.signal);
+    await mkdir(this.dir, { recursive: true });
+    // One watcher for the whole wait: a change seen while we were looking sends us round again at once.
+    const changes = new ChangeSignal(this.dir);
+    try {
+      for (;;) {
+        changes.reset();
+        const { message, nextVisibleAtMs } = await this.locked(() => this.tryReceive(options.visibilityMs));
+        if (message) return message;
+        const left = deadline - this.now();
+        if (left <= 0 || options.signal?.aborted) return undefined;
+        const until = Math.min(left, this.opts.pollMs ?? 500, Math.max(1, nextVisibleAtMs - this.now()));
+        await changes.wait(until, options.signal);
+      }
+    } finally {
+      changes.close();
     }
   }
 
@@ -131,13 +141,13 @@ export class LocalQueue implements Queue {
       }
       if (msg.receiveCount >= this.opts.maxReceives) {
         await mkdir(this.deadDir, { recursive: true });
-        await writeFileAtomic(this.file(msg.id, this.deadDir), JSON.stringify({ ...msg, receipt: null, visibleAtMs: 0 }));
+        await writeFileAtomic(this.tmpDir, this.file(msg.id, this.deadDir), JSON.stringify({ ...msg, receipt: null, visibleAtMs: 0 }));
         await unlink(this.file(msg.id));
         continue;
       }
       const receipt = `${msg.id}:${randomBytes(8).toString('hex')}`;
       const updated: StoredMessage = { ...msg, receiveCount: msg.receiveCount + 1, receipt, visibleAtMs: now + visibilityMs };
-      await writeFileAtomic(this.file(msg.id), JSON.stringify(updated));
+      await writeFileAtomic(this.tmpDir, this.file(msg.id), JSON.stringify(updated));
       return { message: { id: msg.id, receipt, body: msg.body, receiveCount: updated.receiveCount }, nextVisibleAtMs };
     }
     return { nextVisibleAtMs };
@@ -146,7 +156,7 @@ export class LocalQueue implements Queue {
   async extend(receipt: string, visibilityMs: number): Promise<void> {
     await this.locked(async () => {
       const msg = await this.findByReceipt(receipt);
-      await writeFileAtomic(this.file(msg.id), JSON.stringify({ ...msg, visibleAtMs: this.now() + visibilityMs }));
+      await writeFileAtomic(this.tmpDir, this.file(msg.id), JSON.stringify({ ...msg, visibleAtMs: this.now() + visibilityMs }));
     });
   }
 
@@ -160,7 +170,7 @@ export class LocalQueue implements Queue {
   async release(receipt: string, delayMs = 0): Promise<void> {
     await this.locked(async () => {
       const msg = await this.findByReceipt(receipt);
-      await writeFileAtomic(this.file(msg.id), JSON.stringify({ ...msg, receipt: null, visibleAtMs: this.now() + delayMs }));
+      await writeFileAtomic(this.tmpDir, this.file(msg.id), JSON.stringify({ ...msg, receipt: null, visibleAtMs: this.now() + delayMs }));
     });
   }
 
@@ -176,30 +186,50 @@ export class LocalQueue implements Queue {
   async redrive(id: string): Promise<void> {
     await this.locked(async () => {
       const msg = JSON.parse(await readFile(this.file(id, this.deadDir), 'utf8')) as StoredMessage;
-      await writeFileAtomic(this.file(id), JSON.stringify({ ...msg, receiveCount: 0, receipt: null, visibleAtMs: 0 }));
+      await writeFileAtomic(this.tmpDir, this.file(id), JSON.stringify({ ...msg, receiveCount: 0, receipt: null, visibleAtMs: 0 }));
       await unlink(this.file(id, this.deadDir));
     });
   }
 }
 
-/** Resolves when something in `dir` changes, after `ms`, or on abort, whichever comes first. */
-function waitForChange(dir: string, ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    let watcher: ReturnType<typeof watch> | undefined;
-    const done = (): void => {
-      clearTimeout(timer);
-      watcher?.close();
-      signal?.removeEventListener('abort', done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal?.addEventListener('abort', done, { once: true });
-    try {
-      watcher = watch(dir, { persistent: false }, done);
-      watcher.on('error', done);
-    } catch {
-      // Without file-system events the timeout still wakes us.
-    }
-  });
-}
+/** Watches a directory; `wait` returns at once if something changed since `reset`. */
+class ChangeSignal {
+  private changed = false;
+  private wake: (() => void) | undefined;
+  private readonly watcher: FSWatcher | undefined;
 
+  constructor(dir: string) {
+    try {
+      this.watcher = watch(dir, { persistent: false }, () => {
+        this.changed = true;
+        this.wake?.();
+      });
+      this.watcher.on('error', () => undefined);
+    } catch {
+      // Without file-system events the poll interval still wakes receivers.
+    }
+  }
+
+  reset(): void {
+    this.changed = false;
+  }
+
+  wait(ms: number, signal?: AbortSignal): Promise<void> {
+    if (this.changed) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        this.wake = undefined;
+        signal?.removeEventListener('abort', done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      signal?.addEventListener('abort', done, { once: true });
+      this.wake = done;
+    });
+  }
+
+  close(): void {
+    this.watcher?.close();
+  }
+}

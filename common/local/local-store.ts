@@ -151,10 +151,10 @@ export class LocalStore implements Store {
   }
 }
 
-/** Writes a file atomically (temp file in the same directory, fsync, rename). */
-export async function writeFileAtomic(path: string, data: string | Buffer): Promise<void> {
-  await mkdir(dirname(path), { recursive: true });
-  const tmp = `${path}.${randomBytes(4).toString('hex')}.tmp`;
+/** Writes a file atomically: a temp file in `tmpDir` (same file system), flushed, then renamed into place. */
+export async function writeFileAtomic(tmpDir: string, path: string, data: string | Buffer): Promise<void> {
+  await mkdir(tmpDir, { recursive: true });
+  const tmp = join(tmpDir, `${Date.now()}-${randomBytes(6).toString('hex')}.tmp`);
   await writeFile(tmp, data, { flush: true });
   await rename(tmp, path);
 }

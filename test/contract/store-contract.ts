@@ -1,0 +1,103 @@
+import { expect } from 'chai';
+import { Readable } from 'node:stream';
+import { createHash, randomBytes } from 'node:crypto';
+import { ConflictError, NotFoundError } from '../../common/errors.js';
+import type { Store } from '../../common/ports.js';
+
+export interface StoreFixture {
+  store: Store;
+  cleanup(): Promise<void>;
+}
+
+async function readAll(s: Readable): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of s) chunks.push(c as Buffer);
+  return Buffer.concat(chunks);
+}
+
+/** The Store contract: every implementation must pass it. */
+export function storeContract(name: string, make: () => Promise<StoreFixture>): void {
+  describe(`Store contract: ${name}`, function () {
+    this.timeout(20_000);
+    let fx: StoreFixture;
+    beforeEach(async () => {
+      fx = await make();
+    });
+    afterEach(async () => {
+      await fx.cleanup();
+    });
+
+    it('puts and gets objects; a missing key is undefined', async () => {
+      await fx.store.put('a/b/c.json', '{"x":1}');
+      expect((await fx.store.get('a/b/c.json'))?.toString()).to.equal('{"x":1}');
+      expect(await fx.store.get('a/b/missing.json')).to.equal(undefined);
+      await fx.store.put('a/b/c.json', 'replaced');
+      expect((await fx.store.get('a/b/c.json'))?.toString()).to.equal('replaced');
+    });
+
+    it('create-if-absent succeeds once and then conflicts, keeping the first value', async () => {
+      await fx.store.put('runs/x/run.json', 'first', { ifAbsent: true });
+      let err: unknown;
+      await fx.store.put('runs/x/run.json', 'second', { ifAbsent: true }).catch((e: unknown) => (err = e));
+      expect(err).to.be.instanceOf(ConflictError);
+      expect((await fx.store.get('runs/x/run.json'))?.toString()).to.equal('first');
+    });
+
+    it('lets exactly one of many concurrent create-if-absent writers win', async () => {
+      const results = await Promise.allSettled(Array.from({ length: 10 }, (_, i) => fx.store.put('race/key', `w${i}`, { ifAbsent: true })));
+      expect(results.filter((r) => r.status === 'fulfilled')).to.have.length(1);
+      expect(results.filter((r) => r.status === 'rejected' && r.reason instanceof ConflictError)).to.have.length(9);
+    });
+
+    it('lists by prefix, sorted, including a partial last segment', async () => {
+      for (const k of ['p/b/2', 'p/a/1', 'p/ab/3', 'q/1', 'p/a/0']) await fx.store.put(k, k);
+      expect((await fx.store.list('p/a/')).map((o) => o.key)).to.deep.equal(['p/a/0', 'p/a/1']);
+      expect((await fx.store.list('p/a')).map((o) => o.key)).to.deep.equal(['p/a/0', 'p/a/1', 'p/ab/3']);
+      expect((await fx.store.list('p/')).map((o) => o.key)).to.deep.equal(['p/a/0', 'p/a/1', 'p/ab/3', 'p/b/2']);
+      expect((await fx.store.list('p/b/2'))[0]).to.deep.equal({ key: 'p/b/2', sizeBytes: 5 });
+      expect(await fx.store.list('nothing/')).to.deep.equal([]);
+    });
+
+    it('streams a large object in and out unchanged', async () => {
+      const data = randomBytes(3 * 1024 * 1024 + 17);
+      await fx.store.putStream('big/blob', Readable.from([data.subarray(0, 1000), data.subarray(1000)]));
+      const back = await readAll(await fx.store.getStream('big/blob'));
+      expect(createHash('sha256').update(back).digest('hex')).to.equal(createHash('sha256').update(data).digest('hex'));
+    });
+
+    it('never shows a partial object when a streamed write fails', async () => {
+      const failing = new Readable({
+        read() {
+          this.push(Buffer.alloc(64 * 1024, 1));
+          this.destroy(new Error('connection dropped'));
+        },
+      });
+      let err: unknown;
+      await fx.store.putStream('half/written', failing).catch((e: unknown) => (err = e));
+      expect(err).to.be.instanceOf(Error);
+      expect(await fx.store.get('half/written')).to.equal(undefined);
+      expect(await fx.store.list('half/')).to.deep.equal([]);
+    });
+
+    it('getStream of a missing key is NotFoundError', async () => {
+      let err: unknown;
+      await fx.store.getStream('no/such').catch((e: unknown) => (err = e));
+      expect(err).to.be.instanceOf(NotFoundError);
+    });
+
+    it('deletes objects, ignoring missing ones', async () => {
+      await fx.store.put('d/1', '1');
+      await fx.store.put('d/2', '2');
+      await fx.store.delete(['d/1', 'd/missing']);
+      expect((await fx.store.list('d/')).map((o) => o.key)).to.deep.equal(['d/2']);
+    });
+
+    it('rejects keys that could escape', async () => {
+      for (const key of ['../x', 'a/../b', '/abs', 'a//b', '']) {
+        let err: unknown;
+        await fx.store.put(key, 'x').catch((e: unknown) => (err = e));
+        expect(err, key).to.be.instanceOf(Error);
+      }
+    });
+  });
+}

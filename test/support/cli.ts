@@ -1,0 +1,111 @@
+import { spawn, execFileSync } from 'node:child_process';
+import { mkdtempSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const CLI = join(ROOT, 'dist', 'coordinator', 'main.js');
+export const CORPUS = join(ROOT, '..', 'shared', 'corpus', 'workflows');
+
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** A temp dir removed by `cleanup()`. */
+export function tempDir(prefix: string): string {
+  return mkdtempSync(join(tmpdir(), `dstack-${prefix}-`));
+}
+
+/** Makes a git repo with the given files (path → content) and one commit, unless `commit` is false. */
+export function makeRepo(files: Record<string, string>, options: { commit?: boolean } = {}): string {
+  const dir = tempDir('repo');
+  for (const [path, content] of Object.entries(files)) {
+    mkdirSync(dirname(join(dir, path)), { recursive: true });
+    writeFileSync(join(dir, path), content);
+  }
+  const git = (...args: string[]): void => void execFileSync('git', args, { cwd: dir, stdio: 'ignore' });
+  git('init', '-q', '-b', 'main');
+  git('config', 'user.email', 'test@example.com');
+  git('config', 'user.name', 'Test');
+  if (options.commit ?? true) {
+    git('add', '-A');
+    git('commit', '-q', '-m', 'initial');
+  }
+  return dir;
+}
+
+/** A dstack home with a config tuned for fast tests. */
+export function makeHome(config: Record<string, unknown> = {}): string {
+  const home = tempDir('home');
+  const local = { agentIdleTimeoutSec: 20, visibilityTimeoutSec: 30, stopGraceSec: 2, ...config };
+  writeFileSync(join(home, 'config.yaml'), `backend: local\nlocal:\n${Object.entries(local).map(([k, v]) => `  ${k}: ${String(v)}`).join('\n')}\n`);
+  return home;
+}
+
+/** Runs the built CLI and collects its output. */
+export function dstack(args: string[], o: { cwd: string; home: string; env?: Record<string, string>; timeoutMs?: number }): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [CLI, ...args], {
+      cwd: o.cwd,
+      env: { ...process.env, DSTACK_HOME: o.home, ...o.env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), o.timeoutMs ?? 60_000);
+    child.on('error', reject);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code: code ?? -1, stdout, stderr });
+    });
+  });
+}
+
+/** Pids of the local agents registered under a dstack home. */
+export function agentPids(home: string): number[] {
+  const dir = join(home, 'local', 'agents');
+  let names: string[] = [];
+  try {
+    names = readdirSync(dir).filter((n) => n.endsWith('.json'));
+  } catch {
+    return [];
+  }
+  return names.flatMap((n) => {
+    try {
+      return [(JSON.parse(readFileSync(join(dir, n), 'utf8')) as { pid: number }).pid];
+    } catch {
+      return [];
+    }
+  });
+}
+
+/** Kills every agent of a home (and their job groups die with them through the watchdog). */
+export async function killAgents(home: string): Promise<void> {
+  for (const pid of agentPids(home)) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // Already gone.
+    }
+  }
+  await new Promise((r) => setTimeout(r, 100));
+}
+
+export function removeAll(...dirs: string[]): void {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+}
+
+export async function waitFor<T>(fn: () => T | undefined | Promise<T | undefined>, timeoutMs: number, what: string): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
