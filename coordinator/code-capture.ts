@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { basename } from 'node:path';
 import { spawn } from 'node:child_process';
+import { PassThrough } from 'node:stream';
 import * as tar from 'tar';
 import { GitError } from '../common/errors.js';
 import { exec } from '../common/exec.js';
@@ -112,7 +113,9 @@ async function uploadArchive(info: RepoInfo, key: string, store: Store): Promise
   let stderr = '';
   child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
   const exited = new Promise<number>((resolve) => child.on('close', (code) => resolve(code ?? 1)));
-  await store.putStream(key, child.stdout);
+  // Consume stdout at once: Node discards a child's unread output when it exits.
+  const body = child.stdout.pipe(new PassThrough());
+  await store.putStream(key, body);
   if ((await exited) !== 0) {
     await store.delete([key]);
     throw new GitError(`git archive failed: ${stderr.trim()}`);
