@@ -53,7 +53,7 @@ export async function runCommand(ctx: Context, o: RunOptions): Promise<number> {
   ctx.out.note(`Run ${name} (workflow ${record.workflow}) submitted. To detach, press Ctrl+C.`);
   const { final, interrupted } = await followRun(ctx.store, info.repoId, name, {
     follow: true,
-    pollMs: 50,
+    pollMs: 20,
     onRecord: (r) => ctx.out.raw(r.s, r.d),
     onTick: () => reconcile(ctx),
     stopped: ctx.interrupted,
