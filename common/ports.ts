@@ -47,6 +47,8 @@ export interface ObjectInfo {
 export interface Store {
   /** Writes an object. With `ifAbsent`, throws ConflictError when the key already exists. */
   put(key: string, data: Buffer | string, options?: { ifAbsent?: boolean }): Promise<void>;
+  /** Size of an object, or undefined if it does not exist. */
+  head(key: string): Promise<ObjectInfo | undefined>;
   /** Reads a whole (small) object; undefined if it does not exist. */
   get(key: string): Promise<Buffer | undefined>;
   /** Streams `body` into the object; it appears only when the stream has ended without error. */

@@ -108,7 +108,7 @@ export async function captureCode(info: RepoInfo, store: Store | null): Promise<
 }
 
 async function uploadArchive(info: RepoInfo, key: string, store: Store): Promise<void> {
-  if ((await store.list(key)).some((o) => o.key === key)) return;
+  if (await store.head(key)) return;
   const child = spawn('git', ['archive', '--format=tar', info.commit ?? 'HEAD'], { cwd: info.root, stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
   child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
@@ -123,7 +123,7 @@ async function uploadArchive(info: RepoInfo, key: string, store: Store): Promise
 }
 
 async function putOnce(store: Store, key: string, body: Buffer): Promise<void> {
-  if ((await store.list(key)).some((o) => o.key === key)) return;
+  if (await store.head(key)) return;
   await store.put(key, body);
 }
 

@@ -62,6 +62,16 @@ export class LocalStore implements Store {
     }
   }
 
+  async head(key: string): Promise<ObjectInfo | undefined> {
+    try {
+      const st = await stat(this.path(key));
+      return st.isFile() ? { key, sizeBytes: st.size } : undefined;
+    } catch (e) {
+      if (errnoCode(e) === 'ENOENT' || errnoCode(e) === 'ENOTDIR') return undefined;
+      throw e;
+    }
+  }
+
   async get(key: string): Promise<Buffer | undefined> {
     try {
       return await readFile(this.path(key));

@@ -31,6 +31,9 @@ export function storeContract(name: string, make: () => Promise<StoreFixture>): 
       await fx.store.put('a/b/c.json', '{"x":1}');
       expect((await fx.store.get('a/b/c.json'))?.toString()).to.equal('{"x":1}');
       expect(await fx.store.get('a/b/missing.json')).to.equal(undefined);
+      expect(await fx.store.head('a/b/c.json')).to.deep.equal({ key: 'a/b/c.json', sizeBytes: 7 });
+      expect(await fx.store.head('a/b/missing.json')).to.equal(undefined);
+      expect(await fx.store.head('a/b')).to.equal(undefined);
       await fx.store.put('a/b/c.json', 'replaced');
       expect((await fx.store.get('a/b/c.json'))?.toString()).to.equal('replaced');
     });

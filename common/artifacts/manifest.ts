@@ -1,0 +1,82 @@
+import { createHash } from 'node:crypto';
+import { posix } from 'node:path';
+import { DstackError } from '../errors.js';
+
+/** Files larger than this are stored as several blobs, one per chunk. */
+export const CHUNK_BYTES = 8 * 1024 * 1024;
+
+/** One path inside a saved artifact. */
+export interface ManifestEntry {
+  /** Relative to the artifact's root, `/`-separated. */
+  path: string;
+  type: 'file' | 'dir' | 'symlink';
+  /** Permission bits, e.g. 0o755. */
+  mode: number;
+  sizeBytes: number;
+  /** sha256 of each chunk, in order (files only). */
+  chunks?: string[];
+  /** sha256 of the file when it is one chunk; of the chunk hashes joined, otherwise. */
+  sha256?: string;
+  /** Link target (symlinks only); always relative and inside the artifact. */
+  target?: string;
+}
+
+/** A saved artifact: every entry, sorted by path. Stored content-addressed as `manifests/<sha256>.json`. */
+export interface Manifest {
+  version: 1;
+  entries: ManifestEntry[];
+  files: number;
+  sizeBytes: number;
+}
+
+/** A restore refused something that would write outside its target, or found corrupt data. */
+export class ArtifactError extends DstackError {
+  constructor(message: string) {
+    super('INTERNAL', message);
+    this.name = 'ArtifactError';
+  }
+}
+
+export const blobKey = (sha: string): string => `blobs/sha256/${sha.slice(0, 2)}/${sha}`;
+export const manifestKey = (sha: string): string => `manifests/${sha}.json`;
+
+export function sha256(data: Buffer | string): string {
+  return createHash('sha256').update(data).digest('hex');
+}
+
+export function fileHash(chunks: string[]): string {
+  return chunks.length === 1 ? (chunks[0] ?? '') : sha256(chunks.join('\n'));
+}
+
+/** The canonical bytes of a manifest (so that equal content has an equal hash). */
+export function encodeManifest(m: Manifest): string {
+  return JSON.stringify(m);
+}
+
+/**
+ * Checks every entry before anything is written: no absolute paths, no `..`, no empty segments,
+ * chunk hashes that look like hashes, and symlinks whose target stays inside the artifact.
+ */
+export function checkManifest(m: Manifest): void {
+  if (m.version !== 1 || !Array.isArray(m.entries)) throw new ArtifactError('not an artifact manifest');
+  for (const e of m.entries) {
+    if (typeof e.path !== 'string' || !safeRelative(e.path)) {
+      throw new ArtifactError(`refusing to restore \`${String(e.path)}\`: paths must stay inside the target (no absolute paths or ..)`);
+    }
+    if (e.type === 'file' && !(e.chunks ?? []).every((c) => /^[0-9a-f]{64}$/.test(c))) {
+      throw new ArtifactError(`refusing to restore \`${e.path}\`: bad chunk hash`);
+    }
+    if (e.type === 'symlink') {
+      const target = e.target ?? '';
+      const resolved = posix.normalize(posix.join(posix.dirname(e.path), target));
+      if (target === '' || posix.isAbsolute(target) || resolved === '..' || resolved.startsWith('../')) {
+        throw new ArtifactError(`refusing to restore symlink \`${e.path}\` -> \`${target}\`: it points outside the target`);
+      }
+    }
+  }
+}
+
+function safeRelative(p: string): boolean {
+  if (p.length === 0 || p.includes('\0') || p.startsWith('/') || p.includes('\\')) return false;
+  return p.split('/').every((s) => s !== '' && s !== '.' && s !== '..');
+}

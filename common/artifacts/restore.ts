@@ -1,0 +1,88 @@
+import { chmod, lstat, mkdir, open, realpath, rm, symlink } from 'node:fs/promises';
+import { dirname, join, sep } from 'node:path';
+import { errnoCode } from '../errors.js';
+import type { Store } from '../ports.js';
+import { ArtifactError, blobKey, checkManifest, manifestKey, sha256, type Manifest } from './manifest.js';
+
+/** Reads and checks a manifest by its hash. */
+export async function readManifest(store: Store, manifestSha: string): Promise<Manifest> {
+  const body = await store.get(manifestKey(manifestSha));
+  if (!body) throw new ArtifactError(`artifact manifest ${manifestSha} is missing from the store`);
+  if (sha256(body) !== manifestSha) throw new ArtifactError(`artifact manifest ${manifestSha} is corrupt (hash mismatch)`);
+  const manifest = JSON.parse(body.toString('utf8')) as Manifest;
+  checkManifest(manifest);
+  return manifest;
+}
+
+/**
+ * Restores a saved artifact into `target`. Every entry is checked before anything is written; every
+ * chunk is verified against its hash; nothing is written through a symlink that leads outside the
+ * target, whether the manifest or the existing tree put it there.
+ */
+export async function restoreTree(store: Store, manifestSha: string, target: string, onProgress?: (doneBytes: number) => void): Promise<Manifest> {
+  const manifest = await readManifest(store, manifestSha);
+  await mkdir(target, { recursive: true });
+  const root = await realpath(target);
+  let done = 0;
+  for (const e of manifest.entries) {
+    const abs = join(root, ...e.path.split('/'));
+    await ensureInside(root, dirname(abs), e.path);
+    if (e.type === 'dir') {
+      await removeIfLink(abs);
+      await mkdir(abs, { recursive: true });
+      await ensureInside(root, abs, e.path);
+      await chmod(abs, e.mode | 0o700);
+    } else if (e.type === 'symlink') {
+      await rm(abs, { force: true, recursive: true });
+      await symlink(e.target ?? '', abs);
+    } else {
+      await removeIfLink(abs);
+      const fh = await open(abs, 'w', e.mode | 0o600);
+      try {
+        for (const chunk of e.chunks ?? []) {
+          const data = await store.get(blobKey(chunk));
+          if (!data) throw new ArtifactError(`\`${e.path}\`: blob ${chunk} is missing from the store`);
+          if (sha256(data) !== chunk) throw new ArtifactError(`\`${e.path}\`: blob ${chunk} is corrupt (hash mismatch)`);
+          await fh.write(data);
+          done += data.length;
+          onProgress?.(done);
+        }
+      } finally {
+        await fh.close();
+      }
+      await chmod(abs, e.mode);
+    }
+  }
+  return manifest;
+}
+
+/**
+ * Makes `dir` (and its parents) only after checking that its nearest existing ancestor, links
+ * followed, is inside `root`; then checks `dir` itself.
+ */
+async function ensureInside(root: string, dir: string, path: string): Promise<void> {
+  const inside = (p: string): boolean => p === root || p.startsWith(root + sep);
+  let existing = dir;
+  let real: string | undefined;
+  while (real === undefined) {
+    try {
+      real = await realpath(existing);
+    } catch (e) {
+      if (errnoCode(e) !== 'ENOENT' || dirname(existing) === existing) throw e;
+      existing = dirname(existing);
+    }
+  }
+  if (!inside(real)) throw new ArtifactError(`refusing to restore \`${path}\`: it would be written outside the target, through a symlink`);
+  if (existing !== dir) {
+    await mkdir(dir, { recursive: true });
+    if (!inside(await realpath(dir))) throw new ArtifactError(`refusing to restore \`${path}\`: it would be written outside the target`);
+  }
+}
+
+async function removeIfLink(path: string): Promise<void> {
+  try {
+    if ((await lstat(path)).isSymbolicLink()) await rm(path);
+  } catch (e) {
+    if (errnoCode(e) !== 'ENOENT') throw e;
+  }
+}

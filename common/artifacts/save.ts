@@ -1,0 +1,154 @@
+import { lstat, open, readdir, readlink, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
+import pLimit from 'p-limit';
+import { errnoCode } from '../errors.js';
+import type { Store } from '../ports.js';
+import { CHUNK_BYTES, blobKey, encodeManifest, fileHash, manifestKey, sha256, type Manifest, type ManifestEntry } from './manifest.js';
+
+/**
+ * Remembers, per file, the chunk hashes of its last save (keyed by path, size, mtime and inode),
+ * and which blobs the store already has, so that saving an unchanged tree reads no file again.
+ */
+export class HashCache {
+  private readonly files = new Map<string, { stamp: string; chunks: string[] }>();
+  private readonly stored = new Set<string>();
+
+  lookup(path: string, stamp: string): string[] | undefined {
+    const hit = this.files.get(path);
+    return hit && hit.stamp === stamp ? hit.chunks : undefined;
+  }
+
+  remember(path: string, stamp: string, chunks: string[]): void {
+    this.files.set(path, { stamp, chunks });
+  }
+
+  isStored(sha: string): boolean {
+    return this.stored.has(sha);
+  }
+
+  markStored(sha: string): void {
+    this.stored.add(sha);
+  }
+}
+
+export interface SaveOptions {
+  cache?: HashCache;
+  /** Files hashed and uploaded at once. */
+  concurrency?: number;
+  onProgress?: (doneBytes: number) => void;
+}
+
+export interface SavedArtifact {
+  manifestSha: string;
+  files: number;
+  sizeBytes: number;
+  /** Bytes of new blobs written (0 when nothing changed). */
+  uploadedBytes: number;
+}
+
+/**
+ * Saves a directory content-addressed: each file (or 8 MiB chunk) once by its sha256, then the
+ * manifest. The manifest goes last, so a reader never sees an artifact whose blobs are missing.
+ * Files are streamed a chunk at a time, never read whole.
+ */
+export async function saveTree(store: Store, root: string, options: SaveOptions = {}): Promise<SavedArtifact> {
+  const cache = options.cache ?? new HashCache();
+  const entries: ManifestEntry[] = [];
+  await walk(root, '', entries);
+  const limit = pLimit(options.concurrency ?? 8);
+  let uploadedBytes = 0;
+  let doneBytes = 0;
+  // Files with equal content are saved in parallel: the first upload of a chunk serves them all.
+  const inFlight = new Map<string, Promise<void>>();
+  const storeChunk = (sha: string, data: Buffer): Promise<void> => {
+    if (cache.isStored(sha)) return Promise.resolve();
+    let pending = inFlight.get(sha);
+    if (!pending) {
+      pending = (async () => {
+        if (!(await store.head(blobKey(sha)))) {
+          await store.put(blobKey(sha), data);
+          uploadedBytes += data.length;
+        }
+        cache.markStored(sha);
+      })();
+      inFlight.set(sha, pending);
+    }
+    return pending;
+  };
+  await Promise.all(
+    entries
+      .filter((e) => e.type === 'file')
+      .map((e) =>
+        limit(async () => {
+          const abs = join(root, e.path);
+          const st = await lstat(abs);
+          const stamp = `${st.size}:${st.mtimeMs}:${st.ino}`;
+          let chunks = cache.lookup(abs, stamp);
+          if (!chunks || !chunks.every((c) => cache.isStored(c))) {
+            chunks = await hashAndStore(abs, st.size, storeChunk);
+            cache.remember(abs, stamp, chunks);
+          }
+          e.chunks = chunks;
+          e.sha256 = fileHash(chunks);
+          doneBytes += e.sizeBytes;
+          options.onProgress?.(doneBytes);
+        }),
+      ),
+  );
+  const files = entries.filter((e) => e.type === 'file');
+  const manifest: Manifest = { version: 1, entries, files: files.length, sizeBytes: files.reduce((n, e) => n + e.sizeBytes, 0) };
+  const body = encodeManifest(manifest);
+  const manifestSha = sha256(body);
+  if (!(await store.head(manifestKey(manifestSha)))) await store.put(manifestKey(manifestSha), body);
+  return { manifestSha, files: manifest.files, sizeBytes: manifest.sizeBytes, uploadedBytes };
+}
+
+async function hashAndStore(abs: string, size: number, storeChunk: (sha: string, data: Buffer) => Promise<void>): Promise<string[]> {
+  const chunks: string[] = [];
+  let fh: FileHandle | undefined;
+  try {
+    fh = await open(abs, 'r');
+    if (size === 0) {
+      const sha = sha256(Buffer.alloc(0));
+      await storeChunk(sha, Buffer.alloc(0));
+      return [sha];
+    }
+    for (let offset = 0; offset < size; ) {
+      const buf = Buffer.allocUnsafe(Math.min(CHUNK_BYTES, size - offset));
+      const { bytesRead } = await fh.read(buf, 0, buf.length, offset);
+      if (bytesRead === 0) break;
+      const data = bytesRead === buf.length ? buf : buf.subarray(0, bytesRead);
+      const sha = sha256(data);
+      await storeChunk(sha, data);
+      chunks.push(sha);
+      offset += bytesRead;
+    }
+    return chunks;
+  } finally {
+    await fh?.close();
+  }
+}
+
+/** Lists a tree in sorted order; a missing root is an empty artifact. */
+async function walk(root: string, rel: string, out: ManifestEntry[]): Promise<void> {
+  let names: string[];
+  try {
+    names = (await readdir(rel ? join(root, rel) : root)).sort();
+  } catch (e) {
+    if (rel === '' && (errnoCode(e) === 'ENOENT' || errnoCode(e) === 'ENOTDIR')) return;
+    throw e;
+  }
+  for (const name of names) {
+    const path = rel ? `${rel}/${name}` : name;
+    const st = await lstat(join(root, path));
+    const mode = st.mode & 0o777;
+    if (st.isDirectory()) {
+      out.push({ path, type: 'dir', mode, sizeBytes: 0 });
+      await walk(root, path, out);
+    } else if (st.isSymbolicLink()) {
+      out.push({ path, type: 'symlink', mode, sizeBytes: 0, target: await readlink(join(root, path)) });
+    } else if (st.isFile()) {
+      out.push({ path, type: 'file', mode, sizeBytes: st.size });
+    }
+  }
+}

@@ -1,0 +1,116 @@
+import { expect } from 'chai';
+import { existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, statSync, symlinkSync, writeFileSync, chmodSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import { ArtifactError, blobKey, encodeManifest, manifestKey, sha256, CHUNK_BYTES, type Manifest } from '../../common/artifacts/manifest.js';
+import { restoreTree } from '../../common/artifacts/restore.js';
+import { HashCache, saveTree } from '../../common/artifacts/save.js';
+import { LocalStore } from '../../common/local/local-store.js';
+import { removeAll, tempDir } from '../support/cli.js';
+
+async function putManifest(store: LocalStore, m: Manifest): Promise<string> {
+  const body = encodeManifest(m);
+  await store.put(manifestKey(sha256(body)), body);
+  return sha256(body);
+}
+
+describe('artifacts: content-addressed save and restore', () => {
+  let dir: string;
+  let store: LocalStore;
+  beforeEach(() => {
+    dir = tempDir('art');
+    store = new LocalStore(join(dir, 'store'));
+  });
+  afterEach(() => removeAll(dir));
+
+  it('round-trips files, modes, empty dirs, symlinks and a multi-chunk file byte for byte', async () => {
+    const src = join(dir, 'src');
+    mkdirSync(join(src, 'sub', 'empty'), { recursive: true });
+    writeFileSync(join(src, 'a.txt'), 'alpha\n');
+    writeFileSync(join(src, 'sub', 'run.sh'), '#!/bin/sh\n');
+    chmodSync(join(src, 'sub', 'run.sh'), 0o750);
+    const big = randomBytes(CHUNK_BYTES * 2 + 123);
+    writeFileSync(join(src, 'big.bin'), big);
+    writeFileSync(join(src, 'empty.txt'), '');
+    symlinkSync('sub/run.sh', join(src, 'link'));
+    const saved = await saveTree(store, src);
+    expect(saved).to.include({ files: 4, sizeBytes: 6 + 10 + big.length });
+    const out = join(dir, 'out');
+    await restoreTree(store, saved.manifestSha, out);
+    expect(readFileSync(join(out, 'a.txt'), 'utf8')).to.equal('alpha\n');
+    expect(sha256(readFileSync(join(out, 'big.bin')))).to.equal(sha256(big));
+    expect(statSync(join(out, 'sub', 'run.sh')).mode & 0o777).to.equal(0o750);
+    expect(statSync(join(out, 'sub', 'empty')).isDirectory()).to.equal(true);
+    expect(readFileSync(join(out, 'empty.txt'), 'utf8')).to.equal('');
+    expect(readlinkSync(join(out, 'link'))).to.equal('sub/run.sh');
+  });
+
+  it('stores each distinct file or chunk once, and an unchanged re-save uploads nothing', async () => {
+    const src = join(dir, 'src');
+    mkdirSync(src);
+    for (let i = 0; i < 5; i++) writeFileSync(join(src, `same${i}.txt`), 'identical content');
+    writeFileSync(join(src, 'other.txt'), 'different');
+    const cache = new HashCache();
+    const first = await saveTree(store, src, { cache });
+    expect((await store.list('blobs/')).length).to.equal(2);
+    expect(first.uploadedBytes).to.equal('identical content'.length + 'different'.length);
+    const again = await saveTree(store, src, { cache });
+    expect(again.uploadedBytes).to.equal(0);
+    expect(again.manifestSha).to.equal(first.manifestSha);
+    const fresh = await saveTree(store, src);
+    expect(fresh.uploadedBytes).to.equal(0);
+    writeFileSync(join(src, 'other.txt'), 'changed');
+    const changed = await saveTree(store, src, { cache });
+    expect(changed.uploadedBytes).to.equal('changed'.length);
+    expect(changed.manifestSha).to.not.equal(first.manifestSha);
+  });
+
+  it('detects a corrupt blob on restore instead of writing it silently', async () => {
+    const src = join(dir, 'src');
+    mkdirSync(src);
+    writeFileSync(join(src, 'model.pt'), 'weights');
+    const saved = await saveTree(store, src);
+    await store.put(blobKey(sha256('weights')), 'tampered');
+    let err: unknown;
+    await restoreTree(store, saved.manifestSha, join(dir, 'out')).catch((e: unknown) => (err = e));
+    expect(err).to.be.instanceOf(ArtifactError);
+    expect((err as Error).message).to.include('corrupt (hash mismatch)');
+  });
+
+  const file = (path: string): Manifest['entries'][number] => ({ path, type: 'file', mode: 0o644, sizeBytes: 1, chunks: [sha256('x')], sha256: sha256('x') });
+
+  for (const [name, entries] of [
+    ['a `../` path', [file('ok.txt'), file('../escaped.txt')]],
+    ['an absolute path', [file('/tmp/escaped.txt')]],
+    ['a symlink that escapes, then a file through it', [{ path: 'link', type: 'symlink', mode: 0o777, sizeBytes: 0, target: '../../outside' }, file('link/escaped.txt')]],
+    ['an absolute symlink', [{ path: 'link', type: 'symlink', mode: 0o777, sizeBytes: 0, target: '/etc' }]],
+  ] as Array<[string, Manifest['entries']]>) {
+    it(`refuses a crafted manifest with ${name}, writing nothing at all`, async () => {
+      await store.put(blobKey(sha256('x')), 'x');
+      const sha = await putManifest(store, { version: 1, entries, files: entries.length, sizeBytes: 1 });
+      const target = join(dir, 'a', 'b', 'target');
+      let err: unknown;
+      await restoreTree(store, sha, target).catch((e: unknown) => (err = e));
+      expect(err).to.be.instanceOf(ArtifactError);
+      expect((err as Error).message).to.match(/refusing to restore/);
+      expect(existsSync(join(dir, 'a', 'b', 'escaped.txt'))).to.equal(false);
+      expect(existsSync(join(dir, 'a', 'b', 'target', 'ok.txt'))).to.equal(false);
+      expect(existsSync(join(dir, 'outside'))).to.equal(false);
+    });
+  }
+
+  it('refuses to write through a symlink already in the target that leads outside it', async () => {
+    await store.put(blobKey(sha256('x')), 'x');
+    const outside = join(dir, 'outside');
+    mkdirSync(outside);
+    const target = join(dir, 'target');
+    mkdirSync(target);
+    symlinkSync(outside, join(target, 'output'));
+    const sha = await putManifest(store, { version: 1, entries: [file('output/sub/escaped.txt')], files: 1, sizeBytes: 1 });
+    let err: unknown;
+    await restoreTree(store, sha, target).catch((e: unknown) => (err = e));
+    expect(err).to.be.instanceOf(ArtifactError);
+    expect(existsSync(join(outside, 'sub'))).to.equal(false);
+    expect(lstatSync(join(target, 'output')).isSymbolicLink()).to.equal(true);
+  });
+});
