@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-import { hostname, homedir } from 'node:os';
+import { arch, cpus, hostname, homedir, platform, totalmem } from 'node:os';
+import { toolVersion } from '../common/version.js';
 import { join } from 'node:path';
 import { loadConfig } from '../common/config.js';
 import { toError } from '../common/errors.js';
@@ -39,6 +40,16 @@ async function main(): Promise<number> {
     maxAttempts: config.local.maxAttempts,
     jobEnv,
     onState: setState,
+    artifactSyncMs: config.local.artifactSyncSec * 1000,
+    hostFacts: {
+      hostname: hostname(),
+      platform: platform(),
+      arch: arch(),
+      cpus: cpus().length,
+      memoryMiB: Math.round(totalmem() / 2 ** 20),
+      nodeVersion: process.version,
+      agentVersion: toolVersion(import.meta.url),
+    },
   });
   let signals = 0;
   const onSignal = (): void => {

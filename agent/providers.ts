@@ -4,7 +4,7 @@ import { delimiter, join } from 'node:path';
 import { createServer } from 'node:net';
 import { JobFailedError } from '../common/errors.js';
 import { exec } from '../common/exec.js';
-import type { JobSpec } from '../common/spec/job-spec.js';
+import { substitute, type JobSpec } from '../common/spec/job-spec.js';
 
 /** What the agent runs for a job: a bash script, in a directory, with an environment. */
 export interface PreparedRun {
@@ -38,7 +38,9 @@ export async function prepareRun(spec: JobSpec, jobDir: string, codeDir: string,
       await chmod(join(binDir, name), 0o755);
     }
   }
-  const env: NodeJS.ProcessEnv = { ...baseEnv, ...spec.env };
+  // `${{ run.name }}` is filled in here, so that a restarted run sees its own name.
+  const vars = { 'run.name': spec.runName };
+  const env: NodeJS.ProcessEnv = { ...baseEnv, ...substitute(spec.env, vars) };
   env.PATH = [binDir, baseEnv.PATH ?? '/usr/bin:/bin'].join(delimiter);
   env.RUN_NAME = spec.runName;
   env.JOB_ID = spec.jobId;
@@ -49,7 +51,7 @@ export async function prepareRun(spec: JobSpec, jobDir: string, codeDir: string,
     env[`JOB_PORT_${i}`] = port;
   }
   const script = join(jobDir, 'run.sh');
-  await writeFile(script, ['set -e', ...spec.commands, ''].join('\n'));
+  await writeFile(script, ['set -e', ...substitute(spec.commands, vars), ''].join('\n'));
   const cwd = join(codeDir, spec.workingDir);
   try {
     if (!(await stat(cwd)).isDirectory()) throw new Error('not a directory');

@@ -4,7 +4,8 @@ import { join } from 'node:path';
 import { JobFailedError, LeaseLostError, toError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import type { Queue, QueueMessage, Store } from '../common/ports.js';
-import { readJson, runKeys, settleRun, type AttemptRecord, type FinalRecord, type StopRequest } from '../common/runs.js';
+import { readJson, runKeys, settleRun, type AttemptRecord, type FinalRecord, type HostFacts, type StopRequest } from '../common/runs.js';
+import { ArtifactSaver, restoreDeps } from './artifacts.js';
 import type { JobSpec } from '../common/spec/job-spec.js';
 import { startJob, type JobExit, type JobProcess } from './job-process.js';
 import { LogShipper } from './log-shipper.js';
@@ -30,6 +31,9 @@ export interface AgentOptions {
   maxAttempts: number;
   /** The environment jobs start from. */
   jobEnv: NodeJS.ProcessEnv;
+  /** How often `mount: true` artifacts are saved while a job runs. */
+  artifactSyncMs: number;
+  hostFacts: HostFacts;
   onState?: (state: 'idle' | 'busy') => Promise<void>;
 }
 
@@ -133,6 +137,7 @@ export class Agent {
       heartbeatAt: now(),
       leaseMs: this.o.visibilityMs,
       state: 'running',
+      hostFacts: this.o.hostFacts,
     };
     const attemptKey = runKeys.attempt(repoId, runName, attempt);
     await store.put(attemptKey, JSON.stringify(record));
@@ -173,17 +178,34 @@ export class Agent {
 
     const jobDir = join(this.o.workRoot, `${runName}-${attempt}-${randomBytes(3).toString('hex')}`);
     const shipper = new LogShipper(store, (seq) => runKeys.logChunk(repoId, runName, attempt, seq));
+    const codeDir = join(jobDir, 'code');
+    const saver = new ArtifactSaver(store, spec, codeDir);
+    let syncTimer: NodeJS.Timeout | undefined;
+    let started = false;
     let result: FinalRecord;
     try {
-      const codeDir = join(jobDir, 'code');
       await rebuildCode(store, spec.code, codeDir);
       const prepared = await prepareRun(spec, jobDir, codeDir, this.o.jobEnv);
+      await restoreDeps(store, spec, codeDir, (line) => shipper.write('err', line));
       if (leaseLost) return 'lease-lost';
       proc = startJob(prepared.script, { cwd: prepared.cwd, env: prepared.env });
+      started = true;
       this.current = proc;
       proc.stdout.on('data', (d: Buffer) => shipper.write('out', d));
       proc.stderr.on('data', (d: Buffer) => shipper.write('err', d));
       applyStop();
+      if (saver.hasMounted) {
+        // `mount: true`: save while the job runs, so that a stopped or killed job keeps its progress.
+        const sync = (): void => {
+          syncTimer = setTimeout(() => {
+            saver.save(false).then(sync, (e: unknown) => {
+              log.log('warn', 'incremental artifact save failed', { error: toError(e).message });
+              sync();
+            });
+          }, this.o.artifactSyncMs);
+        };
+        sync();
+      }
       const exit = await proc.exited;
       result = stopRequest ? final('stopped', exit.code, stopReason(stopRequest), attempt) : exitFinal(exit, attempt);
     } catch (e) {
@@ -193,7 +215,18 @@ export class Agent {
     } finally {
       ended = true;
       clearTimeout(timer);
+      clearTimeout(syncTimer);
       this.current = undefined;
+    }
+    // Whatever the job produced is kept, however it ended, unless another agent now owns the job.
+    if (started && !leaseLost) {
+      try {
+        await saver.save(true);
+      } catch (e) {
+        const reason = toError(e).message;
+        if (result.status === 'done') result = final('failed', result.exitCode, reason, attempt);
+        shipper.write('err', `dstack: ${reason}\n`);
+      }
     }
     try {
       await shipper.close();
@@ -210,6 +243,9 @@ export class Agent {
     }
     const settled = await settleRun(store, repoId, runName, result);
     await store.put(attemptKey, JSON.stringify(record));
+    if (settled.status === 'done' && settled === result && spec.cacheKey) {
+      await store.put(runKeys.cache(repoId, spec.cacheKey), JSON.stringify({ runName })).catch(() => undefined);
+    }
     log.log('info', `job ${settled.status}`, { exitCode: settled.exitCode, reason: settled.reason });
     return 'settled';
   }

@@ -15,6 +15,8 @@ const LocalSchema = z.strictObject({
   maxAttempts: z.number().int().min(1).max(100).default(3),
   /** Between SIGTERM and SIGKILL when a job is stopped. */
   stopGraceSec: z.number().min(0).max(3600).default(10),
+  /** How often `mount: true` artifacts are saved while a job runs. */
+  artifactSyncSec: z.number().min(1).max(3600).default(30),
 });
 
 export const ConfigSchema = z.strictObject({

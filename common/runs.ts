@@ -14,7 +14,48 @@ export interface RunRecord {
   jobId: string;
   submittedAt: string;
   maxAttempts: number;
+  /** The resolved spec: code snapshot, pinned deps and overrides included. */
   spec: JobSpec;
+  /** Per-run overrides given on the command line, as given. */
+  overrides: string[];
+  toolVersion: string;
+  /** Set by `dstack restart`: the run this one reproduces. */
+  restartOf?: string;
+  /** Tag given with `run -t`. */
+  tag?: string;
+}
+
+/** The saved artifacts of a run; written after every save, the last one when the job ends. */
+export interface ArtifactIndex {
+  artifacts: SavedArtifactRef[];
+  savedAt: string;
+  /** False while a `mount: true` artifact is still being saved incrementally. */
+  complete: boolean;
+}
+
+export interface SavedArtifactRef {
+  /** As declared: relative to the working dir, or absolute. */
+  path: string;
+  manifestSha: string;
+  files: number;
+  sizeBytes: number;
+}
+
+/** What the agent tells about the machine a job ran on. */
+export interface HostFacts {
+  hostname: string;
+  platform: string;
+  arch: string;
+  cpus: number;
+  memoryMiB: number;
+  nodeVersion: string;
+  agentVersion: string;
+}
+
+export interface TagRecord {
+  tag: string;
+  runName: string;
+  createdAt: string;
 }
 
 /** One delivery of the job to an agent; written only by that agent. */
@@ -28,6 +69,7 @@ export interface AttemptRecord {
   leaseMs: number;
   state: 'running' | 'ended';
   endedAt?: string;
+  hostFacts?: HostFacts;
 }
 
 /** The one final status of a run, created exactly once by whoever ends it. */
@@ -37,6 +79,8 @@ export interface FinalRecord {
   reason: string | null;
   finishedAt: string;
   attempt: number | null;
+  /** Set when a cached run reused the outputs of an earlier run instead of running. */
+  cacheOf?: string;
 }
 
 export interface StopRequest {
@@ -50,6 +94,7 @@ export interface RunView {
   attempts: AttemptRecord[];
   final: FinalRecord | null;
   stop: StopRequest | null;
+  artifacts: ArtifactIndex | null;
   status: RunStatus;
 }
 
@@ -63,6 +108,10 @@ export const runKeys = {
   attempt: (repoId: string, run: string, n: number): string => `repos/${repoId}/runs/${run}/attempts/${String(n).padStart(4, '0')}.json`,
   attempts: (repoId: string, run: string): string => `repos/${repoId}/runs/${run}/attempts/`,
   logs: (repoId: string, run: string): string => `repos/${repoId}/runs/${run}/logs/`,
+  artifacts: (repoId: string, run: string): string => `repos/${repoId}/runs/${run}/artifacts.json`,
+  tag: (repoId: string, tag: string): string => `repos/${repoId}/tags/${tag}.json`,
+  tags: (repoId: string): string => `repos/${repoId}/tags/`,
+  cache: (repoId: string, key: string): string => `repos/${repoId}/cache/${key}.json`,
   logChunk: (repoId: string, run: string, attempt: number, seq: number): string =>
     `repos/${repoId}/runs/${run}/logs/${String(attempt).padStart(4, '0')}-${String(seq).padStart(8, '0')}.jsonl`,
 };
@@ -105,17 +154,18 @@ export async function settleRun(store: Store, repoId: string, run: string, final
 
 /** Reads everything about one run; NotFoundError if there is no such run. */
 export async function loadRun(store: Store, repoId: string, run: string, nowMs: number = Date.now()): Promise<RunView> {
-  const [record, final, stop, attemptObjs] = await Promise.all([
+  const [record, final, stop, artifacts, attemptObjs] = await Promise.all([
     readJson<RunRecord>(store, runKeys.record(repoId, run)),
     readJson<FinalRecord>(store, runKeys.final(repoId, run)),
     readJson<StopRequest>(store, runKeys.stop(repoId, run)),
+    readJson<ArtifactIndex>(store, runKeys.artifacts(repoId, run)),
     store.list(runKeys.attempts(repoId, run)),
   ]);
   if (!record) throw new NotFoundError(`run \`${run}\` does not exist: see \`dstack ps -a\``);
   const attempts = (await Promise.all(attemptObjs.map((o) => readJson<AttemptRecord>(store, o.key)))).filter(
     (a): a is AttemptRecord => a !== null,
   );
-  return { record, attempts, final, stop, status: deriveStatus(final, attempts, stop, nowMs) };
+  return { record, attempts, final, stop, artifacts, status: deriveStatus(final, attempts, stop, nowMs) };
 }
 
 export function deriveStatus(final: FinalRecord | null, attempts: AttemptRecord[], stop: StopRequest | null, nowMs: number): RunStatus {

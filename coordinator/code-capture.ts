@@ -62,12 +62,18 @@ export function repoIdFor(root: string, remoteUrl: string | null): string {
   return `local/${clean(basename(root))}-${hash}`;
 }
 
+/** A captured working tree: the references a job spec carries, and the upload of what they name. */
+export interface CapturedCode {
+  ref: CodeRef;
+  /** Stores the archive, diff and untracked tar (each only if the store lacks it). */
+  upload(store: Store): Promise<void>;
+}
+
 /**
- * Captures the working tree as stored objects: the HEAD archive (once per commit), the diff of
- * tracked files, and a tar of untracked files git does not ignore.
+ * Captures the working tree: the HEAD archive (stored once per commit), the binary diff of tracked
+ * files, and a tar of untracked files git does not ignore.
  */
-/** With `store` null (a dry run) it computes the same references and uploads nothing. */
-export async function captureCode(info: RepoInfo, store: Store | null): Promise<CodeRef> {
+export async function captureCode(info: RepoInfo): Promise<CapturedCode> {
   const base = info.commit ?? EMPTY_TREE;
   const [diff, untrackedList] = await Promise.all([
     git(info.root, ['diff', '--binary', '--no-color', '--no-ext-diff', '--src-prefix=a/', '--dst-prefix=b/', '--no-renames', base]),
@@ -77,34 +83,34 @@ export async function captureCode(info: RepoInfo, store: Store | null): Promise<
     commit: info.commit,
     branch: info.branch,
     remoteUrl: info.remoteUrl,
-    archiveKey: null,
+    archiveKey: info.commit ? `code/archives/${info.commit}.tar` : null,
     diffKey: null,
     diffSha256: null,
     untrackedKey: null,
     untrackedSha256: null,
   };
-  const uploads: Promise<void>[] = [];
-  if (info.commit) {
-    ref.archiveKey = `code/archives/${info.commit}.tar`;
-    if (store) uploads.push(uploadArchive(info, ref.archiveKey, store));
-  }
   if (diff.length > 0) {
     ref.diffSha256 = sha256(diff);
     ref.diffKey = `code/diffs/${ref.diffSha256}.patch`;
-    if (store) uploads.push(putOnce(store, ref.diffKey, diff));
   }
   const untracked = untrackedList.toString('utf8').split('\0').filter((f) => f.length > 0).sort();
+  let untrackedTar: Buffer | undefined;
   if (untracked.length > 0) {
     const chunks: Buffer[] = [];
     const stream = tar.create({ cwd: info.root, portable: true, noDirRecurse: true, mtime: new Date(0) }, untracked);
     for await (const chunk of stream as AsyncIterable<Buffer>) chunks.push(chunk);
-    const body = Buffer.concat(chunks);
-    ref.untrackedSha256 = sha256(body);
+    untrackedTar = Buffer.concat(chunks);
+    ref.untrackedSha256 = sha256(untrackedTar);
     ref.untrackedKey = `code/untracked/${ref.untrackedSha256}.tar`;
-    if (store) uploads.push(putOnce(store, ref.untrackedKey, body));
   }
-  await Promise.all(uploads);
-  return ref;
+  const upload = async (store: Store): Promise<void> => {
+    await Promise.all([
+      ref.archiveKey ? uploadArchive(info, ref.archiveKey, store) : undefined,
+      ref.diffKey ? putOnce(store, ref.diffKey, diff) : undefined,
+      ref.untrackedKey && untrackedTar ? putOnce(store, ref.untrackedKey, untrackedTar) : undefined,
+    ]);
+  };
+  return { ref, upload };
 }
 
 async function uploadArchive(info: RepoInfo, key: string, store: Store): Promise<void> {

@@ -10,6 +10,8 @@ export interface Context {
   compute: Compute;
   out: Output;
   cwd: string;
+  /** This build's version, recorded with every run. */
+  toolVersion: string;
   /** The submitting shell's environment, for bare `K` env items. */
   shellEnv: Record<string, string | undefined>;
   /**

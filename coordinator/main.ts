@@ -11,7 +11,9 @@ import { LocalCompute } from '../common/local/local-compute.js';
 import { openLocalBackend } from '../common/local/index.js';
 import type { Context } from './context.js';
 import { consoleOutput } from './output.js';
+import type { Overrides } from './overrides.js';
 import { splitRunArgv } from './run-args.js';
+import { toolVersion } from '../common/version.js';
 
 /** argv that starts an agent: the built agent next to this file, or through tsx when run from source. */
 function agentCommand(): string[] {
@@ -42,17 +44,72 @@ async function makeContext(out: ReturnType<typeof consoleOutput>): Promise<Conte
     rl.close();
     return /^y(es)?$/i.test(answer.trim());
   };
-  return { config, queue: backend.queue, store: backend.store, compute, out, cwd: process.cwd(), shellEnv: { ...process.env }, interrupted, confirm };
+  return {
+    config,
+    queue: backend.queue,
+    store: backend.store,
+    compute,
+    out,
+    cwd: process.cwd(),
+    toolVersion: toolVersion(import.meta.url),
+    shellEnv: { ...process.env },
+    interrupted,
+    confirm,
+  };
+}
+
+/** The per-run overrides of 0.0.14, for `run`. */
+function withOverrides<T>(y: Argv<T>) {
+  return y
+    .option('env', { alias: 'e', type: 'string', array: true, describe: 'Set an environment variable: -e K=V (or -e K to pass your value)' })
+    .option('artifact', { alias: 'a', type: 'string', array: true, describe: 'Save another path as an artifact' })
+    .option('dep', { type: 'string', array: true, describe: 'Add a dep: --dep :TAG or --dep WORKFLOW' })
+    .option('working-dir', { alias: 'w', type: 'string', describe: 'Working directory, relative to the repo root' })
+    .option('cpu', { type: 'number', describe: 'CPUs' })
+    .option('memory', { type: 'string', describe: 'Memory, e.g. 16GB' })
+    .option('gpu', { type: 'number', describe: 'GPU count' })
+    .option('gpu-name', { type: 'string', describe: 'GPU name, e.g. V100' })
+    .option('gpu-memory', { type: 'string', describe: 'GPU memory, e.g. 16GB' })
+    .option('shm-size', { type: 'string', describe: 'Shared memory size, e.g. 8GB' })
+    .option('interruptible', { alias: 'i', type: 'boolean', describe: 'Allow a spot (interruptible) machine' });
+}
+
+function overridesFrom(a: {
+  env?: string[] | undefined;
+  artifact?: string[] | undefined;
+  dep?: string[] | undefined;
+  'working-dir'?: string | undefined;
+  cpu?: number | undefined;
+  memory?: string | undefined;
+  gpu?: number | undefined;
+  'gpu-name'?: string | undefined;
+  'gpu-memory'?: string | undefined;
+  'shm-size'?: string | undefined;
+  interruptible?: boolean | undefined;
+}): Overrides {
+  const o: Overrides = { env: a.env ?? [], artifacts: a.artifact ?? [], deps: a.dep ?? [] };
+  if (a['working-dir'] !== undefined) o.workingDir = a['working-dir'];
+  if (a.cpu !== undefined) o.cpu = a.cpu;
+  if (a.memory !== undefined) o.memory = a.memory;
+  if (a.gpu !== undefined) o.gpu = a.gpu;
+  if (a['gpu-name'] !== undefined) o.gpuName = a['gpu-name'];
+  if (a['gpu-memory'] !== undefined) o.gpuMemory = a['gpu-memory'];
+  if (a['shm-size'] !== undefined) o.shmSize = a['shm-size'];
+  if (a.interruptible) o.interruptible = true;
+  return o;
 }
 
 async function main(argv: string[]): Promise<number> {
   const out = consoleOutput(process.stdout, process.stderr);
   const debug = argv.includes('--debug');
   let runArgs: string[] = [];
+  let overrideArgv: string[] = [];
   if (argv[0] === 'run') {
     const split = splitRunArgv(argv.slice(1));
     runArgs = split.args;
-    argv = ['run', ...split.options, ...(split.workflow === undefined ? [] : [split.workflow])];
+    overrideArgv = split.overrides;
+    // The workflow goes first: array options such as -e would swallow a positional after them.
+    argv = ['run', ...(split.workflow === undefined ? [] : [split.workflow]), ...split.options];
   }
   let code = 0;
   const ctx = (): Promise<Context> => makeContext(out);
@@ -62,17 +119,97 @@ async function main(argv: string[]): Promise<number> {
     .option('debug', { type: 'boolean', describe: 'Show stack traces on errors' })
     .command(
       'run [workflow]',
-      'Run a workflow: dstack run WORKFLOW [-d] [--dry-run] [ARGS...]',
+      'Run a workflow: dstack run WORKFLOW [-d] [-t TAG] [OVERRIDES] [ARGS...]',
       (y) =>
-        y
+        withOverrides(y)
           .positional('workflow', { type: 'string', describe: 'Workflow name from .dstack/workflows.yaml' })
           .option('detach', { alias: 'd', type: 'boolean', describe: 'Submit and return without following the logs' })
-          .option('dry-run', { type: 'boolean', describe: 'Print the resolved job spec as JSON; enqueue nothing' }),
+          .option('dry-run', { type: 'boolean', describe: 'Print the resolved job spec as JSON; enqueue nothing' })
+          .option('tag', { alias: 't', type: 'string', describe: 'Tag the run (replaces an existing tag of that name)' })
+          .option('cache', { type: 'boolean', default: true, describe: 'Reuse an identical earlier run of a `cache: true` workflow (--no-cache forces a run)' }),
       async (a) => {
         if (!a.workflow) throw new UsageError('name a workflow: dstack run WORKFLOW [ARGS...] (see .dstack/workflows.yaml)');
         const { runCommand } = await import('./commands/run.js');
-        code = await runCommand(await ctx(), { workflow: a.workflow, args: runArgs, detach: a.detach ?? false, dryRun: a['dry-run'] ?? false });
+        code = await runCommand(await ctx(), {
+          workflow: a.workflow,
+          args: runArgs,
+          detach: a.detach ?? false,
+          dryRun: a['dry-run'] ?? false,
+          tag: a.tag,
+          useCache: a.cache,
+          overrides: overridesFrom(a),
+          overrideArgv,
+        });
       },
+    )
+    .command(
+      'restart <run>',
+      'Run a run again with the same code, spec and pinned deps, under a new name',
+      (y) =>
+        y
+          .positional('run', { type: 'string', demandOption: true })
+          .option('detach', { alias: 'd', type: 'boolean', describe: 'Submit and return without following the logs' }),
+      async (a) => {
+        const { restartCommand } = await import('./commands/restart.js');
+        code = await restartCommand(await ctx(), { run: a.run, detach: a.detach ?? false });
+      },
+    )
+    .command('tags', 'Manage tags: add, list, delete', (y) =>
+      y
+        .command(
+          'add <tag> [run]',
+          'Tag a run, or upload local folders (-a) as a new tagged run',
+          (yy) =>
+            yy
+              .positional('tag', { type: 'string', demandOption: true })
+              .positional('run', { type: 'string' })
+              .option('artifact', { alias: 'a', type: 'string', array: true, describe: 'A local folder to upload as an artifact' }),
+          async (a) => {
+            const { tagsAddCommand } = await import('./commands/tags.js');
+            code = await tagsAddCommand(await ctx(), { tag: a.tag, run: a.run, paths: a.artifact ?? [] });
+          },
+        )
+        .command(
+          'list',
+          'List tags',
+          (yy) => yy.option('json', { type: 'boolean' }),
+          async (a) => {
+            const { tagsListCommand } = await import('./commands/tags.js');
+            code = await tagsListCommand(await ctx(), { json: a.json ?? false });
+          },
+        )
+        .command(
+          'delete <tag>',
+          'Delete a tag (the run stays)',
+          (yy) => yy.positional('tag', { type: 'string', demandOption: true }).option('yes', { alias: 'y', type: 'boolean' }),
+          async (a) => {
+            const { tagsDeleteCommand } = await import('./commands/tags.js');
+            code = await tagsDeleteCommand(await ctx(), { tag: a.tag, yes: a.yes ?? false });
+          },
+        )
+        .demandCommand(1, 'name a tags command: add, list or delete'),
+    )
+    .command('artifacts', 'List or download the artifacts of a run', (y) =>
+      y
+        .command(
+          'list <run>',
+          'Paths, file counts and sizes of the artifacts of RUN or :TAG',
+          (yy) => yy.positional('run', { type: 'string', demandOption: true }).option('json', { type: 'boolean' }),
+          async (a) => {
+            const { artifactsListCommand } = await import('./commands/artifacts.js');
+            code = await artifactsListCommand(await ctx(), { run: a.run, json: a.json ?? false });
+          },
+        )
+        .command(
+          'download <run>',
+          'Download the artifacts of RUN or :TAG, checking their integrity',
+          (yy) => yy.positional('run', { type: 'string', demandOption: true }).option('output', { alias: 'o', type: 'string', describe: 'Directory (default: .)' }),
+          async (a) => {
+            const { artifactsDownloadCommand } = await import('./commands/artifacts.js');
+            code = await artifactsDownloadCommand(await ctx(), { run: a.run, output: a.output ?? '.' });
+          },
+        )
+        .demandCommand(1, 'name an artifacts command: list or download'),
     )
     .command(
       'ps [run]',

@@ -8,7 +8,14 @@ export interface Output {
   note(text: string): void;
   json(value: unknown): void;
   table(header: string[], rows: string[][]): void;
+  /** A progress bar on stderr when it is a terminal; silent otherwise. `total` 0 means unknown. */
+  progress(label: string, total: number): Progress;
   readonly isTTY: boolean;
+}
+
+export interface Progress {
+  update(done: number): void;
+  done(): void;
 }
 
 export function consoleOutput(stdout: NodeJS.WriteStream, stderr: NodeJS.WriteStream): Output {
@@ -19,7 +26,37 @@ export function consoleOutput(stdout: NodeJS.WriteStream, stderr: NodeJS.WriteSt
     note: (text) => void stderr.write(`${text}\n`),
     json: (value) => void stdout.write(`${JSON.stringify(value, null, 2)}\n`),
     table: (header, rows) => void stdout.write(formatTable(header, rows)),
+    progress: (label, total) => {
+      if (!stderr.isTTY) return { update: () => undefined, done: () => undefined };
+      let last = 0;
+      const draw = (done: number): void => {
+        const width = 30;
+        const filled = total > 0 ? Math.min(width, Math.round((done / total) * width)) : 0;
+        const bar = total > 0 ? `[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${formatBytes(done)} / ${formatBytes(total)}` : formatBytes(done);
+        stderr.write(`\r${label} ${bar}\x1b[K`);
+      };
+      return {
+        update: (done) => {
+          if (Date.now() - last < 100) return;
+          last = Date.now();
+          draw(done);
+        },
+        done: () => void stderr.write('\r\x1b[K'),
+      };
+    },
   };
+}
+
+/** 1536 -> "1.5 KB". */
+export function formatBytes(n: number): string {
+  const units = ['B', 'KB', 'MB', 'GB', 'TB'];
+  let v = n;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return i === 0 ? `${v} B` : `${v.toFixed(1)} ${units[i] ?? ''}`;
 }
 
 /** Left-aligned columns two spaces apart, header first. */

@@ -90,6 +90,8 @@ try {
       submittedAt: new Date().toISOString(),
       maxAttempts: 3,
       spec: { ...base, runName, jobId: `bench${i}`, commands: ['date +%s%3N'] },
+      overrides: [],
+      toolVersion: 'bench',
     }));
     const sent = Date.now();
     await backend.queue.send(JSON.stringify(record.spec));

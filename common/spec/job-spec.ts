@@ -7,6 +7,15 @@ import type { LocatedWorkflow } from './load.js';
 /** A dependency as declared; resolved to a run when the run is submitted. */
 export type DepSpec = { kind: 'workflow'; name: string; repo?: string; mount: boolean } | { kind: 'tag'; name: string; repo?: string; mount: boolean };
 
+/** A dep resolved at submit time to one run and the exact manifests of its artifacts. */
+export interface PinnedDep {
+  kind: 'workflow' | 'tag';
+  name: string;
+  repoId: string;
+  runName: string;
+  artifacts: Array<{ path: string; manifestSha: string }>;
+}
+
 export interface ArtifactSpec {
   path: string;
   mount: boolean;
@@ -38,12 +47,18 @@ export interface JobSpec {
   workingDir: string;
   artifacts: ArtifactSpec[];
   deps: DepSpec[];
+  /** Filled in at submit time; what the agent restores before the commands start. */
+  pinnedDeps: PinnedDep[];
   portCount: number;
   image?: string;
   resources: ResourceSpec;
   runArgs: string[];
   code: CodeRef;
   submittedAt: string;
+  /** `cache: true`: a run with the same code, spec and pinned deps may be reused. */
+  cache: boolean;
+  /** Set at submit time for cached workflows: the key a successful run is recorded under. */
+  cacheKey?: string;
 }
 
 export interface BuildInput {
@@ -61,7 +76,8 @@ export interface BuildInput {
 /** Turns a validated workflow into a job spec: substitutes `${{ run.* }}`, normalizes sizes and env. */
 export function buildJobSpec(input: BuildInput): JobSpec {
   const { located, args } = input;
-  const ctx = { 'run.args': args.map(shellQuote).join(' '), 'run.name': input.runName };
+  // `${{ run.name }}` stays for the agent to fill in, so that a restarted run gets its own name.
+  const ctx = { 'run.args': args.map(shellQuote).join(' ') };
   const wf = substitute(located.workflow, ctx);
   const fail = (message: string): never => {
     throw new SpecError([{ file: located.file, line: located.line, col: 5, message: `workflow \`${wf.name}\`: ${message}` }]);
@@ -83,11 +99,13 @@ export function buildJobSpec(input: BuildInput): JobSpec {
       return { path: path.replace(/^\.\/+/, '').replace(/\/+$/, '') || '.', mount: typeof a === 'string' ? false : (a.mount ?? false) };
     }),
     deps: (wf.deps ?? []).map((d) => parseDep(d, fail)),
+    pinnedDeps: [],
     portCount: typeof wf.ports === 'number' ? wf.ports : (wf.ports?.length ?? 0),
     resources: parseResources(wf),
     runArgs: args,
     code: input.code,
     submittedAt: input.now.toISOString(),
+    cache: wf.cache ?? false,
   };
   const python = wf.provider === 'python' ? (wf.version ?? wf.python) : wf.python;
   if (python !== undefined) spec.python = python;
@@ -179,9 +197,9 @@ export function shellQuote(s: string): string {
 
 const VARIABLE = /\$\{\{\s*(run\.args|run\.name)\s*\}\}/g;
 
-/** Replaces `${{ run.args }}` and `${{ run.name }}` in every string of a value. */
-function substitute<T>(value: T, ctx: Record<string, string>): T {
-  if (typeof value === 'string') return value.replace(VARIABLE, (_, name: string) => ctx[name] ?? '') as T;
+/** Replaces the `${{ run.* }}` variables that `ctx` names in every string of a value; others stay. */
+export function substitute<T>(value: T, ctx: Record<string, string>): T {
+  if (typeof value === 'string') return value.replace(VARIABLE, (whole, name: string) => ctx[name] ?? whole) as T;
   if (Array.isArray(value)) return value.map((v: unknown) => substitute(v, ctx)) as T;
   if (value && typeof value === 'object') {
     return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, substitute(v, ctx)])) as T;

@@ -38,22 +38,32 @@ export async function psCommand(ctx: Context, o: PsOptions): Promise<number> {
       r.record.workflow,
       ago(r.record.submittedAt, now),
       capitalize(r.status),
-      `${Math.max(1, r.attempts.length)} of ${r.record.maxAttempts}`,
+      r.attempts.length === 0 ? '-' : `${r.attempts.length} of ${r.record.maxAttempts}`,
       r.final?.reason ?? '',
     ]),
   );
   return 0;
 }
 
+/** The run's whole record: what reproduces it (code, spec, pinned deps, overrides) and what happened. */
 function toJson(r: RunView): Record<string, unknown> {
   return {
     runName: r.record.runName,
     workflow: r.record.workflow,
     status: r.status,
     submittedAt: r.record.submittedAt,
+    startedAt: r.attempts[0]?.startedAt ?? null,
     finishedAt: r.final?.finishedAt ?? null,
     exitCode: r.final?.exitCode ?? null,
     reason: r.final?.reason ?? null,
+    cacheOf: r.final?.cacheOf ?? null,
+    restartOf: r.record.restartOf ?? null,
+    tag: r.record.tag ?? null,
+    toolVersion: r.record.toolVersion,
+    code: r.record.spec.code,
+    pinnedDeps: r.record.spec.pinnedDeps,
+    overrides: r.record.overrides,
+    artifacts: r.artifacts?.artifacts ?? [],
     attempts: r.attempts,
     spec: r.record.spec,
   };

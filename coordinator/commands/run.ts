@@ -1,21 +1,26 @@
-import { randomBytes } from 'node:crypto';
 import { NotFoundError } from '../../common/errors.js';
-import { createRun, type RunRecord } from '../../common/runs.js';
+import { nameStem } from '../../common/names.js';
 import { loadWorkflows } from '../../common/spec/load.js';
 import { buildJobSpec } from '../../common/spec/job-spec.js';
-import { nameStem } from '../../common/names.js';
 import { captureCode, repoInfo } from '../code-capture.js';
 import type { Context } from '../context.js';
-import { followRun } from '../follow.js';
+import { resolveDeps, tryResolveDeps } from '../deps.js';
+import { applyOverrides, type Overrides } from '../overrides.js';
+import { attach, submitRun } from '../submit.js';
 
 export interface RunOptions {
   workflow: string;
   args: string[];
   detach: boolean;
   dryRun: boolean;
+  tag: string | undefined;
+  useCache: boolean;
+  overrides: Overrides;
+  /** The override flags as typed, kept in the run record. */
+  overrideArgv: string[];
 }
 
-/** `dstack run`: capture the code, build the job spec, enqueue it, make sure an agent runs, follow. */
+/** `dstack run`: capture the code, build the spec, pin the deps, then submit (or reuse a cached run) and follow. */
 export async function runCommand(ctx: Context, o: RunOptions): Promise<number> {
   const info = await repoInfo(ctx.cwd);
   const workflows = await loadWorkflows(info.root);
@@ -24,52 +29,28 @@ export async function runCommand(ctx: Context, o: RunOptions): Promise<number> {
     const names = [...workflows.keys()].sort().join(', ');
     throw new NotFoundError(`workflow \`${o.workflow}\` is not defined in .dstack/workflows.yaml or .dstack/workflows/*.yaml; defined: ${names}`);
   }
-  const jobId = randomBytes(6).toString('hex');
-  const build = (runName: string, code: RunRecord['spec']['code']): RunRecord['spec'] =>
-    buildJobSpec({ located, repoId: info.repoId, runName, jobId, args: o.args, shellEnv: ctx.shellEnv, code, now: new Date() });
-
+  // Everything that can fail on bad input is checked before anything is stored.
+  const base = (runName: string, jobId: string, code: Parameters<typeof buildJobSpec>[0]['code']) =>
+    applyOverrides(buildJobSpec({ located, repoId: info.repoId, runName, jobId, args: o.args, shellEnv: ctx.shellEnv, code, now: new Date() }), o.overrides, ctx.shellEnv);
+  const captured = await captureCode(info);
+  const probe = base('x-y-1', 'x', captured.ref);
   if (o.dryRun) {
-    const code = await captureCode(info, null);
-    ctx.out.json(build(`${nameStem()}-1`, code));
+    // A dry run shows what it can: deps that cannot be pinned yet are listed, not fatal.
+    const { pinned, unresolved } = await tryResolveDeps(ctx.store, info.repoId, probe.deps);
+    ctx.out.json({ ...probe, runName: `${nameStem()}-1`, jobId: '(assigned on submit)', pinnedDeps: pinned, unresolvedDeps: unresolved });
+    for (const reason of unresolved) ctx.out.note(`warning: ${reason}`);
     return 0;
   }
-  const code = await captureCode(info, ctx.store);
-  const record = await createRun(ctx.store, (runName) => ({
-    runName,
+  const pinnedDeps = await resolveDeps(ctx.store, info.repoId, probe.deps);
+  await captured.upload(ctx.store);
+  const code = captured.ref;
+  const submitted = await submitRun(ctx, {
     repoId: info.repoId,
     workflow: located.workflow.name,
-    jobId,
-    submittedAt: new Date().toISOString(),
-    maxAttempts: ctx.config.local.maxAttempts,
-    spec: build(runName, code),
-  }));
-  await ctx.queue.send(JSON.stringify(record.spec));
-  await reconcile(ctx);
-  const name = record.runName;
-  if (o.detach) {
-    ctx.out.line(`Run ${name} (workflow ${record.workflow}) submitted. Follow it with \`dstack logs ${name} -f\`.`);
-    return 0;
-  }
-  ctx.out.note(`Run ${name} (workflow ${record.workflow}) submitted. To detach, press Ctrl+C.`);
-  const { final, interrupted } = await followRun(ctx.store, info.repoId, name, {
-    follow: true,
-    pollMs: 20,
-    onRecord: (r) => ctx.out.raw(r.s, r.d),
-    onTick: () => reconcile(ctx),
-    stopped: ctx.interrupted,
+    spec: (runName, jobId) => ({ ...base(runName, jobId, code), pinnedDeps }),
+    overrides: o.overrideArgv,
+    ...(o.tag ? { tag: o.tag } : {}),
+    useCache: o.useCache,
   });
-  if (interrupted || !final) {
-    ctx.out.note(`\nDetached; the run goes on. Reattach with \`dstack logs ${name} -f\`, stop it with \`dstack stop ${name}\`.`);
-    return 130;
-  }
-  if (final.status === 'done') return 0;
-  ctx.out.note(`Run ${name} ${final.status}: ${final.reason ?? ''}`);
-  return final.exitCode !== null && final.exitCode > 0 && final.exitCode < 256 ? final.exitCode : 1;
+  return attach(ctx, submitted, o.detach);
 }
-
-/** Starts agents for the queued and running jobs, up to the configured limit. */
-export async function reconcile(ctx: Context): Promise<void> {
-  const counts = await ctx.queue.counts();
-  await ctx.compute.ensureCapacity(counts.visible + counts.inFlight);
-}
-

@@ -24,6 +24,8 @@ function spec(runName: string, commands: string[]): JobSpec {
     workingDir: '.',
     artifacts: [],
     deps: [],
+    pinnedDeps: [],
+    cache: false,
     portCount: 0,
     resources: { interruptible: false, local: false },
     runArgs: [],
@@ -53,6 +55,8 @@ describe('agent: leases and heartbeats', function () {
       idleTimeoutMs: 1500,
       maxAttempts: 3,
       jobEnv: { PATH: '/usr/bin:/bin' },
+      artifactSyncMs: 30_000,
+      hostFacts: { hostname: 'test', platform: 'linux', arch: 'x64', cpus: 2, memoryMiB: 1024, nodeVersion: 'v20', agentVersion: 'test' },
     });
   beforeEach(() => {
     dir = tempDir('agent');

@@ -7,18 +7,19 @@ import { splitRunArgv } from '../../coordinator/run-args.js';
 
 describe('run argument splitting (0.0.14 style)', () => {
   it('sends everything after the workflow that is not a dstack option to the workflow', () => {
-    expect(splitRunArgv(['print-args', '-l', 'Hello, world!'])).to.deep.equal({ options: [], workflow: 'print-args', args: ['-l', 'Hello, world!'] });
+    expect(splitRunArgv(['print-args', '-l', 'Hello, world!'])).to.deep.equal({ options: [], overrides: [], workflow: 'print-args', args: ['-l', 'Hello, world!'] });
   });
   it('takes dstack options on either side of the workflow name', () => {
-    expect(splitRunArgv(['-d', 'train', '--dry-run', '-t', 'best', '--epochs', '3'])).to.deep.equal({
-      options: ['-d', '--dry-run', '-t', 'best'],
+    expect(splitRunArgv(['-d', 'train', '--dry-run', '-t', 'best', '-e', 'A=1', '--gpu', '2', '-i', '--epochs', '3'])).to.deep.equal({
+      options: ['-d', '--dry-run', '-t', 'best', '-e', 'A=1', '--gpu', '2', '-i'],
+      overrides: ['-e', 'A=1', '--gpu', '2', '-i'],
       workflow: 'train',
       args: ['--epochs', '3'],
     });
   });
   it('stops taking options at the first workflow argument, and after --', () => {
-    expect(splitRunArgv(['train', '--epochs', '3', '-d'])).to.deep.equal({ options: [], workflow: 'train', args: ['--epochs', '3', '-d'] });
-    expect(splitRunArgv(['train', '--', '-d'])).to.deep.equal({ options: [], workflow: 'train', args: ['-d'] });
+    expect(splitRunArgv(['train', '--epochs', '3', '-d'])).to.deep.equal({ options: [], overrides: [], workflow: 'train', args: ['--epochs', '3', '-d'] });
+    expect(splitRunArgv(['train', '--', '-d'])).to.deep.equal({ options: [], overrides: [], workflow: 'train', args: ['-d'] });
   });
   it('rejects an unknown option before the workflow name', () => {
     expect(() => splitRunArgv(['--bogus', 'train'])).to.throw(UsageError, /unknown option --bogus/);

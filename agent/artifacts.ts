@@ -1,0 +1,67 @@
+import { isAbsolute, join } from 'node:path';
+import { restoreTree } from '../common/artifacts/restore.js';
+import { HashCache, saveTree } from '../common/artifacts/save.js';
+import { JobFailedError, toError } from '../common/errors.js';
+import type { Store } from '../common/ports.js';
+import { runKeys, type ArtifactIndex, type SavedArtifactRef } from '../common/runs.js';
+import type { JobSpec } from '../common/spec/job-spec.js';
+
+/** Where an artifact lives on the agent: relative paths under the working dir; absolute ones only at their declared path. */
+export function artifactDir(spec: JobSpec, codeDir: string, path: string): string {
+  return isAbsolute(path) ? path : join(codeDir, spec.workingDir, path);
+}
+
+/** Restores every pinned dep's artifacts at the same paths, before the commands start. */
+export async function restoreDeps(store: Store, spec: JobSpec, codeDir: string, say: (line: string) => void): Promise<void> {
+  for (const dep of spec.pinnedDeps) {
+    for (const a of dep.artifacts) {
+      try {
+        const m = await restoreTree(store, a.manifestSha, artifactDir(spec, codeDir, a.path));
+        say(`dstack: restored ${a.path} (${m.files} files) from ${dep.kind} ${dep.name} (run ${dep.runName})\n`);
+      } catch (e) {
+        throw new JobFailedError(`could not restore dep ${dep.kind} \`${dep.name}\` (run ${dep.runName}), artifact ${a.path}: ${toError(e).message}`);
+      }
+    }
+  }
+}
+
+/**
+ * Saves a job's artifacts and then their index. Saves are serialized, and share one hash cache, so
+ * that the periodic saves of `mount: true` artifacts only upload what changed.
+ */
+export class ArtifactSaver {
+  private readonly cache = new HashCache();
+  private chain: Promise<void> = Promise.resolve();
+
+  constructor(
+    private readonly store: Store,
+    private readonly spec: JobSpec,
+    private readonly codeDir: string,
+  ) {}
+
+  get hasMounted(): boolean {
+    return this.spec.artifacts.some((a) => a.mount);
+  }
+
+  /** Saves the `mount: true` artifacts only (`final` false), or all of them (`final` true). */
+  save(final: boolean): Promise<void> {
+    const run = this.chain.then(() => this.saveNow(final));
+    this.chain = run.catch(() => undefined);
+    return run;
+  }
+
+  private async saveNow(final: boolean): Promise<void> {
+    const { repoId, runName } = this.spec;
+    const saved: SavedArtifactRef[] = [];
+    for (const a of this.spec.artifacts.filter((x) => final || x.mount)) {
+      try {
+        const s = await saveTree(this.store, artifactDir(this.spec, this.codeDir, a.path), { cache: this.cache });
+        saved.push({ path: a.path, manifestSha: s.manifestSha, files: s.files, sizeBytes: s.sizeBytes });
+      } catch (e) {
+        throw new JobFailedError(`could not save artifact ${a.path}: ${toError(e).message}`);
+      }
+    }
+    const index: ArtifactIndex = { artifacts: saved, savedAt: new Date().toISOString(), complete: final };
+    await this.store.put(runKeys.artifacts(repoId, runName), JSON.stringify(index, null, 2));
+  }
+}

@@ -1,0 +1,31 @@
+import { loadRun } from '../../common/runs.js';
+import { repoInfo } from '../code-capture.js';
+import type { Context } from '../context.js';
+import { attach, submitRun } from '../submit.js';
+
+export interface RestartOptions {
+  run: string;
+  detach: boolean;
+}
+
+/**
+ * `dstack restart RUN`: the same code snapshot, resolved spec, overrides and pinned deps, under a
+ * new name that points back to RUN. The workflow file and the deps' later runs play no part.
+ */
+export async function restartCommand(ctx: Context, o: RestartOptions): Promise<number> {
+  const info = await repoInfo(ctx.cwd);
+  const { record } = await loadRun(ctx.store, info.repoId, o.run);
+  const submitted = await submitRun(ctx, {
+    repoId: record.repoId,
+    workflow: record.workflow,
+    spec: (runName, jobId) => {
+      const { cacheKey: _unused, ...spec } = record.spec;
+      return { ...spec, runName, jobId, submittedAt: new Date().toISOString() };
+    },
+    overrides: record.overrides,
+    restartOf: record.runName,
+    useCache: false,
+  });
+  if (!o.detach) ctx.out.note(`Restarting ${record.runName} as ${submitted.record.runName}.`);
+  return attach(ctx, submitted, o.detach);
+}

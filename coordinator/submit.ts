@@ -1,0 +1,123 @@
+import { randomBytes } from 'node:crypto';
+import { sha256 } from '../common/artifacts/manifest.js';
+import { createRun, readJson, runKeys, settleRun, type ArtifactIndex, type RunRecord, type TagRecord } from '../common/runs.js';
+import type { JobSpec } from '../common/spec/job-spec.js';
+import type { Context } from './context.js';
+import { followRun } from './follow.js';
+
+export interface SubmitInput {
+  repoId: string;
+  workflow: string;
+  /** Builds the spec for the reserved run name and job id. */
+  spec: (runName: string, jobId: string) => JobSpec;
+  overrides: string[];
+  tag?: string;
+  restartOf?: string;
+  /** Look up the rerun cache (workflows with `cache: true`, unless --no-cache). */
+  useCache: boolean;
+}
+
+export interface Submitted {
+  record: RunRecord;
+  /** The earlier run whose outputs were reused, on a cache hit. */
+  cacheOf?: string;
+}
+
+/**
+ * Reserves a run name, records the run, and either settles it from the rerun cache or enqueues
+ * its job and makes sure an agent will take it.
+ */
+export async function submitRun(ctx: Context, input: SubmitInput): Promise<Submitted> {
+  const jobId = randomBytes(6).toString('hex');
+  const record = await createRun(ctx.store, (runName) => {
+    const spec = input.spec(runName, jobId);
+    if (spec.cache) spec.cacheKey = cacheKey(spec);
+    return {
+      runName,
+      repoId: input.repoId,
+      workflow: input.workflow,
+      jobId,
+      submittedAt: new Date().toISOString(),
+      maxAttempts: ctx.config.local.maxAttempts,
+      spec,
+      overrides: input.overrides,
+      toolVersion: ctx.toolVersion,
+      ...(input.restartOf ? { restartOf: input.restartOf } : {}),
+      ...(input.tag ? { tag: input.tag } : {}),
+    };
+  });
+  const { repoId, runName, spec } = record;
+  if (input.tag) {
+    const tag: TagRecord = { tag: input.tag, runName, createdAt: new Date().toISOString() };
+    await ctx.store.put(runKeys.tag(repoId, input.tag), JSON.stringify(tag, null, 2));
+  }
+  const hit = input.useCache && spec.cacheKey ? await cachedRun(ctx, repoId, spec.cacheKey) : undefined;
+  if (hit) {
+    await ctx.store.put(runKeys.artifacts(repoId, runName), JSON.stringify(hit.artifacts, null, 2));
+    await settleRun(ctx.store, repoId, runName, {
+      status: 'done',
+      exitCode: 0,
+      reason: `cache hit: reused the outputs of run ${hit.runName}`,
+      finishedAt: new Date().toISOString(),
+      attempt: null,
+      cacheOf: hit.runName,
+    });
+    return { record, cacheOf: hit.runName };
+  }
+  await ctx.queue.send(JSON.stringify(spec));
+  await reconcile(ctx);
+  return { record };
+}
+
+/** Starts agents for the queued and running jobs, up to the configured limit. */
+export async function reconcile(ctx: Context): Promise<void> {
+  const counts = await ctx.queue.counts();
+  await ctx.compute.ensureCapacity(counts.visible + counts.inFlight);
+}
+
+/**
+ * The rerun cache key: the code snapshot, everything in the spec that affects what runs, and the
+ * pinned deps (run names and manifest hashes). Names, ids and times are left out.
+ */
+export function cacheKey(spec: JobSpec): string {
+  const { commit, diffSha256, untrackedSha256 } = spec.code;
+  const { provider, commands, python, env, workingDir, artifacts, image, resources, portCount, pinnedDeps } = spec;
+  return sha256(JSON.stringify({ commit, diffSha256, untrackedSha256, provider, commands, python, env, workingDir, artifacts, image, resources, portCount, pinnedDeps }));
+}
+
+async function cachedRun(ctx: Context, repoId: string, key: string): Promise<{ runName: string; artifacts: ArtifactIndex } | undefined> {
+  const entry = await readJson<{ runName: string }>(ctx.store, runKeys.cache(repoId, key));
+  if (!entry) return undefined;
+  const final = await readJson<{ status: string }>(ctx.store, runKeys.final(repoId, entry.runName));
+  const artifacts = await readJson<ArtifactIndex>(ctx.store, runKeys.artifacts(repoId, entry.runName));
+  if (final?.status !== 'done') return undefined;
+  return { runName: entry.runName, artifacts: artifacts ?? { artifacts: [], savedAt: new Date().toISOString(), complete: true } };
+}
+
+/** Follows a submitted run to its end (attached), or says how to follow it (-d); returns the exit code. */
+export async function attach(ctx: Context, submitted: Submitted, detach: boolean): Promise<number> {
+  const { runName: name, workflow, repoId } = submitted.record;
+  if (submitted.cacheOf) {
+    ctx.out.line(`Run ${name} (workflow ${workflow}): cache hit, reused the outputs of run ${submitted.cacheOf}; no commands were run.`);
+    return 0;
+  }
+  if (detach) {
+    ctx.out.line(`Run ${name} (workflow ${workflow}) submitted. Follow it with \`dstack logs ${name} -f\`.`);
+    return 0;
+  }
+  ctx.out.note(`Run ${name} (workflow ${workflow}) submitted. To detach, press Ctrl+C.`);
+  const { final, interrupted } = await followRun(ctx.store, repoId, name, {
+    follow: true,
+    pollMs: 20,
+    onRecord: (r) => ctx.out.raw(r.s, r.d),
+    onTick: () => reconcile(ctx),
+    stopped: ctx.interrupted,
+  });
+  if (interrupted || !final) {
+    ctx.out.note(`\nDetached; the run goes on. Reattach with \`dstack logs ${name} -f\`, stop it with \`dstack stop ${name}\`.`);
+    return 130;
+  }
+  if (final.status === 'done') return 0;
+  ctx.out.note(`Run ${name} ${final.status}: ${final.reason ?? ''}`);
+  return final.exitCode !== null && final.exitCode > 0 && final.exitCode < 256 ? final.exitCode : 1;
+}
