@@ -1,6 +1,6 @@
 // npm run bench: each figure beside a baseline measured in the same run, on this machine.
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync, readFileSync, readdirSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync, readFileSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadConfig } from '../common/config.js';
@@ -8,6 +8,10 @@ import { openLocalBackend } from '../common/local/index.js';
 import { parseLogChunk } from '../common/log-records.js';
 import { createRun, readJson, runKeys, type FinalRecord } from '../common/runs.js';
 import type { JobSpec } from '../common/spec/job-spec.js';
+import { benchArtifacts } from './bench-artifacts.js';
+
+/** Ends the run early when BENCH_ONLY picks one section. */
+class Skip extends Error {}
 
 const ROOT = join(import.meta.dirname, '..');
 const CLI = join(ROOT, 'dist', 'coordinator', 'main.js');
@@ -41,8 +45,11 @@ git('add', '-A');
 git('-c', 'user.name=b', '-c', 'user.email=b@b', 'commit', '-qm', 'bench');
 const env = { ...process.env, DSTACK_HOME: home };
 const results: string[] = [];
+const only = process.env.BENCH_ONLY;
 
 try {
+  if (only === undefined || only === 'artifacts') results.push(...(await benchArtifacts(join(work, 'artifacts'))));
+  if (only === 'artifacts') throw new Skip();
   // 1. CLI cold start.
   const cli: number[] = [];
   const node: number[] = [];
@@ -104,10 +111,13 @@ try {
     starts.push(Number(first?.d.trim()) - sent);
   }
   results.push(row('enqueue → job running, idle agent', median(starts), 'spawn → running of `bash -c`', median(spawns)));
+} catch (e) {
+  if (!(e instanceof Skip)) throw e;
 } finally {
-  for (const name of readdirSync(join(home, 'local', 'agents')).filter((n) => n.endsWith('.json'))) {
+  const agentsDir = join(home, 'local', 'agents');
+  for (const name of existsSync(agentsDir) ? readdirSync(agentsDir).filter((n) => n.endsWith('.json')) : []) {
     try {
-      process.kill((JSON.parse(readFileSync(join(home, 'local', 'agents', name), 'utf8')) as { pid: number }).pid, 'SIGKILL');
+      process.kill((JSON.parse(readFileSync(join(agentsDir, name), 'utf8')) as { pid: number }).pid, 'SIGKILL');
     } catch {
       // Gone already.
     }
@@ -115,4 +125,5 @@ try {
   rmSync(work, { recursive: true, force: true });
 }
 
-process.stdout.write(`\nMedians of ${N} runs each:\n\n| figure | value | baseline | value | difference |\n|---|---|---|---|---|\n${results.join('\n')}\n`);
+
+process.stdout.write(`\nCLI figures are medians of ${N} runs; artifact figures are single runs.\n\n| figure | value | baseline | value | ratio |\n|---|---|---|---|---|\n${results.join('\n')}\n`);

@@ -1,5 +1,6 @@
 import { chmod, lstat, mkdir, open, realpath, rm, symlink } from 'node:fs/promises';
 import { dirname, join, sep } from 'node:path';
+import pLimit from 'p-limit';
 import { errnoCode } from '../errors.js';
 import type { Store } from '../ports.js';
 import { ArtifactError, blobKey, checkManifest, manifestKey, sha256, type Manifest } from './manifest.js';
@@ -23,36 +24,57 @@ export async function restoreTree(store: Store, manifestSha: string, target: str
   const manifest = await readManifest(store, manifestSha);
   await mkdir(target, { recursive: true });
   const root = await realpath(target);
-  let done = 0;
-  for (const e of manifest.entries) {
-    const abs = join(root, ...e.path.split('/'));
-    await ensureInside(root, dirname(abs), e.path);
-    if (e.type === 'dir') {
-      await removeIfLink(abs);
-      await mkdir(abs, { recursive: true });
-      await ensureInside(root, abs, e.path);
-      await chmod(abs, e.mode | 0o700);
-    } else if (e.type === 'symlink') {
-      await rm(abs, { force: true, recursive: true });
-      await symlink(e.target ?? '', abs);
-    } else {
-      await removeIfLink(abs);
-      const fh = await open(abs, 'w', e.mode | 0o600);
-      try {
-        for (const chunk of e.chunks ?? []) {
-          const data = await store.get(blobKey(chunk));
-          if (!data) throw new ArtifactError(`\`${e.path}\`: blob ${chunk} is missing from the store`);
-          if (sha256(data) !== chunk) throw new ArtifactError(`\`${e.path}\`: blob ${chunk} is corrupt (hash mismatch)`);
-          await fh.write(data);
-          done += data.length;
-          onProgress?.(done);
-        }
-      } finally {
-        await fh.close();
-      }
-      await chmod(abs, e.mode);
-    }
+  // Directories first, then files (in parallel: their parents exist), then symlinks, so that no file
+  // is ever written through a link made by this restore; directory modes go on last.
+  const dirs = manifest.entries.filter((e) => e.type === 'dir');
+  const files = manifest.entries.filter((e) => e.type === 'file');
+  const links = manifest.entries.filter((e) => e.type === 'symlink');
+  const checked = new Set<string>();
+  const inside = async (abs: string, path: string): Promise<void> => {
+    const dir = dirname(abs);
+    if (checked.has(dir)) return;
+    await ensureInside(root, dir, path);
+    checked.add(dir);
+  };
+  const at = (path: string): string => join(root, ...path.split('/'));
+  for (const e of dirs) {
+    await inside(at(e.path), e.path);
+    await removeIfLink(at(e.path));
+    await mkdir(at(e.path), { recursive: true });
+    await ensureInside(root, at(e.path), e.path);
+    checked.add(at(e.path));
   }
+  let done = 0;
+  const limit = pLimit(8);
+  await Promise.all(
+    files.map((e) =>
+      limit(async () => {
+        const abs = at(e.path);
+        await inside(abs, e.path);
+        await removeIfLink(abs);
+        const fh = await open(abs, 'w', 0o600);
+        try {
+          for (const chunk of e.chunks ?? []) {
+            const data = await store.get(blobKey(chunk));
+            if (!data) throw new ArtifactError(`\`${e.path}\`: blob ${chunk} is missing from the store`);
+            if (sha256(data) !== chunk) throw new ArtifactError(`\`${e.path}\`: blob ${chunk} is corrupt (hash mismatch)`);
+            await fh.write(data);
+            done += data.length;
+            onProgress?.(done);
+          }
+          await fh.chmod(e.mode);
+        } finally {
+          await fh.close();
+        }
+      }),
+    ),
+  );
+  for (const e of links) {
+    await inside(at(e.path), e.path);
+    await rm(at(e.path), { force: true, recursive: true });
+    await symlink(e.target ?? '', at(e.path));
+  }
+  for (const e of [...dirs].reverse()) await chmod(at(e.path), e.mode);
   return manifest;
 }
 

@@ -1,4 +1,5 @@
-import { lstat, open, readdir, readlink, type FileHandle } from 'node:fs/promises';
+import { lstatSync } from 'node:fs';
+import { open, readdir, readlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import pLimit from 'p-limit';
 import { errnoCode } from '../errors.js';
@@ -54,7 +55,8 @@ export interface SavedArtifact {
 export async function saveTree(store: Store, root: string, options: SaveOptions = {}): Promise<SavedArtifact> {
   const cache = options.cache ?? new HashCache();
   const entries: ManifestEntry[] = [];
-  await walk(root, '', entries);
+  const stamps = new Map<ManifestEntry, string>();
+  await walk(root, '', entries, stamps);
   const limit = pLimit(options.concurrency ?? 8);
   let uploadedBytes = 0;
   let doneBytes = 0;
@@ -81,11 +83,10 @@ export async function saveTree(store: Store, root: string, options: SaveOptions 
       .map((e) =>
         limit(async () => {
           const abs = join(root, e.path);
-          const st = await lstat(abs);
-          const stamp = `${st.size}:${st.mtimeMs}:${st.ino}`;
+          const stamp = stamps.get(e) ?? '';
           let chunks = cache.lookup(abs, stamp);
           if (!chunks || !chunks.every((c) => cache.isStored(c))) {
-            chunks = await hashAndStore(abs, st.size, storeChunk);
+            chunks = await hashAndStore(abs, e.sizeBytes, storeChunk);
             cache.remember(abs, stamp, chunks);
           }
           e.chunks = chunks;
@@ -129,8 +130,12 @@ async function hashAndStore(abs: string, size: number, storeChunk: (sha: string,
   }
 }
 
-/** Lists a tree in sorted order; a missing root is an empty artifact. */
-async function walk(root: string, rel: string, out: ManifestEntry[]): Promise<void> {
+/**
+ * Lists a tree in sorted order, with each file's stamp (size, mtime, inode) for the hash cache; a
+ * missing root is an empty artifact. Stats are synchronous: thousands of small async stats cost
+ * more in thread-pool round trips than they block.
+ */
+async function walk(root: string, rel: string, out: ManifestEntry[], stamps: Map<ManifestEntry, string>): Promise<void> {
   let names: string[];
   try {
     names = (await readdir(rel ? join(root, rel) : root)).sort();
@@ -140,15 +145,17 @@ async function walk(root: string, rel: string, out: ManifestEntry[]): Promise<vo
   }
   for (const name of names) {
     const path = rel ? `${rel}/${name}` : name;
-    const st = await lstat(join(root, path));
+    const st = lstatSync(join(root, path));
     const mode = st.mode & 0o777;
     if (st.isDirectory()) {
       out.push({ path, type: 'dir', mode, sizeBytes: 0 });
-      await walk(root, path, out);
+      await walk(root, path, out, stamps);
     } else if (st.isSymbolicLink()) {
       out.push({ path, type: 'symlink', mode, sizeBytes: 0, target: await readlink(join(root, path)) });
     } else if (st.isFile()) {
-      out.push({ path, type: 'file', mode, sizeBytes: st.size });
+      const entry: ManifestEntry = { path, type: 'file', mode, sizeBytes: st.size };
+      stamps.set(entry, `${st.size}:${st.mtimeMs}:${st.ino}`);
+      out.push(entry);
     }
   }
 }

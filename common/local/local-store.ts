@@ -25,20 +25,25 @@ export class LocalStore implements Store {
     return join(this.objects, ...checkKey(key).split('/'));
   }
 
+  /** Directories known to exist, to save a mkdir per write; a write that finds one gone makes it again. */
+  private readonly madeDirs = new Set<string>();
+
+  private async ensureDir(dir: string): Promise<void> {
+    if (this.madeDirs.has(dir)) return;
+    await mkdir(dir, { recursive: true });
+    this.madeDirs.add(dir);
+  }
+
   private async tempFile(): Promise<string> {
-    await mkdir(this.tmp, { recursive: true });
+    await this.ensureDir(this.tmp);
     return join(this.tmp, `${Date.now()}-${randomBytes(6).toString('hex')}`);
   }
 
   async put(key: string, data: Buffer | string, options: { ifAbsent?: boolean } = {}): Promise<void> {
+    // Write-then-rename survives any process crash; no fsync, since the local backend does not
+    // promise to survive the machine losing power, and an fsync per blob would cost more than the write.
     const tmp = await this.tempFile();
-    const fh = await open(tmp, 'w');
-    try {
-      await fh.writeFile(data);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
+    await writeFile(tmp, data);
     await this.commit(tmp, key, options.ifAbsent ?? false);
   }
 
@@ -47,7 +52,8 @@ export class LocalStore implements Store {
     const target = this.path(key);
     try {
       for (let attempt = 0; ; attempt++) {
-        await mkdir(dirname(target), { recursive: true });
+        if (attempt > 0) this.madeDirs.delete(dirname(target));
+        await this.ensureDir(dirname(target));
         try {
           if (ifAbsent) await link(tmp, target);
           else await rename(tmp, target);
@@ -165,6 +171,6 @@ export class LocalStore implements Store {
 export async function writeFileAtomic(tmpDir: string, path: string, data: string | Buffer): Promise<void> {
   await mkdir(tmpDir, { recursive: true });
   const tmp = join(tmpDir, `${Date.now()}-${randomBytes(6).toString('hex')}.tmp`);
-  await writeFile(tmp, data, { flush: true });
+  await writeFile(tmp, data);
   await rename(tmp, path);
 }
