@@ -112,6 +112,14 @@ export class Agent {
       await this.o.queue.ack(msg.receipt);
       return;
     }
+    // Never run a job twice at once: if another agent still heartbeats it (a redelivery after a
+    // lapsed lease, or a copy handed over at the queue's visibility cap), park the message and move on.
+    const holder = await this.liveHolder(repoId, runName);
+    if (holder) {
+      log.log('info', 'job is held by a live agent: parking the message', { holder: holder.agentId });
+      await this.o.queue.defer(msg.receipt, holder.leaseMs);
+      return;
+    }
     if (await readJson<StopRequest>(this.o.store, runKeys.stop(repoId, runName))) {
       await settleRun(this.o.store, repoId, runName, final('stopped', null, 'stopped before it started', attempt));
       await this.o.queue.ack(msg.receipt);
@@ -123,6 +131,16 @@ export class Agent {
     if (outcome === 'settled') await this.o.queue.ack(msg.receipt).catch((e: unknown) => log.log('warn', 'ack failed', { error: toError(e).message }));
     if (outcome === 'released') await this.o.queue.release(msg.receipt).catch(() => undefined);
     log.log('info', 'job ended', { outcome, durationMs: Date.now() - started });
+  }
+
+  /** The attempt of another agent whose heartbeat is still fresh, if any. */
+  private async liveHolder(repoId: string, runName: string): Promise<AttemptRecord | undefined> {
+    const objects = await this.o.store.list(runKeys.attempts(repoId, runName));
+    const last = objects[objects.length - 1];
+    if (!last) return undefined;
+    const a = await readJson<AttemptRecord>(this.o.store, last.key);
+    if (!a || a.state !== 'running' || a.agentId === this.o.agentId) return undefined;
+    return Date.now() - Date.parse(a.heartbeatAt) < a.leaseMs ? a : undefined;
   }
 
   private async runJob(spec: JobSpec, msg: QueueMessage, attempt: number, log: Logger): Promise<Outcome> {

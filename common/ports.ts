@@ -32,6 +32,8 @@ export interface Queue {
   ack(receipt: string): Promise<void>;
   /** Ends the lease so that the message is visible again after `delayMs` (default 0). */
   release(receipt: string, delayMs?: number): Promise<void>;
+  /** Puts the message back for later without counting this delivery (used to park a job another agent holds). */
+  defer(receipt: string, delayMs: number): Promise<void>;
   counts(): Promise<QueueCounts>;
 }
 
@@ -51,8 +53,11 @@ export interface Store {
   head(key: string): Promise<ObjectInfo | undefined>;
   /** Reads a whole (small) object; undefined if it does not exist. */
   get(key: string): Promise<Buffer | undefined>;
-  /** Streams `body` into the object; it appears only when the stream has ended without error. */
-  putStream(key: string, body: Readable): Promise<void>;
+  /**
+   * Streams `body` into the object; it appears only when the stream has ended without error.
+   * `sizeBytes`, when known, lets a transport size its upload parts.
+   */
+  putStream(key: string, body: Readable, options?: { sizeBytes?: number }): Promise<void>;
   /** Streams an object out; throws NotFoundError if it does not exist. */
   getStream(key: string): Promise<Readable>;
   /** Lists the objects whose key starts with `prefix`, sorted by key. */

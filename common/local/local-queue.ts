@@ -174,6 +174,14 @@ export class LocalQueue implements Queue {
     });
   }
 
+  async defer(receipt: string, delayMs: number): Promise<void> {
+    await this.locked(async () => {
+      const msg = await this.findByReceipt(receipt);
+      const parked = { ...msg, receipt: null, visibleAtMs: this.now() + delayMs, receiveCount: Math.max(0, msg.receiveCount - 1) };
+      await writeFileAtomic(this.tmpDir, this.file(msg.id), JSON.stringify(parked));
+    });
+  }
+
   async counts(): Promise<QueueCounts> {
     const now = this.now();
     const live = await this.readAll(this.dir);

@@ -93,6 +93,7 @@ describe('agent: leases and heartbeats', function () {
       extend: (r, v) => (failures++ === 0 ? Promise.reject(new LeaseLostError('receipt expired')) : queue.extend(r, v)),
       ack: (r) => queue.ack(r),
       release: (r, d) => queue.release(r, d),
+      defer: (r, d) => queue.defer(r, d),
       counts: () => queue.counts(),
     };
     await makeAgent(flaky, 600).run();

@@ -1,0 +1,166 @@
+import type { Readable } from 'node:stream';
+import {
+  DeleteObjectsCommand,
+  GetObjectCommand,
+  HeadObjectCommand,
+  PutObjectCommand,
+  paginateListObjectsV2,
+  type S3Client,
+} from '@aws-sdk/client-s3';
+import { Upload } from '@aws-sdk/lib-storage';
+import pRetry from 'p-retry';
+import { ConflictError, NotFoundError, TransportError } from '../errors.js';
+import { checkKey } from '../keys.js';
+import type { ObjectInfo, Store } from '../ports.js';
+import { awsCode, awsStatus, wrapAws } from './errors.js';
+
+const MIN_PART_BYTES = 8 * 1024 * 1024;
+const MAX_PARTS = 10_000;
+
+/** Multipart part size: at least 8 MiB, and large enough that the object fits in 10,000 parts. */
+export function partSizeFor(sizeBytes: number | undefined): number {
+  if (!sizeBytes) return MIN_PART_BYTES;
+  const needed = Math.ceil(sizeBytes / MAX_PARTS);
+  return Math.max(MIN_PART_BYTES, Math.ceil(needed / (1024 * 1024)) * 1024 * 1024);
+}
+
+export interface S3StoreOptions {
+  s3: S3Client;
+  bucket: string;
+  /** Key prefix inside the bucket, e.g. `dstack/`. */
+  prefix?: string;
+  /** Parts uploaded at once by a multipart upload. */
+  queueSize?: number;
+  retries?: number;
+}
+
+/**
+ * The Store on S3. Puts are single PUTs (atomic by nature); streams go through lib-storage's
+ * multipart Upload, which makes the object visible only when it completes. Create-if-absent uses
+ * a conditional PUT (If-None-Match: *). Retryable failures are retried with backoff.
+ */
+export class S3Store implements Store {
+  private readonly s3: S3Client;
+  private readonly bucket: string;
+  private readonly prefix: string;
+
+  constructor(private readonly o: S3StoreOptions) {
+    this.s3 = o.s3;
+    this.bucket = o.bucket;
+    this.prefix = o.prefix ?? '';
+  }
+
+  private key(key: string): string {
+    return this.prefix + checkKey(key);
+  }
+
+  private retry<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    return pRetry(
+      async () => {
+        try {
+          return await fn();
+        } catch (e) {
+          throw e instanceof TransportError || e instanceof ConflictError || e instanceof NotFoundError ? e : wrapAws(e, what);
+        }
+      },
+      {
+        retries: this.o.retries ?? 5,
+        minTimeout: 100,
+        maxTimeout: 3000,
+        shouldRetry: (e) => e instanceof TransportError && e.retryable,
+      },
+    );
+  }
+
+  async put(key: string, data: Buffer | string, options: { ifAbsent?: boolean } = {}): Promise<void> {
+    const Key = this.key(key);
+    await this.retry(`put ${key}`, async () => {
+      try {
+        await this.s3.send(new PutObjectCommand({ Bucket: this.bucket, Key, Body: data, ...(options.ifAbsent ? { IfNoneMatch: '*' } : {}) }));
+      } catch (e) {
+        if (options.ifAbsent && (awsStatus(e) === 412 || awsCode(e) === 'PreconditionFailed' || awsCode(e) === 'ConditionalRequestConflict')) {
+          throw new ConflictError(`object '${key}' already exists`);
+        }
+        throw e;
+      }
+    });
+  }
+
+  async head(key: string): Promise<ObjectInfo | undefined> {
+    const Key = this.key(key);
+    return this.retry(`head ${key}`, async () => {
+      try {
+        const r = await this.s3.send(new HeadObjectCommand({ Bucket: this.bucket, Key }));
+        return { key, sizeBytes: r.ContentLength ?? 0 };
+      } catch (e) {
+        if (awsStatus(e) === 404 || awsCode(e) === 'NotFound' || awsCode(e) === 'NoSuchKey') return undefined;
+        throw e;
+      }
+    });
+  }
+
+  async get(key: string): Promise<Buffer | undefined> {
+    const Key = this.key(key);
+    return this.retry(`get ${key}`, async () => {
+      try {
+        const r = await this.s3.send(new GetObjectCommand({ Bucket: this.bucket, Key }));
+        return Buffer.from(await (r.Body as { transformToByteArray(): Promise<Uint8Array> }).transformToByteArray());
+      } catch (e) {
+        if (awsStatus(e) === 404 || awsCode(e) === 'NoSuchKey') return undefined;
+        throw e;
+      }
+    });
+  }
+
+  async putStream(key: string, body: Readable, options: { sizeBytes?: number } = {}): Promise<void> {
+    // A stream can be read once, so it is not retried as a whole; lib-storage retries parts through the SDK.
+    try {
+      const upload = new Upload({
+        client: this.s3,
+        params: { Bucket: this.bucket, Key: this.key(key), Body: body },
+        partSize: partSizeFor(options.sizeBytes),
+        queueSize: this.o.queueSize ?? 4,
+        leavePartsOnError: false,
+      });
+      await upload.done();
+    } catch (e) {
+      body.destroy();
+      throw e instanceof TransportError ? e : wrapAws(e, `upload ${key}`);
+    }
+  }
+
+  async getStream(key: string): Promise<Readable> {
+    const Key = this.key(key);
+    return this.retry(`get ${key}`, async () => {
+      try {
+        const r = await this.s3.send(new GetObjectCommand({ Bucket: this.bucket, Key }));
+        return r.Body as Readable;
+      } catch (e) {
+        if (awsStatus(e) === 404 || awsCode(e) === 'NoSuchKey') throw new NotFoundError(`object '${key}' does not exist`);
+        throw e;
+      }
+    });
+  }
+
+  async list(prefix: string): Promise<ObjectInfo[]> {
+    const out: ObjectInfo[] = [];
+    const full = this.prefix + prefix;
+    await this.retry(`list ${prefix}`, async () => {
+      out.length = 0;
+      for await (const page of paginateListObjectsV2({ client: this.s3 }, { Bucket: this.bucket, Prefix: full })) {
+        for (const o of page.Contents ?? []) {
+          if (o.Key) out.push({ key: o.Key.slice(this.prefix.length), sizeBytes: o.Size ?? 0 });
+        }
+      }
+    });
+    return out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  }
+
+  async delete(keys: string[]): Promise<void> {
+    for (let i = 0; i < keys.length; i += 1000) {
+      const batch = keys.slice(i, i + 1000).map((k) => ({ Key: this.key(k) }));
+      await this.retry('delete', () => this.s3.send(new DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: batch, Quiet: true } })));
+    }
+  }
+}
+

@@ -1,0 +1,98 @@
+import { createServer, request, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+export type Fault = '500' | 'drop';
+
+/**
+ * A loopback proxy in front of fauxqs's S3 for tests. It adds what fauxqs 1.9 lacks and real S3
+ * has, conditional PUT (`If-None-Match: *` answers 412 when the key exists, checked and written one
+ * at a time per key), and it can inject faults: 5xx answers or dropped connections.
+ */
+export class S3Proxy {
+  private server: Server | undefined;
+  private readonly locks = new Map<string, Promise<void>>();
+  private faults: Array<{ fault: Fault; when: (req: IncomingMessage) => boolean }> = [];
+  /** Requests that got a fault, for assertions. */
+  injected = 0;
+
+  constructor(private readonly upstream: string) {}
+
+  async start(): Promise<string> {
+    this.server = createServer((req, res) => void this.handle(req, res));
+    await new Promise<void>((resolve) => this.server?.listen(0, '127.0.0.1', resolve));
+    return `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
+  }
+
+  async stop(): Promise<void> {
+    this.server?.closeAllConnections();
+    await new Promise((resolve) => this.server?.close(resolve));
+  }
+
+  /** Injects `fault` into the next `count` requests that match. */
+  inject(fault: Fault, count: number, when: (req: IncomingMessage) => boolean = () => true): void {
+    for (let i = 0; i < count; i++) this.faults.push({ fault, when });
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const i = this.faults.findIndex((f) => f.when(req));
+    if (i >= 0) {
+      const fault = this.faults.splice(i, 1)[0]?.fault;
+      this.injected += 1;
+      req.resume();
+      if (fault === 'drop') {
+        req.socket.destroy();
+        return;
+      }
+      res.writeHead(500, { 'content-type': 'application/xml' });
+      res.end('<?xml version="1.0" encoding="UTF-8"?><Error><Code>InternalError</Code><Message>injected</Message></Error>');
+      return;
+    }
+    const path = (req.url ?? '/').split('?')[0] ?? '/';
+    if (req.method === 'PUT' && req.headers['if-none-match'] === '*') {
+      const prev = this.locks.get(path) ?? Promise.resolve();
+      let release!: () => void;
+      const mine = new Promise<void>((r) => (release = r));
+      this.locks.set(path, prev.then(() => mine));
+      await prev;
+      try {
+        if ((await this.status('HEAD', path)) === 200) {
+          req.resume();
+          res.writeHead(412, { 'content-type': 'application/xml' });
+          res.end('<?xml version="1.0" encoding="UTF-8"?><Error><Code>PreconditionFailed</Code><Message>At least one of the pre-conditions you specified did not hold</Message></Error>');
+          return;
+        }
+        await this.forward(req, res);
+      } finally {
+        release();
+      }
+      return;
+    }
+    await this.forward(req, res);
+  }
+
+  private status(method: string, path: string): Promise<number> {
+    return new Promise((resolve, reject) => {
+      const r = request(`${this.upstream}${path}`, { method }, (up) => {
+        up.resume();
+        resolve(up.statusCode ?? 0);
+      });
+      r.on('error', reject);
+      r.end();
+    });
+  }
+
+  private forward(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    return new Promise((resolve) => {
+      const up = request(`${this.upstream}${req.url ?? '/'}`, { method: req.method, headers: req.headers }, (upRes) => {
+        res.writeHead(upRes.statusCode ?? 502, upRes.headers);
+        upRes.pipe(res);
+        upRes.on('end', resolve);
+      });
+      up.on('error', () => {
+        res.destroy();
+        resolve();
+      });
+      req.pipe(up);
+    });
+  }
+}
