@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { loadConfig } from '../common/config.js';
 import { toError } from '../common/errors.js';
 import { jsonLogger } from '../common/log.js';
-import { openLocalBackend } from '../common/local/index.js';
+import { openBackend } from '../common/backend.js';
 import { Agent } from './worker.js';
 
 /** The agent's composition root: reads config and environment, wires the transports, handles signals. */
@@ -13,12 +13,9 @@ async function main(): Promise<number> {
   const home = process.env.DSTACK_HOME ?? join(homedir(), '.dstack');
   const agentId = process.env.DSTACK_AGENT_ID ?? `agent-${process.pid}`;
   const log = jsonLogger((line) => process.stdout.write(line), { agentId });
-  const config = await loadConfig(home);
-  if (config.backend !== 'local') {
-    log.log('error', `backend \`${config.backend}\` is not available in this build of the agent`);
-    return 2;
-  }
-  const backend = openLocalBackend(config);
+  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+  const config = await loadConfig(home, process.env);
+  const backend = await openBackend(config);
   const startedAt = new Date().toISOString();
   const setState = (state: 'idle' | 'busy'): Promise<void> =>
     backend.registry.write({ id: agentId, pid: process.pid, state, startedAt }).catch(() => undefined);

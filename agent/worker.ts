@@ -1,7 +1,7 @@
 import { rm } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { JobFailedError, LeaseLostError, toError } from '../common/errors.js';
+import { ConflictError, JobFailedError, LeaseLostError, toError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import type { Queue, QueueMessage, Store } from '../common/ports.js';
 import { readJson, runKeys, settleRun, type AttemptRecord, type FinalRecord, type HostFacts, type StopRequest } from '../common/runs.js';
@@ -38,7 +38,7 @@ export interface AgentOptions {
 }
 
 /** How one delivery ended, as far as the queue is concerned. */
-type Outcome = 'settled' | 'lease-lost' | 'released';
+type Outcome = 'settled' | 'lease-lost' | 'released' | 'parked';
 
 /**
  * The agent loop: receive a job, hold its lease with a heartbeat, rebuild the code, run the
@@ -105,8 +105,7 @@ export class Agent {
       return;
     }
     const { repoId, runName } = spec;
-    const attempt = msg.receiveCount;
-    const log = this.o.log.child({ runName, jobId: spec.jobId, attempt: `${attempt} of ${this.o.maxAttempts}` });
+    let log = this.o.log.child({ runName, jobId: spec.jobId });
     if (await this.o.store.get(runKeys.final(repoId, runName))) {
       log.log('info', 'job already finished: dropping the redelivered message');
       await this.o.queue.ack(msg.receipt);
@@ -114,10 +113,21 @@ export class Agent {
     }
     // Never run a job twice at once: if another agent still heartbeats it (a redelivery after a
     // lapsed lease, or a copy handed over at the queue's visibility cap), park the message and move on.
-    const holder = await this.liveHolder(repoId, runName);
+    const previous = await this.o.store.list(runKeys.attempts(repoId, runName));
+    const holder = await this.liveHolder(previous.map((p) => p.key));
     if (holder) {
       log.log('info', 'job is held by a live agent: parking the message', { holder: holder.agentId });
       await this.o.queue.defer(msg.receipt, holder.leaseMs);
+      return;
+    }
+    // Attempts are counted in the Store, not by the queue: parking a message resets its receive count.
+    const attempt = previous.length + 1;
+    log = log.child({ attempt: `${attempt} of ${this.o.maxAttempts}` });
+    if (attempt > this.o.maxAttempts) {
+      const reason = `gave up after ${this.o.maxAttempts} attempts: the agents running it stopped without finishing (killed, out of memory, or the machine went away)`;
+      await settleRun(this.o.store, repoId, runName, final('failed', null, reason, previous.length));
+      log.log('error', 'job failed: too many attempts');
+      await this.o.queue.ack(msg.receipt);
       return;
     }
     if (await readJson<StopRequest>(this.o.store, runKeys.stop(repoId, runName))) {
@@ -134,11 +144,10 @@ export class Agent {
   }
 
   /** The attempt of another agent whose heartbeat is still fresh, if any. */
-  private async liveHolder(repoId: string, runName: string): Promise<AttemptRecord | undefined> {
-    const objects = await this.o.store.list(runKeys.attempts(repoId, runName));
-    const last = objects[objects.length - 1];
+  private async liveHolder(attemptKeys: string[]): Promise<AttemptRecord | undefined> {
+    const last = attemptKeys[attemptKeys.length - 1];
     if (!last) return undefined;
-    const a = await readJson<AttemptRecord>(this.o.store, last.key);
+    const a = await readJson<AttemptRecord>(this.o.store, last);
     if (!a || a.state !== 'running' || a.agentId === this.o.agentId) return undefined;
     return Date.now() - Date.parse(a.heartbeatAt) < a.leaseMs ? a : undefined;
   }
@@ -158,7 +167,17 @@ export class Agent {
       hostFacts: this.o.hostFacts,
     };
     const attemptKey = runKeys.attempt(repoId, runName, attempt);
-    await store.put(attemptKey, JSON.stringify(record));
+    // Created exclusively: two agents can never both run attempt N.
+    try {
+      await store.put(attemptKey, JSON.stringify(record), { ifAbsent: true });
+    } catch (e) {
+      if (e instanceof ConflictError) {
+        log.log('warn', 'another agent took this attempt first: parking the message');
+        await this.o.queue.defer(msg.receipt, this.o.visibilityMs);
+        return 'parked';
+      }
+      throw e;
+    }
 
     let stopRequest: StopRequest | null = null;
     let leaseLost = false;

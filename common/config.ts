@@ -19,18 +19,53 @@ const LocalSchema = z.strictObject({
   artifactSyncSec: z.number().min(1).max(3600).default(30),
 });
 
+const AwsSchema = z.strictObject({
+  region: z.string().min(1).default('us-east-1'),
+  profile: z.string().min(1).optional(),
+  bucket: z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'expected an S3 bucket name (lowercase letters, digits, dots, dashes)').optional(),
+  /** Queues are `<queuePrefix>-jobs` and `<queuePrefix>-jobs-dlq`. */
+  queuePrefix: z.string().regex(/^[A-Za-z0-9_-]{1,60}$/).default('dstack'),
+  subnet: z.string().min(1).optional(),
+  /** For S3-compatible stores and emulators. */
+  endpoints: z.strictObject({ sqs: z.url().optional(), s3: z.url().optional() }).optional(),
+  /** The most EC2 instances the fleet may run. */
+  maxInstances: z.number().int().min(0).max(1000).default(4),
+});
+
 export const ConfigSchema = z.strictObject({
   backend: z.enum(['local', 'aws']).default('local'),
+  /** Agent settings (leases, attempts, grace, artifact sync); they apply to both backends. */
   local: LocalSchema.default(() => LocalSchema.parse({})),
+  aws: AwsSchema.optional(),
 });
+
+export type AwsConfig = z.output<typeof AwsSchema>;
+
+/** The 2022 environment overrides of the AWS settings. */
+export const AWS_ENV_OVERRIDES = {
+  DSTACK_AWS_S3_BUCKET: 'bucket',
+  DSTACK_AWS_REGION: 'region',
+  DSTACK_AWS_PROFILE: 'profile',
+  DSTACK_AWS_EC2_SUBNET: 'subnet',
+} as const;
 
 export type DstackConfig = z.output<typeof ConfigSchema> & {
   /** The dstack home directory (`~/.dstack` unless DSTACK_HOME says otherwise). */
   home: string;
 };
 
-/** Reads `<home>/config.yaml` (optional). Problems are reported as `file:line:col: message`. */
-export async function loadConfig(home: string): Promise<DstackConfig> {
+/** Reads `<home>/config.yaml` (optional) and applies the DSTACK_AWS_* overrides from `env`. Problems are `file:line:col: message`. */
+export async function loadConfig(home: string, env: Record<string, string | undefined> = {}): Promise<DstackConfig> {
+  const config = await readConfigFile(home);
+  const overrides = Object.entries(AWS_ENV_OVERRIDES).filter(([name]) => env[name]);
+  if (overrides.length > 0) {
+    const aws = AwsSchema.parse({ ...(config.aws ?? {}), ...Object.fromEntries(overrides.map(([name, key]) => [key, env[name]])) });
+    config.aws = aws;
+  }
+  return config;
+}
+
+async function readConfigFile(home: string): Promise<DstackConfig> {
   const file = join(home, 'config.yaml');
   let text = '';
   try {

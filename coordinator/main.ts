@@ -8,7 +8,7 @@ import yargs, { type Argv } from 'yargs';
 import { loadConfig } from '../common/config.js';
 import { DstackError, UsageError, toError } from '../common/errors.js';
 import { LocalCompute } from '../common/local/local-compute.js';
-import { openLocalBackend } from '../common/local/index.js';
+import { openBackend } from '../common/backend.js';
 import type { Context } from './context.js';
 import { consoleOutput } from './output.js';
 import type { Overrides } from './overrides.js';
@@ -25,9 +25,9 @@ function agentCommand(): string[] {
 
 async function makeContext(out: ReturnType<typeof consoleOutput>): Promise<Context> {
   const home = process.env.DSTACK_HOME ?? join(homedir(), '.dstack');
-  const config = await loadConfig(home);
-  if (config.backend !== 'local') throw new UsageError(`backend \`${config.backend}\` is not available yet: set \`backend: local\` in ${join(home, 'config.yaml')}`);
-  const backend = openLocalBackend(config);
+  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+  const config = await loadConfig(home, process.env);
+  const backend = await openBackend(config);
   const compute = new LocalCompute({
     registry: backend.registry,
     maxAgents: config.local.maxParallelJobs,
@@ -210,6 +210,59 @@ async function main(argv: string[]): Promise<number> {
           },
         )
         .demandCommand(1, 'name an artifacts command: list or download'),
+    )
+    .command(
+      'config',
+      'Set the backend (local or aws) and its settings; asks on a terminal when no flag is given',
+      (y) =>
+        y
+          .option('backend', { choices: ['local', 'aws'] as const, describe: 'Where jobs run and state lives' })
+          .option('region', { type: 'string', describe: 'AWS region' })
+          .option('profile', { type: 'string', describe: 'AWS profile' })
+          .option('bucket', { type: 'string', describe: 'S3 bucket for artifacts, logs and state' })
+          .option('queue-prefix', { type: 'string', describe: 'SQS queue name prefix' })
+          .option('subnet', { type: 'string', describe: 'EC2 subnet for the fleet' })
+          .option('sqs-endpoint', { type: 'string', describe: 'SQS endpoint override (emulators)' })
+          .option('s3-endpoint', { type: 'string', describe: 'S3 endpoint override (S3-compatible stores, emulators)' })
+          .option('max-instances', { type: 'number', describe: 'Most EC2 instances at once' })
+          .option('max-parallel-jobs', { type: 'number', describe: 'Most local agents at once' }),
+      async (a) => {
+        const { configCommand } = await import('./commands/config.js');
+        const home = process.env.DSTACK_HOME ?? join(homedir(), '.dstack');
+        process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+        const ask = process.stdin.isTTY
+          ? async (question: string, fallback: string): Promise<string> => {
+              const rl = createInterface({ input: process.stdin, output: process.stderr });
+              const answer = await rl.question(`${question}${fallback ? ` [${fallback}]` : ''}: `);
+              rl.close();
+              return answer.trim() || fallback;
+            }
+          : undefined;
+        const pick = <T>(v: T | undefined): T | undefined => v;
+        code = await configCommand(
+          {
+            home,
+            out,
+            env: process.env,
+            ...(ask ? { ask } : {}),
+            check: async () => void (await openBackend(await loadConfig(home, process.env))),
+          },
+          Object.fromEntries(
+            Object.entries({
+              backend: pick(a.backend),
+              region: a.region,
+              profile: a.profile,
+              bucket: a.bucket,
+              queuePrefix: a['queue-prefix'],
+              subnet: a.subnet,
+              sqsEndpoint: a['sqs-endpoint'],
+              s3Endpoint: a['s3-endpoint'],
+              maxInstances: a['max-instances'],
+              maxParallelJobs: a['max-parallel-jobs'],
+            }).filter(([, v]) => v !== undefined),
+          ),
+        );
+      },
     )
     .command(
       'ps [run]',

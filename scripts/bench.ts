@@ -4,7 +4,7 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync, readFileSync
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadConfig } from '../common/config.js';
-import { openLocalBackend } from '../common/local/index.js';
+import { openBackend } from '../common/backend.js';
 import { parseLogChunk } from '../common/log-records.js';
 import { createRun, readJson, runKeys, type FinalRecord } from '../common/runs.js';
 import type { JobSpec } from '../common/spec/job-spec.js';
@@ -76,7 +76,7 @@ try {
 
   // 3. Enqueue to job start on an idle agent: the job prints its start time (ms since epoch).
   const config = await loadConfig(home);
-  const backend = openLocalBackend(config);
+  const backend = await openBackend(config);
   const base = JSON.parse(execFileSync(process.execPath, [CLI, 'run', 'hello', '--dry-run'], { cwd: repo, env }).toString()) as JobSpec;
   const starts: number[] = [];
   const spawns: number[] = [];

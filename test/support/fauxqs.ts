@@ -8,6 +8,7 @@ export interface Emulator {
 }
 
 export async function startEmulator(): Promise<Emulator> {
+  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
   process.env.AWS_ACCESS_KEY_ID ??= 'test';
   process.env.AWS_SECRET_ACCESS_KEY ??= 'test';
   const server = await startFauxqs({ port: 0, logger: false, host: '127.0.0.1' });

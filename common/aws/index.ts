@@ -1,0 +1,26 @@
+import type { AwsConfig } from '../config.js';
+import { ConfigError } from '../errors.js';
+import type { Queue, Store } from '../ports.js';
+import { S3Store } from './s3-store.js';
+import { awsClients, ensureAws, type AwsSettings } from './setup.js';
+import { SqsQueue } from './sqs-queue.js';
+
+export function awsSettings(aws: AwsConfig | undefined, maxReceives: number, configFile: string): AwsSettings {
+  if (!aws?.bucket) throw new ConfigError(`backend \`aws\` needs a bucket: run \`dstack config --backend aws --bucket NAME\` (or set DSTACK_AWS_S3_BUCKET); see ${configFile}`);
+  return {
+    region: aws.region,
+    ...(aws.profile ? { profile: aws.profile } : {}),
+    bucket: aws.bucket,
+    queuePrefix: aws.queuePrefix,
+    ...(aws.endpoints ? { endpoints: { ...(aws.endpoints.sqs ? { sqs: aws.endpoints.sqs } : {}), ...(aws.endpoints.s3 ? { s3: aws.endpoints.s3 } : {}) } } : {}),
+    maxReceives,
+  };
+}
+
+/** The Queue and Store on SQS and S3; creates the bucket and queues if they are missing. */
+export async function openAws(settings: AwsSettings): Promise<{ queue: Queue; store: Store }> {
+  const clients = awsClients(settings);
+  const { queueUrl, dlqUrl } = await ensureAws(clients, settings);
+  const store = new S3Store({ s3: clients.s3, bucket: settings.bucket, prefix: 'dstack/' });
+  return { queue: new SqsQueue({ sqs: clients.sqs, queueUrl, dlqUrl, claims: store }), store };
+}

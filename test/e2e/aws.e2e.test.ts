@@ -1,0 +1,119 @@
+import { expect } from 'chai';
+import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { CLI, dstack, killAgents, makeRepo, removeAll, tempDir, waitFor } from '../support/cli.js';
+import { startEmulator, uniqueName, type Emulator } from '../support/fauxqs.js';
+import { S3Proxy } from '../support/s3-proxy.js';
+
+const WORKFLOWS = `workflows:
+  - name: hello
+    provider: bash
+    commands:
+      - echo "Hello from $RUN_NAME"
+  - name: produce
+    provider: bash
+    commands:
+      - mkdir -p output
+      - head -c 3000000 /dev/urandom > output/data.bin
+      - sha256sum output/data.bin | cut -c1-64
+    artifacts: [output]
+  - name: consume
+    provider: bash
+    deps:
+      - workflow: produce
+    commands:
+      - sha256sum output/data.bin | cut -c1-64
+  - name: slow
+    provider: bash
+    env: [MARKER]
+    commands:
+      - echo start >> "$MARKER"
+      - echo started
+      - sleep 5
+      - echo end >> "$MARKER"
+`;
+
+const nameOf = (text: string): string => /Run ([a-z]+-[a-z]+-\d+)/.exec(text)?.[1] ?? '';
+
+describe('e2e: backend aws on fauxqs, agents as local processes', function () {
+  this.timeout(120_000);
+  let emulator: Emulator;
+  let proxy: S3Proxy;
+  let repo: string;
+  let home: string;
+  let env: Record<string, string>;
+  const run = (args: string[], extra: Record<string, string> = {}) => dstack(args, { cwd: repo, home, env: { ...env, ...extra } });
+
+  before(async () => {
+    emulator = await startEmulator();
+    proxy = new S3Proxy(emulator.endpoint);
+    const s3 = await proxy.start();
+    repo = makeRepo({ '.dstack/workflows.yaml': WORKFLOWS });
+    home = tempDir('awshome');
+    env = { AWS_ACCESS_KEY_ID: 'test', AWS_SECRET_ACCESS_KEY: 'test', AWS_REGION: 'us-east-1' };
+    const c = await run([
+      'config', '--backend', 'aws', '--region', 'us-east-1', '--bucket', uniqueName('dstack'), '--queue-prefix', uniqueName('q'),
+      '--sqs-endpoint', emulator.endpoint, '--s3-endpoint', s3, '--max-parallel-jobs', '2',
+    ]);
+    expect(c.code, c.stderr).to.equal(0);
+    expect(c.stdout).to.match(/^Saved .*config\.yaml \(backend aws: bucket dstack-[0-9a-f]+ in us-east-1, queues q-[0-9a-f]+-jobs\(-dlq\)\)\.\n$/);
+    // Short leases so that a killed agent's job comes back quickly.
+    const file = join(home, 'config.yaml');
+    const text = readFileSync(file, 'utf8').replace('local:\n', 'local:\n  visibilityTimeoutSec: 3\n  agentIdleTimeoutSec: 30\n  stopGraceSec: 1\n');
+    await import('node:fs/promises').then((fs) => fs.writeFile(file, text));
+  });
+  after(async () => {
+    await killAgents(home);
+    removeAll(repo, home);
+    await proxy.stop();
+    await emulator.stop();
+  });
+
+  it('runs a workflow end to end: output, ps, logs', async () => {
+    const r = await run(['run', 'hello']);
+    expect(r.code, r.stderr).to.equal(0);
+    const name = nameOf(r.stderr);
+    expect(r.stdout).to.equal(`Hello from ${name}\n`);
+    expect((await run(['ps', '-a'])).stdout).to.match(new RegExp(`^${name}\\s+hello\\s+\\S+ ?\\S*\\s+Done`, 'm'));
+    expect((await run(['logs', name])).stdout).to.equal(`Hello from ${name}\n`);
+  });
+
+  it('saves artifacts to S3 through injected 5xx answers and dropped connections; deps and download see whole files', async () => {
+    proxy.inject('500', 3, (req) => req.method === 'PUT' && (req.url ?? '').includes('/blobs/'));
+    proxy.inject('drop', 2, (req) => req.method === 'PUT' && (req.url ?? '').includes('/blobs/'));
+    const before = proxy.injected;
+    const p = await run(['run', 'produce']);
+    expect(p.code, p.stderr).to.equal(0);
+    expect(proxy.injected - before).to.equal(5);
+    const hash = p.stdout.trim();
+    const c = await run(['run', 'consume']);
+    expect(c.stdout.trim()).to.equal(hash);
+    const list = await run(['artifacts', 'list', nameOf(p.stderr)]);
+    expect(list.stdout).to.match(/^output\s+1\s+2\.9 MB$/m);
+  });
+
+  it('kill -9 of the agent holding a job: another agent finishes it, once', async () => {
+    const scratch = tempDir('marker');
+    const marker = join(scratch, 'marker');
+    const child = spawn(process.execPath, [CLI, 'run', 'slow'], { cwd: repo, env: { ...process.env, ...env, DSTACK_HOME: home, MARKER: marker }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    const exited = new Promise<number>((resolve) => child.on('close', (code) => resolve(code ?? -1)));
+    await waitFor(() => (out.includes('started') ? true : undefined), 30_000, 'the job to start');
+    const name = nameOf(err);
+    const view = JSON.parse((await run(['ps', name, '--json'])).stdout) as Array<{ attempts: Array<{ agentId: string }> }>;
+    const agentId = view[0]?.attempts[0]?.agentId ?? '';
+    const pid = (JSON.parse(readFileSync(join(home, 'local', 'agents', `${agentId}.json`), 'utf8')) as { pid: number }).pid;
+    process.kill(pid, 'SIGKILL');
+    expect(await exited, err).to.equal(0);
+    const final = JSON.parse((await run(['ps', name, '--json'])).stdout) as Array<{ status: string; attempts: Array<{ agentId: string }> }>;
+    expect(final[0]?.status).to.equal('done');
+    expect(final[0]?.attempts).to.have.length(2);
+    await new Promise((r) => setTimeout(r, 1000));
+    expect(readFileSync(marker, 'utf8')).to.equal('start\nstart\nend\n');
+    removeAll(scratch);
+  });
+});
