@@ -9,6 +9,7 @@ import { parseLogChunk } from '../common/log-records.js';
 import { createRun, readJson, runKeys, type FinalRecord } from '../common/runs.js';
 import type { JobSpec } from '../common/spec/job-spec.js';
 import { benchArtifacts } from './bench-artifacts.js';
+import { benchAws } from './bench-aws.js';
 
 /** Ends the run early when BENCH_ONLY picks one section. */
 class Skip extends Error {}
@@ -50,6 +51,8 @@ const only = process.env.BENCH_ONLY;
 try {
   if (only === undefined || only === 'artifacts') results.push(...(await benchArtifacts(join(work, 'artifacts'))));
   if (only === 'artifacts') throw new Skip();
+  if (only === undefined || only === 'aws') results.push(...(await benchAws(join(work, 'aws'))));
+  if (only === 'aws') throw new Skip();
   // 1. CLI cold start.
   const cli: number[] = [];
   const node: number[] = [];

@@ -2,9 +2,12 @@ import { lstatSync } from 'node:fs';
 import { open, readdir, readlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import pLimit from 'p-limit';
-import { errnoCode } from '../errors.js';
+import { ConflictError, errnoCode } from '../errors.js';
 import type { Store } from '../ports.js';
 import { CHUNK_BYTES, blobKey, encodeManifest, fileHash, manifestKey, sha256, type Manifest, type ManifestEntry } from './manifest.js';
+
+/** Below this size a blob is written with one conditional PUT rather than a HEAD and a PUT. */
+const SMALL_BLOB_BYTES = 1024 * 1024;
 
 /**
  * Remembers, per file, the chunk hashes of its last save (keyed by path, size, mtime and inode),
@@ -67,7 +70,16 @@ export async function saveTree(store: Store, root: string, options: SaveOptions 
     let pending = inFlight.get(sha);
     if (!pending) {
       pending = (async () => {
-        if (!(await store.head(blobKey(sha)))) {
+        // Small blobs: one conditional PUT (a conflict means the store has it). Large ones: ask first,
+        // so that an existing chunk is not sent again.
+        if (data.length < SMALL_BLOB_BYTES) {
+          try {
+            await store.put(blobKey(sha), data, { ifAbsent: true });
+            uploadedBytes += data.length;
+          } catch (e) {
+            if (!(e instanceof ConflictError)) throw e;
+          }
+        } else if (!(await store.head(blobKey(sha)))) {
           await store.put(blobKey(sha), data);
           uploadedBytes += data.length;
         }
@@ -104,8 +116,10 @@ export async function saveTree(store: Store, root: string, options: SaveOptions 
   return { manifestSha, files: manifest.files, sizeBytes: manifest.sizeBytes, uploadedBytes };
 }
 
+/** Reads a file a chunk at a time, hashing each and storing up to four chunks at once. */
 async function hashAndStore(abs: string, size: number, storeChunk: (sha: string, data: Buffer) => Promise<void>): Promise<string[]> {
   const chunks: string[] = [];
+  const inFlight = new Set<Promise<void>>();
   let fh: FileHandle | undefined;
   try {
     fh = await open(abs, 'r');
@@ -120,12 +134,18 @@ async function hashAndStore(abs: string, size: number, storeChunk: (sha: string,
       if (bytesRead === 0) break;
       const data = bytesRead === buf.length ? buf : buf.subarray(0, bytesRead);
       const sha = sha256(data);
-      await storeChunk(sha, data);
       chunks.push(sha);
       offset += bytesRead;
+      const p: Promise<void> = storeChunk(sha, data).finally(() => inFlight.delete(p));
+      // Marked handled here; the failure still surfaces through the race or the final Promise.all.
+      p.catch(() => undefined);
+      inFlight.add(p);
+      if (inFlight.size >= 4) await Promise.race(inFlight);
     }
+    await Promise.all(inFlight);
     return chunks;
   } finally {
+    await Promise.allSettled(inFlight);
     await fh?.close();
   }
 }

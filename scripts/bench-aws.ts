@@ -1,0 +1,70 @@
+// Artifact upload to S3 on a fauxqs server, against Debian's `aws s3 cp` of the same data to the same endpoint.
+import { spawn } from 'node:child_process';
+import { closeSync, existsSync, mkdirSync, openSync, writeFileSync, writeSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import { saveTree } from '../common/artifacts/save.js';
+import { S3Store } from '../common/aws/s3-store.js';
+import { awsClients, ensureAws } from '../common/aws/setup.js';
+
+async function timed(fn: () => Promise<unknown> | unknown): Promise<number> {
+  const t = process.hrtime.bigint();
+  await fn();
+  return Number(process.hrtime.bigint() - t) / 1e6;
+}
+
+export async function benchAws(work: string): Promise<string[]> {
+  const aws = existsSync('/usr/bin/aws') ? '/usr/bin/aws' : undefined;
+  if (!aws) return ['| S3 upload figures | skipped: Debian awscli is not installed (`apt-get install awscli`) | | | |'];
+  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true';
+  process.env.AWS_ACCESS_KEY_ID = 'test';
+  process.env.AWS_SECRET_ACCESS_KEY = 'test';
+  // fauxqs runs in its own process, so that its work is not counted against either uploader.
+  const server = await startServer();
+  const rows: string[] = [];
+  try {
+    const settings = { region: 'us-east-1', bucket: 'bench', queuePrefix: 'bench', endpoints: { sqs: server.address, s3: server.address }, maxReceives: 3 };
+    const clients = awsClients(settings);
+    await ensureAws(clients, settings);
+    // Asynchronous: fauxqs answers from this same process, so a blocking spawn would starve it.
+    const cli = (args: string[]): Promise<void> =>
+      new Promise((resolve, reject) => {
+        const child = spawn(aws, ['--endpoint-url', server.address, '--region', 'us-east-1', ...args], { env: { ...process.env, AWS_PAGER: '' }, stdio: ['ignore', 'ignore', 'pipe'] });
+        let err = '';
+        child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+        child.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`aws ${args.join(' ')} failed (${code}): ${err}`))));
+      });
+    const big = join(work, 'big');
+    mkdirSync(big, { recursive: true });
+    const fd = openSync(join(big, 'model.bin'), 'w');
+    for (let i = 0; i < 32; i++) writeSync(fd, randomBytes(16 * 1024 * 1024));
+    closeSync(fd);
+    const small = join(work, 'small');
+    for (let d = 0; d < 100; d++) {
+      mkdirSync(join(small, `d${d}`), { recursive: true });
+      for (let f = 0; f < 100; f++) writeFileSync(join(small, `d${d}`, `f${f}.bin`), randomBytes(10 * 1024));
+    }
+    for (const [label, src, cliArgs] of [
+      ['one 512 MiB file', big, ['s3', 'cp', '--only-show-errors', join(big, 'model.bin'), 's3://bench/cli-big/model.bin']],
+      ['10,000 files of 10 KiB', small, ['s3', 'cp', '--only-show-errors', '--recursive', small, 's3://bench/cli-small/']],
+    ] as const) {
+      const cliMs = await timed(() => cli([...cliArgs]));
+      const store = new S3Store({ s3: clients.s3, bucket: 'bench', prefix: `ours-${label.length}/` });
+      const oursMs = await timed(() => saveTree(store, src, { concurrency: 32 }));
+      rows.push(`| artifact upload to S3 (fauxqs), ${label} | ${oursMs.toFixed(0)} ms | \`aws s3 cp${label.startsWith('one') ? '' : ' --recursive'}\` | ${cliMs.toFixed(0)} ms | ${(cliMs / oursMs).toFixed(1)}x faster |`);
+    }
+  } finally {
+    server.stop();
+  }
+  return rows;
+}
+
+async function startServer(): Promise<{ address: string; stop: () => void }> {
+  const code = `import('fauxqs').then(async ({ startFauxqs }) => { const s = await startFauxqs({ port: 0, logger: false }); process.stdout.write(s.address + '\\n'); })`;
+  const child = spawn(process.execPath, ['-e', code], { cwd: join(import.meta.dirname, '..'), stdio: ['ignore', 'pipe', 'inherit'] });
+  const address = await new Promise<string>((resolve, reject) => {
+    child.stdout.once('data', (d: Buffer) => resolve(d.toString().trim()));
+    child.once('exit', (c) => reject(new Error(`fauxqs exited (${c})`)));
+  });
+  return { address, stop: () => void child.kill('SIGKILL') };
+}
