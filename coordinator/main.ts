@@ -23,6 +23,16 @@ function agentCommand(): string[] {
   return [process.execPath, '--import', 'tsx', join(here, '..', 'agent', 'main.ts')];
 }
 
+/** One line typed at the terminal (prompt on stderr), trimmed. */
+async function askLine(prompt: string): Promise<string> {
+  const rl = createInterface({ input: process.stdin, output: process.stderr });
+  try {
+    return (await rl.question(prompt)).trim();
+  } finally {
+    rl.close();
+  }
+}
+
 async function makeContext(out: ReturnType<typeof consoleOutput>): Promise<Context> {
   const home = process.env.DSTACK_HOME ?? join(homedir(), '.dstack');
   process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
@@ -39,10 +49,7 @@ async function makeContext(out: ReturnType<typeof consoleOutput>): Promise<Conte
   const confirm = async (question: string, yes: boolean): Promise<boolean> => {
     if (yes) return true;
     if (!process.stdin.isTTY) throw new UsageError(`${question} Add -y to confirm (stdin is not a terminal).`);
-    const rl = createInterface({ input: process.stdin, output: process.stderr });
-    const answer = await rl.question(`${question} [y/N] `);
-    rl.close();
-    return /^y(es)?$/i.test(answer.trim());
+    return /^y(es)?$/i.test(await askLine(`${question} [y/N] `));
   };
   return {
     config,
@@ -231,14 +238,8 @@ async function main(argv: string[]): Promise<number> {
         const home = process.env.DSTACK_HOME ?? join(homedir(), '.dstack');
         process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
         const ask = process.stdin.isTTY
-          ? async (question: string, fallback: string): Promise<string> => {
-              const rl = createInterface({ input: process.stdin, output: process.stderr });
-              const answer = await rl.question(`${question}${fallback ? ` [${fallback}]` : ''}: `);
-              rl.close();
-              return answer.trim() || fallback;
-            }
+          ? async (question: string, fallback: string): Promise<string> => (await askLine(`${question}${fallback ? ` [${fallback}]` : ''}: `)) || fallback
           : undefined;
-        const pick = <T>(v: T | undefined): T | undefined => v;
         code = await configCommand(
           {
             home,
@@ -249,7 +250,7 @@ async function main(argv: string[]): Promise<number> {
           },
           Object.fromEntries(
             Object.entries({
-              backend: pick(a.backend),
+              backend: a.backend,
               region: a.region,
               profile: a.profile,
               bucket: a.bucket,
