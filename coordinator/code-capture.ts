@@ -1,9 +1,9 @@
-import { createHash } from 'node:crypto';
 import { basename } from 'node:path';
 import { spawn } from 'node:child_process';
 import { PassThrough } from 'node:stream';
 import * as tar from 'tar';
 import { GitError } from '../common/errors.js';
+import { sha256 } from '../common/hash.js';
 import { exec } from '../common/exec.js';
 import type { CodeRef } from '../common/code-ref.js';
 import type { Store } from '../common/ports.js';
@@ -58,7 +58,7 @@ export function repoIdFor(root: string, remoteUrl: string | null): string {
     const m = /^(?:[a-z+]+:\/\/)?(?:[^@/]+@)?([^/:]+)[:/](.+?)(?:\.git)?\/?$/.exec(remoteUrl);
     if (m?.[1] && m[2]) return [m[1], ...m[2].split('/')].map(clean).join('/');
   }
-  const hash = createHash('sha256').update(root).digest('hex').slice(0, 10);
+  const hash = sha256(root).slice(0, 10);
   return `local/${clean(basename(root))}-${hash}`;
 }
 
@@ -131,8 +131,4 @@ async function uploadArchive(info: RepoInfo, key: string, store: Store): Promise
 async function putOnce(store: Store, key: string, body: Buffer): Promise<void> {
   if (await store.head(key)) return;
   await store.put(key, body);
-}
-
-export function sha256(data: Buffer | string): string {
-  return createHash('sha256').update(data).digest('hex');
 }

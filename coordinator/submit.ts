@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { sha256 } from '../common/artifacts/manifest.js';
+import { sha256 } from '../common/hash.js';
 import { createRun, readJson, runKeys, settleRun, type ArtifactIndex, type RunRecord, type TagRecord } from '../common/runs.js';
 import type { JobSpec } from '../common/spec/job-spec.js';
 import type { Context } from './context.js';

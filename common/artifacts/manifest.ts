@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { sha256 } from '../hash.js';
 import { posix } from 'node:path';
 import { DstackError } from '../errors.js';
 
@@ -40,9 +40,7 @@ export class ArtifactError extends DstackError {
 export const blobKey = (sha: string): string => `blobs/sha256/${sha.slice(0, 2)}/${sha}`;
 export const manifestKey = (sha: string): string => `manifests/${sha}.json`;
 
-export function sha256(data: Buffer | string): string {
-  return createHash('sha256').update(data).digest('hex');
-}
+export { sha256 };
 
 export function fileHash(chunks: string[]): string {
   return chunks.length === 1 ? (chunks[0] ?? '') : sha256(chunks.join('\n'));

@@ -17,6 +17,12 @@ import { awsCode, awsStatus, wrapAws } from './errors.js';
 const MIN_PART_BYTES = 8 * 1024 * 1024;
 const MAX_PARTS = 10_000;
 
+/** Whether an S3 error says the object is not there. */
+function isMissing(e: unknown): boolean {
+  const code = awsCode(e);
+  return awsStatus(e) === 404 || code === 'NotFound' || code === 'NoSuchKey';
+}
+
 /** Multipart part size: at least 8 MiB, and large enough that the object fits in 10,000 parts. */
 export function partSizeFor(sizeBytes: number | undefined): number {
   if (!sizeBytes) return MIN_PART_BYTES;
@@ -93,7 +99,7 @@ export class S3Store implements Store {
         const r = await this.s3.send(new HeadObjectCommand({ Bucket: this.bucket, Key }));
         return { key, sizeBytes: r.ContentLength ?? 0 };
       } catch (e) {
-        if (awsStatus(e) === 404 || awsCode(e) === 'NotFound' || awsCode(e) === 'NoSuchKey') return undefined;
+        if (isMissing(e)) return undefined;
         throw e;
       }
     });
@@ -106,7 +112,7 @@ export class S3Store implements Store {
         const r = await this.s3.send(new GetObjectCommand({ Bucket: this.bucket, Key }));
         return Buffer.from(await (r.Body as { transformToByteArray(): Promise<Uint8Array> }).transformToByteArray());
       } catch (e) {
-        if (awsStatus(e) === 404 || awsCode(e) === 'NoSuchKey') return undefined;
+        if (isMissing(e)) return undefined;
         throw e;
       }
     });
@@ -136,7 +142,7 @@ export class S3Store implements Store {
         const r = await this.s3.send(new GetObjectCommand({ Bucket: this.bucket, Key }));
         return r.Body as Readable;
       } catch (e) {
-        if (awsStatus(e) === 404 || awsCode(e) === 'NoSuchKey') throw new NotFoundError(`object '${key}' does not exist`);
+        if (isMissing(e)) throw new NotFoundError(`object '${key}' does not exist`);
         throw e;
       }
     });
