@@ -14,6 +14,7 @@ export function awsSettings(aws: AwsConfig | undefined, maxReceives: number, con
     queuePrefix: aws.queuePrefix,
     ...(aws.endpoints ? { endpoints: { ...(aws.endpoints.sqs ? { sqs: aws.endpoints.sqs } : {}), ...(aws.endpoints.s3 ? { s3: aws.endpoints.s3 } : {}) } } : {}),
     maxReceives,
+    visibilityCapMs: aws.visibilityCapSec * 1000,
   };
 }
 
@@ -22,5 +23,5 @@ export async function openAws(settings: AwsSettings): Promise<{ queue: Queue; st
   const clients = awsClients(settings);
   const { queueUrl, dlqUrl } = await ensureAws(clients, settings);
   const store = new S3Store({ s3: clients.s3, bucket: settings.bucket, prefix: 'dstack/' });
-  return { queue: new SqsQueue({ sqs: clients.sqs, queueUrl, dlqUrl, claims: store }), store };
+  return { queue: new SqsQueue({ sqs: clients.sqs, queueUrl, dlqUrl, claims: store, ...(settings.visibilityCapMs ? { visibilityCapMs: settings.visibilityCapMs } : {}) }), store };
 }
