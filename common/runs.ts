@@ -1,7 +1,7 @@
 import { ConflictError, NotFoundError } from './errors.js';
 import { nameStem } from './names.js';
 import { endedKey, listSummaries, submittedKey, type RunSummary } from './run-index.js';
-import type { Store } from './ports.js';
+import type { Placement, Store } from './ports.js';
 import type { JobSpec } from './spec/job-spec.js';
 
 export type FinalStatus = 'done' | 'failed' | 'stopped';
@@ -24,6 +24,8 @@ export interface RunRecord {
   restartOf?: string;
   /** Tag given with `run -t`. */
   tag?: string;
+  /** The profile (queue) it was sent to and the machine offers, cheapest first, for cost. */
+  placement?: Placement;
 }
 
 /** The saved artifacts of a run; written after every save, the last one when the job ends. */
@@ -71,6 +73,17 @@ export interface AttemptRecord {
   state: 'running' | 'ended';
   endedAt?: string;
   hostFacts?: HostFacts;
+  /** Set on EC2: which instance ran this attempt. */
+  instance?: InstanceFacts;
+  /** Why the attempt was handed back unfinished (a spot interruption notice). */
+  interruption?: string;
+}
+
+/** The EC2 instance behind an attempt, from the instance metadata service. */
+export interface InstanceFacts {
+  id: string;
+  type: string;
+  market: 'spot' | 'on-demand';
 }
 
 /** The one final status of a run, created exactly once by whoever ends it. */
