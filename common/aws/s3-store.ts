@@ -1,4 +1,4 @@
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import {
   DeleteObjectsCommand,
   GetObjectCommand,
@@ -16,6 +16,8 @@ import { awsCode, awsStatus, wrapAws } from './errors.js';
 
 const MIN_PART_BYTES = 8 * 1024 * 1024;
 const MAX_PARTS = 10_000;
+/** Up to this size a streamed body is buffered and sent as one PutObject. */
+const SINGLE_PUT_MAX_BYTES = MIN_PART_BYTES;
 
 /** Whether an S3 error says the object is not there. */
 function isMissing(e: unknown): boolean {
@@ -82,7 +84,7 @@ export class S3Store implements Store {
     const Key = this.key(key);
     await this.retry(`put ${key}`, async () => {
       try {
-        await this.s3.send(new PutObjectCommand({ Bucket: this.bucket, Key, Body: data, ...(options.ifAbsent ? { IfNoneMatch: '*' } : {}) }));
+        await this.s3.send(new PutObjectCommand({ Bucket: this.bucket, Key, Body: data, ContentLength: Buffer.byteLength(data), ...(options.ifAbsent ? { IfNoneMatch: '*' } : {}) }));
       } catch (e) {
         if (options.ifAbsent && (awsStatus(e) === 412 || awsCode(e) === 'PreconditionFailed' || awsCode(e) === 'ConditionalRequestConflict')) {
           throw new ConflictError(`object '${key}' already exists`);
@@ -119,11 +121,29 @@ export class S3Store implements Store {
   }
 
   async putStream(key: string, body: Readable, options: { sizeBytes?: number } = {}): Promise<void> {
-    // A stream can be read once, so it is not retried as a whole; lib-storage retries parts through the SDK.
+    // A body that ends within the first part is one PutObject with a known length (and retried whole);
+    // anything longer goes through lib-storage's multipart upload, whose parts the SDK retries.
+    const head: Buffer[] = [];
+    let headBytes = 0;
+    const iterator = body[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+    let next = await iterator.next();
+    while (!next.done && headBytes < SINGLE_PUT_MAX_BYTES) {
+      const chunk = Buffer.isBuffer(next.value) ? next.value : Buffer.from(next.value);
+      head.push(chunk);
+      headBytes += chunk.length;
+      if (headBytes < SINGLE_PUT_MAX_BYTES) next = await iterator.next();
+    }
+    if (next.done) return this.put(key, Buffer.concat(head));
+    const rest = Readable.from(
+      (async function* () {
+        yield* head;
+        for (let r = await iterator.next(); !r.done; r = await iterator.next()) yield r.value;
+      })(),
+    );
     try {
       const upload = new Upload({
         client: this.s3,
-        params: { Bucket: this.bucket, Key: this.key(key), Body: body },
+        params: { Bucket: this.bucket, Key: this.key(key), Body: rest },
         partSize: partSizeFor(options.sizeBytes),
         queueSize: this.o.queueSize ?? 4,
         leavePartsOnError: false,
@@ -131,6 +151,7 @@ export class S3Store implements Store {
       await upload.done();
     } catch (e) {
       body.destroy();
+      rest.destroy();
       throw e instanceof TransportError ? e : wrapAws(e, `upload ${key}`);
     }
   }
