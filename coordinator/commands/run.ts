@@ -60,6 +60,8 @@ export async function runCommand(ctx: Context, o: RunOptions): Promise<number> {
     return 0;
   }
   const pinnedDeps = await resolveDeps(ctx.store, info.repoId, probe.deps);
+  // An impossible resource request is refused before the code is uploaded (the catalog is fetched once).
+  await ctx.compute.plan(probe.resources);
   await captured.upload(ctx.store);
   const code = captured.ref;
   const submitted = await submitRun(ctx, {
