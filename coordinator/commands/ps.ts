@@ -3,6 +3,7 @@ import { isFinished, listRuns, loadRun, type RunRow, type RunView } from '../../
 import { repoInfo } from '../code-capture.js';
 import type { Context } from '../context.js';
 import { ago } from '../output.js';
+import { reconcileQuietly } from '../submit.js';
 
 export interface PsOptions {
   run: string | undefined;
@@ -13,6 +14,8 @@ export interface PsOptions {
 /** `dstack ps`: unfinished runs (or else the last one); `-a` for all; `RUN` for one; `--json` for scripts. */
 export async function psCommand(ctx: Context, o: PsOptions): Promise<number> {
   const info = await repoInfo(ctx.cwd);
+  // Listing is also a moment to replace lost capacity while jobs wait.
+  await reconcileQuietly(ctx);
   const now = Date.now();
   let rows: RunRow[];
   if (o.run) {
@@ -35,14 +38,46 @@ export async function psCommand(ctx: Context, o: PsOptions): Promise<number> {
     ctx.out.line('No runs yet in this repo. Start one with `dstack run WORKFLOW`.');
     return 0;
   }
+  const header = ['RUN', 'WORKFLOW', 'SUBMITTED', 'STATUS', 'ATTEMPT'];
+  // The fleet columns appear once any listed run has run on EC2 (or the fleet simulator).
+  const fleet = rows.some((r) => r.view?.attempts.some((a) => a.instance));
+  if (fleet) header.push('INSTANCE', 'HEARTBEAT', 'COST');
+  header.push('REASON');
   ctx.out.table(
-    ['RUN', 'WORKFLOW', 'SUBMITTED', 'STATUS', 'ATTEMPT', 'REASON'],
+    header,
     rows.map(({ summary: s, status, view }) => {
       const attempt = view ? view.attempts.length : (s.ended?.attempt ?? 0);
-      return [s.runName, s.workflow, ago(s.submittedAt, now), capitalize(status), attempt === 0 ? '-' : `${attempt} of ${s.maxAttempts}`, view?.final?.reason ?? s.ended?.reason ?? ''];
+      const cells = [s.runName, s.workflow, ago(s.submittedAt, now), capitalize(status), attempt === 0 ? '-' : `${attempt} of ${s.maxAttempts}`];
+      if (fleet) cells.push(...fleetCells(view, status, now));
+      cells.push(view?.final?.reason ?? s.ended?.reason ?? '');
+      return cells;
     }),
   );
   return 0;
+}
+
+/** Instance (id, type, market) of the last attempt, age of its heartbeat while it runs, and cost so far over all attempts. */
+function fleetCells(view: RunView | null, status: string, now: number): string[] {
+  const last = view?.attempts[view.attempts.length - 1];
+  if (!view || !last?.instance) return ['-', '-', '-'];
+  const cost = runCost(view, now);
+  return [
+    `${last.instance.id} (${last.instance.type} ${last.instance.market})`,
+    status === 'running' || status === 'stopping' ? ago(last.heartbeatAt, now) : '-',
+    cost === null ? '-' : `$${cost.toFixed(4)}`,
+  ];
+}
+
+/** Price × time over the attempts that ran on priced instances; null when none has a known price. */
+export function runCost(view: RunView, now: number): number | null {
+  let total: number | null = null;
+  for (const a of view.attempts) {
+    const offer = view.record.placement?.offers.find((o) => o.instanceType === a.instance?.type && o.market === a.instance?.market);
+    if (!a.instance || !offer) continue;
+    const end = a.endedAt ? Date.parse(a.endedAt) : a.state === 'running' ? Math.min(now, Date.parse(a.heartbeatAt) + a.leaseMs) : Date.parse(a.heartbeatAt);
+    total = (total ?? 0) + (offer.pricePerHour * Math.max(0, end - Date.parse(a.startedAt))) / 3_600_000;
+  }
+  return total;
 }
 
 function summaryOf(view: RunView): RunSummary {

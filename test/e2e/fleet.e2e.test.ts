@@ -2,6 +2,7 @@ import { expect } from 'chai';
 import { agentUserData } from '../../common/fleet/user-data.js';
 import { profileIdOf } from '../../common/fleet/match.js';
 import { followRun } from '../../coordinator/follow.js';
+import { psCommand } from '../../coordinator/commands/ps.js';
 import { repoInfo } from '../../coordinator/code-capture.js';
 import { makeRepo, removeAll, tempDir, waitFor } from '../support/cli.js';
 import { coordinatorContext, reconcileLoop, submit, waitForRun } from '../support/coordinator.js';
@@ -97,6 +98,16 @@ describe('e2e: EC2 fleet on a simulator (fauxqs, agents booted from user-data, I
     const first = await waitFor(() => sim.launched[0], 10_000, 'an instance for the backlog');
     expect(first.market).to.equal('spot');
     await waitFor(async () => ((await logsOf(run)).includes('step 4') ? true : undefined), 30_000, 'step 4');
+    // ps, per job: status, attempt N of M, instance id, type and market, heartbeat age, cost so far.
+    const before = ctx.out.text().length;
+    expect(await psCommand(ctx, { run: undefined, all: false, json: false })).to.equal(0);
+    const table = ctx.out.text().slice(before).split('\n');
+    expect(table[0]?.split(/\s{2,}/)).to.deep.equal(['RUN', 'WORKFLOW', 'SUBMITTED', 'STATUS', 'ATTEMPT', 'INSTANCE', 'HEARTBEAT', 'COST', 'REASON']);
+    const row = table.find((l) => l.startsWith(run))?.split(/\s{2,}/) ?? [];
+    expect(row.slice(1, 6)).to.deep.equal(['train', row[2], 'Running', '1 of 3', `${first.id} (sim.cpu spot)`]);
+    expect(row[6]).to.match(/^(now|\d secs ago)$/);
+    // 0.1 $/h for about five seconds.
+    expect(Number(row[7]?.slice(1))).to.be.within(0.00005, 0.001);
     // A second, idle agent of the same profile is waiting when the notice comes.
     const idle = await sim.launch(await ctx.compute.plan({ interruptible: true, local: false }));
     await waitFor(() => (idle.output.includes('agent started') ? true : undefined), 10_000, 'the idle agent');
