@@ -52,7 +52,7 @@ async function makeContext(out: ReturnType<typeof consoleOutput>): Promise<Conte
   } else if (agents === 'none') {
     compute = new ExternalAgents();
   } else {
-    const { openEc2Fleet } = await import('../common/aws/index.js');
+    const { openEc2Fleet } = await import('../common/aws/fleet.js');
     compute = openEc2Fleet(config, config.aws?.profile);
   }
   const interrupted = new Promise<void>((resolve) => process.once('SIGINT', () => resolve()));
