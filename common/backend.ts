@@ -31,9 +31,12 @@ export async function openBackend(config: DstackConfig): Promise<Backend> {
 }
 
 /**
- * Deliveries before the transport dead-letters a message on its own: one more than the attempts, so
- * that the agent that receives a job past its last attempt records why it failed and dead-letters it.
+ * Deliveries before the transport dead-letters a message on its own. Attempts are counted in the
+ * Store, and the agent that receives a job past its last attempt records why it failed and
+ * dead-letters it; this is only the backstop for messages no agent can even read. It leaves room
+ * for deliveries that reach no agent: a receive whose response is lost, or the open long poll of an
+ * agent killed with SIGKILL, still counts as a receive.
  */
 function maxReceives(config: DstackConfig): number {
-  return config.local.maxAttempts + 1;
+  return config.local.maxAttempts + 5;
 }

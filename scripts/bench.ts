@@ -10,6 +10,7 @@ import { createRun, readJson, runKeys, type FinalRecord } from '../common/runs.j
 import type { JobSpec } from '../common/spec/job-spec.js';
 import { benchArtifacts } from './bench-artifacts.js';
 import { benchAws } from './bench-aws.js';
+import { benchFleet } from './bench-fleet.js';
 
 /** Ends the run early when BENCH_ONLY picks one section. */
 class Skip extends Error {}
@@ -53,6 +54,8 @@ try {
   if (only === 'artifacts') throw new Skip();
   if (only === undefined || only === 'aws') results.push(...(await benchAws(join(work, 'aws'))));
   if (only === 'aws') throw new Skip();
+  if (only === undefined || only === 'fleet') results.push(...(await benchFleet(join(work, 'fleet'), Number(process.env.BENCH_FLEET_N ?? 5))));
+  if (only === 'fleet') throw new Skip();
   // 1. CLI cold start.
   const cli: number[] = [];
   const node: number[] = [];

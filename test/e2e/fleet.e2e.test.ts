@@ -76,7 +76,9 @@ describe('e2e: EC2 fleet on a simulator (fauxqs, agents booted from user-data, I
     });
     ctx = await coordinatorContext({ configYaml: yaml, home, cwd: repo, compute: sim });
   });
-  afterEach(async () => {
+  afterEach(async function () {
+    // What the agents said, when a scenario fails: CI shows it.
+    if (this.currentTest?.state === 'failed') for (const i of sim.launched) process.stderr.write(`--- ${i.id} (${i.profileId})\n${i.output}`);
     // Every scenario starts from an empty fleet.
     await sim.shutdown();
   });
