@@ -2,19 +2,40 @@
 import { arch, cpus, hostname, homedir, platform, totalmem } from 'node:os';
 import { toolVersion } from '../common/version.js';
 import { join } from 'node:path';
-import { loadConfig } from '../common/config.js';
-import { toError } from '../common/errors.js';
+import pRetry from 'p-retry';
+import { loadConfig, parseConfig, type DstackConfig } from '../common/config.js';
+import { ConfigError, toError } from '../common/errors.js';
 import { jsonLogger } from '../common/log.js';
 import { openBackend } from '../common/backend.js';
 import { Agent } from './worker.js';
+import { Imds } from './imds.js';
+
+/**
+ * Where the agent's config comes from: `<DSTACK_HOME>/config.yaml` (DSTACK_AGENT_CONFIG=file, the
+ * default) or the instance's EC2 user-data (DSTACK_AGENT_CONFIG=user-data, as the AMI's unit starts
+ * it); the DSTACK_AWS_* environment overrides apply to both. On EC2 the agent id defaults to the instance id.
+ */
+async function agentConfig(home: string, env: NodeJS.ProcessEnv): Promise<{ config: DstackConfig; imds: Imds | null; instanceId: string | null }> {
+  const source = env.DSTACK_AGENT_CONFIG ?? 'file';
+  const imdsUrl = env.DSTACK_IMDS_URL ?? (source === 'user-data' ? 'http://169.254.169.254' : undefined);
+  const imds = imdsUrl ? new Imds(imdsUrl) : null;
+  // IMDS can lag the first seconds after boot: retry before giving up.
+  const fetchItem = (path: string): Promise<string | null> => (imds ? pRetry(() => imds.get(path), { retries: 5, minTimeout: 200 }) : Promise.resolve(null));
+  const instanceId = imds ? await fetchItem('latest/meta-data/instance-id') : null;
+  if (source === 'file') return { config: await loadConfig(home, env), imds, instanceId };
+  if (source !== 'user-data') throw new ConfigError(`DSTACK_AGENT_CONFIG must be \`file\` or \`user-data\`, not \`${source}\``);
+  const userData = await fetchItem('latest/user-data');
+  if (userData === null) throw new ConfigError(`this instance has no user-data at ${imdsUrl}: launch it with the dstack config YAML as user-data`);
+  return { config: parseConfig(userData, 'EC2 user-data', home, env), imds, instanceId };
+}
 
 /** The agent's composition root: reads config and environment, wires the transports, handles signals. */
 async function main(): Promise<number> {
   const home = process.env.DSTACK_HOME ?? join(homedir(), '.dstack');
-  const agentId = process.env.DSTACK_AGENT_ID ?? `agent-${process.pid}`;
-  const log = jsonLogger((line) => process.stdout.write(line), { agentId });
   process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
-  const config = await loadConfig(home, process.env);
+  const { config, instanceId } = await agentConfig(home, process.env);
+  const agentId = process.env.DSTACK_AGENT_ID ?? instanceId ?? `agent-${process.pid}`;
+  const log = jsonLogger((line) => process.stdout.write(line), { agentId });
   const backend = await openBackend(config);
   const startedAt = new Date().toISOString();
   const setState = (state: 'idle' | 'busy'): Promise<void> =>

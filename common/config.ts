@@ -30,6 +30,18 @@ const AwsSchema = z.strictObject({
   endpoints: z.strictObject({ sqs: z.url().optional(), s3: z.url().optional() }).optional(),
   /** The most EC2 instances the fleet may run. */
   maxInstances: z.number().int().min(0).max(1000).default(4),
+  /**
+   * Who runs the agents: `ec2` (a spot or on-demand fleet the coordinator scales), `local` (agents
+   * as local processes, as in the local backend: AWS transports without EC2), or `none` (agents are
+   * started by something else, e.g. instances launched by hand from the AMI).
+   */
+  agents: z.enum(['ec2', 'local', 'none']).default('ec2'),
+  /** The agent AMI; by default the newest image tagged `dstack:role=agent` owned by this account. */
+  ami: z.string().regex(/^ami-[0-9a-f]+$/, 'expected an AMI id (ami-…)').optional(),
+  /** Instance profile (name or ARN) for the agents: it needs the agent policy in ami/iam/. */
+  instanceProfile: z.string().min(1).optional(),
+  /** Security groups for the agents (default: the VPC's default group). */
+  securityGroups: z.array(z.string().regex(/^sg-[0-9a-f]+$/, 'expected a security group id (sg-…)')).optional(),
 });
 
 export const ConfigSchema = z.strictObject({
@@ -56,7 +68,18 @@ export type DstackConfig = z.output<typeof ConfigSchema> & {
 
 /** Reads `<home>/config.yaml` (optional) and applies the DSTACK_AWS_* overrides from `env`. Problems are `file:line:col: message`. */
 export async function loadConfig(home: string, env: Record<string, string | undefined> = {}): Promise<DstackConfig> {
-  const config = await readConfigFile(home);
+  return applyEnv(await readConfigFile(home), env);
+}
+
+/**
+ * Parses config YAML that did not come from `<home>/config.yaml` (an agent's EC2 user-data, say);
+ * `source` names it in problems. The DSTACK_AWS_* overrides from `env` apply as for a file.
+ */
+export function parseConfig(text: string, source: string, home: string, env: Record<string, string | undefined> = {}): DstackConfig {
+  return applyEnv(parseConfigText(text, source, home), env);
+}
+
+function applyEnv(config: DstackConfig, env: Record<string, string | undefined>): DstackConfig {
   const overrides = Object.entries(AWS_ENV_OVERRIDES).filter(([name]) => env[name]);
   if (overrides.length > 0) {
     const aws = AwsSchema.parse({ ...(config.aws ?? {}), ...Object.fromEntries(overrides.map(([name, key]) => [key, env[name]])) });
@@ -73,6 +96,10 @@ async function readConfigFile(home: string): Promise<DstackConfig> {
   } catch (e) {
     if (errnoCode(e) !== 'ENOENT') throw new ConfigError(`cannot read ${file}: ${(e as Error).message}`);
   }
+  return parseConfigText(text, file, home);
+}
+
+function parseConfigText(text: string, file: string, home: string): DstackConfig {
   const lines = new LineCounter();
   const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false });
   if (doc.errors[0]) {

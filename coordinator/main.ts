@@ -6,8 +6,9 @@ import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline/promises';
 import yargs, { type Argv } from 'yargs';
 import { loadConfig } from '../common/config.js';
-import { DstackError, UsageError, toError } from '../common/errors.js';
-import { LocalCompute } from '../common/local/local-compute.js';
+import { ConfigError, DstackError, UsageError, toError } from '../common/errors.js';
+import { ExternalAgents, LocalCompute } from '../common/local/local-compute.js';
+import type { Compute } from '../common/ports.js';
 import { openBackend } from '../common/backend.js';
 import type { Context } from './context.js';
 import { consoleOutput } from './output.js';
@@ -38,13 +39,21 @@ async function makeContext(out: ReturnType<typeof consoleOutput>): Promise<Conte
   process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
   const config = await loadConfig(home, process.env);
   const backend = await openBackend(config);
-  const compute = new LocalCompute({
-    registry: backend.registry,
-    maxAgents: config.local.maxParallelJobs,
-    agentCommand: agentCommand(),
-    env: { ...process.env, DSTACK_HOME: home },
-    logDir: join(backend.root, 'logs'),
-  });
+  const agents = config.backend === 'aws' ? (config.aws?.agents ?? 'ec2') : 'local';
+  let compute: Compute;
+  if (agents === 'local') {
+    compute = new LocalCompute({
+      registry: backend.registry,
+      maxAgents: config.local.maxParallelJobs,
+      agentCommand: agentCommand(),
+      env: { ...process.env, DSTACK_HOME: home },
+      logDir: join(backend.root, 'logs'),
+    });
+  } else if (agents === 'none') {
+    compute = new ExternalAgents();
+  } else {
+    throw new ConfigError('`aws.agents: ec2` is not built yet: use `dstack config --agents local` or `--agents none`');
+  }
   const interrupted = new Promise<void>((resolve) => process.once('SIGINT', () => resolve()));
   const confirm = async (question: string, yes: boolean): Promise<boolean> => {
     if (yes) return true;
@@ -232,7 +241,10 @@ async function main(argv: string[]): Promise<number> {
           .option('sqs-endpoint', { type: 'string', describe: 'SQS endpoint override (emulators)' })
           .option('s3-endpoint', { type: 'string', describe: 'S3 endpoint override (S3-compatible stores, emulators)' })
           .option('max-instances', { type: 'number', describe: 'Most EC2 instances at once' })
-          .option('max-parallel-jobs', { type: 'number', describe: 'Most local agents at once' }),
+          .option('max-parallel-jobs', { type: 'number', describe: 'Most local agents at once' })
+          .option('agents', { choices: ['ec2', 'local', 'none'] as const, describe: 'Backend aws: agents on an EC2 fleet, as local processes, or started elsewhere' })
+          .option('ami', { type: 'string', describe: 'Agent AMI id (default: the newest dstack agent image)' })
+          .option('instance-profile', { type: 'string', describe: "Agents' EC2 instance profile" }),
       async (a) => {
         const { configCommand } = await import('./commands/config.js');
         const home = process.env.DSTACK_HOME ?? join(homedir(), '.dstack');
@@ -260,6 +272,9 @@ async function main(argv: string[]): Promise<number> {
               s3Endpoint: a['s3-endpoint'],
               maxInstances: a['max-instances'],
               maxParallelJobs: a['max-parallel-jobs'],
+              agents: a.agents,
+              ami: a.ami,
+              instanceProfile: a['instance-profile'],
             }).filter(([, v]) => v !== undefined),
           ),
         );

@@ -114,3 +114,12 @@ export class LocalCompute implements Compute {
     return (await this.opts.registry.live()).map((e) => ({ id: e.id, location: `pid ${e.pid}`, state: e.state }));
   }
 }
+
+/** `aws.agents: none`: agents are started by something else (instances launched by hand from the AMI); nothing to scale. */
+export class ExternalAgents implements Compute {
+  async ensureCapacity(): Promise<void> {}
+
+  async listAgents(): Promise<AgentInfo[]> {
+    return [];
+  }
+}

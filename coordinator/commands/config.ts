@@ -1,6 +1,6 @@
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { parseDocument } from 'yaml';
+import { Document, parseDocument } from 'yaml';
 import { loadConfig } from '../../common/config.js';
 import { errnoCode } from '../../common/errors.js';
 import type { Output } from '../output.js';
@@ -27,6 +27,9 @@ export interface ConfigOptions {
   s3Endpoint?: string;
   maxInstances?: number;
   maxParallelJobs?: number;
+  agents?: string;
+  ami?: string;
+  instanceProfile?: string;
 }
 
 /**
@@ -42,7 +45,8 @@ export async function configCommand(ctx: ConfigContext, o: ConfigOptions): Promi
   } catch (e) {
     if (errnoCode(e) !== 'ENOENT') throw e;
   }
-  const doc = parseDocument(text || '{}');
+  // A new file is written in block style, one setting a line, like a hand-written one.
+  const doc = text.trim() ? parseDocument(text) : new Document({});
   const flags = Object.values(o).some((v) => v !== undefined);
   if (!flags && ctx.ask) {
     const current = (path: string[], fallback: string): string => String(doc.getIn(path) ?? fallback);
@@ -69,6 +73,9 @@ export async function configCommand(ctx: ConfigContext, o: ConfigOptions): Promi
   set(['aws', 'endpoints', 'sqs'], o.sqsEndpoint);
   set(['aws', 'endpoints', 's3'], o.s3Endpoint);
   set(['aws', 'maxInstances'], o.maxInstances);
+  set(['aws', 'agents'], o.agents);
+  set(['aws', 'ami'], o.ami);
+  set(['aws', 'instanceProfile'], o.instanceProfile);
   set(['local', 'maxParallelJobs'], o.maxParallelJobs);
   await mkdir(ctx.home, { recursive: true });
   const previous = text;

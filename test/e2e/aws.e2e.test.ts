@@ -5,6 +5,8 @@ import { join } from 'node:path';
 import { CLI, dstack, killAgents, makeRepo, removeAll, tempDir, waitFor } from '../support/cli.js';
 import { startEmulator, uniqueName, type Emulator } from '../support/fauxqs.js';
 import { S3Proxy } from '../support/s3-proxy.js';
+import { ImdsServer } from '../support/imds-server.js';
+import { AGENT } from '../support/cli.js';
 
 const WORKFLOWS = `workflows:
   - name: hello
@@ -54,7 +56,7 @@ describe('e2e: backend aws on fauxqs, agents as local processes', function () {
     env = { AWS_ACCESS_KEY_ID: 'test', AWS_SECRET_ACCESS_KEY: 'test', AWS_REGION: 'us-east-1' };
     const c = await run([
       'config', '--backend', 'aws', '--region', 'us-east-1', '--bucket', uniqueName('dstack'), '--queue-prefix', uniqueName('q'),
-      '--sqs-endpoint', emulator.endpoint, '--s3-endpoint', s3, '--max-parallel-jobs', '2',
+      '--sqs-endpoint', emulator.endpoint, '--s3-endpoint', s3, '--max-parallel-jobs', '2', '--agents', 'local',
     ]);
     expect(c.code, c.stderr).to.equal(0);
     expect(c.stdout).to.match(/^Saved .*config\.yaml \(backend aws: bucket dstack-[0-9a-f]+ in us-east-1, queues q-[0-9a-f]+-jobs\(-dlq\)\)\.\n$/);
@@ -115,5 +117,52 @@ describe('e2e: backend aws on fauxqs, agents as local processes', function () {
     await new Promise((r) => setTimeout(r, 1000));
     expect(readFileSync(marker, 'utf8')).to.equal('start\nstart\nend\n');
     removeAll(scratch);
+  });
+
+  it('an agent configured from EC2 user-data (IMDSv2) takes jobs, named by its instance id', async () => {
+    // A second queue served only by this agent: the CLI starts no agents of its own (`agents: none`).
+    const edgeHome = tempDir('edgehome');
+    const agentHome = tempDir('agenthome');
+    const base = readFileSync(join(home, 'config.yaml'), 'utf8');
+    const config = base.replace(/queuePrefix: \S+/, `queuePrefix: ${uniqueName('ud')}`).replace('agents: local', 'agents: none');
+    await import('node:fs/promises').then((fs) => fs.writeFile(join(edgeHome, 'config.yaml'), config));
+    const imds = new ImdsServer('i-0123456789abcdef0', config);
+    const imdsUrl = await imds.start();
+    const agent = spawn(process.execPath, [AGENT], {
+      env: { ...process.env, ...env, DSTACK_HOME: agentHome, DSTACK_AGENT_CONFIG: 'user-data', DSTACK_IMDS_URL: imdsUrl },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let agentOut = '';
+    agent.stdout.on('data', (d: Buffer) => (agentOut += d.toString()));
+    agent.stderr.on('data', (d: Buffer) => (agentOut += d.toString()));
+    try {
+      const r = await dstack(['run', 'hello'], { cwd: repo, home: edgeHome, env });
+      expect(r.code, r.stderr + agentOut).to.equal(0);
+      const name = nameOf(r.stderr);
+      expect(r.stdout).to.equal(`Hello from ${name}\n`);
+      const view = JSON.parse((await dstack(['ps', name, '--json'], { cwd: repo, home: edgeHome, env })).stdout) as Array<{ attempts: Array<{ agentId: string }> }>;
+      expect(view[0]?.attempts.map((a) => a.agentId)).to.deep.equal(['i-0123456789abcdef0']);
+      expect(agentOut).to.include('"agentId":"i-0123456789abcdef0"');
+      expect(imds.hits.get('/latest/user-data')).to.equal(1);
+    } finally {
+      agent.kill('SIGKILL');
+      await imds.stop();
+      removeAll(edgeHome, agentHome);
+    }
+  });
+
+  it('an agent whose instance has no user-data says so in one line and exits 1', async () => {
+    const imds = new ImdsServer('i-0fedcba9876543210', null);
+    const imdsUrl = await imds.start();
+    const agentHome = tempDir('agenthome');
+    const agent = spawn(process.execPath, [AGENT], { env: { ...process.env, DSTACK_HOME: agentHome, DSTACK_AGENT_CONFIG: 'user-data', DSTACK_IMDS_URL: imdsUrl }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let err = '';
+    agent.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    const code = await new Promise<number>((resolve) => agent.on('close', (c) => resolve(c ?? -1)));
+    await imds.stop();
+    removeAll(agentHome);
+    expect(code).to.equal(1);
+    expect(err.trim().split('\n')).to.have.length(1);
+    expect(err).to.include(`this instance has no user-data at ${imdsUrl}`);
   });
 });

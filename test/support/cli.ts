@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const CLI = join(ROOT, 'dist', 'coordinator', 'main.js');
+export const AGENT = join(ROOT, 'dist', 'agent', 'main.js');
 export const CORPUS = join(ROOT, '..', 'shared', 'corpus', 'workflows');
 
 export interface CliResult {

@@ -1,0 +1,82 @@
+import { randomBytes } from 'node:crypto';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+/**
+ * A small IMDSv2 server on 127.0.0.1 for one simulated instance: session tokens (required),
+ * instance id, instance type, user-data, and the spot interruption notice and rebalance
+ * recommendation, which a test can inject.
+ */
+export class ImdsServer {
+  private server: Server | null = null;
+  private readonly tokens = new Set<string>();
+  private spotAction: { action: 'terminate' | 'stop' | 'hibernate'; time: string } | null = null;
+  private rebalanceAt: string | null = null;
+  /** Requests served, by path, for assertions. */
+  readonly hits = new Map<string, number>();
+
+  constructor(
+    readonly instanceId: string,
+    private readonly userData: string | null,
+    readonly instanceType = 'g5.xlarge',
+  ) {}
+
+  async start(): Promise<string> {
+    this.server = createServer((req, res) => {
+      const path = (req.url ?? '/').split('?')[0] ?? '/';
+      this.hits.set(path, (this.hits.get(path) ?? 0) + 1);
+      if (req.method === 'PUT' && path === '/latest/api/token') {
+        const ttl = Number(req.headers['x-aws-ec2-metadata-token-ttl-seconds']);
+        if (!(ttl >= 1 && ttl <= 21600)) return end(res, 400, 'bad ttl');
+        const token = randomBytes(16).toString('hex');
+        this.tokens.add(token);
+        return end(res, 200, token);
+      }
+      if (req.method !== 'GET') return end(res, 405, '');
+      if (!this.tokens.has(String(req.headers['x-aws-ec2-metadata-token'] ?? ''))) return end(res, 401, 'unauthorized');
+      const body = this.item(path);
+      return body === null ? end(res, 404, 'Not Found') : end(res, 200, body);
+    });
+    await new Promise<void>((resolve) => this.server!.listen(0, '127.0.0.1', resolve));
+    return `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
+  }
+
+  /** Serves an interruption notice two minutes ahead, as EC2 does. */
+  injectSpotNotice(action: 'terminate' | 'stop' | 'hibernate' = 'terminate'): void {
+    this.spotAction = { action, time: new Date(Date.now() + 120_000).toISOString().replace(/\.\d+Z$/, 'Z') };
+  }
+
+  injectRebalance(): void {
+    this.rebalanceAt = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
+  }
+
+  async stop(): Promise<void> {
+    const server = this.server;
+    this.server = null;
+    if (!server) return;
+    server.closeAllConnections();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+
+  private item(path: string): string | null {
+    switch (path) {
+      case '/latest/meta-data/instance-id':
+        return this.instanceId;
+      case '/latest/meta-data/instance-type':
+        return this.instanceType;
+      case '/latest/user-data':
+        return this.userData;
+      case '/latest/meta-data/spot/instance-action':
+        return this.spotAction ? JSON.stringify(this.spotAction) : null;
+      case '/latest/meta-data/events/recommendations/rebalance':
+        return this.rebalanceAt ? JSON.stringify({ noticeTime: this.rebalanceAt }) : null;
+      default:
+        return null;
+    }
+  }
+}
+
+function end(res: import('node:http').ServerResponse, status: number, body: string): void {
+  res.writeHead(status, { 'content-type': 'text/plain' });
+  res.end(body);
+}
