@@ -43,6 +43,7 @@ elif is_offline; then
 else
   log "nvidia container toolkit: installing from NVIDIA's apt repository"
   keyring=/usr/share/keyrings/nvidia-container-toolkit-keyring.gpg
+  command -v gpg >/dev/null 2>&1 || apt_install gpg
   tmp="$(mktemp -d)"
   trap 'rm -rf "$tmp"' EXIT
   fetch https://nvidia.github.io/libnvidia-container/gpgkey "$tmp/gpgkey"

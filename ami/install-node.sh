@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs Node 20 as /usr/bin/node (the path in dstack-agent.service's ExecStart).
-#   online:  the official tarball of DSTACK_NODE_VERSION, checked against its SHASUMS256.txt
+#   online:  the official .tar.gz of DSTACK_NODE_VERSION, checked against its SHASUMS256.txt
 #   offline: $DSTACK_AMI_OFFLINE_DIR/node/bin/node (a node binary) or
-#            $DSTACK_AMI_OFFLINE_DIR/node/node-v*-linux-*.tar.xz|.tar.gz (an official tarball)
+#            $DSTACK_AMI_OFFLINE_DIR/node/node-v*-linux-*.tar.gz|.tar.xz (an official tarball)
 # A /usr/bin/node that is already Node 20 is kept. Node goes to /opt/dstack/node.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -27,9 +27,12 @@ fi
 
 # unpack TARBALL: the official layout (node-vX-linux-ARCH/bin/node ...) into $prefix.
 unpack() {
+  if [[ "$1" == *.xz ]] && ! command -v xz >/dev/null 2>&1; then
+    die "node: $1 needs xz, which this machine lacks; use the .tar.gz"
+  fi
   rm -rf "$prefix"
   mkdir -p "$prefix"
-  tar -xf "$1" -C "$prefix" --strip-components=1 --no-same-owner
+  tar -xf "$1" -C "$prefix" --strip-components=1 --no-same-owner || die "node: cannot unpack $1"
 }
 
 if is_offline; then
@@ -37,14 +40,14 @@ if is_offline; then
     log "node: installing the binary $binary"
     rm -rf "$prefix"
     install -D -m 0755 "$binary" "$prefix/bin/node"
-  elif tarball="$(offline_file 'node/node-v*-linux-*.tar.xz' 'node/node-v*-linux-*.tar.gz')"; then
+  elif tarball="$(offline_file 'node/node-v*-linux-*.tar.gz' 'node/node-v*-linux-*.tar.xz')"; then
     log "node: unpacking $tarball"
     unpack "$tarball"
   else
-    die "node: offline, and neither $DSTACK_AMI_OFFLINE_DIR/node/bin/node nor a node-v*-linux-*.tar.xz there; the agent needs Node $NODE_MAJOR"
+    die "node: offline, and neither $DSTACK_AMI_OFFLINE_DIR/node/bin/node nor a node-v*-linux-*.tar.gz there; the agent needs Node $NODE_MAJOR"
   fi
 else
-  name="node-v${NODE_VERSION}-linux-$(machine_arch).tar.xz"
+  name="node-v${NODE_VERSION}-linux-$(machine_arch).tar.gz"
   base="https://nodejs.org/dist/v${NODE_VERSION}"
   tmp="$(mktemp -d)"
   trap 'rm -rf "$tmp"' EXIT

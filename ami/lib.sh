@@ -47,7 +47,8 @@ offline_file() {
 # fetch URL FILE: downloads with retries; never called offline.
 fetch() {
   is_offline && die "fetch $1 while DSTACK_AMI_OFFLINE_DIR is set (a provisioning step forgot the offline switch)"
-  curl -fsSL --retry 5 --retry-delay 3 --connect-timeout 20 -o "$2" "$1"
+  curl -fsSL --retry 5 --retry-delay 3 --connect-timeout 20 -o "$2" "$1" ||
+    die "cannot download $1 (no internet? DSTACK_AMI_OFFLINE_DIR builds without it: ami/README.md)"
 }
 
 # sha256_check FILE HEX: fails unless FILE has that sha256.

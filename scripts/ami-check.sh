@@ -3,7 +3,7 @@
 #   1. packer validate of ami/ (full validation: amazon-ebs is built into Packer 1.6 and validating
 #      does not call AWS; the file provisioners need the agent bundle, so it is built first)
 #   2. systemd-analyze verify of ami/dstack-agent.service
-#   3. shellcheck of ami/*.sh and scripts/*.sh
+#   3. shellcheck of ami/*.sh, scripts/*.sh and .ci/run
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -61,12 +61,12 @@ unit_verify() {
 }
 
 shell_scripts() {
-  shellcheck --external-sources --source-path=SCRIPTDIR ami/*.sh scripts/*.sh
+  shellcheck --external-sources --source-path=SCRIPTDIR ami/*.sh scripts/*.sh .ci/run
 }
 
 check "packer validate ami/" packer_validate
 check "systemd-analyze verify ami/dstack-agent.service" unit_verify
-check "shellcheck ami/*.sh scripts/*.sh" shell_scripts
+check "shellcheck ami/*.sh scripts/*.sh .ci/run" shell_scripts
 
 if ((${#failed[@]} > 0)); then
   printf 'ami:check: %d check(s) failed: %s\n' "${#failed[@]}" "${failed[*]}"
