@@ -3,7 +3,7 @@ import { restoreTree } from '../common/artifacts/restore.js';
 import { HashCache, saveTree } from '../common/artifacts/save.js';
 import { JobFailedError, toError } from '../common/errors.js';
 import type { Store } from '../common/ports.js';
-import { runKeys, type ArtifactIndex, type SavedArtifactRef } from '../common/runs.js';
+import { readJson, runKeys, type ArtifactIndex, type SavedArtifactRef } from '../common/runs.js';
 import type { JobSpec } from '../common/spec/job-spec.js';
 
 /** Where an artifact lives on the agent: relative paths under the working dir; absolute ones only at their declared path. */
@@ -21,6 +21,22 @@ export async function restoreDeps(store: Store, spec: JobSpec, codeDir: string, 
       } catch (e) {
         throw new JobFailedError(`could not restore dep ${dep.kind} \`${dep.name}\` (run ${dep.runName}), artifact ${a.path}: ${toError(e).message}`);
       }
+    }
+  }
+}
+
+/**
+ * Puts back what earlier attempts of this run saved (the checkpoint of an interrupted attempt, or
+ * the last incremental save of a killed one), at the same paths, so that the job resumes.
+ */
+export async function restoreCheckpoint(store: Store, spec: JobSpec, codeDir: string, say: (line: string) => void): Promise<void> {
+  const index = await readJson<ArtifactIndex>(store, runKeys.artifacts(spec.repoId, spec.runName));
+  for (const a of index?.artifacts ?? []) {
+    try {
+      const m = await restoreTree(store, a.manifestSha, artifactDir(spec, codeDir, a.path));
+      say(`dstack: resuming: restored ${a.path} (${m.files} files) as saved by the previous attempt at ${index?.savedAt ?? '?'}\n`);
+    } catch (e) {
+      throw new JobFailedError(`could not restore the checkpoint ${a.path} of the previous attempt: ${toError(e).message}`);
     }
   }
 }

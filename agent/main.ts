@@ -9,6 +9,8 @@ import { jsonLogger } from '../common/log.js';
 import { openBackend } from '../common/backend.js';
 import { Agent } from './worker.js';
 import { Imds } from './imds.js';
+import { watchSpot } from './spot-watch.js';
+import type { InstanceFacts } from '../common/runs.js';
 
 /**
  * Where the agent's config comes from: `<DSTACK_HOME>/config.yaml` (DSTACK_AGENT_CONFIG=file, the
@@ -29,17 +31,24 @@ async function agentConfig(home: string, env: NodeJS.ProcessEnv): Promise<{ conf
   return { config: parseConfig(userData, 'EC2 user-data', home, env), imds, instanceId };
 }
 
+/** Which instance this is, for the attempt records (and so `ps`). */
+async function instanceFacts(imds: Imds, id: string): Promise<InstanceFacts> {
+  const [type, lifecycle] = await Promise.all([imds.get('latest/meta-data/instance-type'), imds.get('latest/meta-data/instance-life-cycle')]);
+  return { id, type: type ?? '?', market: lifecycle === 'spot' ? 'spot' : 'on-demand' };
+}
+
 /** The agent's composition root: reads config and environment, wires the transports, handles signals. */
 async function main(): Promise<number> {
   const home = process.env.DSTACK_HOME ?? join(homedir(), '.dstack');
   process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
-  const { config, instanceId } = await agentConfig(home, process.env);
+  const { config, imds, instanceId } = await agentConfig(home, process.env);
   const agentId = process.env.DSTACK_AGENT_ID ?? instanceId ?? `agent-${process.pid}`;
   const log = jsonLogger((line) => process.stdout.write(line), { agentId });
   const backend = await openBackend(config);
   const startedAt = new Date().toISOString();
   const setState = (state: 'idle' | 'busy'): Promise<void> =>
     backend.registry.write({ id: agentId, pid: process.pid, state, startedAt }).catch(() => undefined);
+  const instance = imds && instanceId ? await instanceFacts(imds, instanceId) : undefined;
   const jobEnv: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('DSTACK_') && v !== undefined) jobEnv[k] = v;
 
@@ -58,6 +67,7 @@ async function main(): Promise<number> {
     maxAttempts: config.local.maxAttempts,
     jobEnv,
     onState: setState,
+    ...(instance ? { instance } : {}),
     artifactSyncMs: config.local.artifactSyncSec * 1000,
     hostFacts: {
       hostname: hostname(),
@@ -83,9 +93,13 @@ async function main(): Promise<number> {
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
   await setState('idle');
+  const stopWatch = imds
+    ? watchSpot({ imds, log, intervalMs: 5000, onNotice: (reason) => agent.interrupt(reason), onRebalance: () => agent.drain() })
+    : () => undefined;
   try {
     await agent.run();
   } finally {
+    stopWatch();
     await backend.registry.remove(agentId);
   }
   return 0;

@@ -4,8 +4,8 @@ import { join } from 'node:path';
 import { ConflictError, JobFailedError, LeaseLostError, toError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import type { Queue, QueueMessage, Store } from '../common/ports.js';
-import { readJson, runKeys, settleRun, type AttemptRecord, type FinalRecord, type HostFacts, type StopRequest } from '../common/runs.js';
-import { ArtifactSaver, restoreDeps } from './artifacts.js';
+import { readJson, runKeys, settleRun, type AttemptRecord, type FinalRecord, type HostFacts, type InstanceFacts, type StopRequest } from '../common/runs.js';
+import { ArtifactSaver, restoreCheckpoint, restoreDeps } from './artifacts.js';
 import type { JobSpec } from '../common/spec/job-spec.js';
 import { startJob, type JobExit, type JobProcess } from './job-process.js';
 import { LogShipper } from './log-shipper.js';
@@ -34,6 +34,8 @@ export interface AgentOptions {
   /** How often `mount: true` artifacts are saved while a job runs. */
   artifactSyncMs: number;
   hostFacts: HostFacts;
+  /** The EC2 instance this agent runs on (from IMDS), recorded with every attempt. */
+  instance?: InstanceFacts;
   onState?: (state: 'idle' | 'busy') => Promise<void>;
 }
 
@@ -49,6 +51,7 @@ export class Agent {
   private forced = false;
   private readonly wake = new AbortController();
   private current: JobProcess | undefined;
+  private interruption: string | undefined;
 
   constructor(private readonly o: AgentOptions) {}
 
@@ -62,6 +65,18 @@ export class Agent {
   force(): void {
     this.drain();
     this.forced = true;
+    this.current?.stop(this.o.stopGraceMs);
+  }
+
+  /**
+   * A spot interruption notice: stop the current job now (SIGTERM, then SIGKILL after the grace),
+   * keep what it saved as this attempt's checkpoint, and hand the job back to the queue at once so
+   * that an idle agent resumes it; take no new jobs.
+   */
+  interrupt(reason: string): void {
+    if (this.interruption) return;
+    this.interruption = reason;
+    this.drain();
     this.current?.stop(this.o.stopGraceMs);
   }
 
@@ -126,8 +141,8 @@ export class Agent {
     if (attempt > this.o.maxAttempts) {
       const reason = `gave up after ${this.o.maxAttempts} attempts: the agents running it stopped without finishing (killed, out of memory, or the machine went away)`;
       await settleRun(this.o.store, repoId, runName, final('failed', null, reason, previous.length));
-      log.log('error', 'job failed: too many attempts');
-      await this.o.queue.ack(msg.receipt);
+      log.log('error', 'job failed: too many attempts; moving it to the dead-letter queue');
+      await this.o.queue.deadLetter(msg.receipt);
       return;
     }
     if (await readJson<StopRequest>(this.o.store, runKeys.stop(repoId, runName))) {
@@ -165,6 +180,7 @@ export class Agent {
       leaseMs: this.o.visibilityMs,
       state: 'running',
       hostFacts: this.o.hostFacts,
+      ...(this.o.instance ? { instance: this.o.instance } : {}),
     };
     const attemptKey = runKeys.attempt(repoId, runName, attempt);
     // Created exclusively: two agents can never both run attempt N.
@@ -224,6 +240,8 @@ export class Agent {
       await rebuildCode(store, spec.code, codeDir);
       const prepared = await prepareRun(spec, jobDir, codeDir, this.o.jobEnv);
       await restoreDeps(store, spec, codeDir, (line) => shipper.write('err', line));
+      // A later attempt resumes: what the earlier ones saved (checkpoints included) is put back first.
+      if (attempt > 1) await restoreCheckpoint(store, spec, codeDir, (line) => shipper.write('err', line));
       if (leaseLost) return 'lease-lost';
       proc = startJob(prepared.script, { cwd: prepared.cwd, env: prepared.env });
       started = true;
@@ -274,6 +292,12 @@ export class Agent {
     record.state = 'ended';
     record.endedAt = now();
     if (leaseLost) return 'lease-lost';
+    if (this.interruption && !stopRequest && result.status !== 'done') {
+      record.interruption = this.interruption;
+      await store.put(attemptKey, JSON.stringify(record));
+      log.log('warn', 'job interrupted: its artifacts are saved as a checkpoint; handing it back to the queue', { reason: this.interruption });
+      return 'released';
+    }
     if (this.forced && !stopRequest) {
       await store.put(attemptKey, JSON.stringify(record));
       return 'released';

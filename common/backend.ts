@@ -7,7 +7,10 @@ import type { Queue, Store } from './ports.js';
 
 /** The transports a process uses, plus the local directory for agents, their logs and work. */
 export interface Backend {
+  /** The default queue: the one local agents (and agents started by hand) serve. */
   queue: Queue;
+  /** The queue of one placement profile; `default`, and every profile outside EC2, is `queue`. */
+  queueFor: (profileId: string) => Promise<Queue>;
   store: Store;
   registry: LocalAgentRegistry;
   /** `<home>/local`: agent registry, agent logs, job directories (and, locally, the queue and store). */
@@ -20,13 +23,17 @@ export async function openBackend(config: DstackConfig): Promise<Backend> {
   const registry = new LocalAgentRegistry(join(root, 'agents'));
   if (config.backend === 'aws') {
     const { awsSettings, openAws } = await import('./aws/index.js');
-    const { queue, store } = await openAws(awsSettings(config.aws, config.local.maxAttempts, join(config.home, 'config.yaml')));
-    return { queue, store, registry, root };
+    const { queue, store, queueFor } = await openAws(awsSettings(config.aws, maxReceives(config), join(config.home, 'config.yaml')));
+    return { queue, store, registry, root, queueFor: config.aws?.agents === 'ec2' ? queueFor : () => Promise.resolve(queue) };
   }
-  return {
-    root,
-    registry,
-    queue: new LocalQueue({ root: join(root, 'queues'), name: 'jobs', maxReceives: config.local.maxAttempts, pollMs: 250 }),
-    store: new LocalStore(join(root, 'store')),
-  };
+  const queue = new LocalQueue({ root: join(root, 'queues'), name: 'jobs', maxReceives: maxReceives(config), pollMs: 250 });
+  return { root, registry, queue, queueFor: () => Promise.resolve(queue), store: new LocalStore(join(root, 'store')) };
+}
+
+/**
+ * Deliveries before the transport dead-letters a message on its own: one more than the attempts, so
+ * that the agent that receives a job past its last attempt records why it failed and dead-letters it.
+ */
+function maxReceives(config: DstackConfig): number {
+  return config.local.maxAttempts + 1;
 }

@@ -28,6 +28,8 @@ const AwsSchema = z.strictObject({
   subnet: z.string().min(1).optional(),
   /** For S3-compatible stores and emulators. */
   endpoints: z.strictObject({ sqs: z.url().optional(), s3: z.url().optional() }).optional(),
+  /** SQS's 12-hour visibility cap; a lease near it is handed over (see SqsQueue). Lower only to test the hand-over. */
+  visibilityCapSec: z.number().int().min(5).max(43200).default(43200),
   /** The most EC2 instances the fleet may run. */
   maxInstances: z.number().int().min(0).max(1000).default(4),
   /**

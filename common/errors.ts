@@ -9,6 +9,7 @@ export type ErrorCode =
   | 'JOB_FAILED'
   | 'LEASE_LOST'
   | 'USAGE'
+  | 'RESOURCES'
   | 'INTERNAL';
 
 /** The one base error: a code, whether retrying may help, and the underlying cause. */
@@ -118,4 +119,11 @@ export function toError(e: unknown): Error {
 export function errnoCode(e: unknown): string | undefined {
   if (e instanceof Error && 'code' in e && typeof e.code === 'string') return e.code;
   return undefined;
+}
+
+/** No machine type satisfies a workflow's `resources`; the message says what was asked and what comes closest. */
+export class ResourceError extends DstackError {
+  constructor(message: string) {
+    super('RESOURCES', message);
+  }
 }

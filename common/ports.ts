@@ -1,4 +1,5 @@
 import type { Readable } from 'node:stream';
+import type { ResourceSpec } from './spec/job-spec.js';
 
 /** A message held under a lease. `receipt` identifies this delivery, not the message. */
 export interface QueueMessage {
@@ -34,6 +35,8 @@ export interface Queue {
   release(receipt: string, delayMs?: number): Promise<void>;
   /** Puts the message back for later without counting this delivery (used to park a job another agent holds). */
   defer(receipt: string, delayMs: number): Promise<void>;
+  /** Moves the held message to the dead-letter queue now (a job given up after its last attempt). */
+  deadLetter(receipt: string): Promise<void>;
   counts(): Promise<QueueCounts>;
 }
 
@@ -69,14 +72,45 @@ export interface Store {
 /** An agent as Compute sees it. */
 export interface AgentInfo {
   id: string;
-  /** Where it runs: a pid locally, an instance id on EC2. */
+  /** Where it runs: a pid locally, an instance type and zone on EC2. */
   location: string;
-  state: 'starting' | 'idle' | 'busy';
+  state: 'starting' | 'idle' | 'busy' | 'running';
+  /** The placement profile whose queue it serves (EC2 and the fleet simulator). */
+  profileId?: string;
+}
+
+/** A machine type a job could run on, and its price. */
+export interface Offer {
+  instanceType: string;
+  market: 'spot' | 'on-demand';
+  /** USD per hour: the lowest current spot price over the zones, or the on-demand price. */
+  pricePerHour: number;
+  vcpus: number;
+  memoryMiB: number;
+  gpu: { name: string; count: number; memoryMiB: number } | null;
+}
+
+/**
+ * Where jobs with one resource request run: a profile with its own queue (and, on EC2, its own
+ * fleet), and the machine types that satisfy it, cheapest first. Locally there is one profile.
+ */
+export interface Placement {
+  profileId: string;
+  offers: Offer[];
+}
+
+/** Jobs waiting for or held by agents of one profile. */
+export interface Demand {
+  placement: Placement;
+  /** Visible plus in-flight jobs in the profile's queue. */
+  backlog: number;
 }
 
 /** Starts and lists the machines that run agents. */
 export interface Compute {
-  /** Makes sure enough agents are running or starting for `pendingJobs` queued or running jobs. */
-  ensureCapacity(pendingJobs: number): Promise<void>;
+  /** The profile and machine offers for a resource request; ResourceError if no machine satisfies it. */
+  plan(resources: ResourceSpec): Promise<Placement>;
+  /** Makes sure enough agents run or start for each profile's backlog, within the configured maximum. */
+  ensureCapacity(demand: Demand[]): Promise<void>;
   listAgents(): Promise<AgentInfo[]>;
 }

@@ -1,6 +1,7 @@
 import { ConflictError, NotFoundError } from './errors.js';
 import { nameStem } from './names.js';
-import type { Store } from './ports.js';
+import { endedKey, listSummaries, submittedKey, type RunSummary } from './run-index.js';
+import type { Placement, Store } from './ports.js';
 import type { JobSpec } from './spec/job-spec.js';
 
 export type FinalStatus = 'done' | 'failed' | 'stopped';
@@ -23,6 +24,8 @@ export interface RunRecord {
   restartOf?: string;
   /** Tag given with `run -t`. */
   tag?: string;
+  /** The profile (queue) it was sent to and the machine offers, cheapest first, for cost. */
+  placement?: Placement;
 }
 
 /** The saved artifacts of a run; written after every save, the last one when the job ends. */
@@ -70,6 +73,17 @@ export interface AttemptRecord {
   state: 'running' | 'ended';
   endedAt?: string;
   hostFacts?: HostFacts;
+  /** Set on EC2: which instance ran this attempt. */
+  instance?: InstanceFacts;
+  /** Why the attempt was handed back unfinished (a spot interruption notice). */
+  interruption?: string;
+}
+
+/** The EC2 instance behind an attempt, from the instance metadata service. */
+export interface InstanceFacts {
+  id: string;
+  type: string;
+  market: 'spot' | 'on-demand';
 }
 
 /** The one final status of a run, created exactly once by whoever ends it. */
@@ -132,6 +146,7 @@ export async function createRun(store: Store, build: (runName: string) => RunRec
       const record = build(`${stem}-${n}`);
       try {
         await store.put(runKeys.record(record.repoId, record.runName), JSON.stringify(record, null, 2), { ifAbsent: true });
+        await store.put(submittedKey(record.repoId, record), '');
         return record;
       } catch (e) {
         if (!(e instanceof ConflictError)) throw e;
@@ -145,6 +160,7 @@ export async function createRun(store: Store, build: (runName: string) => RunRec
 export async function settleRun(store: Store, repoId: string, run: string, final: FinalRecord): Promise<FinalRecord> {
   try {
     await store.put(runKeys.final(repoId, run), JSON.stringify(final, null, 2), { ifAbsent: true });
+    await store.put(endedKey(repoId, run, final), '');
     return final;
   } catch (e) {
     if (!(e instanceof ConflictError)) throw e;
@@ -176,16 +192,35 @@ export function deriveStatus(final: FinalRecord | null, attempts: AttemptRecord[
   return live ? 'running' : 'submitted';
 }
 
-/** Lists the run names of a repo, newest first by submission. */
-export async function listRuns(store: Store, repoId: string, nowMs: number = Date.now()): Promise<RunView[]> {
-  const prefix = runKeys.runsPrefix(repoId);
-  const names = (await store.list(prefix))
-    .filter((o) => o.key.endsWith('/run.json') && o.key.split('/').length === prefix.split('/').length + 1)
-    .map((o) => o.key.slice(prefix.length, -'/run.json'.length));
-  const views = await Promise.all(names.map((n) => loadRun(store, repoId, n, nowMs).catch(() => null)));
-  return views
-    .filter((v): v is RunView => v !== null)
-    .sort((a, b) => (a.record.submittedAt < b.record.submittedAt ? 1 : a.record.submittedAt > b.record.submittedAt ? -1 : 0));
+/** A run as listings show it: the index summary, plus the whole run for those still unfinished. */
+export interface RunRow {
+  summary: RunSummary;
+  status: RunStatus;
+  /** Read only for unfinished runs. */
+  view: RunView | null;
+}
+
+/**
+ * The runs of a repo, newest first, from the run index: finished runs cost nothing beyond the
+ * listing; unfinished ones (few) are read in full.
+ */
+export async function listRuns(store: Store, repoId: string, o: { nowMs?: number } = {}): Promise<RunRow[]> {
+  const nowMs = o.nowMs ?? Date.now();
+  const summaries = await listSummaries(store, repoId);
+  const rows = await Promise.all(
+    summaries.map(async (summary): Promise<RunRow | null> => {
+      if (summary.ended) return { summary, status: summary.ended.status, view: null };
+      const view = await loadRun(store, repoId, summary.runName, nowMs).catch((e: unknown) => {
+        if (e instanceof NotFoundError) return null;
+        throw e;
+      });
+      if (!view) return null;
+      // The settler stopped between the final status and its index key: finish its work.
+      if (view.final && !summary.ended) await store.put(endedKey(repoId, summary.runName, view.final), '');
+      return { summary, status: view.status, view };
+    }),
+  );
+  return rows.filter((r): r is RunRow => r !== null);
 }
 
 export function isFinished(status: RunStatus): status is FinalStatus {

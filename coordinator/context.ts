@@ -5,7 +5,8 @@ import type { Output } from './output.js';
 /** What every command gets from the composition root; commands read no environment of their own. */
 export interface Context {
   config: DstackConfig;
-  queue: Queue;
+  /** The queue of a placement profile (`default` outside EC2). */
+  queueFor: (profileId: string) => Promise<Queue>;
   store: Store;
   compute: Compute;
   out: Output;

@@ -39,9 +39,9 @@ async function resolveDep(store: Store, repoId: string, dep: DepSpec): Promise<P
     if (view.status !== 'done') throw new NotFoundError(`dep \`tag: ${dep.name}\`: its run ${tag.runName} is ${view.status}, not done: tag a successful run instead`);
     runName = tag.runName;
   } else {
-    const done = (await listRuns(store, depRepo)).find((r) => r.record.workflow === dep.name && r.status === 'done');
+    const done = (await listRuns(store, depRepo)).find((r) => r.summary.workflow === dep.name && r.status === 'done');
     if (!done) throw new NotFoundError(`dep \`workflow: ${dep.name}\`: no successful run of \`${dep.name}\`${where} yet: run it first with \`dstack run ${dep.name}\``);
-    runName = done.record.runName;
+    runName = done.summary.runName;
   }
   const view = await loadRun(store, depRepo, runName);
   return {

@@ -52,7 +52,8 @@ async function makeContext(out: ReturnType<typeof consoleOutput>): Promise<Conte
   } else if (agents === 'none') {
     compute = new ExternalAgents();
   } else {
-    throw new ConfigError('`aws.agents: ec2` is not built yet: use `dstack config --agents local` or `--agents none`');
+    const { openEc2Fleet } = await import('../common/aws/index.js');
+    compute = openEc2Fleet(config, config.aws?.profile);
   }
   const interrupted = new Promise<void>((resolve) => process.once('SIGINT', () => resolve()));
   const confirm = async (question: string, yes: boolean): Promise<boolean> => {
@@ -62,7 +63,7 @@ async function makeContext(out: ReturnType<typeof consoleOutput>): Promise<Conte
   };
   return {
     config,
-    queue: backend.queue,
+    queueFor: backend.queueFor,
     store: backend.store,
     compute,
     out,
@@ -278,6 +279,15 @@ async function main(argv: string[]): Promise<number> {
             }).filter(([, v]) => v !== undefined),
           ),
         );
+      },
+    )
+    .command(
+      'coordinator',
+      'Keep reconciling: replace lost capacity while jobs are queued (run and ps reconcile once)',
+      (y) => y.option('interval', { type: 'number', default: 10, describe: 'Seconds between passes' }),
+      async (a) => {
+        const { coordinatorCommand } = await import('./fleet.js');
+        code = await coordinatorCommand(await ctx(), { intervalSec: Math.max(1, a.interval) });
       },
     )
     .command(

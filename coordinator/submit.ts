@@ -4,6 +4,8 @@ import { createRun, readJson, runKeys, settleRun, type ArtifactIndex, type RunRe
 import type { JobSpec } from '../common/spec/job-spec.js';
 import type { Context } from './context.js';
 import { followRun } from './follow.js';
+import { reconcile, rememberProfile } from './fleet.js';
+import { ConfigError, toError } from '../common/errors.js';
 
 export interface SubmitInput {
   repoId: string;
@@ -29,6 +31,8 @@ export interface Submitted {
  */
 export async function submitRun(ctx: Context, input: SubmitInput): Promise<Submitted> {
   const jobId = randomBytes(6).toString('hex');
+  // An impossible resource request fails here, before anything is stored.
+  const placement = await ctx.compute.plan(input.spec('x-y-1', jobId).resources);
   const record = await createRun(ctx.store, (runName) => {
     const spec = input.spec(runName, jobId);
     if (spec.cache) spec.cacheKey = cacheKey(spec);
@@ -42,6 +46,7 @@ export async function submitRun(ctx: Context, input: SubmitInput): Promise<Submi
       spec,
       overrides: input.overrides,
       toolVersion: ctx.toolVersion,
+      placement,
       ...(input.restartOf ? { restartOf: input.restartOf } : {}),
       ...(input.tag ? { tag: input.tag } : {}),
     };
@@ -64,15 +69,20 @@ export async function submitRun(ctx: Context, input: SubmitInput): Promise<Submi
     });
     return { record, cacheOf: hit.runName };
   }
-  await ctx.queue.send(JSON.stringify(spec));
-  await reconcile(ctx);
+  await rememberProfile(ctx, placement);
+  await (await ctx.queueFor(placement.profileId)).send(JSON.stringify(spec));
+  await reconcileQuietly(ctx);
   return { record };
 }
 
-/** Starts agents for the queued and running jobs, up to the configured limit. */
-export async function reconcile(ctx: Context): Promise<void> {
-  const counts = await ctx.queue.counts();
-  await ctx.compute.ensureCapacity(counts.visible + counts.inFlight);
+/** Reconciles; a launch that fails now (no capacity, say) is retried on the next pass, so it is a note, not an error. */
+export async function reconcileQuietly(ctx: Context): Promise<void> {
+  try {
+    await reconcile(ctx);
+  } catch (e) {
+    if (e instanceof ConfigError) throw e;
+    ctx.out.note(`warning: ${toError(e).message}`);
+  }
 }
 
 /**
@@ -110,7 +120,7 @@ export async function attach(ctx: Context, submitted: Submitted, detach: boolean
     follow: true,
     pollMs: 20,
     onRecord: (r) => ctx.out.raw(r.s, r.d),
-    onTick: () => reconcile(ctx),
+    onTick: () => reconcileQuietly(ctx),
     stopped: ctx.interrupted,
   });
   if (interrupted || !final) {

@@ -12,6 +12,8 @@ export interface AwsSettings {
   endpoints?: { sqs?: string; s3?: string };
   /** Deliveries before SQS moves a job to the dead-letter queue. */
   maxReceives: number;
+  /** SQS's visibility cap (12 h), lowered in tests of the hand-over. */
+  visibilityCapMs?: number;
 }
 
 export interface AwsClients {

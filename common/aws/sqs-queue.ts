@@ -5,6 +5,7 @@ import {
   GetQueueAttributesCommand,
   ReceiveMessageCommand,
   SendMessageBatchCommand,
+  SendMessageCommand,
   type SQSClient,
 } from '@aws-sdk/client-sqs';
 import { LeaseLostError } from '../errors.js';
@@ -209,6 +210,18 @@ export class SqsQueue implements Queue {
       return;
     }
     await this.change(receipt, delayMs);
+  }
+
+  async deadLetter(receipt: string): Promise<void> {
+    const h = this.held.get(receipt);
+    this.held.delete(receipt);
+    if (!h) throw new LeaseLostError('deadLetter: this receipt is not held here');
+    try {
+      await this.o.sqs.send(new SendMessageCommand({ QueueUrl: this.o.dlqUrl, MessageBody: h.wire }));
+    } catch (e) {
+      throw wrapAws(e, 'dead-letter');
+    }
+    if (!h.handedOver) await this.ack(receipt).catch(() => this.deleteQuietly(receipt));
   }
 
   async counts(): Promise<QueueCounts> {

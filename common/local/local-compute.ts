@@ -4,7 +4,10 @@ import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import lockfile from 'proper-lockfile';
 import { errnoCode } from '../errors.js';
-import type { AgentInfo, Compute } from '../ports.js';
+import type { AgentInfo, Compute, Demand, Placement } from '../ports.js';
+
+/** Outside EC2 there is one profile, served by the default queue. */
+export const LOCAL_PLACEMENT: Placement = { profileId: 'default', offers: [] };
 import { writeFileAtomic } from './local-store.js';
 
 interface AgentEntry {
@@ -74,8 +77,16 @@ export interface LocalComputeOptions {
 export class LocalCompute implements Compute {
   constructor(private readonly opts: LocalComputeOptions) {}
 
-  async ensureCapacity(pendingJobs: number): Promise<void> {
-    const want = Math.min(pendingJobs, this.opts.maxAgents);
+  /** One profile: local agents take any job, whatever its `resources`. */
+  async plan(): Promise<Placement> {
+    return LOCAL_PLACEMENT;
+  }
+
+  async ensureCapacity(demand: Demand[]): Promise<void> {
+    const want = Math.min(
+      demand.reduce((n, d) => n + d.backlog, 0),
+      this.opts.maxAgents,
+    );
     if (want <= 0) return;
     await mkdir(this.opts.registry.dir, { recursive: true });
     // Several CLIs may submit at once: count and start under one lock so they do not overshoot.
@@ -117,6 +128,10 @@ export class LocalCompute implements Compute {
 
 /** `aws.agents: none`: agents are started by something else (instances launched by hand from the AMI); nothing to scale. */
 export class ExternalAgents implements Compute {
+  async plan(): Promise<Placement> {
+    return LOCAL_PLACEMENT;
+  }
+
   async ensureCapacity(): Promise<void> {}
 
   async listAgents(): Promise<AgentInfo[]> {

@@ -182,6 +182,15 @@ export class LocalQueue implements Queue {
     });
   }
 
+  async deadLetter(receipt: string): Promise<void> {
+    await this.locked(async () => {
+      const msg = await this.findByReceipt(receipt);
+      await mkdir(this.deadDir, { recursive: true });
+      await writeFileAtomic(this.tmpDir, this.file(msg.id, this.deadDir), JSON.stringify({ ...msg, receipt: null, visibleAtMs: 0 }));
+      await unlink(this.file(msg.id));
+    });
+  }
+
   async counts(): Promise<QueueCounts> {
     const now = this.now();
     const live = await this.readAll(this.dir);

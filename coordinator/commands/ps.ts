@@ -1,4 +1,5 @@
-import { isFinished, listRuns, loadRun, type RunView } from '../../common/runs.js';
+import type { RunSummary } from '../../common/run-index.js';
+import { isFinished, listRuns, loadRun, type RunRow, type RunView } from '../../common/runs.js';
 import { repoInfo } from '../code-capture.js';
 import type { Context } from '../context.js';
 import { ago } from '../output.js';
@@ -13,36 +14,41 @@ export interface PsOptions {
 export async function psCommand(ctx: Context, o: PsOptions): Promise<number> {
   const info = await repoInfo(ctx.cwd);
   const now = Date.now();
-  let runs: RunView[];
+  let rows: RunRow[];
   if (o.run) {
-    runs = [await loadRun(ctx.store, info.repoId, o.run, now)];
+    const view = await loadRun(ctx.store, info.repoId, o.run, now);
+    rows = [{ summary: summaryOf(view), status: view.status, view }];
   } else {
-    runs = await listRuns(ctx.store, info.repoId, now);
+    rows = await listRuns(ctx.store, info.repoId, { nowMs: now });
     if (!o.all) {
-      const active = runs.filter((r) => !isFinished(r.status));
-      runs = active.length > 0 ? active : runs.slice(0, 1);
+      const active = rows.filter((r) => !isFinished(r.status));
+      rows = active.length > 0 ? active : rows.slice(0, 1);
     }
   }
   if (o.json) {
-    ctx.out.json(runs.map(toJson));
+    // Scripts get whole runs: this reads every listed run, unlike the table.
+    const views = await Promise.all(rows.map((r) => r.view ?? loadRun(ctx.store, info.repoId, r.summary.runName, now)));
+    ctx.out.json(views.map(toJson));
     return 0;
   }
-  if (runs.length === 0) {
+  if (rows.length === 0) {
     ctx.out.line('No runs yet in this repo. Start one with `dstack run WORKFLOW`.');
     return 0;
   }
   ctx.out.table(
     ['RUN', 'WORKFLOW', 'SUBMITTED', 'STATUS', 'ATTEMPT', 'REASON'],
-    runs.map((r) => [
-      r.record.runName,
-      r.record.workflow,
-      ago(r.record.submittedAt, now),
-      capitalize(r.status),
-      r.attempts.length === 0 ? '-' : `${r.attempts.length} of ${r.record.maxAttempts}`,
-      r.final?.reason ?? '',
-    ]),
+    rows.map(({ summary: s, status, view }) => {
+      const attempt = view ? view.attempts.length : (s.ended?.attempt ?? 0);
+      return [s.runName, s.workflow, ago(s.submittedAt, now), capitalize(status), attempt === 0 ? '-' : `${attempt} of ${s.maxAttempts}`, view?.final?.reason ?? s.ended?.reason ?? ''];
+    }),
   );
   return 0;
+}
+
+function summaryOf(view: RunView): RunSummary {
+  const { runName, workflow, submittedAt, maxAttempts } = view.record;
+  const f = view.final;
+  return { runName, workflow, submittedAt, maxAttempts, ended: f ? { status: f.status, attempt: f.attempt, exitCode: f.exitCode, reason: f.reason ?? '' } : null };
 }
 
 /** The run's whole record: what reproduces it (code, spec, pinned deps, overrides) and what happened. */

@@ -7,6 +7,9 @@ import type { Context } from '../context.js';
 import { resolveDeps, tryResolveDeps } from '../deps.js';
 import { applyOverrides, type Overrides } from '../overrides.js';
 import { attach, submitRun } from '../submit.js';
+import { formatBytes, formatTable } from '../output.js';
+
+const formatMiB = (mib: number): string => formatBytes(mib * 2 ** 20);
 
 export interface RunOptions {
   workflow: string;
@@ -37,8 +40,23 @@ export async function runCommand(ctx: Context, o: RunOptions): Promise<number> {
   if (o.dryRun) {
     // A dry run shows what it can: deps that cannot be pinned yet are listed, not fatal.
     const { pinned, unresolved } = await tryResolveDeps(ctx.store, info.repoId, probe.deps);
-    ctx.out.json({ ...probe, runName: `${nameStem()}-1`, jobId: '(assigned on submit)', pinnedDeps: pinned, unresolvedDeps: unresolved });
+    const placement = await ctx.compute.plan(probe.resources);
+    ctx.out.json({ ...probe, runName: `${nameStem()}-1`, jobId: '(assigned on submit)', pinnedDeps: pinned, unresolvedDeps: unresolved, placement });
     for (const reason of unresolved) ctx.out.note(`warning: ${reason}`);
+    if (placement.offers.length > 0) {
+      ctx.out.note(`Candidate instance types (${placement.offers[0]?.market ?? ''}, cheapest first; profile ${placement.profileId}):`);
+      const table = formatTable(
+        ['TYPE', 'CPUS', 'MEMORY', 'GPU', 'PRICE/H'],
+        placement.offers.map((x) => [
+          x.instanceType,
+          String(x.vcpus),
+          formatMiB(x.memoryMiB),
+          x.gpu ? `${x.gpu.count}×${x.gpu.name} ${formatMiB(x.gpu.memoryMiB)}` : '-',
+          `$${x.pricePerHour.toFixed(4)}`,
+        ]),
+      );
+      ctx.out.note(table.trimEnd());
+    }
     return 0;
   }
   const pinnedDeps = await resolveDeps(ctx.store, info.repoId, probe.deps);

@@ -14,7 +14,9 @@ export interface StopOptions {
 export async function stopCommand(ctx: Context, o: StopOptions): Promise<number> {
   if (!o.run && !o.all) throw new UsageError('name a run or use --all: dstack stop (RUN | -a) [-x] [-y]');
   const info = await repoInfo(ctx.cwd);
-  const targets = o.run ? [await loadRun(ctx.store, info.repoId, o.run)] : (await listRuns(ctx.store, info.repoId)).filter((r) => !isFinished(r.status));
+  const targets = o.run
+    ? [await loadRun(ctx.store, info.repoId, o.run)]
+    : (await listRuns(ctx.store, info.repoId)).flatMap((r) => (r.view && !isFinished(r.status) ? [r.view] : []));
   if (targets.length === 0) {
     ctx.out.line('No unfinished runs to stop.');
     return 0;

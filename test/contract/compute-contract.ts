@@ -20,31 +20,35 @@ export function computeContract(name: string, make: () => Promise<ComputeFixture
     afterEach(async () => {
       await fx.cleanup();
     });
+    const need = async (backlog: number): Promise<void> => {
+      const placement = await fx.compute.plan({ interruptible: false, local: false });
+      await fx.compute.ensureCapacity([{ placement, backlog }]);
+    };
 
     it('starts nothing without demand', async () => {
-      await fx.compute.ensureCapacity(0);
+      await need(0);
       expect(await fx.compute.listAgents()).to.deep.equal([]);
     });
 
     it('starts one agent per pending job, up to the maximum, and no more on a repeat', async () => {
-      await fx.compute.ensureCapacity(1);
+      await need(1);
       expect(await fx.compute.listAgents()).to.have.length(1);
-      await fx.compute.ensureCapacity(fx.maxAgents + 5);
+      await need(fx.maxAgents + 5);
       expect(await fx.compute.listAgents()).to.have.length(fx.maxAgents);
-      await fx.compute.ensureCapacity(fx.maxAgents + 5);
+      await need(fx.maxAgents + 5);
       expect(await fx.compute.listAgents()).to.have.length(fx.maxAgents);
     });
 
     it('does not overshoot when several callers ensure capacity at once', async () => {
-      await Promise.all(Array.from({ length: 5 }, () => fx.compute.ensureCapacity(fx.maxAgents)));
+      await Promise.all(Array.from({ length: 5 }, () => need(fx.maxAgents)));
       expect(await fx.compute.listAgents()).to.have.length(fx.maxAgents);
     });
 
     it('replaces a lost agent while jobs are pending', async () => {
-      await fx.compute.ensureCapacity(1);
+      await need(1);
       await fx.loseAgent();
       expect(await fx.compute.listAgents()).to.have.length(0);
-      await fx.compute.ensureCapacity(1);
+      await need(1);
       expect(await fx.compute.listAgents()).to.have.length(1);
     });
   });

@@ -103,6 +103,28 @@ export function queueContract(name: string, make: () => Promise<QueueFixture>): 
       expect((await fx.queue.counts()).dead).to.equal(1);
     });
 
+    it('deadLetter moves a held message to the dead-letter queue at once', async () => {
+      await fx.queue.send('given up');
+      const m = await fx.queue.receive({ waitMs: 2000, visibilityMs: 30_000 });
+      await fx.queue.deadLetter(m!.receipt);
+      expect(await fx.reopen().receive({ waitMs: 1500, visibilityMs: 1000 })).to.equal(undefined);
+      expect(await fx.queue.counts()).to.include({ visible: 0, inFlight: 0, dead: 1 });
+    });
+
+    it('a receiver already waiting gets a released message within seconds', async () => {
+      await fx.queue.send('handed back');
+      const m = await fx.queue.receive({ waitMs: 2000, visibilityMs: 60_000 });
+      const other = fx.reopen();
+      const t0 = Date.now();
+      const waiting = other.receive({ waitMs: 20_000, visibilityMs: 5000 });
+      await new Promise((r) => setTimeout(r, 500));
+      await fx.queue.release(m!.receipt);
+      const again = await waiting;
+      expect(again?.body).to.equal('handed back');
+      expect(Date.now() - t0).to.be.below(8000);
+      await other.ack(again!.receipt);
+    });
+
     it('gives each message to one of several concurrent receivers', async () => {
       const n = 20;
       await Promise.all(Array.from({ length: n }, (_, i) => fx.queue.send(`m${i}`)));

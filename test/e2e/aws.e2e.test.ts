@@ -1,6 +1,8 @@
 import { expect } from 'chai';
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { GetQueueAttributesCommand, GetQueueUrlCommand, SQSClient } from '@aws-sdk/client-sqs';
+import { parseDocument } from 'yaml';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CLI, dstack, killAgents, makeRepo, removeAll, tempDir, waitFor } from '../support/cli.js';
 import { startEmulator, uniqueName, type Emulator } from '../support/fauxqs.js';
@@ -26,6 +28,13 @@ const WORKFLOWS = `workflows:
       - workflow: produce
     commands:
       - sha256sum output/data.bin | cut -c1-64
+  - name: long
+    provider: bash
+    env: [MARKER]
+    commands:
+      - echo start >> "$MARKER"
+      - sleep 14
+      - echo end >> "$MARKER"
   - name: slow
     provider: bash
     env: [MARKER]
@@ -164,5 +173,47 @@ describe('e2e: backend aws on fauxqs, agents as local processes', function () {
     expect(code).to.equal(1);
     expect(err.trim().split('\n')).to.have.length(1);
     expect(err).to.include(`this instance has no user-data at ${imdsUrl}`);
+  });
+
+  it('a job longer than the visibility cap (6 s here, 12 h on SQS) keeps its lease: it runs once, on one agent', async () => {
+    const capHome = tempDir('caphome');
+    const doc = parseDocument(readFileSync(join(home, 'config.yaml'), 'utf8'));
+    const prefix = uniqueName('cap');
+    doc.setIn(['aws', 'queuePrefix'], prefix);
+    doc.setIn(['aws', 'visibilityCapSec'], 6);
+    doc.setIn(['local', 'visibilityTimeoutSec'], 2);
+    await import('node:fs/promises').then((fs) => fs.writeFile(join(capHome, 'config.yaml'), doc.toString()));
+    const scratch = tempDir('marker');
+    const marker = join(scratch, 'marker');
+    try {
+      // Two agents: the second receives every handed-over copy while the first still holds the job.
+      const r = await dstack(['run', 'long', '-d'], { cwd: repo, home: capHome, env: { ...env, MARKER: marker } });
+      expect(r.code, r.stderr).to.equal(0);
+      const name = nameOf(r.stdout + r.stderr);
+      const d = await dstack(['run', 'hello', '-d'], { cwd: repo, home: capHome, env });
+      expect(d.code, d.stderr).to.equal(0);
+      const final = await waitFor(async () => {
+        const v = JSON.parse((await dstack(['ps', name, '--json'], { cwd: repo, home: capHome, env })).stdout) as Array<{ status: string; attempts: Array<{ agentId: string }> }>;
+        return v[0]?.status === 'done' ? v[0] : undefined;
+      }, 60_000, 'the long job to finish');
+      expect(final.attempts).to.have.length(1);
+      expect(readFileSync(marker, 'utf8')).to.equal('start\nend\n');
+      // The last handed-over copy is dropped by whoever receives it: the queue drains.
+      const sqs = new SQSClient({ region: 'us-east-1', endpoint: emulator.endpoint });
+      const { QueueUrl } = await sqs.send(new GetQueueUrlCommand({ QueueName: `${prefix}-jobs` }));
+      await waitFor(async () => {
+        const a = await sqs.send(new GetQueueAttributesCommand({ QueueUrl, AttributeNames: ['All'] }));
+        const n = (['ApproximateNumberOfMessages', 'ApproximateNumberOfMessagesNotVisible', 'ApproximateNumberOfMessagesDelayed'] as const).map((k) => Number(a.Attributes?.[k] ?? 0));
+        return n.every((x) => x === 0) ? true : undefined;
+      }, 30_000, 'the queue to drain');
+      sqs.destroy();
+      // The hand-over really happened: the other agent received copies and parked them, then dropped the last.
+      const logs = readdirSync(join(capHome, 'local', 'logs')).map((f) => readFileSync(join(capHome, 'local', 'logs', f), 'utf8')).join('');
+      expect(logs).to.match(new RegExp(`"runName":"${name}"[^\\n]*job is held by a live agent: parking the message|job is held by a live agent: parking the message[^\\n]*"runName":"${name}"`));
+      expect(logs).to.include('job already finished: dropping the redelivered message');
+    } finally {
+      await killAgents(capHome);
+      removeAll(capHome, scratch);
+    }
   });
 });

@@ -20,6 +20,7 @@ export class ImdsServer {
     readonly instanceId: string,
     private readonly userData: string | null,
     readonly instanceType = 'g5.xlarge',
+    readonly lifecycle: 'spot' | 'on-demand' = 'spot',
   ) {}
 
   async start(): Promise<string> {
@@ -77,6 +78,8 @@ export class ImdsServer {
         return this.instanceId;
       case '/latest/meta-data/instance-type':
         return this.instanceType;
+      case '/latest/meta-data/instance-life-cycle':
+        return this.lifecycle;
       case '/latest/user-data':
         return this.userData;
       case '/latest/meta-data/spot/instance-action':

@@ -94,6 +94,7 @@ describe('agent: leases and heartbeats', function () {
       ack: (r) => queue.ack(r),
       release: (r, d) => queue.release(r, d),
       defer: (r, d) => queue.defer(r, d),
+      deadLetter: (r) => queue.deadLetter(r),
       counts: () => queue.counts(),
     };
     await makeAgent(flaky, 600).run();

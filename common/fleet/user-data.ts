@@ -1,0 +1,24 @@
+import { stringify } from 'yaml';
+import type { DstackConfig } from '../config.js';
+
+/**
+ * The config an EC2 agent of one profile boots with, passed as user-data (the AMI's unit starts the
+ * agent with DSTACK_AGENT_CONFIG=user-data). It carries no credentials: the instance profile does.
+ * The agent serves only its profile's queue, and leaves scaling to the coordinator (`agents: none`).
+ */
+export function agentUserData(config: DstackConfig, profileId: string): string {
+  const aws = config.aws;
+  if (!aws?.bucket) throw new Error('agentUserData: backend aws needs a bucket');
+  return stringify({
+    backend: 'aws',
+    aws: {
+      region: aws.region,
+      bucket: aws.bucket,
+      queuePrefix: `${aws.queuePrefix}-${profileId}`,
+      ...(aws.endpoints ? { endpoints: aws.endpoints } : {}),
+      visibilityCapSec: aws.visibilityCapSec,
+      agents: 'none',
+    },
+    local: config.local,
+  });
+}

@@ -1,0 +1,54 @@
+import { toError } from '../common/errors.js';
+import type { Demand, Placement } from '../common/ports.js';
+import { readJson } from '../common/runs.js';
+import type { Context } from './context.js';
+
+/** Where the placement profiles that jobs were submitted with are kept, so any coordinator can scale them. */
+const PROFILES = 'fleet/profiles/';
+const profileKey = (profileId: string): string => `${PROFILES}${profileId}.json`;
+
+/** Records a profile once, so that reconciling finds its queue. */
+export async function rememberProfile(ctx: Pick<Context, 'store'>, p: Placement): Promise<void> {
+  await ctx.store.put(profileKey(p.profileId), JSON.stringify(p));
+}
+
+/**
+ * One reconcile pass: the backlog (visible plus in-flight jobs) of every profile's queue, and
+ * capacity to match, within the configured maximum. Lost capacity is replaced here, since the
+ * fleet itself never replaces instances. Returns the demand it acted on.
+ */
+export async function reconcile(ctx: Pick<Context, 'store' | 'compute' | 'queueFor'>): Promise<Demand[]> {
+  const keys = await ctx.store.list(PROFILES);
+  const placements = (await Promise.all(keys.map((k) => readJson<Placement>(ctx.store, k.key)))).filter((p): p is Placement => p !== null);
+  const demand = await Promise.all(
+    placements.map(async (placement) => {
+      const counts = await (await ctx.queueFor(placement.profileId)).counts();
+      return { placement, backlog: counts.visible + counts.inFlight };
+    }),
+  );
+  await ctx.compute.ensureCapacity(demand);
+  return demand;
+}
+
+/** `dstack coordinator`: reconciles every `intervalSec` until Ctrl-C, saying what it sees when that changes. */
+export async function coordinatorCommand(ctx: Context, o: { intervalSec: number }): Promise<number> {
+  ctx.out.line(`Reconciling every ${o.intervalSec}s; press Ctrl+C to stop (the agents go on, and end themselves when idle).`);
+  let stopped = false;
+  void ctx.interrupted.then(() => (stopped = true));
+  let last = '';
+  while (!stopped) {
+    let line: string;
+    try {
+      const demand = await reconcile(ctx);
+      const agents = await ctx.compute.listAgents();
+      const backlog = demand.filter((d) => d.backlog > 0).map((d) => `${d.placement.profileId}: ${d.backlog}`);
+      line = `backlog ${backlog.length ? backlog.join(', ') : '0'}; agents ${agents.length}`;
+    } catch (e) {
+      line = `reconcile failed (retrying): ${toError(e).message}`;
+    }
+    if (line !== last) ctx.out.line(`${new Date().toISOString()} ${line}`);
+    last = line;
+    await Promise.race([new Promise((r) => setTimeout(r, o.intervalSec * 1000)), ctx.interrupted]);
+  }
+  return 0;
+}
