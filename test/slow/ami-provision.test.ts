@@ -42,12 +42,14 @@ describe('slow: the agent image, provisioned in a Debian chroot, runs a job from
   let imds: ImdsServer | undefined;
   let agent: ChildProcess | undefined;
   let agentExit: Promise<number | null> | undefined;
+  // The agent's stdout (its JSON log lines) and stderr, as the journal would get them.
   let agentOut = '';
+  let agentErr = '';
   const dirs: string[] = [];
   const id = `i-${randomBytes(9).toString('hex').slice(0, 17)}`;
   const withAgentOutput = <T>(p: Promise<T>): Promise<T> =>
     p.catch((e: unknown) => {
-      throw new Error(`${(e as Error).message}; the agent said:\n${agentOut}`);
+      throw new Error(`${(e as Error).message}; the agent said:\n${agentOut}${agentErr}`);
     });
 
   before(async () => {
@@ -134,7 +136,7 @@ describe('slow: the agent image, provisioned in a Debian chroot, runs a job from
     agent = child;
     agentExit = new Promise((resolve) => child.on('close', (code) => resolve(code)));
     child.stdout.on('data', (d: Buffer) => (agentOut += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (agentOut += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (agentErr += d.toString()));
     await withAgentOutput(waitFor(() => (existsSync(r.path(`var/lib/dstack/local/agents/${id}.json`)) ? true : undefined), 30_000, `the agent to register as ${id}`));
     timings.agentStart = `${((Date.now() - t) / 1000).toFixed(1)} s`;
 
@@ -151,13 +153,14 @@ describe('slow: the agent image, provisioned in a Debian chroot, runs a job from
       60_000,
       `run ${name} to finish`,
     ));
-    expect(view.status, agentOut).to.equal('done');
+    expect(view.status, agentOut + agentErr).to.equal('done');
     expect(view.attempts.at(-1)?.agentId).to.equal(id);
     expect(view.attempts.at(-1)?.hostFacts?.agentVersion).to.equal(VERSION);
     const logs = await dstack(['logs', name], { cwd: repo, home, env: cliEnv });
     expect(logs.stdout).to.equal(`Hello from ${name}\nmarker ${marker}\npip cache /var/cache/dstack/pip\n`);
     // `agents: none`: the CLI started no agent of its own (it writes a log for each one it starts).
     expect(existsSync(join(home, 'local', 'logs')) ? readdirSync(join(home, 'local', 'logs')) : []).to.deep.equal([]);
+    // Every stdout line is a JSON log line of this agent (stderr may carry the AWS SDK's warnings).
     const lines = agentOut.trim().split('\n').map((l) => JSON.parse(l) as { agentId?: string });
     expect(lines.length).to.be.greaterThan(1);
     for (const line of lines) expect(line.agentId).to.equal(id);
@@ -170,8 +173,9 @@ describe('slow: the agent image, provisioned in a Debian chroot, runs a job from
     if (!agentExit) throw new Error('the agent was not started');
     const t = Date.now();
     const code = await Promise.race([agentExit, new Promise<string>((r) => setTimeout(() => r('still running'), (IDLE_SEC + 15) * 1000))]);
-    expect(code, agentOut).to.equal(0);
+    expect(code, agentOut + agentErr).to.equal(0);
     expect(agentOut).to.match(/"msg":"idle timeout: exiting"/);
     timings.idleExitAfterJob = `${((Date.now() - t) / 1000).toFixed(1)} s`;
+    if (agentErr) process.stdout.write(`      the agent's stderr:\n${agentErr.replace(/^/gm, '        ')}\n`);
   });
 });
