@@ -12,6 +12,7 @@ export class ImdsServer {
   private readonly tokens = new Set<string>();
   private spotAction: { action: 'terminate' | 'stop' | 'hibernate'; time: string } | null = null;
   private rebalanceAt: string | null = null;
+  private role: InstanceRole | null = null;
   /** Requests served, by path, for assertions. */
   readonly hits = new Map<string, number>();
 
@@ -47,6 +48,11 @@ export class ImdsServer {
     this.spotAction = { action, time: new Date(Date.now() + 120_000).toISOString().replace(/\.\d+Z$/, 'Z') };
   }
 
+  /** Serves an instance profile's role and temporary credentials, where the AWS SDK looks for them. */
+  setInstanceRole(role: InstanceRole): void {
+    this.role = role;
+  }
+
   injectRebalance(): void {
     this.rebalanceAt = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
   }
@@ -60,6 +66,13 @@ export class ImdsServer {
   }
 
   private item(path: string): string | null {
+    const credentials = '/latest/meta-data/iam/security-credentials/';
+    if (this.role && path === credentials) return this.role.name;
+    if (this.role && path === `${credentials}${this.role.name}`) {
+      const { accessKeyId: AccessKeyId, secretAccessKey: SecretAccessKey, sessionToken: Token } = this.role;
+      const Expiration = new Date(Date.now() + 6 * 3600_000).toISOString();
+      return JSON.stringify({ Code: 'Success', LastUpdated: new Date().toISOString(), Type: 'AWS-HMAC', AccessKeyId, SecretAccessKey, Token, Expiration });
+    }
     switch (path) {
       case '/latest/meta-data/instance-id':
         return this.instanceId;
@@ -77,6 +90,14 @@ export class ImdsServer {
         return null;
     }
   }
+}
+
+/** An instance profile's role name and the temporary credentials IMDS hands out for it. */
+export interface InstanceRole {
+  name: string;
+  accessKeyId: string;
+  secretAccessKey: string;
+  sessionToken: string;
 }
 
 function end(res: import('node:http').ServerResponse, status: number, body: string): void {

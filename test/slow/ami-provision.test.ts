@@ -1,0 +1,181 @@
+import { expect } from 'chai';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { appendFileSync, copyFileSync, cpSync, existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parse, stringify } from 'yaml';
+import { Chroot, baseRootTarball, run, type RunResult } from '../support/chroot.js';
+import { ROOT, dstack, makeRepo, removeAll, tempDir, waitFor } from '../support/cli.js';
+import { startEmulator, uniqueName, type Emulator } from '../support/fauxqs.js';
+import { ImdsServer } from '../support/imds-server.js';
+import { SYSTEMD_DEFAULT_PATH, serviceCommand } from '../support/systemd-unit.js';
+
+// The image's own provisioning (ami/provision.sh, offline switch on) in a fresh Debian bookworm
+// chroot, then the agent started exactly as ami/dstack-agent.service starts it, with its config
+// from a loopback IMDS, taking a job that the real CLI submits to fauxqs. Needs root, debootstrap
+// and deb.debian.org (once a day: the base root is cached in /var/tmp/dstack-debootstrap-cache).
+
+const BUNDLE = join(ROOT, 'dist', 'agent-bundle');
+const UNIT = join(ROOT, 'ami', 'dstack-agent.service');
+const VERSION = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
+const IDLE_SEC = 10;
+const WORKFLOWS = `workflows:
+  - name: hello
+    provider: bash
+    commands:
+      - echo "Hello from $RUN_NAME"
+      - echo "marker $(cat /etc/dstack/test-marker)"
+      - echo "pip cache $PIP_CACHE_DIR"
+`;
+
+interface PsJson {
+  status: string;
+  attempts: Array<{ agentId: string; hostFacts?: { agentVersion?: string } }>;
+}
+
+describe('slow: the agent image, provisioned in a Debian chroot, runs a job from the queue', function () {
+  this.timeout(600_000);
+  const timings: Record<string, string> = {};
+  let root: Chroot | undefined;
+  let provision: RunResult;
+  let emulator: Emulator | undefined;
+  let imds: ImdsServer | undefined;
+  let agent: ChildProcess | undefined;
+  let agentExit: Promise<number | null> | undefined;
+  // The agent's stdout (its JSON log lines) and stderr, as the journal would get them.
+  let agentOut = '';
+  let agentErr = '';
+  const dirs: string[] = [];
+  const id = `i-${randomBytes(9).toString('hex').slice(0, 17)}`;
+  const withAgentOutput = <T>(p: Promise<T>): Promise<T> =>
+    p.catch((e: unknown) => {
+      throw new Error(`${(e as Error).message}; the agent said:\n${agentOut}${agentErr}`);
+    });
+
+  before(async () => {
+    if (process.getuid?.() !== 0) throw new Error('this test needs root (debootstrap, chroot, mount)');
+    for (const f of ['dstack-agent.mjs', 'VERSION', 'package.json']) {
+      if (!existsSync(join(BUNDLE, f))) throw new Error(`${join(BUNDLE, f)} is missing: run \`npm run build:agent\``);
+    }
+    let t = Date.now();
+    const base = await baseRootTarball();
+    timings.debootstrap = base.builtMs === undefined ? 'cached' : `${(base.builtMs / 1000).toFixed(1)} s`;
+    root = await Chroot.create(base.file);
+    timings.freshRoot = `${((Date.now() - t - (base.builtMs ?? 0)) / 1000).toFixed(1)} s`;
+    // What Packer's file provisioners upload: ami/ and the bundle in ami/agent-bundle.
+    cpSync(join(ROOT, 'ami'), root.path('tmp/dstack-ami'), { recursive: true });
+    cpSync(BUNDLE, root.path('tmp/dstack-ami/agent-bundle'), { recursive: true });
+    // The offline dir: this machine's node binary (bookworm too, so the same glibc).
+    mkdirSync(root.path('tmp/dstack-offline/node/bin'), { recursive: true });
+    copyFileSync(process.execPath, root.path('tmp/dstack-offline/node/bin/node'));
+    t = Date.now();
+    provision = await run('chroot', [
+      root.dir, '/usr/bin/env', '-i', `PATH=${SYSTEMD_DEFAULT_PATH}`,
+      'DSTACK_AMI_OFFLINE_DIR=/tmp/dstack-offline', `DSTACK_AGENT_VERSION=${VERSION}`, 'bash', '/tmp/dstack-ami/provision.sh',
+    ]);
+    timings.provisioning = `${((Date.now() - t) / 1000).toFixed(1)} s`;
+  });
+
+  after(async () => {
+    if (agent?.exitCode === null && agent.signalCode === null) agent.kill('SIGKILL');
+    await root?.destroy();
+    await imds?.stop();
+    await emulator?.stop();
+    removeAll(...dirs);
+    process.stdout.write(`      timings: ${Object.entries(timings).map(([k, v]) => `${k} ${v}`).join(', ')}\n`);
+  });
+
+  it('provisions offline: Node at /usr/bin/node, the agent bundle, the enabled unit, the pip cache; says what it skipped', async () => {
+    expect(provision.code, provision.output).to.equal(0);
+    const r = root as Chroot;
+    expect(provision.output).to.match(/^\[dstack-ami\] SKIPPED Miniforge and the py3\.x envs: offline and no \/tmp\/dstack-offline\/Miniforge3-Linux-x86_64\.sh/m);
+    expect(provision.output).to.match(/^\[dstack-ami\] SKIPPED docker: offline/m);
+    expect(provision.output).to.match(/^\[dstack-ami\] SKIPPED nvidia container toolkit: offline/m);
+    expect(provision.output).to.match(new RegExp(`^\\[dstack-ami\\] done in \\d+ s: agent ${VERSION} with ${process.version}$`, 'm'));
+    const node = await run('chroot', [r.dir, '/usr/bin/node', '-p', 'process.version'], { env: { PATH: SYSTEMD_DEFAULT_PATH } });
+    expect(node.output.trim()).to.equal(process.version);
+    expect(readFileSync(r.path('opt/dstack/agent/VERSION'), 'utf8').trim()).to.equal(VERSION);
+    expect(readFileSync(r.path('opt/dstack/agent/dstack-agent.mjs'))).to.deep.equal(readFileSync(join(BUNDLE, 'dstack-agent.mjs')));
+    expect(readFileSync(r.path('etc/systemd/system/dstack-agent.service'), 'utf8')).to.equal(readFileSync(UNIT, 'utf8'));
+    expect(readlinkSync(r.path('etc/systemd/system/multi-user.target.wants/dstack-agent.service'))).to.equal('/etc/systemd/system/dstack-agent.service');
+    expect(readFileSync(r.path('etc/pip.conf'), 'utf8')).to.match(/^cache-dir = \/var\/cache\/dstack\/pip$/m);
+    expect(existsSync(r.path('var/cache/dstack/pip'))).to.equal(true);
+  });
+
+  it('starts the agent as the unit does, with config from IMDS user-data, and it runs a job the CLI submits', async () => {
+    expect(provision.code, 'provisioning failed').to.equal(0);
+    const r = root as Chroot;
+    emulator = await startEmulator();
+    const repo = makeRepo({ '.dstack/workflows.yaml': WORKFLOWS });
+    const home = tempDir('ami-home');
+    dirs.push(repo, home);
+    const cliEnv = { AWS_ACCESS_KEY_ID: 'test', AWS_SECRET_ACCESS_KEY: 'test', AWS_REGION: 'us-east-1' };
+    const c = await dstack(
+      ['config', '--backend', 'aws', '--region', 'us-east-1', '--bucket', uniqueName('dstack'), '--queue-prefix', uniqueName('ami'),
+        '--sqs-endpoint', emulator.endpoint, '--s3-endpoint', emulator.endpoint, '--agents', 'none'],
+      { cwd: repo, home, env: cliEnv },
+    );
+    expect(c.code, c.stderr).to.equal(0);
+    // The user-data is dstack's config.yaml: the CLI's own, with a short idle timeout for the agent.
+    const config = parse(readFileSync(join(home, 'config.yaml'), 'utf8')) as { local?: Record<string, unknown> };
+    config.local = { ...config.local, agentIdleTimeoutSec: IDLE_SEC, visibilityTimeoutSec: 30, stopGraceSec: 2 };
+    imds = new ImdsServer(id, stringify(config));
+    imds.setInstanceRole({ name: 'dstack-agent', accessKeyId: 'ASIATESTAGENT', secretAccessKey: randomBytes(20).toString('hex'), sessionToken: randomBytes(32).toString('hex') });
+    const imdsUrl = await imds.start();
+    // An operator's overrides, where the unit reads them; the AWS SDK takes its credentials from
+    // the same IMDS (as from an instance profile), not from AWS_* variables.
+    appendFileSync(r.path('etc/dstack/agent.env'), `DSTACK_IMDS_URL=${imdsUrl}\nAWS_EC2_METADATA_SERVICE_ENDPOINT=${imdsUrl}\n`);
+    const marker = randomBytes(8).toString('hex');
+    writeFileSync(r.path('etc/dstack/test-marker'), `${marker}\n`);
+
+    const unit = serviceCommand(readFileSync(UNIT, 'utf8'), (p) => (existsSync(r.path(p)) ? readFileSync(r.path(p), 'utf8') : undefined));
+    expect(unit.argv).to.deep.equal(['/usr/bin/node', '/opt/dstack/agent/dstack-agent.mjs']);
+    expect(unit.env).to.include({ DSTACK_HOME: '/var/lib/dstack', DSTACK_AGENT_CONFIG: 'user-data', DSTACK_IMDS_URL: imdsUrl });
+    const t = Date.now();
+    const child = spawn('chroot', [r.dir, ...unit.argv], { env: unit.env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+    agent = child;
+    agentExit = new Promise((resolve) => child.on('close', (code) => resolve(code)));
+    child.stdout.on('data', (d: Buffer) => (agentOut += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (agentErr += d.toString()));
+    await withAgentOutput(waitFor(() => (existsSync(r.path(`var/lib/dstack/local/agents/${id}.json`)) ? true : undefined), 30_000, `the agent to register as ${id}`));
+    timings.agentStart = `${((Date.now() - t) / 1000).toFixed(1)} s`;
+
+    const sub = await dstack(['run', 'hello', '-d'], { cwd: repo, home, env: cliEnv });
+    expect(sub.code, sub.stderr).to.equal(0);
+    const name = /Run ([a-z]+-[a-z]+-\d+)/.exec(sub.stdout + sub.stderr)?.[1] ?? '';
+    expect(name, sub.stdout).to.not.equal('');
+    const view = await withAgentOutput(waitFor(
+      async () => {
+        const ps = await dstack(['ps', name, '--json'], { cwd: repo, home, env: cliEnv });
+        const v = (JSON.parse(ps.stdout) as PsJson[])[0];
+        return v && ['done', 'failed', 'stopped'].includes(v.status) ? v : undefined;
+      },
+      60_000,
+      `run ${name} to finish`,
+    ));
+    expect(view.status, agentOut + agentErr).to.equal('done');
+    expect(view.attempts.at(-1)?.agentId).to.equal(id);
+    expect(view.attempts.at(-1)?.hostFacts?.agentVersion).to.equal(VERSION);
+    const logs = await dstack(['logs', name], { cwd: repo, home, env: cliEnv });
+    expect(logs.stdout).to.equal(`Hello from ${name}\nmarker ${marker}\npip cache /var/cache/dstack/pip\n`);
+    // `agents: none`: the CLI started no agent of its own (it writes a log for each one it starts).
+    expect(existsSync(join(home, 'local', 'logs')) ? readdirSync(join(home, 'local', 'logs')) : []).to.deep.equal([]);
+    // Every stdout line is a JSON log line of this agent (stderr may carry the AWS SDK's warnings).
+    const lines = agentOut.trim().split('\n').map((l) => JSON.parse(l) as { agentId?: string });
+    expect(lines.length).to.be.greaterThan(1);
+    for (const line of lines) expect(line.agentId).to.equal(id);
+    expect(imds.hits.get('/latest/user-data')).to.equal(1);
+    expect(imds.hits.get('/latest/meta-data/instance-id')).to.equal(1);
+    expect(imds.hits.get('/latest/meta-data/iam/security-credentials/dstack-agent')).to.be.greaterThan(0);
+  });
+
+  it('exits 0 after its idle timeout (the unit then powers the instance off)', async () => {
+    if (!agentExit) throw new Error('the agent was not started');
+    const t = Date.now();
+    const code = await Promise.race([agentExit, new Promise<string>((r) => setTimeout(() => r('still running'), (IDLE_SEC + 15) * 1000))]);
+    expect(code, agentOut + agentErr).to.equal(0);
+    expect(agentOut).to.match(/"msg":"idle timeout: exiting"/);
+    timings.idleExitAfterJob = `${((Date.now() - t) / 1000).toFixed(1)} s`;
+    if (agentErr) process.stdout.write(`      the agent's stderr:\n${agentErr.replace(/^/gm, '        ')}\n`);
+  });
+});
