@@ -46,9 +46,11 @@ export async function benchFleet(dir: string, reps: number): Promise<string[]> {
   mkdirSync(join(repo, '.dstack'), { recursive: true });
   writeFileSync(join(repo, '.dstack', 'workflows.yaml'), WORKFLOWS);
   for (const args of [['init', '-q'], ['add', '-A'], ['-c', 'user.name=b', '-c', 'user.email=b@b', 'commit', '-qm', 'bench']]) execFileSync('git', args, { cwd: repo, stdio: 'ignore' });
-  const yaml = `backend: aws\naws:\n  region: us-east-1\n  bucket: bench-fleet\n  queuePrefix: bench\n  endpoints: { sqs: "${server.address}", s3: "${server.address}" }\n  agents: ec2\n  maxInstances: 8\nlocal:\n  visibilityTimeoutSec: 10\n  agentIdleTimeoutSec: 120\n  stopGraceSec: 2\n`;
+  // A fresh queue prefix per repetition: fauxqs hands messages to the open long polls of agents killed
+  // in the previous one, which would hide a released job for a lease.
+  const yaml = (rep: number): string => `backend: aws\naws:\n  region: us-east-1\n  bucket: bench-fleet\n  queuePrefix: bench${rep}\n  endpoints: { sqs: "${server.address}", s3: "${server.address}" }\n  agents: ec2\n  maxInstances: 8\nlocal:\n  visibilityTimeoutSec: 10\n  agentIdleTimeoutSec: 120\n  stopGraceSec: 2\n`;
+  let ctx: Awaited<ReturnType<typeof coordinatorContext>>;
   const sim: FleetSimulator = new FleetSimulator({ userData: (id) => agentUserData(ctx.config, id), maxInstances: 8, env: { AWS_REGION: 'us-east-1' } });
-  const ctx = await coordinatorContext({ configYaml: yaml, home: join(dir, 'home'), cwd: repo, compute: sim });
   const { repoId } = await repoInfo(repo);
   const firstOutputOf = async (run: string, attempt: number): Promise<number | undefined> => {
     // Each attempt prints one "starting at step" line first; its time is when the agent read it.
@@ -59,8 +61,9 @@ export async function benchFleet(dir: string, reps: number): Promise<string[]> {
   const notice: number[] = [];
   const fresh: number[] = [];
   try {
-    const placement = await ctx.compute.plan({ interruptible: true, local: false });
+    const placement = await sim.plan({ interruptible: true, local: false });
     for (let i = 0; i < reps; i++) {
+      ctx = await coordinatorContext({ configYaml: yaml(i), home: join(dir, 'home'), cwd: repo, compute: sim });
       // Baseline: an idle agent takes a newly submitted job.
       const a = await sim.launch(placement);
       await until(async () => (a.output.includes('agent started') ? true : undefined), 20_000);
@@ -78,6 +81,9 @@ export async function benchFleet(dir: string, reps: number): Promise<string[]> {
       await until(async () => ((await ctx.store.get(runKeys.final(repoId, run))) ? true : undefined), 30_000);
       await sim.shutdown();
     }
+  } catch (e) {
+    for (const i of sim.launched) process.stderr.write(`--- ${i.id}\n${i.output}`);
+    throw e;
   } finally {
     await sim.shutdown();
     await server.stop();
