@@ -5,6 +5,12 @@ import { DstackError } from '../errors.js';
 /** Files larger than this are stored as several blobs, one per chunk. */
 export const CHUNK_BYTES = 8 * 1024 * 1024;
 
+/**
+ * Files up to this size are packed: concatenated, in path order, into shared blobs of about
+ * CHUNK_BYTES, so that 10,000 small files cost a dozen requests rather than 10,000.
+ */
+export const PACK_FILE_MAX_BYTES = 256 * 1024;
+
 /** One path inside a saved artifact. */
 export interface ManifestEntry {
   /** Relative to the artifact's root, `/`-separated. */
@@ -13,8 +19,10 @@ export interface ManifestEntry {
   /** Permission bits, e.g. 0o755. */
   mode: number;
   sizeBytes: number;
-  /** sha256 of each chunk, in order (files only). */
+  /** sha256 of each chunk, in order (files stored on their own). */
   chunks?: string[];
+  /** Where a packed small file lies: the pack blob's sha256 and the byte offset in it (its length is sizeBytes). */
+  pack?: { sha: string; offset: number };
   /** sha256 of the file when it is one chunk; of the chunk hashes joined, otherwise. */
   sha256?: string;
   /** Link target (symlinks only); always relative and inside the artifact. */
@@ -48,7 +56,18 @@ export function fileHash(chunks: string[]): string {
 
 /** The canonical bytes of a manifest (so that equal content has an equal hash). */
 export function encodeManifest(m: Manifest): string {
-  return JSON.stringify(m);
+  // Fields in one fixed order, however the entries were filled in.
+  const entries = m.entries.map((e) => ({
+    path: e.path,
+    type: e.type,
+    mode: e.mode,
+    sizeBytes: e.sizeBytes,
+    ...(e.chunks ? { chunks: e.chunks } : {}),
+    ...(e.pack ? { pack: { sha: e.pack.sha, offset: e.pack.offset } } : {}),
+    ...(e.sha256 !== undefined ? { sha256: e.sha256 } : {}),
+    ...(e.target !== undefined ? { target: e.target } : {}),
+  }));
+  return JSON.stringify({ version: m.version, entries, files: m.files, sizeBytes: m.sizeBytes });
 }
 
 /**
@@ -61,8 +80,12 @@ export function checkManifest(m: Manifest): void {
     if (typeof e.path !== 'string' || !safeRelative(e.path)) {
       throw new ArtifactError(`refusing to restore \`${String(e.path)}\`: paths must stay inside the target (no absolute paths or ..)`);
     }
-    if (e.type === 'file' && !(e.chunks ?? []).every((c) => /^[0-9a-f]{64}$/.test(c))) {
+    if (e.type === 'file' && !(e.chunks ?? []).every((c) => HASH.test(c))) {
       throw new ArtifactError(`refusing to restore \`${e.path}\`: bad chunk hash`);
+    }
+    if (e.type === 'file' && e.pack !== undefined) {
+      const ok = HASH.test(e.pack.sha) && HASH.test(e.sha256 ?? '') && Number.isSafeInteger(e.pack.offset) && e.pack.offset >= 0 && Number.isSafeInteger(e.sizeBytes) && e.sizeBytes >= 0;
+      if (!ok) throw new ArtifactError(`refusing to restore \`${e.path}\`: bad pack reference`);
     }
     if (e.type === 'symlink') {
       const target = e.target ?? '';
@@ -73,6 +96,8 @@ export function checkManifest(m: Manifest): void {
     }
   }
 }
+
+const HASH = /^[0-9a-f]{64}$/;
 
 function safeRelative(p: string): boolean {
   if (p.length === 0 || p.includes('\0') || p.startsWith('/') || p.includes('\\')) return false;

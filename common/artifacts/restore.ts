@@ -1,9 +1,9 @@
-import { chmod, lstat, mkdir, open, realpath, rm, symlink } from 'node:fs/promises';
+import { chmod, lstat, mkdir, open, realpath, rm, symlink, type FileHandle } from 'node:fs/promises';
 import { dirname, join, sep } from 'node:path';
 import pLimit from 'p-limit';
 import { errnoCode } from '../errors.js';
 import type { Store } from '../ports.js';
-import { ArtifactError, blobKey, checkManifest, manifestKey, sha256, type Manifest } from './manifest.js';
+import { ArtifactError, blobKey, checkManifest, manifestKey, sha256, type Manifest, type ManifestEntry } from './manifest.js';
 
 /** Reads and checks a manifest by its hash. */
 export async function readManifest(store: Store, manifestSha: string): Promise<Manifest> {
@@ -46,13 +46,42 @@ export async function restoreTree(store: Store, manifestSha: string, target: str
   }
   let done = 0;
   const limit = pLimit(8);
+  const opened = async (e: ManifestEntry): Promise<FileHandle> => {
+    const abs = at(e.path);
+    await inside(abs, e.path);
+    await removeIfLink(abs);
+    return open(abs, 'w', 0o600);
+  };
+  // Packed files: each pack is fetched once, checked, and cut into its files.
+  const packs = new Map<string, ManifestEntry[]>();
+  for (const e of files) if (e.pack) packs.set(e.pack.sha, [...(packs.get(e.pack.sha) ?? []), e]);
   await Promise.all(
-    files.map((e) =>
+    [...packs].map(([sha, members]) =>
       limit(async () => {
-        const abs = at(e.path);
-        await inside(abs, e.path);
-        await removeIfLink(abs);
-        const fh = await open(abs, 'w', 0o600);
+        const pack = await store.get(blobKey(sha));
+        if (!pack) throw new ArtifactError(`\`${members[0]?.path ?? ''}\`: pack ${sha} is missing from the store`);
+        if (sha256(pack) !== sha) throw new ArtifactError(`\`${members[0]?.path ?? ''}\`: pack ${sha} is corrupt (hash mismatch)`);
+        for (const e of members) {
+          const offset = e.pack?.offset ?? 0;
+          const data = pack.subarray(offset, offset + e.sizeBytes);
+          if (data.length !== e.sizeBytes || sha256(data) !== e.sha256) throw new ArtifactError(`\`${e.path}\`: its bytes in pack ${sha} do not match its hash`);
+          const fh = await opened(e);
+          try {
+            await fh.write(data);
+            await fh.chmod(e.mode);
+          } finally {
+            await fh.close();
+          }
+          done += data.length;
+          onProgress?.(done);
+        }
+      }),
+    ),
+  );
+  await Promise.all(
+    files.filter((e) => !e.pack).map((e) =>
+      limit(async () => {
+        const fh = await opened(e);
         try {
           for (const chunk of e.chunks ?? []) {
             const data = await store.get(blobKey(chunk));

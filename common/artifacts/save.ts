@@ -4,26 +4,34 @@ import { join } from 'node:path';
 import pLimit from 'p-limit';
 import { ConflictError, errnoCode } from '../errors.js';
 import type { Store } from '../ports.js';
-import { CHUNK_BYTES, blobKey, encodeManifest, fileHash, manifestKey, sha256, type Manifest, type ManifestEntry } from './manifest.js';
+import { CHUNK_BYTES, PACK_FILE_MAX_BYTES, blobKey, encodeManifest, fileHash, manifestKey, sha256, type Manifest, type ManifestEntry } from './manifest.js';
+import { savePacked } from './pack.js';
 
 /** Below this size a blob is written with one conditional PUT rather than a HEAD and a PUT. */
 const SMALL_BLOB_BYTES = 1024 * 1024;
 
+/** How a saved file's content is found again: its own chunks, or a place in a pack. */
+export interface FileRef {
+  chunks?: string[];
+  pack?: { sha: string; offset: number };
+  sha256?: string;
+}
+
 /**
- * Remembers, per file, the chunk hashes of its last save (keyed by path, size, mtime and inode),
- * and which blobs the store already has, so that saving an unchanged tree reads no file again.
+ * Remembers, per file, where its last save put it (keyed by path, size, mtime and inode), and which
+ * blobs the store already has, so that saving an unchanged tree reads no file again.
  */
 export class HashCache {
-  private readonly files = new Map<string, { stamp: string; chunks: string[] }>();
+  private readonly files = new Map<string, { stamp: string; ref: FileRef }>();
   private readonly stored = new Set<string>();
 
-  lookup(path: string, stamp: string): string[] | undefined {
+  lookup(path: string, stamp: string): FileRef | undefined {
     const hit = this.files.get(path);
-    return hit && hit.stamp === stamp ? hit.chunks : undefined;
+    return hit && hit.stamp === stamp ? hit.ref : undefined;
   }
 
-  remember(path: string, stamp: string, chunks: string[]): void {
-    this.files.set(path, { stamp, chunks });
+  remember(path: string, stamp: string, ref: FileRef): void {
+    this.files.set(path, { stamp, ref });
   }
 
   isStored(sha: string): boolean {
@@ -51,8 +59,8 @@ export interface SavedArtifact {
 }
 
 /**
- * Saves a directory content-addressed: each file (or 8 MiB chunk) once by its sha256, then the
- * manifest. The manifest goes last, so a reader never sees an artifact whose blobs are missing.
+ * Saves a directory content-addressed: small files packed into shared blobs (see savePacked), larger
+ * ones as their own 8 MiB chunks, each blob once by its sha256; then the manifest. The manifest goes last, so a reader never sees an artifact whose blobs are missing.
  * Files are streamed a chunk at a time, never read whole.
  */
 export async function saveTree(store: Store, root: string, options: SaveOptions = {}): Promise<SavedArtifact> {
@@ -89,22 +97,27 @@ export async function saveTree(store: Store, root: string, options: SaveOptions 
     }
     return pending;
   };
+  const onFile = (e: ManifestEntry): void => {
+    doneBytes += e.sizeBytes;
+    options.onProgress?.(doneBytes);
+  };
+  const all = entries.filter((e) => e.type === 'file');
+  await savePacked(root, all.filter((e) => e.sizeBytes <= PACK_FILE_MAX_BYTES), stamps, cache, storeChunk, onFile, options.concurrency ?? 8);
   await Promise.all(
-    entries
-      .filter((e) => e.type === 'file')
+    all
+      .filter((e) => e.sizeBytes > PACK_FILE_MAX_BYTES)
       .map((e) =>
         limit(async () => {
           const abs = join(root, e.path);
           const stamp = stamps.get(e) ?? '';
-          let chunks = cache.lookup(abs, stamp);
+          let chunks = cache.lookup(abs, stamp)?.chunks;
           if (!chunks || !chunks.every((c) => cache.isStored(c))) {
             chunks = await hashAndStore(abs, e.sizeBytes, storeChunk);
-            cache.remember(abs, stamp, chunks);
+            cache.remember(abs, stamp, { chunks });
           }
           e.chunks = chunks;
           e.sha256 = fileHash(chunks);
-          doneBytes += e.sizeBytes;
-          options.onProgress?.(doneBytes);
+          onFile(e);
         }),
       ),
   );

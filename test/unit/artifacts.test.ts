@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import { existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, statSync, symlinkSync, writeFileSync, chmodSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { ArtifactError, blobKey, encodeManifest, manifestKey, sha256, CHUNK_BYTES, type Manifest } from '../../common/artifacts/manifest.js';
+import { ArtifactError, blobKey, encodeManifest, manifestKey, sha256, CHUNK_BYTES, PACK_FILE_MAX_BYTES, type Manifest } from '../../common/artifacts/manifest.js';
 import { restoreTree } from '../../common/artifacts/restore.js';
 import { HashCache, saveTree } from '../../common/artifacts/save.js';
 import { LocalStore } from '../../common/local/local-store.js';
@@ -45,14 +45,15 @@ describe('artifacts: content-addressed save and restore', () => {
     expect(readlinkSync(join(out, 'link'))).to.equal('sub/run.sh');
   });
 
-  it('stores each distinct file or chunk once, and an unchanged re-save uploads nothing', async () => {
+  it('stores each distinct content once, and an unchanged re-save uploads nothing', async () => {
     const src = join(dir, 'src');
     mkdirSync(src);
     for (let i = 0; i < 5; i++) writeFileSync(join(src, `same${i}.txt`), 'identical content');
     writeFileSync(join(src, 'other.txt'), 'different');
     const cache = new HashCache();
     const first = await saveTree(store, src, { cache });
-    expect((await store.list('blobs/')).length).to.equal(2);
+    // Small files share one pack, which holds each distinct content once.
+    expect((await store.list('blobs/')).length).to.equal(1);
     expect(first.uploadedBytes).to.equal('identical content'.length + 'different'.length);
     const again = await saveTree(store, src, { cache });
     expect(again.uploadedBytes).to.equal(0);
@@ -75,6 +76,50 @@ describe('artifacts: content-addressed save and restore', () => {
     await restoreTree(store, saved.manifestSha, join(dir, 'out')).catch((e: unknown) => (err = e));
     expect(err).to.be.instanceOf(ArtifactError);
     expect((err as Error).message).to.include('corrupt (hash mismatch)');
+  });
+
+  it('packs thousands of small files into a few blobs, and restores them byte for byte', async () => {
+    const src = join(dir, 'src');
+    const want = new Map<string, Buffer>();
+    for (let d = 0; d < 10; d++) {
+      mkdirSync(join(src, `d${d}`), { recursive: true });
+      for (let f = 0; f < 150; f++) {
+        const data = randomBytes(10 * 1024 + f);
+        want.set(`d${d}/f${f}.bin`, data);
+        writeFileSync(join(src, `d${d}`, `f${f}.bin`), data);
+      }
+    }
+    const big = randomBytes(PACK_FILE_MAX_BYTES + 1);
+    writeFileSync(join(src, 'big.bin'), big);
+    const saved = await saveTree(store, src);
+    expect(saved.files).to.equal(1501);
+    // About 15 MiB of small files: two packs, plus the one file over the packing limit.
+    expect((await store.list('blobs/')).length).to.equal(3);
+    const out = join(dir, 'out');
+    await restoreTree(store, saved.manifestSha, out);
+    for (const [path, data] of want) expect(readFileSync(join(out, path)).equals(data), path).to.equal(true);
+    expect(readFileSync(join(out, 'big.bin')).equals(big)).to.equal(true);
+    // A new job re-saving the same tree makes the same packs and uploads nothing.
+    expect((await saveTree(store, src)).uploadedBytes).to.equal(0);
+  });
+
+  it('detects a corrupt pack, and a packed file whose bytes do not match its hash', async () => {
+    const src = join(dir, 'src');
+    mkdirSync(src);
+    writeFileSync(join(src, 'a.txt'), 'alpha');
+    writeFileSync(join(src, 'b.txt'), 'beta');
+    const saved = await saveTree(store, src);
+    const [pack] = await store.list('blobs/');
+    await store.put(pack!.key, 'alphaBETA');
+    const err = await restoreTree(store, saved.manifestSha, join(dir, 'out')).catch((e: unknown) => e);
+    expect((err as Error).message).to.match(/pack [0-9a-f]{64} is corrupt \(hash mismatch\)/);
+    // A crafted manifest pointing past the end of a genuine pack.
+    await store.put(blobKey(sha256('alphabeta')), 'alphabeta');
+    const entry = { path: 'x.txt', type: 'file' as const, mode: 0o644, sizeBytes: 5, sha256: sha256('alpha'), pack: { sha: sha256('alphabeta'), offset: 7 } };
+    const sha = await putManifest(store, { version: 1, entries: [entry], files: 1, sizeBytes: 5 });
+    const err2 = await restoreTree(store, sha, join(dir, 'out2')).catch((e: unknown) => e);
+    expect(err2).to.be.instanceOf(ArtifactError);
+    expect((err2 as Error).message).to.equal(`\`x.txt\`: its bytes in pack ${sha256('alphabeta')} do not match its hash`);
   });
 
   const file = (path: string): Manifest['entries'][number] => ({ path, type: 'file', mode: 0o644, sizeBytes: 1, chunks: [sha256('x')], sha256: sha256('x') });
