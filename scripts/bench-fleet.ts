@@ -8,21 +8,11 @@ import { agentUserData } from '../common/fleet/user-data.js';
 import { followRun } from '../coordinator/follow.js';
 import { repoInfo } from '../coordinator/code-capture.js';
 import { coordinatorContext, submit } from '../test/support/coordinator.js';
-import { FleetSimulator } from '../test/support/fleet-sim.js';
+import { checkpointingWorkflow, FleetSimulator } from '../test/support/fleet-sim.js';
 import { runKeys, type StopRequest } from '../common/runs.js';
 
 const WORKFLOWS = `workflows:
-  - name: train
-    provider: bash
-    commands:
-      - mkdir -p ckpt
-      - i=$(cat ckpt/step 2>/dev/null || echo 0)
-      - echo "starting at step $i"
-      - while [ "$i" -lt 600 ]; do i=$((i+1)); echo "$i" > ckpt/step; sleep 1; done
-    artifacts: [ckpt]
-    resources:
-      interruptible: true
-`;
+${checkpointingWorkflow(600, false)}`;
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 

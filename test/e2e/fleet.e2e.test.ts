@@ -7,20 +7,10 @@ import { repoInfo } from '../../coordinator/code-capture.js';
 import { makeRepo, removeAll, tempDir, waitFor } from '../support/cli.js';
 import { coordinatorContext, reconcileLoop, submit, waitForRun } from '../support/coordinator.js';
 import { startEmulator, uniqueName, type Emulator } from '../support/fauxqs.js';
-import { FleetSimulator } from '../support/fleet-sim.js';
+import { checkpointingWorkflow, FleetSimulator } from '../support/fleet-sim.js';
 
 const WORKFLOWS = `workflows:
-  - name: train
-    provider: bash
-    commands:
-      - mkdir -p ckpt
-      - i=$(cat ckpt/step 2>/dev/null || echo 0)
-      - echo "starting at step $i"
-      - while [ "$i" -lt 12 ]; do i=$((i+1)); echo "$i" > ckpt/step; echo "step $i"; sleep 1; done
-    artifacts: [ckpt]
-    resources:
-      interruptible: true
-  - name: sleepy
+${checkpointingWorkflow(12, true)}  - name: sleepy
     provider: bash
     commands: [echo begin, sleep 6, echo end]
   - name: poison

@@ -6,6 +6,25 @@ import type { ResourceSpec } from '../../common/spec/job-spec.js';
 import { AGENT, removeAll, tempDir } from './cli.js';
 import { ImdsServer } from './imds-server.js';
 
+/**
+ * An interruptible workflow `train` that checkpoints its step into the artifact `ckpt` every second
+ * and starts from the saved step: resumed, it says "starting at step N" with N > 0.
+ */
+export function checkpointingWorkflow(steps: number, echoSteps: boolean): string {
+  const echo = echoSteps ? ' echo "step $i";' : '';
+  return `  - name: train
+    provider: bash
+    commands:
+      - mkdir -p ckpt
+      - i=$(cat ckpt/step 2>/dev/null || echo 0)
+      - echo "starting at step $i"
+      - while [ "$i" -lt ${steps} ]; do i=$((i+1)); echo "$i" > ckpt/step;${echo} sleep 1; done
+    artifacts: [ckpt]
+    resources:
+      interruptible: true
+`;
+}
+
 /** One simulated instance: an agent process with its own IMDS server and home. */
 export interface SimInstance {
   id: string;
