@@ -11,17 +11,39 @@ export function artifactDir(spec: JobSpec, codeDir: string, path: string): strin
   return isAbsolute(path) ? path : join(codeDir, spec.workingDir, path);
 }
 
+/** Restores saved artifacts at their paths; `said` and `failed` word the log line and the error for one artifact. */
+async function restoreRefs(
+  store: Store,
+  spec: JobSpec,
+  codeDir: string,
+  refs: Array<{ path: string; manifestSha: string }>,
+  said: (path: string, files: number) => string,
+  failed: (path: string) => string,
+  say: (line: string) => void,
+): Promise<void> {
+  for (const a of refs) {
+    try {
+      const m = await restoreTree(store, a.manifestSha, artifactDir(spec, codeDir, a.path));
+      say(`dstack: ${said(a.path, m.files)}\n`);
+    } catch (e) {
+      throw new JobFailedError(`${failed(a.path)}: ${toError(e).message}`);
+    }
+  }
+}
+
 /** Restores every pinned dep's artifacts at the same paths, before the commands start. */
 export async function restoreDeps(store: Store, spec: JobSpec, codeDir: string, say: (line: string) => void): Promise<void> {
   for (const dep of spec.pinnedDeps) {
-    for (const a of dep.artifacts) {
-      try {
-        const m = await restoreTree(store, a.manifestSha, artifactDir(spec, codeDir, a.path));
-        say(`dstack: restored ${a.path} (${m.files} files) from ${dep.kind} ${dep.name} (run ${dep.runName})\n`);
-      } catch (e) {
-        throw new JobFailedError(`could not restore dep ${dep.kind} \`${dep.name}\` (run ${dep.runName}), artifact ${a.path}: ${toError(e).message}`);
-      }
-    }
+    const from = `${dep.kind} ${dep.name} (run ${dep.runName})`;
+    await restoreRefs(
+      store,
+      spec,
+      codeDir,
+      dep.artifacts,
+      (path, files) => `restored ${path} (${files} files) from ${from}`,
+      (path) => `could not restore dep ${dep.kind} \`${dep.name}\` (run ${dep.runName}), artifact ${path}`,
+      say,
+    );
   }
 }
 
@@ -31,14 +53,15 @@ export async function restoreDeps(store: Store, spec: JobSpec, codeDir: string, 
  */
 export async function restoreCheckpoint(store: Store, spec: JobSpec, codeDir: string, say: (line: string) => void): Promise<void> {
   const index = await readJson<ArtifactIndex>(store, runKeys.artifacts(spec.repoId, spec.runName));
-  for (const a of index?.artifacts ?? []) {
-    try {
-      const m = await restoreTree(store, a.manifestSha, artifactDir(spec, codeDir, a.path));
-      say(`dstack: resuming: restored ${a.path} (${m.files} files) as saved by the previous attempt at ${index?.savedAt ?? '?'}\n`);
-    } catch (e) {
-      throw new JobFailedError(`could not restore the checkpoint ${a.path} of the previous attempt: ${toError(e).message}`);
-    }
-  }
+  await restoreRefs(
+    store,
+    spec,
+    codeDir,
+    index?.artifacts ?? [],
+    (path, files) => `resuming: restored ${path} (${files} files) as saved by the previous attempt at ${index?.savedAt ?? '?'}`,
+    (path) => `could not restore the checkpoint ${path} of the previous attempt`,
+    say,
+  );
 }
 
 /**

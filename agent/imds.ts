@@ -20,12 +20,12 @@ export class Imds implements InstanceMetadata {
     private readonly timeoutMs = 2000,
   ) {}
 
-  async get(path: string): Promise<string | null> {
+  async get(path: string, retried = false): Promise<string | null> {
     const res = await this.request('GET', path, { 'X-aws-ec2-metadata-token': await this.sessionToken() });
-    if (res.status === 401) {
+    if (res.status === 401 && !retried) {
       // The token was revoked or IMDS restarted: fetch a new one once.
       this.token = null;
-      return this.get(path);
+      return this.get(path, true);
     }
     if (res.status === 404) return null;
     if (!res.ok) throw new TransportError(`IMDS ${path}: HTTP ${res.status}`, { statusCode: res.status, retryable: res.status >= 500 });

@@ -31,7 +31,13 @@ export function watchSpot(o: SpotWatchOptions): () => void {
       const action = noticed ? null : await o.imds.get(SPOT_ACTION_PATH);
       if (action !== null && !noticed) {
         noticed = true;
-        const parsed = JSON.parse(action) as { action?: string; time?: string };
+        // The notice counts even if its body cannot be read.
+        let parsed: { action?: string; time?: string } = {};
+        try {
+          parsed = JSON.parse(action) as typeof parsed;
+        } catch {
+          o.log.log('warn', 'spot notice body is not JSON', { body: action.slice(0, 200) });
+        }
         o.log.log('warn', 'spot interruption notice', { action: parsed.action, time: parsed.time });
         o.onNotice(`spot interruption notice (${parsed.action ?? 'terminate'} at ${parsed.time ?? '?'})`);
       }

@@ -74,10 +74,8 @@ export class Agent {
    * that an idle agent resumes it; take no new jobs.
    */
   interrupt(reason: string): void {
-    if (this.interruption) return;
-    this.interruption = reason;
-    this.drain();
-    this.current?.stop(this.o.stopGraceMs);
+    this.interruption ??= reason;
+    this.force();
   }
 
   async run(): Promise<void> {
@@ -292,14 +290,12 @@ export class Agent {
     record.state = 'ended';
     record.endedAt = now();
     if (leaseLost) return 'lease-lost';
-    if (this.interruption && !stopRequest && result.status !== 'done') {
-      record.interruption = this.interruption;
+    // Forced off (a second SIGTERM, a spot notice) before it finished: what it saved is the
+    // checkpoint the next attempt resumes from.
+    if (this.forced && !stopRequest && result.status !== 'done') {
+      if (this.interruption) record.interruption = this.interruption;
       await store.put(attemptKey, JSON.stringify(record));
-      log.log('warn', 'job interrupted: its artifacts are saved as a checkpoint; handing it back to the queue', { reason: this.interruption });
-      return 'released';
-    }
-    if (this.forced && !stopRequest) {
-      await store.put(attemptKey, JSON.stringify(record));
+      log.log('warn', 'job handed back to the queue; its artifacts are saved as a checkpoint', { reason: this.interruption ?? 'forced stop' });
       return 'released';
     }
     const settled = await settleRun(store, repoId, runName, result);

@@ -7,7 +7,7 @@ import type { Context } from './context.js';
 const PROFILES = 'fleet/profiles/';
 const profileKey = (profileId: string): string => `${PROFILES}${profileId}.json`;
 
-/** Records a profile once, so that reconciling finds its queue. */
+/** Records a profile, so that reconciling finds its queue; each submit refreshes its offers and prices. */
 export async function rememberProfile(ctx: Pick<Context, 'store'>, p: Placement): Promise<void> {
   await ctx.store.put(profileKey(p.profileId), JSON.stringify(p));
 }

@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline/promises';
 import yargs, { type Argv } from 'yargs';
 import { loadConfig } from '../common/config.js';
-import { ConfigError, DstackError, UsageError, toError } from '../common/errors.js';
+import { DstackError, UsageError, toError } from '../common/errors.js';
 import { ExternalAgents, LocalCompute } from '../common/local/local-compute.js';
 import type { Compute } from '../common/ports.js';
 import { openBackend } from '../common/backend.js';

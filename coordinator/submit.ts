@@ -5,7 +5,8 @@ import type { JobSpec } from '../common/spec/job-spec.js';
 import type { Context } from './context.js';
 import { followRun } from './follow.js';
 import { reconcile, rememberProfile } from './fleet.js';
-import { ConfigError, toError } from '../common/errors.js';
+import { toError } from '../common/errors.js';
+import type { Placement, Queue } from '../common/ports.js';
 
 export interface SubmitInput {
   repoId: string;
@@ -17,6 +18,8 @@ export interface SubmitInput {
   restartOf?: string;
   /** Look up the rerun cache (workflows with `cache: true`, unless --no-cache). */
   useCache: boolean;
+  /** Where the job runs: `ctx.compute.plan` of its resources, made before anything was stored. */
+  placement: Placement;
 }
 
 export interface Submitted {
@@ -31,8 +34,7 @@ export interface Submitted {
  */
 export async function submitRun(ctx: Context, input: SubmitInput): Promise<Submitted> {
   const jobId = randomBytes(6).toString('hex');
-  // An impossible resource request fails here, before anything is stored.
-  const placement = await ctx.compute.plan(input.spec('x-y-1', jobId).resources);
+  const { placement } = input;
   const record = await createRun(ctx.store, (runName) => {
     const spec = input.spec(runName, jobId);
     if (spec.cache) spec.cacheKey = cacheKey(spec);
@@ -70,17 +72,31 @@ export async function submitRun(ctx: Context, input: SubmitInput): Promise<Submi
     return { record, cacheOf: hit.runName };
   }
   await rememberProfile(ctx, placement);
-  await (await ctx.queueFor(placement.profileId)).send(JSON.stringify(spec));
-  await reconcileQuietly(ctx);
+  const queue = await ctx.queueFor(placement.profileId);
+  await queue.send(JSON.stringify(spec));
+  await ensureOwnCapacity(ctx, placement, queue);
   return { record };
 }
 
-/** Reconciles; a launch that fails now (no capacity, say) is retried on the next pass, so it is a note, not an error. */
+/**
+ * Capacity for one profile's backlog: what `run` (and an attached run, every 2 s) needs for its own
+ * job; the pass over every profile is `reconcile`. A failed launch is retried on the next pass, so
+ * it is a warning here.
+ */
+async function ensureOwnCapacity(ctx: Context, placement: Placement, queue: Queue): Promise<void> {
+  try {
+    const counts = await queue.counts();
+    await ctx.compute.ensureCapacity([{ placement, backlog: counts.visible + counts.inFlight }]);
+  } catch (e) {
+    ctx.out.note(`warning: ${toError(e).message}`);
+  }
+}
+
+/** Reconciles every profile (for `ps`); a failure is a warning, since listing must still work. */
 export async function reconcileQuietly(ctx: Context): Promise<void> {
   try {
     await reconcile(ctx);
   } catch (e) {
-    if (e instanceof ConfigError) throw e;
     ctx.out.note(`warning: ${toError(e).message}`);
   }
 }
@@ -120,7 +136,10 @@ export async function attach(ctx: Context, submitted: Submitted, detach: boolean
     follow: true,
     pollMs: 20,
     onRecord: (r) => ctx.out.raw(r.s, r.d),
-    onTick: () => reconcileQuietly(ctx),
+    onTick: async () => {
+      const placement = submitted.record.placement;
+      if (placement) await ensureOwnCapacity(ctx, placement, await ctx.queueFor(placement.profileId));
+    },
     stopped: ctx.interrupted,
   });
   if (interrupted || !final) {

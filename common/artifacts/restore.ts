@@ -54,7 +54,12 @@ export async function restoreTree(store: Store, manifestSha: string, target: str
   };
   // Packed files: each pack is fetched once, checked, and cut into its files.
   const packs = new Map<string, ManifestEntry[]>();
-  for (const e of files) if (e.pack) packs.set(e.pack.sha, [...(packs.get(e.pack.sha) ?? []), e]);
+  for (const e of files) {
+    if (!e.pack) continue;
+    const members = packs.get(e.pack.sha);
+    if (members) members.push(e);
+    else packs.set(e.pack.sha, [e]);
+  }
   await Promise.all(
     [...packs].map(([sha, members]) =>
       limit(async () => {

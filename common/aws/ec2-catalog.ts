@@ -21,17 +21,17 @@ export class Ec2Catalog {
   ) {}
 
   machineTypes(): Promise<MachineType[]> {
-    this.types ??= this.fetchTypes();
+    this.types ??= forgetOnFailure(this.fetchTypes(), () => (this.types = undefined));
     return this.types;
   }
 
   spotPrices(): Promise<Map<string, number>> {
-    this.spot ??= this.fetchSpot();
+    this.spot ??= forgetOnFailure(this.fetchSpot(), () => (this.spot = undefined));
     return this.spot;
   }
 
   onDemandPrices(): Promise<Map<string, number>> {
-    this.onDemand ??= this.fetchOnDemand();
+    this.onDemand ??= forgetOnFailure(this.fetchOnDemand(), () => (this.onDemand = undefined));
     return this.onDemand;
   }
 
@@ -115,6 +115,12 @@ export class Ec2Catalog {
     } while (token);
     return prices;
   }
+}
+
+/** A memoized fetch that a long-running coordinator retries after a failure instead of keeping it. */
+function forgetOnFailure<T>(p: Promise<T>, forget: () => void): Promise<T> {
+  p.catch(forget);
+  return p;
 }
 
 function toMachineType(t: InstanceTypeInfo): MachineType | null {

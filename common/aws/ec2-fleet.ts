@@ -7,7 +7,7 @@ import {
   type Tag,
   type _InstanceType,
 } from '@aws-sdk/client-ec2';
-import { ConfigError, DstackError, TransportError } from '../errors.js';
+import { ConfigError, TransportError } from '../errors.js';
 import { placeRequest, type PriceBook } from '../fleet/match.js';
 import { sha256 } from '../hash.js';
 import type { AgentInfo, Compute, Demand, Placement } from '../ports.js';
@@ -53,6 +53,8 @@ export class Ec2Fleet implements Compute {
   constructor(private readonly o: Ec2FleetOptions) {}
 
   async plan(resources: ResourceSpec): Promise<Placement> {
+    // A missing agent image is a config problem: refused at submit, like an impossible request.
+    await this.imageId();
     const types = await this.o.catalog.machineTypes();
     const prices: PriceBook = resources.interruptible
       ? { spot: await this.o.catalog.spotPrices(), onDemand: new Map() }
@@ -154,7 +156,7 @@ export class Ec2Fleet implements Compute {
     const started = (r.Instances ?? []).reduce((n, i) => n + (i.InstanceIds?.length ?? 0), 0);
     if (started === 0) {
       const errors = [...new Set((r.Errors ?? []).map((e) => `${e.ErrorCode ?? '?'} (${e.LaunchTemplateAndOverrides?.Overrides?.InstanceType ?? '?'})`))];
-      throw new DstackError('TRANSPORT', `EC2 started no instance for profile ${p.profileId}: ${errors.join(', ') || 'no reason given'}; retried on the next reconcile`, { retryable: true });
+      throw new TransportError(`EC2 started no instance for profile ${p.profileId}: ${errors.join(', ') || 'no reason given'}; retried on the next reconcile`, { retryable: true });
     }
     return started;
   }
@@ -187,7 +189,8 @@ export class Ec2Fleet implements Compute {
   }
 
   private imageId(): Promise<string> {
-    this.image ??= (async () => {
+    if (this.image) return this.image;
+    const image = (async () => {
       if (this.o.ami) return this.o.ami;
       const r = await this.o.ec2
         .send(
@@ -208,6 +211,9 @@ export class Ec2Fleet implements Compute {
       }
       return newest.ImageId;
     })();
-    return this.image;
+    // A failed lookup is not remembered: `dstack coordinator` tries again on its next pass.
+    this.image = image;
+    image.catch(() => (this.image = undefined));
+    return image;
   }
 }

@@ -1,6 +1,7 @@
 import type { AwsConfig } from '../config.js';
 import { ConfigError } from '../errors.js';
 import type { Queue, Store } from '../ports.js';
+import { profileQueuePrefix } from '../fleet/match.js';
 import { S3Store } from './s3-store.js';
 import { awsClients, ensureAws, type AwsSettings } from './setup.js';
 import { SqsQueue } from './sqs-queue.js';
@@ -36,8 +37,10 @@ export async function openAws(settings: AwsSettings): Promise<{ queue: Queue; st
     if (profileId === 'default') return Promise.resolve(queue);
     let q = opened.get(profileId);
     if (!q) {
-      q = open(`${settings.queuePrefix}-${profileId}`);
+      q = open(profileQueuePrefix(settings.queuePrefix, profileId));
       opened.set(profileId, q);
+      // Not remembered when it fails: the next call tries again.
+      q.catch(() => opened.delete(profileId));
     }
     return q;
   };

@@ -221,7 +221,12 @@ export class SqsQueue implements Queue {
     } catch (e) {
       throw wrapAws(e, 'dead-letter');
     }
-    if (!h.handedOver) await this.ack(receipt).catch(() => this.deleteQuietly(receipt));
+    if (h.handedOver) return;
+    try {
+      await this.o.sqs.send(new DeleteMessageCommand({ QueueUrl: this.o.queueUrl, ReceiptHandle: receipt }));
+    } catch (e) {
+      throw this.leaseError(e, 'dead-letter');
+    }
   }
 
   async counts(): Promise<QueueCounts> {

@@ -30,6 +30,11 @@ export function profileIdOf(r: ResourceSpec): string {
   return `p${sha256(JSON.stringify(key)).slice(0, 10)}`;
 }
 
+/** A profile's queues are `<prefix>-<profileId>-jobs` (and `-dlq`): the coordinator sends there, its agents receive there. */
+export function profileQueuePrefix(queuePrefix: string, profileId: string): string {
+  return `${queuePrefix}-${profileId}`;
+}
+
 const norm = (name: string): string => name.toLowerCase().replace(/[\s_-]/g, '');
 
 function fits(r: ResourceSpec, t: MachineType): boolean {

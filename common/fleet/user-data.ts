@@ -1,5 +1,6 @@
 import { stringify } from 'yaml';
 import type { DstackConfig } from '../config.js';
+import { profileQueuePrefix } from './match.js';
 
 /**
  * The config an EC2 agent of one profile boots with, passed as user-data (the AMI's unit starts the
@@ -14,7 +15,7 @@ export function agentUserData(config: DstackConfig, profileId: string): string {
     aws: {
       region: aws.region,
       bucket: aws.bucket,
-      queuePrefix: `${aws.queuePrefix}-${profileId}`,
+      queuePrefix: profileQueuePrefix(aws.queuePrefix, profileId),
       ...(aws.endpoints ? { endpoints: aws.endpoints } : {}),
       visibilityCapSec: aws.visibilityCapSec,
       agents: 'none',

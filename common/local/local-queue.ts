@@ -140,9 +140,7 @@ export class LocalQueue implements Queue {
         continue;
       }
       if (msg.receiveCount >= this.opts.maxReceives) {
-        await mkdir(this.deadDir, { recursive: true });
-        await writeFileAtomic(this.tmpDir, this.file(msg.id, this.deadDir), JSON.stringify({ ...msg, receipt: null, visibleAtMs: 0 }));
-        await unlink(this.file(msg.id));
+        await this.moveToDead(msg);
         continue;
       }
       const receipt = `${msg.id}:${randomBytes(8).toString('hex')}`;
@@ -183,12 +181,14 @@ export class LocalQueue implements Queue {
   }
 
   async deadLetter(receipt: string): Promise<void> {
-    await this.locked(async () => {
-      const msg = await this.findByReceipt(receipt);
-      await mkdir(this.deadDir, { recursive: true });
-      await writeFileAtomic(this.tmpDir, this.file(msg.id, this.deadDir), JSON.stringify({ ...msg, receipt: null, visibleAtMs: 0 }));
-      await unlink(this.file(msg.id));
-    });
+    await this.locked(async () => this.moveToDead(await this.findByReceipt(receipt)));
+  }
+
+  /** Under the lock: the message leaves the queue for its dead-letter queue. */
+  private async moveToDead(msg: StoredMessage): Promise<void> {
+    await mkdir(this.deadDir, { recursive: true });
+    await writeFileAtomic(this.tmpDir, this.file(msg.id, this.deadDir), JSON.stringify({ ...msg, receipt: null, visibleAtMs: 0 }));
+    await unlink(this.file(msg.id));
   }
 
   async counts(): Promise<QueueCounts> {

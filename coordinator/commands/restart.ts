@@ -25,6 +25,7 @@ export async function restartCommand(ctx: Context, o: RestartOptions): Promise<n
     overrides: record.overrides,
     restartOf: record.runName,
     useCache: false,
+    placement: await ctx.compute.plan(record.spec.resources),
   });
   if (!o.detach) ctx.out.note(`Restarting ${record.runName} as ${submitted.record.runName}.`);
   return attach(ctx, submitted, o.detach);

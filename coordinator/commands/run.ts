@@ -60,8 +60,8 @@ export async function runCommand(ctx: Context, o: RunOptions): Promise<number> {
     return 0;
   }
   const pinnedDeps = await resolveDeps(ctx.store, info.repoId, probe.deps);
-  // An impossible resource request is refused before the code is uploaded (the catalog is fetched once).
-  await ctx.compute.plan(probe.resources);
+  // An impossible resource request (or a missing agent image) is refused before the code is uploaded.
+  const placement = await ctx.compute.plan(probe.resources);
   await captured.upload(ctx.store);
   const code = captured.ref;
   const submitted = await submitRun(ctx, {
@@ -71,6 +71,7 @@ export async function runCommand(ctx: Context, o: RunOptions): Promise<number> {
     overrides: o.overrideArgv,
     ...(o.tag ? { tag: o.tag } : {}),
     useCache: o.useCache,
+    placement,
   });
   return attach(ctx, submitted, o.detach);
 }
