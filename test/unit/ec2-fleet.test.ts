@@ -68,6 +68,7 @@ describe('EC2 fleet (aws-sdk-client-mock, recorded-shape EC2 responses)', () => 
     ec2Mock.on(DescribeInstanceTypesCommand).resolves(typePages[0]!);
     ec2Mock.on(DescribeInstanceTypesCommand, { NextToken: 'page2' }).resolves(typePages[1]!);
     ec2Mock.on(DescribeSpotPriceHistoryCommand).resolves(spotHistory);
+    ec2Mock.on(DescribeImagesCommand).resolves({ Images: [{ ImageId: 'ami-0agent', CreationDate: '2026-11-01T00:00:00.000Z' }] });
     pricingMock.on(GetProductsCommand).resolves(pricingPages[0]!);
     pricingMock.on(GetProductsCommand, { NextToken: pricingPages[0]!.NextToken! }).resolves(pricingPages[1]!);
   });
@@ -194,6 +195,8 @@ describe('EC2 fleet (aws-sdk-client-mock, recorded-shape EC2 responses)', () => 
     const noImage = await fleet().ensureCapacity([{ placement, backlog: 1 }]).catch((e: unknown) => e);
     expect(noImage).to.be.instanceOf(ConfigError);
     expect((noImage as Error).message).to.match(/^no dstack agent image .*scripts\/build-ami\.sh/);
+    // And `dstack run` refuses it at plan, before anything is uploaded or queued.
+    expect(await fleet().plan(A10G_SPOT).catch((e: unknown) => e)).to.be.instanceOf(ConfigError);
   });
 
   it('run --dry-run of a `gpu: {name: A10G}` workflow shows the matching instance types and their price', async () => {
