@@ -1,5 +1,5 @@
-import { DescribeInstanceTypesCommand, DescribeSpotPriceHistoryCommand, type EC2Client, type InstanceTypeInfo } from '@aws-sdk/client-ec2';
-import { GetProductsCommand, type PricingClient } from '@aws-sdk/client-pricing';
+import { paginateDescribeInstanceTypes, paginateDescribeSpotPriceHistory, type EC2Client, type InstanceTypeInfo } from '@aws-sdk/client-ec2';
+import { paginateGetProducts, type PricingClient } from '@aws-sdk/client-pricing';
 import type { MachineType } from '../fleet/match.js';
 import { wrapAws } from './errors.js';
 
@@ -37,83 +37,60 @@ export class Ec2Catalog {
 
   private async fetchTypes(): Promise<MachineType[]> {
     const out: MachineType[] = [];
-    let token: string | undefined;
-    do {
-      const page = await this.ec2
-        .send(
-          new DescribeInstanceTypesCommand({
-            Filters: [
-              { Name: 'current-generation', Values: ['true'] },
-              { Name: 'processor-info.supported-architecture', Values: ['x86_64'] },
-            ],
-            MaxResults: 100,
-            ...(token ? { NextToken: token } : {}),
-          }),
-        )
-        .catch((e: unknown) => {
-          throw wrapAws(e, 'describe EC2 instance types');
-        });
+    const filters = [
+      { Name: 'current-generation', Values: ['true'] },
+      { Name: 'processor-info.supported-architecture', Values: ['x86_64'] },
+    ];
+    await eachPage('describe EC2 instance types', paginateDescribeInstanceTypes({ client: this.ec2, pageSize: 100 }, { Filters: filters }), (page) => {
       for (const t of page.InstanceTypes ?? []) {
         const m = toMachineType(t);
         if (m) out.push(m);
       }
-      token = page.NextToken;
-    } while (token);
+    });
     return out;
   }
 
   private async fetchSpot(): Promise<Map<string, number>> {
     const prices = new Map<string, number>();
-    let token: string | undefined;
-    const now = new Date();
-    do {
-      const page = await this.ec2
-        .send(new DescribeSpotPriceHistoryCommand({ ProductDescriptions: ['Linux/UNIX'], StartTime: now, MaxResults: 1000, ...(token ? { NextToken: token } : {}) }))
-        .catch((e: unknown) => {
-          throw wrapAws(e, 'describe EC2 spot prices');
-        });
+    const pages = paginateDescribeSpotPriceHistory({ client: this.ec2, pageSize: 1000 }, { ProductDescriptions: ['Linux/UNIX'], StartTime: new Date() });
+    await eachPage('describe EC2 spot prices', pages, (page) => {
       for (const p of page.SpotPriceHistory ?? []) {
         const price = Number(p.SpotPrice);
         if (!p.InstanceType || !Number.isFinite(price)) continue;
         prices.set(p.InstanceType, Math.min(price, prices.get(p.InstanceType) ?? Infinity));
       }
-      token = page.NextToken || undefined;
-    } while (token);
+    });
     return prices;
   }
 
   private async fetchOnDemand(): Promise<Map<string, number>> {
     const prices = new Map<string, number>();
     const match = (Field: string, Value: string) => ({ Type: 'TERM_MATCH' as const, Field, Value });
-    let token: string | undefined;
-    do {
-      const page = await this.pricing
-        .send(
-          new GetProductsCommand({
-            ServiceCode: 'AmazonEC2',
-            Filters: [
-              match('regionCode', this.region),
-              match('operatingSystem', 'Linux'),
-              match('tenancy', 'Shared'),
-              match('preInstalledSw', 'NA'),
-              match('capacitystatus', 'Used'),
-              match('licenseModel', 'No License required'),
-            ],
-            FormatVersion: 'aws_v1',
-            MaxResults: 100,
-            ...(token ? { NextToken: token } : {}),
-          }),
-        )
-        .catch((e: unknown) => {
-          throw wrapAws(e, 'get EC2 on-demand prices');
-        });
+    const filters = [
+      match('regionCode', this.region),
+      match('operatingSystem', 'Linux'),
+      match('tenancy', 'Shared'),
+      match('preInstalledSw', 'NA'),
+      match('capacitystatus', 'Used'),
+      match('licenseModel', 'No License required'),
+    ];
+    const pages = paginateGetProducts({ client: this.pricing, pageSize: 100 }, { ServiceCode: 'AmazonEC2', Filters: filters, FormatVersion: 'aws_v1' });
+    await eachPage('get EC2 on-demand prices', pages, (page) => {
       for (const item of page.PriceList ?? []) {
         const parsed = onDemandPrice(typeof item === 'string' ? item : JSON.stringify(item));
         if (parsed) prices.set(parsed.instanceType, parsed.usdPerHour);
       }
-      token = page.NextToken;
-    } while (token);
+    });
     return prices;
+  }
+}
+
+/** Walks an SDK paginator, wrapping a failure on any page with its AWS code. */
+export async function eachPage<T>(what: string, pages: AsyncIterable<T>, onPage: (page: T) => void): Promise<void> {
+  try {
+    for await (const page of pages) onPage(page);
+  } catch (e) {
+    throw wrapAws(e, what);
   }
 }
 

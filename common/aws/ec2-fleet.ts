@@ -2,7 +2,7 @@ import {
   CreateFleetCommand,
   CreateLaunchTemplateCommand,
   DescribeImagesCommand,
-  DescribeInstancesCommand,
+  paginateDescribeInstances,
   type EC2Client,
   type Tag,
   type _InstanceType,
@@ -12,7 +12,7 @@ import { placeRequest, type PriceBook } from '../fleet/match.js';
 import { sha256 } from '../hash.js';
 import type { AgentInfo, Compute, Demand, Placement } from '../ports.js';
 import type { ResourceSpec } from '../spec/job-spec.js';
-import type { Ec2Catalog } from './ec2-catalog.js';
+import { eachPage, type Ec2Catalog } from './ec2-catalog.js';
 import { awsCode, wrapAws } from './errors.js';
 
 export interface Ec2FleetOptions {
@@ -86,21 +86,11 @@ export class Ec2Fleet implements Compute {
 
   private async instances(): Promise<FleetInstance[]> {
     const out: FleetInstance[] = [];
-    let token: string | undefined;
-    do {
-      const page = await this.o.ec2
-        .send(
-          new DescribeInstancesCommand({
-            Filters: [
-              { Name: 'tag:dstack:fleet', Values: [this.o.fleet] },
-              { Name: 'instance-state-name', Values: ['pending', 'running'] },
-            ],
-            ...(token ? { NextToken: token } : {}),
-          }),
-        )
-        .catch((e: unknown) => {
-          throw wrapAws(e, 'describe the fleet instances');
-        });
+    const filters = [
+      { Name: 'tag:dstack:fleet', Values: [this.o.fleet] },
+      { Name: 'instance-state-name', Values: ['pending', 'running'] },
+    ];
+    await eachPage('describe the fleet instances', paginateDescribeInstances({ client: this.o.ec2 }, { Filters: filters }), (page) => {
       for (const r of page.Reservations ?? []) {
         for (const i of r.Instances ?? []) {
           if (!i.InstanceId) continue;
@@ -108,8 +98,7 @@ export class Ec2Fleet implements Compute {
           out.push({ id: i.InstanceId, profileId, state: i.State?.Name ?? 'pending', type: i.InstanceType ?? '?', zone: i.Placement?.AvailabilityZone ?? '?' });
         }
       }
-      token = page.NextToken;
-    } while (token);
+    });
     return out;
   }
 

@@ -32,6 +32,7 @@ const spotHistory = fixture<DescribeSpotPriceHistoryCommandOutput>('describe-spo
 const pricingPages = fixture<GetProductsCommandOutput[]>('pricing-get-products.json');
 
 const ec2Mock = mockClient(EC2Client);
+let typeTokens: Array<string | undefined> = [];
 const pricingMock = mockClient(PricingClient);
 
 const CONFIG = parseConfig(
@@ -65,8 +66,12 @@ describe('EC2 fleet (aws-sdk-client-mock, recorded-shape EC2 responses)', () => 
   beforeEach(() => {
     ec2Mock.reset();
     pricingMock.reset();
-    ec2Mock.on(DescribeInstanceTypesCommand).resolves(typePages[0]!);
-    ec2Mock.on(DescribeInstanceTypesCommand, { NextToken: 'page2' }).resolves(typePages[1]!);
+    // The SDK's paginator reuses one input object, so the token each request carried is noted as it is sent.
+    typeTokens = [];
+    ec2Mock.on(DescribeInstanceTypesCommand).callsFake((input: { NextToken?: string }) => {
+      typeTokens.push(input.NextToken);
+      return input.NextToken === 'page2' ? typePages[1]! : typePages[0]!;
+    });
     ec2Mock.on(DescribeSpotPriceHistoryCommand).resolves(spotHistory);
     ec2Mock.on(DescribeImagesCommand).resolves({ Images: [{ ImageId: 'ami-0agent', CreationDate: '2026-11-01T00:00:00.000Z' }] });
     pricingMock.on(GetProductsCommand).resolves(pricingPages[0]!);
@@ -81,7 +86,8 @@ describe('EC2 fleet (aws-sdk-client-mock, recorded-shape EC2 responses)', () => 
     expect(p.offers[0]?.gpu).to.deep.equal({ name: 'A10G', count: 1, memoryMiB: 24576 });
     // Both pages of instance types were read, with the filters EC2 documents.
     const calls = ec2Mock.commandCalls(DescribeInstanceTypesCommand);
-    expect(calls.map((c) => c.args[0].input.NextToken)).to.deep.equal([undefined, 'page2']);
+    expect(calls).to.have.length(2);
+    expect(typeTokens).to.deep.equal([undefined, 'page2']);
     expect(calls[0]?.args[0].input.Filters).to.deep.equal([
       { Name: 'current-generation', Values: ['true'] },
       { Name: 'processor-info.supported-architecture', Values: ['x86_64'] },
