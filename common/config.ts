@@ -4,6 +4,11 @@ import { LineCounter, parseDocument, isMap, isSeq, type Node } from 'yaml';
 import { z } from 'zod';
 import { ConfigError, errnoCode, formatProblem } from './errors.js';
 
+/** Where jobs run and state lives. */
+export const BACKENDS = ['local', 'aws'] as const;
+/** Backend aws: who runs the agents (see `aws.agents`). */
+export const AGENT_MODES = ['ec2', 'local', 'none'] as const;
+
 const LocalSchema = z.strictObject({
   /** Local agents (and so jobs) that may run at once. */
   maxParallelJobs: z.number().int().min(1).max(64).default(2),
@@ -37,7 +42,7 @@ const AwsSchema = z.strictObject({
    * as local processes, as in the local backend: AWS transports without EC2), or `none` (agents are
    * started by something else, e.g. instances launched by hand from the AMI).
    */
-  agents: z.enum(['ec2', 'local', 'none']).default('ec2'),
+  agents: z.enum(AGENT_MODES).default('ec2'),
   /** The agent AMI; by default the newest image tagged `dstack:role=agent` owned by this account. */
   ami: z.string().regex(/^ami-[0-9a-f]+$/, 'expected an AMI id (ami-…)').optional(),
   /** Instance profile (name or ARN) for the agents: it needs the agent policy in ami/iam/. */
@@ -47,7 +52,7 @@ const AwsSchema = z.strictObject({
 });
 
 export const ConfigSchema = z.strictObject({
-  backend: z.enum(['local', 'aws']).default('local'),
+  backend: z.enum(BACKENDS).default('local'),
   /** Agent settings (leases, attempts, grace, artifact sync); they apply to both backends. */
   local: LocalSchema.default(() => LocalSchema.parse({})),
   aws: AwsSchema.optional(),

@@ -14,6 +14,7 @@ import type { Context } from './context.js';
 import { consoleOutput } from './output.js';
 import type { Overrides } from './overrides.js';
 import { splitRunArgv } from './run-args.js';
+import { CONFIG_FLAGS } from './commands/config.js';
 import { toolVersion } from '../common/version.js';
 
 /** argv that starts an agent: the built agent next to this file, or through tsx when run from source. */
@@ -231,21 +232,10 @@ async function main(argv: string[]): Promise<number> {
     .command(
       'config',
       'Set the backend (local or aws) and its settings; asks on a terminal when no flag is given',
-      (y) =>
-        y
-          .option('backend', { choices: ['local', 'aws'] as const, describe: 'Where jobs run and state lives' })
-          .option('region', { type: 'string', describe: 'AWS region' })
-          .option('profile', { type: 'string', describe: 'AWS profile' })
-          .option('bucket', { type: 'string', describe: 'S3 bucket for artifacts, logs and state' })
-          .option('queue-prefix', { type: 'string', describe: 'SQS queue name prefix' })
-          .option('subnet', { type: 'string', describe: 'EC2 subnet for the fleet' })
-          .option('sqs-endpoint', { type: 'string', describe: 'SQS endpoint override (emulators)' })
-          .option('s3-endpoint', { type: 'string', describe: 'S3 endpoint override (S3-compatible stores, emulators)' })
-          .option('max-instances', { type: 'number', describe: 'Most EC2 instances at once' })
-          .option('max-parallel-jobs', { type: 'number', describe: 'Most local agents at once' })
-          .option('agents', { choices: ['ec2', 'local', 'none'] as const, describe: 'Backend aws: agents on an EC2 fleet, as local processes, or started elsewhere' })
-          .option('ami', { type: 'string', describe: 'Agent AMI id (default: the newest dstack agent image)' })
-          .option('instance-profile', { type: 'string', describe: "Agents' EC2 instance profile" }),
+      (y) => {
+        for (const [flag, f] of Object.entries(CONFIG_FLAGS)) y.option(flag, { type: f.type, describe: f.describe, ...('choices' in f ? { choices: f.choices } : {}) });
+        return y;
+      },
       async (a) => {
         const { configCommand } = await import('./commands/config.js');
         const home = process.env.DSTACK_HOME ?? join(homedir(), '.dstack');
@@ -261,23 +251,7 @@ async function main(argv: string[]): Promise<number> {
             ...(ask ? { ask } : {}),
             check: async () => void (await openBackend(await loadConfig(home, process.env))),
           },
-          Object.fromEntries(
-            Object.entries({
-              backend: a.backend,
-              region: a.region,
-              profile: a.profile,
-              bucket: a.bucket,
-              queuePrefix: a['queue-prefix'],
-              subnet: a.subnet,
-              sqsEndpoint: a['sqs-endpoint'],
-              s3Endpoint: a['s3-endpoint'],
-              maxInstances: a['max-instances'],
-              maxParallelJobs: a['max-parallel-jobs'],
-              agents: a.agents,
-              ami: a.ami,
-              instanceProfile: a['instance-profile'],
-            }).filter(([, v]) => v !== undefined),
-          ),
+          Object.fromEntries(Object.keys(CONFIG_FLAGS).flatMap((flag) => (a[flag] === undefined ? [] : [[flag, a[flag] as string | number]]))),
         );
       },
     )

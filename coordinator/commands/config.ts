@@ -1,7 +1,7 @@
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Document, parseDocument } from 'yaml';
-import { loadConfig } from '../../common/config.js';
+import { AGENT_MODES, BACKENDS, loadConfig } from '../../common/config.js';
 import { errnoCode } from '../../common/errors.js';
 import type { Output } from '../output.js';
 
@@ -16,21 +16,33 @@ export interface ConfigContext {
   check: () => Promise<void>;
 }
 
-export interface ConfigOptions {
-  backend?: string;
-  region?: string;
-  profile?: string;
-  bucket?: string;
-  queuePrefix?: string;
-  subnet?: string;
-  sqsEndpoint?: string;
-  s3Endpoint?: string;
-  maxInstances?: number;
-  maxParallelJobs?: number;
-  agents?: string;
-  ami?: string;
-  instanceProfile?: string;
+interface ConfigFlag {
+  /** Where the value goes in config.yaml. */
+  path: readonly string[];
+  type: 'string' | 'number';
+  choices?: readonly string[];
+  describe: string;
 }
+
+/** `dstack config`'s flags, each setting one path of config.yaml; the CLI declares its options from this table. */
+export const CONFIG_FLAGS = {
+  backend: { path: ['backend'], type: 'string', choices: BACKENDS, describe: 'Where jobs run and state lives' },
+  region: { path: ['aws', 'region'], type: 'string', describe: 'AWS region' },
+  profile: { path: ['aws', 'profile'], type: 'string', describe: 'AWS profile' },
+  bucket: { path: ['aws', 'bucket'], type: 'string', describe: 'S3 bucket for artifacts, logs and state' },
+  'queue-prefix': { path: ['aws', 'queuePrefix'], type: 'string', describe: 'SQS queue name prefix' },
+  subnet: { path: ['aws', 'subnet'], type: 'string', describe: 'EC2 subnet for the fleet' },
+  'sqs-endpoint': { path: ['aws', 'endpoints', 'sqs'], type: 'string', describe: 'SQS endpoint override (emulators)' },
+  's3-endpoint': { path: ['aws', 'endpoints', 's3'], type: 'string', describe: 'S3 endpoint override (S3-compatible stores, emulators)' },
+  'max-instances': { path: ['aws', 'maxInstances'], type: 'number', describe: 'Most EC2 instances at once' },
+  'max-parallel-jobs': { path: ['local', 'maxParallelJobs'], type: 'number', describe: 'Most local agents at once' },
+  agents: { path: ['aws', 'agents'], type: 'string', choices: AGENT_MODES, describe: 'Backend aws: agents on an EC2 fleet, as local processes, or started elsewhere' },
+  ami: { path: ['aws', 'ami'], type: 'string', describe: 'Agent AMI id (default: the newest dstack agent image)' },
+  'instance-profile': { path: ['aws', 'instanceProfile'], type: 'string', describe: "Agents' EC2 instance profile" },
+} as const satisfies Record<string, ConfigFlag>;
+
+/** The flags given, by their CLI names. */
+export type ConfigOptions = Partial<Record<keyof typeof CONFIG_FLAGS, string | number>>;
 
 /**
  * Writes `~/.dstack/config.yaml` from flags, or asks for each setting on a terminal when no flag is
@@ -61,22 +73,10 @@ export async function configCommand(ctx: ConfigContext, o: ConfigOptions): Promi
     ctx.out.line(text.trim() === '' ? `No config yet (${file}): the local backend is used.` : text.trimEnd());
     return 0;
   }
-  const set = (path: string[], value: unknown): void => {
-    if (value !== undefined) doc.setIn(path, value);
-  };
-  set(['backend'], o.backend);
-  set(['aws', 'region'], o.region);
-  set(['aws', 'profile'], o.profile);
-  set(['aws', 'bucket'], o.bucket);
-  set(['aws', 'queuePrefix'], o.queuePrefix);
-  set(['aws', 'subnet'], o.subnet);
-  set(['aws', 'endpoints', 'sqs'], o.sqsEndpoint);
-  set(['aws', 'endpoints', 's3'], o.s3Endpoint);
-  set(['aws', 'maxInstances'], o.maxInstances);
-  set(['aws', 'agents'], o.agents);
-  set(['aws', 'ami'], o.ami);
-  set(['aws', 'instanceProfile'], o.instanceProfile);
-  set(['local', 'maxParallelJobs'], o.maxParallelJobs);
+  for (const [flag, f] of Object.entries(CONFIG_FLAGS)) {
+    const value = o[flag as keyof ConfigOptions];
+    if (value !== undefined) doc.setIn(f.path, value);
+  }
   await mkdir(ctx.home, { recursive: true });
   const previous = text;
   await writeFile(file, doc.toString());
