@@ -39,6 +39,8 @@ interface Tally {
   runs: number;
   done: number;
   otherFinal: number;
+  /** Runs that took more than one attempt. */
+  retried: number;
   stuck: number;
   doubles: number;
   corrupt: number;
@@ -107,7 +109,7 @@ class Rig {
 }
 
 function newTally(loop: string, planned: number): Tally {
-  return { loop, planned, iterations: 0, runs: 0, done: 0, otherFinal: 0, stuck: 0, doubles: 0, corrupt: 0, leaked: 0, seconds: 0, notes: [] };
+  return { loop, planned, iterations: 0, runs: 0, done: 0, otherFinal: 0, retried: 0, stuck: 0, doubles: 0, corrupt: 0, leaked: 0, seconds: 0, notes: [] };
 }
 
 /**
@@ -128,6 +130,7 @@ async function settle(rig: Rig, run: string, t: Tally): Promise<void> {
     t.notes.push(`${run}: still ${view?.status ?? 'not listed by `dstack ps -a`'} after ${FINAL_BOUND_MS / 1000} s`);
   } else if (view.status === 'done') {
     t.done += 1;
+    if (view.attempts.length > 1) t.retried += 1;
   } else {
     t.otherFinal += 1;
     t.notes.push(`${run}: ${view.status} (${view.reason ?? 'no reason'})`);
@@ -256,7 +259,7 @@ async function cliKillLoop(n: number): Promise<Tally> {
     const t0 = Date.now();
     const first = await rig.submit(1);
     const submitMs = Date.now() - t0;
-    await settle(rig, first, t);
+    // That run is not one of the loop's: it is only watched so that it is not counted below.
     const seen = new Set([first]);
     await loop(t, async () => {
       const child = spawn(process.execPath, [CLI, 'run', '-d', 'soak', '1'], {
@@ -321,12 +324,12 @@ async function s3OutageLoop(n: number): Promise<Tally> {
 }
 
 function table(tallies: Tally[]): string {
-  const head = '| loop | iterations | runs | done | other final | lost or stuck | double runs | corrupt downloads | leaked work folders | time |';
+  const head = '| loop | iterations | runs | done | done after a retry | other final | lost or stuck | double runs | corrupt downloads | leaked work folders | time |';
   const rows = tallies.map(
-    (t) => `| ${t.loop} | ${t.iterations} of ${t.planned} | ${t.runs} | ${t.done} | ${t.otherFinal} | ${t.stuck} | ${t.doubles} | ${t.corrupt} | ${t.leaked} | ${t.seconds} s |`,
+    (t) => `| ${t.loop} | ${t.iterations} of ${t.planned} | ${t.runs} | ${t.done} | ${t.retried} | ${t.otherFinal} | ${t.stuck} | ${t.doubles} | ${t.corrupt} | ${t.leaked} | ${t.seconds} s |`,
   );
   const notes = tallies.flatMap((t) => t.notes.slice(0, 12).map((n) => `- ${t.loop}: ${n}`).concat(t.notes.length > 12 ? [`- ${t.loop}: … ${t.notes.length - 12} more`] : []));
-  return [head, '|---|---|---|---|---|---|---|---|---|---|', ...rows, '', ...notes, ''].join('\n');
+  return [head, '|---|---|---|---|---|---|---|---|---|---|---|', ...rows, '', ...notes, ''].join('\n');
 }
 
 async function main(): Promise<number> {
