@@ -2,7 +2,7 @@ import yargs, { type Argv } from 'yargs';
 import { UsageError } from '../common/errors.js';
 import type { Context } from './context.js';
 import type { Output } from './output.js';
-import { RUN_OPTIONS, overridesFrom, splitRunArgv } from './run-args.js';
+import { declareRunOptions, parseRunArgv, splitRunArgv } from './run-args.js';
 import { CONFIG_FLAGS, type ConfigContext } from './commands/config.js';
 
 /** What the command table needs from the composition root. Opening a backend is deferred to the handlers that use one. */
@@ -21,14 +21,14 @@ export interface CliDeps {
  * only when it runs. `parse()` resolves to the exit code; every usage error is a UsageError (exit 2).
  */
 export function buildCli(argv: string[], deps: CliDeps): { parse: () => Promise<number> } {
-  let runArgs: string[] = [];
-  let overrideArgv: string[] = [];
-  if (argv[0] === 'run') {
-    const split = splitRunArgv(argv.slice(1));
-    runArgs = split.args;
-    overrideArgv = split.overrides;
+  // Run's options may come on either side of the workflow name (0.0.14): the split puts them after it.
+  // Only flags (--debug) may come before the command name.
+  const at = argv.findIndex((t) => !t.startsWith('-'));
+  const runArgv = argv[at] === 'run' ? argv.slice(at + 1) : [];
+  if (argv[at] === 'run') {
+    const split = splitRunArgv(runArgv);
     // The workflow goes first: array options such as -e would swallow a positional after them.
-    argv = ['run', ...(split.workflow === undefined ? [] : [split.workflow]), ...split.options];
+    argv = [...argv.slice(0, at), 'run', ...(split.workflow === undefined ? [] : [split.workflow]), ...split.options];
   }
   let code = 0;
   const { context: ctx, out } = deps;
@@ -39,29 +39,15 @@ export function buildCli(argv: string[], deps: CliDeps): { parse: () => Promise<
     .command(
       'run [workflow]',
       'Run a workflow: dstack run WORKFLOW [-d] [-t TAG] [OVERRIDES] [ARGS...]',
-      (y) => {
-        y.positional('workflow', { type: 'string', describe: 'Workflow name from .dstack/workflows.yaml (none: list them)' });
-        for (const [name, o] of Object.entries(RUN_OPTIONS)) y.option(name, { ...o });
-        return y;
-      },
-      async (a) => {
-        const workflow = typeof a.workflow === 'string' ? a.workflow : undefined;
+      (y) => declareRunOptions(y.positional('workflow', { type: 'string', describe: 'Workflow name from .dstack/workflows.yaml (none: list them)' })),
+      async () => {
+        const { workflow, options } = parseRunArgv(runArgv);
         if (!workflow) {
           const { noWorkflowMessage } = await import('./workflow-names.js');
           throw new UsageError(await noWorkflowMessage(deps.cwd));
         }
         const { runCommand } = await import('./commands/run.js');
-        code = await runCommand(await ctx(), {
-          workflow,
-          args: runArgs,
-          detach: a.detach === true,
-          dryRun: a['dry-run'] === true,
-          tag: typeof a.tag === 'string' ? a.tag : undefined,
-          force: a.force === true,
-          useCache: a.cache !== false,
-          overrides: overridesFrom(a),
-          overrideArgv,
-        });
+        code = await runCommand(await ctx(), { workflow, ...options });
       },
     )
     .command(

@@ -1,4 +1,6 @@
+import yargs, { type Argv } from 'yargs';
 import { UsageError } from '../common/errors.js';
+import type { RunOptions } from './commands/run.js';
 import type { Overrides } from './overrides.js';
 
 /** One option of `dstack run`. */
@@ -115,4 +117,42 @@ export function overridesFrom(parsed: Readonly<Record<string, unknown>>): Overri
     Object.assign(o, { [option.override]: value });
   }
   return o;
+}
+
+/** Declares RUN_OPTIONS on a yargs parser (for `run`'s help and its strict check). */
+export function declareRunOptions<T>(y: Argv<T>): Argv<T> {
+  for (const [name, o] of Object.entries(RUN_OPTIONS) as [string, RunOption][]) {
+    y.option(name, { type: o.type, describe: o.describe, ...(o.alias ? { alias: o.alias } : {}), ...(o.array ? { array: true } : {}), ...(o.default === undefined ? {} : { default: o.default }) });
+  }
+  return y;
+}
+
+/**
+ * `dstack run`'s argv (after `run`) as runCommand takes it: split, then dstack's own options parsed
+ * by yargs from RUN_OPTIONS. The workflow is undefined when none is named.
+ */
+export function parseRunArgv(argv: string[]): { workflow: string | undefined; options: Omit<RunOptions, 'workflow'> } {
+  const split = splitRunArgv(argv);
+  const a = declareRunOptions(yargs(split.options))
+    .option('debug', { type: 'boolean' })
+    .strict()
+    .help(false)
+    .version(false)
+    .fail((msg, err) => {
+      throw err ?? new UsageError(msg);
+    })
+    .parseSync();
+  return {
+    workflow: split.workflow,
+    options: {
+      args: split.args,
+      detach: a.detach === true,
+      dryRun: a['dry-run'] === true,
+      tag: typeof a.tag === 'string' ? a.tag : undefined,
+      force: a.force === true,
+      useCache: a.cache !== false,
+      overrides: overridesFrom(a),
+      overrideArgv: split.overrides,
+    },
+  };
 }
