@@ -209,3 +209,27 @@ describe('e2e: the command line', function () {
     }
   });
 });
+
+describe('e2e: long-running commands end on Ctrl-C', function () {
+  this.timeout(20_000);
+  it('`dstack coordinator --interval 3600` ends at once on SIGINT, with nothing left pending', async () => {
+    const repo = makeRepo({ '.dstack/workflows.yaml': WORKFLOWS });
+    const home = makeHome();
+    const child = spawn(process.execPath, [CLI, 'coordinator', '--interval', '3600'], { cwd: repo, env: { ...process.env, DSTACK_HOME: home }, stdio: ['ignore', 'pipe', 'pipe'] });
+    try {
+      let stdout = '';
+      const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+      await new Promise<void>((resolve) =>
+        child.stdout.on('data', (d: Buffer) => {
+          stdout += d.toString();
+          if (/ backlog /.test(stdout)) resolve();
+        }),
+      );
+      child.kill('SIGINT');
+      expect(await exited).to.equal(0);
+    } finally {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      removeAll(repo, home);
+    }
+  });
+});
