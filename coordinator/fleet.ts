@@ -48,7 +48,14 @@ export async function coordinatorCommand(ctx: Context, o: { intervalSec: number 
     }
     if (line !== last) ctx.out.line(`${new Date().toISOString()} ${line}`);
     last = line;
-    await Promise.race([new Promise((r) => setTimeout(r, o.intervalSec * 1000)), ctx.interrupted]);
+    // Ctrl-C clears the timer too: the process ends when nothing is left pending.
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, o.intervalSec * 1000);
+      void ctx.interrupted.then(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
   }
   return 0;
 }

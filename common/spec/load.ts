@@ -83,7 +83,8 @@ function parseInto(text: string, file: string, problems: SpecProblem[]): Located
 
   if (doc.errors.length > 0) {
     for (const err of doc.errors) {
-      const pos = err.linePos?.[0] ?? { line: 1, col: 1 };
+      // With prettyErrors off, `linePos` is empty; `pos` is the offset, which the LineCounter maps.
+      const pos = lines.linePos(err.pos[0]);
       const first = (err.message.split('\n')[0] ?? err.message).replace(/ at line \d+, column \d+:?$/, '');
       problems.push({ file, line: pos.line, col: pos.col, message: `invalid YAML: ${first}` });
     }

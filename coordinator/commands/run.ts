@@ -8,6 +8,7 @@ import { resolveDeps, tryResolveDeps } from '../deps.js';
 import { applyOverrides, type Overrides } from '../overrides.js';
 import { attach, submitRun } from '../submit.js';
 import { formatBytes, formatTable } from '../output.js';
+import { didYouMean } from '../workflow-names.js';
 
 const formatMiB = (mib: number): string => formatBytes(mib * 2 ** 20);
 
@@ -17,6 +18,8 @@ export interface RunOptions {
   detach: boolean;
   dryRun: boolean;
   tag: string | undefined;
+  /** With a tag: move it if it already names another run. */
+  force?: boolean;
   useCache: boolean;
   overrides: Overrides;
   /** The override flags as typed, kept in the run record. */
@@ -30,7 +33,9 @@ export async function runCommand(ctx: Context, o: RunOptions): Promise<number> {
   const located = workflows.get(o.workflow);
   if (!located) {
     const names = [...workflows.keys()].sort().join(', ');
-    throw new NotFoundError(`workflow \`${o.workflow}\` is not defined in .dstack/workflows.yaml or .dstack/workflows/*.yaml; defined: ${names}`);
+    const close = didYouMean(o.workflow, workflows.keys());
+    const known = close === undefined ? `defined: ${names}` : `did you mean \`${close}\`? (defined: ${names})`;
+    throw new NotFoundError(`workflow \`${o.workflow}\` is not defined in .dstack/workflows.yaml or .dstack/workflows/*.yaml; ${known}`);
   }
   // Everything that can fail on bad input is checked before anything is stored.
   const base = (runName: string, jobId: string, code: Parameters<typeof buildJobSpec>[0]['code']) =>
