@@ -311,10 +311,11 @@ async function main(argv: string[]): Promise<number> {
         y
           .positional('run', { type: 'string' })
           .option('all', { alias: 'a', type: 'boolean', describe: 'Delete every finished run' })
-          .option('yes', { alias: 'y', type: 'boolean', describe: 'Do not ask for confirmation' }),
+          .option('yes', { alias: 'y', type: 'boolean', describe: 'Do not ask for confirmation' })
+          .option('force', { type: 'boolean', describe: 'Delete a run that tags point to, and those tags' }),
       async (a) => {
         const { rmCommand } = await import('./commands/rm.js');
-        code = await rmCommand(await ctx(), { run: a.run, all: a.all ?? false, yes: a.yes ?? false });
+        code = await rmCommand(await ctx(), { run: a.run, all: a.all ?? false, yes: a.yes ?? false, force: a.force ?? false });
       },
     )
     .demandCommand(1, 'name a command: see `dstack --help`')

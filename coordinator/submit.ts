@@ -5,7 +5,7 @@ import type { JobSpec } from '../common/spec/job-spec.js';
 import type { Context } from './context.js';
 import { followRun } from './follow.js';
 import { reconcile, rememberProfile } from './fleet.js';
-import { toError } from '../common/errors.js';
+import { ConflictError, toError } from '../common/errors.js';
 import type { Placement, Queue } from '../common/ports.js';
 
 export interface SubmitInput {
@@ -15,6 +15,8 @@ export interface SubmitInput {
   spec: (runName: string, jobId: string) => JobSpec;
   overrides: string[];
   tag?: string;
+  /** Move the tag if it names another run (`run -t TAG --force`); otherwise a taken tag is refused. */
+  forceTag?: boolean;
   restartOf?: string;
   /** Look up the rerun cache (workflows with `cache: true`, unless --no-cache). */
   useCache: boolean;
@@ -54,10 +56,7 @@ export async function submitRun(ctx: Context, input: SubmitInput): Promise<Submi
     };
   });
   const { repoId, runName, spec } = record;
-  if (input.tag) {
-    const tag: TagRecord = { tag: input.tag, runName, createdAt: new Date().toISOString() };
-    await ctx.store.put(runKeys.tag(repoId, input.tag), JSON.stringify(tag, null, 2));
-  }
+  if (input.tag) await claimTag(ctx, record, input.tag, input.forceTag ?? false);
   const hit = input.useCache && spec.cacheKey ? await cachedRun(ctx, repoId, spec.cacheKey) : undefined;
   if (hit) {
     await ctx.store.put(runKeys.artifacts(repoId, runName), JSON.stringify(hit.artifacts, null, 2));
@@ -76,6 +75,34 @@ export async function submitRun(ctx: Context, input: SubmitInput): Promise<Submi
   await queue.send(JSON.stringify(spec));
   await ensureOwnCapacity(ctx, placement, queue);
   return { record };
+}
+
+/** The one line `run -t` prints when the tag is taken. */
+export function tagTaken(tag: string, runName: string): ConflictError {
+  return new ConflictError(`tag \`${tag}\` already points to run ${runName}: pick another tag, or add --force to move it`);
+}
+
+/**
+ * Points the tag at the new run: created exclusively, so of two concurrent `run -t same` only one
+ * gets it. The loser's run is settled as failed before anything is enqueued, and the refusal thrown.
+ */
+async function claimTag(ctx: Context, record: RunRecord, tagName: string, force: boolean): Promise<void> {
+  const { repoId, runName } = record;
+  const tag: TagRecord = { tag: tagName, runName, createdAt: new Date().toISOString() };
+  try {
+    await ctx.store.put(runKeys.tag(repoId, tagName), JSON.stringify(tag, null, 2), { ifAbsent: !force });
+  } catch (e) {
+    if (!(e instanceof ConflictError)) throw e;
+    const holder = (await readJson<TagRecord>(ctx.store, runKeys.tag(repoId, tagName)))?.runName ?? '?';
+    await settleRun(ctx.store, repoId, runName, {
+      status: 'failed',
+      exitCode: null,
+      reason: `not run: tag ${tagName} was taken by run ${holder}`,
+      finishedAt: new Date().toISOString(),
+      attempt: null,
+    });
+    throw tagTaken(tagName, holder);
+  }
 }
 
 /**
