@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { sha256 } from '../common/hash.js';
 import { createRun, readJson, runKeys, settleRun, type ArtifactIndex, type RunRecord, type TagRecord } from '../common/runs.js';
+import { enqueuedKey } from '../common/orphans.js';
 import type { JobSpec } from '../common/spec/job-spec.js';
 import type { Context } from './context.js';
 import { followRun } from './follow.js';
@@ -37,6 +38,10 @@ export interface Submitted {
 export async function submitRun(ctx: Context, input: SubmitInput): Promise<Submitted> {
   const jobId = randomBytes(6).toString('hex');
   const { placement } = input;
+  // Whatever can be done before the run exists is: the window in which a killed CLI leaves a run
+  // recorded but never queued is then a few store writes and the send.
+  await rememberProfile(ctx, placement);
+  const queue = await ctx.queueFor(placement.profileId);
   const record = await createRun(ctx.store, (runName) => {
     const spec = input.spec(runName, jobId);
     if (spec.cache) spec.cacheKey = cacheKey(spec);
@@ -51,6 +56,7 @@ export async function submitRun(ctx: Context, input: SubmitInput): Promise<Submi
       overrides: input.overrides,
       toolVersion: ctx.toolVersion,
       placement,
+      marksEnqueued: true,
       ...(input.restartOf ? { restartOf: input.restartOf } : {}),
       ...(input.tag ? { tag: input.tag } : {}),
     };
@@ -70,9 +76,8 @@ export async function submitRun(ctx: Context, input: SubmitInput): Promise<Submi
     });
     return { record, cacheOf: hit.runName };
   }
-  await rememberProfile(ctx, placement);
-  const queue = await ctx.queueFor(placement.profileId);
-  await queue.send(JSON.stringify(spec));
+  const messageId = await queue.send(JSON.stringify(spec));
+  await ctx.store.put(enqueuedKey(repoId, runName), JSON.stringify({ messageId, sentAt: new Date().toISOString() }));
   await ensureOwnCapacity(ctx, placement, queue);
   return { record };
 }
