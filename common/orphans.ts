@@ -1,6 +1,6 @@
 import type { DstackConfig } from './config.js';
 import type { Store } from './ports.js';
-import { runKeys, settleRun, type RunRow } from './runs.js';
+import { runKeys, settleRun, type FinalRecord, type RunRow } from './runs.js';
 
 /** Written right after the job is sent: a run without it (and without attempts) was never queued. */
 export const enqueuedKey = (repoId: string, run: string): string => `${runKeys.prefix(repoId, run)}enqueued.json`;
@@ -26,14 +26,19 @@ export async function settleOrphans(store: Store, repoId: string, rows: RunRow[]
       if (nowMs - Date.parse(v.record.submittedAt) < graceMs) return row;
       const { runName } = v.record;
       if (await store.head(enqueuedKey(repoId, runName))) return row;
-      const final = await settleRun(store, repoId, runName, {
-        status: 'failed',
-        exitCode: null,
-        reason: `never queued: the dstack that submitted it stopped before sending the job; run it again with \`dstack restart ${runName}\``,
-        finishedAt: new Date(nowMs).toISOString(),
-        attempt: null,
-      });
+      const final = await settleOrphan(store, repoId, runName, nowMs);
       return { ...row, status: final.status, view: { ...v, final, status: final.status } };
     }),
   );
+}
+
+/** Settles a run that was recorded but never queued as failed, saying how to run it again. */
+export function settleOrphan(store: Store, repoId: string, runName: string, nowMs: number): Promise<FinalRecord> {
+  return settleRun(store, repoId, runName, {
+    status: 'failed',
+    exitCode: null,
+    reason: `never queued: the dstack that submitted it stopped before sending the job; run it again with \`dstack restart ${runName}\``,
+    finishedAt: new Date(nowMs).toISOString(),
+    attempt: null,
+  });
 }

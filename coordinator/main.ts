@@ -318,6 +318,15 @@ async function main(argv: string[]): Promise<number> {
         code = await rmCommand(await ctx(), { run: a.run, all: a.all ?? false, yes: a.yes ?? false, force: a.force ?? false });
       },
     )
+    .command(
+      'gc',
+      'Remove what crashes and rm leave behind: dead job folders, temp files, unreferenced artifact blobs',
+      (y) => y.option('dry-run', { type: 'boolean', describe: 'Only list what would be removed' }),
+      async (a) => {
+        const { gcCommand } = await import('./commands/gc.js');
+        code = await gcCommand(await ctx(), { dryRun: a['dry-run'] ?? false });
+      },
+    )
     .demandCommand(1, 'name a command: see `dstack --help`')
     .strict()
     .help()

@@ -63,7 +63,8 @@ function parseMessage(text: string): StoredMessage {
 export class LocalQueue implements Queue {
   private readonly dir: string;
   private readonly deadDir: string;
-  private readonly tmpDir: string;
+  /** Where message files are staged; what a crash leaves here is removed by `dstack gc`. */
+  readonly tmpDir: string;
   private readonly quarantineDir: string;
   private readonly opts: LocalQueueOptions;
   private readonly now: () => number;
