@@ -137,8 +137,9 @@ async function sweepStore(o: GcOptions, nowMs: number, graceMs: number, report: 
       if (r.final) continue;
       const lastKey = r.attempts.sort()[r.attempts.length - 1];
       const last = lastKey ? await readJson<AttemptRecord>(store, lastKey) : null;
-      // A job that may still be saving: its heartbeat is within the grace.
-      if (last && nowMs - Date.parse(last.heartbeatAt) < graceMs) busy ??= r.runName;
+      // A job that may still be saving: an attempt not ended whose heartbeat is within the grace
+      // (an attempt saves before it settles the run, so a finished run saves no more).
+      if (last?.state === 'running' && nowMs - Date.parse(last.heartbeatAt) < graceMs) busy ??= r.runName;
       if (!record) continue;
       // createRun stopped between the record and its index key: index it, so ps shows it and rm can delete it.
       const indexKey = submittedKey(r.repoId, record);

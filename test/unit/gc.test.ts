@@ -7,7 +7,7 @@ import { saveTree } from '../../common/artifacts/save.js';
 import { collectGarbage, type GcOptions } from '../../common/gc.js';
 import { LocalStore } from '../../common/local/local-store.js';
 import { submittedKey } from '../../common/run-index.js';
-import { runKeys } from '../../common/runs.js';
+import { listRuns, runKeys } from '../../common/runs.js';
 import { ExternalAgents } from '../../common/local/local-compute.js';
 import { gcCommand } from '../../coordinator/commands/gc.js';
 import { makeRepo, removeAll, tempDir } from '../support/cli.js';
@@ -140,6 +140,18 @@ describe('dstack gc: the collector', () => {
     expect(readFileSync(join(out, 'shared.txt'), 'utf8')).to.equal('in both');
     await restoreTree(store, pinned, join(out, 'dep'));
     expect(readFileSync(join(out, 'dep', 'c.txt'), 'utf8')).to.equal('a dep pinned by run two; its own run is gone');
+  });
+
+  it('settles a run that was recorded but never queued, and indexes it so that ps and rm see it', async () => {
+    const record = { runName: 'lost-run-1', repoId: 'r1', workflow: 'w', jobId: 'j', submittedAt: new Date(Date.now() - 10 * 60_000).toISOString(), maxAttempts: 1, spec: { pinnedDeps: [] }, marksEnqueued: true };
+    // The CLI died right after reserving the name: no index key, no message, no marker.
+    await store.put(runKeys.record('r1', 'lost-run-1'), JSON.stringify(record));
+    const report = await gc();
+    expect(report.settled).to.deep.equal(['lost-run-1']);
+    const [row] = await listRuns(store, 'r1');
+    expect(row?.summary.runName).to.equal('lost-run-1');
+    expect(row?.status).to.equal('failed');
+    expect(row?.summary.ended?.reason).to.contain('never queued');
   });
 
   it('keeps every blob while a job may still be saving', async () => {
