@@ -7,7 +7,7 @@ import { loadConfig, parseConfig, type DstackConfig } from '../common/config.js'
 import { ConfigError, toError } from '../common/errors.js';
 import { jsonLogger } from '../common/log.js';
 import { openBackend } from '../common/backend.js';
-import { collectGarbage, localTargets } from '../common/gc.js';
+import { GC_GRACE_MS, collectGarbage, localTargets } from '../common/gc.js';
 import { orphanGraceMs } from '../common/orphans.js';
 import { Agent } from './worker.js';
 import { Imds } from './imds.js';
@@ -95,7 +95,7 @@ async function main(): Promise<number> {
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
   await setState('idle');
-  await collectGarbage({ store: backend.store, ...localTargets(backend), orphanGraceMs: orphanGraceMs(config), dryRun: false }).then(
+  await collectGarbage({ store: backend.store, ...localTargets(backend), orphanGraceMs: orphanGraceMs(config), storeEveryMs: GC_GRACE_MS, dryRun: false }).then(
     (r) => log.log('info', 'gc at start', { removed: r.removed.length, freedBytes: r.removed.reduce((n, x) => n + x.sizeBytes, 0), settled: r.settled, notes: r.notes }),
     (e: unknown) => log.log('warn', 'gc at start failed', { error: toError(e).message }),
   );

@@ -1,5 +1,6 @@
 import { lstat, readdir, rm, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import pLimit from 'p-limit';
 import type { Backend } from './backend.js';
 import { LocalQueue } from './local/local-queue.js';
 import { LocalStore } from './local/local-store.js';
@@ -9,6 +10,9 @@ import { enqueuedKey, settleOrphan } from './orphans.js';
 import type { ObjectInfo, Store } from './ports.js';
 import { submittedKey } from './run-index.js';
 import { readJson, runKeys, type ArtifactIndex, type AttemptRecord, type RunRecord } from './runs.js';
+
+/** Store reads in flight at once while marking. */
+const READS_AT_ONCE = 16;
 
 /** Blobs, manifests and temp files younger than this are never removed: a save or write may be under way. */
 export const GC_GRACE_MS = 60 * 60 * 1000;
@@ -25,6 +29,11 @@ export interface GcOptions {
   graceMs?: number;
   /** A run recorded but never queued is settled as failed after this long (see common/orphans.ts). */
   orphanGraceMs: number;
+  /**
+   * Sweep the store at most this often (the agents at start: the listing and marking read every
+   * run); a `gc/last-store-sweep.json` in the store records the last sweep. Unset: always sweep.
+   */
+  storeEveryMs?: number;
   /** Report what would go, remove nothing. */
   dryRun: boolean;
   nowMs?: number;
@@ -58,7 +67,7 @@ export async function collectGarbage(o: GcOptions): Promise<GcReport> {
   const graceMs = o.graceMs ?? GC_GRACE_MS;
   if (o.workRoot) await sweepWork(o, o.workRoot, report);
   for (const dir of o.tempDirs ?? []) await sweepTemp(o, dir, nowMs, graceMs, report);
-  await sweepStore(o, nowMs, graceMs, report);
+  if (await storeSweepDue(o, nowMs, report)) await sweepStore(o, nowMs, graceMs, report);
   return report;
 }
 
@@ -95,6 +104,20 @@ async function sweepTemp(o: GcOptions, dir: string, nowMs: number, graceMs: numb
   }
 }
 
+const LAST_STORE_SWEEP = 'gc/last-store-sweep.json';
+
+/** Whether the store part is due; if so (and not a dry run), notes that it starts now. */
+async function storeSweepDue(o: GcOptions, nowMs: number, report: GcReport): Promise<boolean> {
+  if (o.storeEveryMs === undefined) return true;
+  const last = (await o.store.list(LAST_STORE_SWEEP))[0];
+  if (last?.modifiedAtMs !== undefined && nowMs - last.modifiedAtMs < o.storeEveryMs) {
+    report.notes.push(`store not swept: the last sweep was ${Math.round((nowMs - last.modifiedAtMs) / 60_000)} min ago`);
+    return false;
+  }
+  if (!o.dryRun) await o.store.put(LAST_STORE_SWEEP, JSON.stringify({ at: new Date(nowMs).toISOString() }));
+  return true;
+}
+
 /** What the listing of `repos/` tells about one run. */
 interface RunKeys {
   repoId: string;
@@ -128,19 +151,20 @@ async function sweepStore(o: GcOptions, nowMs: number, graceMs: number, report: 
   const liveManifests = new Set<string>();
   let busy: string | undefined;
   let unsure: string | undefined;
-  for (const r of runs.values()) {
+  const limit = pLimit(READS_AT_ONCE);
+  const markRun = async (r: RunKeys): Promise<void> => {
     try {
       const record = r.record ? await readJson<RunRecord>(store, runKeys.record(r.repoId, r.runName)) : null;
       for (const dep of record?.spec.pinnedDeps ?? []) for (const a of dep.artifacts) liveManifests.add(a.manifestSha);
       const index = r.artifacts ? await readJson<ArtifactIndex>(store, runKeys.artifacts(r.repoId, r.runName)) : null;
       for (const a of index?.artifacts ?? []) liveManifests.add(a.manifestSha);
-      if (r.final) continue;
+      if (r.final) return;
       const lastKey = r.attempts.sort()[r.attempts.length - 1];
       const last = lastKey ? await readJson<AttemptRecord>(store, lastKey) : null;
       // A job that may still be saving: an attempt not ended whose heartbeat is within the grace
       // (an attempt saves before it settles the run, so a finished run saves no more).
       if (last?.state === 'running' && nowMs - Date.parse(last.heartbeatAt) < graceMs) busy ??= r.runName;
-      if (!record) continue;
+      if (!record) return;
       // createRun stopped between the record and its index key: index it, so ps shows it and rm can delete it.
       const indexKey = submittedKey(r.repoId, record);
       if (!keys.has(indexKey)) {
@@ -154,7 +178,8 @@ async function sweepStore(o: GcOptions, nowMs: number, graceMs: number, report: 
     } catch (e) {
       unsure ??= `run ${r.runName} (${toError(e).message})`;
     }
-  }
+  };
+  await Promise.all([...runs.values()].map((r) => limit(() => markRun(r))));
   if (busy) {
     report.notes.push(`kept every blob and manifest: run ${busy} may still be saving artifacts`);
     return;
@@ -164,18 +189,27 @@ async function sweepStore(o: GcOptions, nowMs: number, graceMs: number, report: 
     return;
   }
   const liveBlobs = new Set<string>();
-  for (const sha of liveManifests) {
-    let m: Manifest | null;
-    try {
-      m = await readJson<Manifest>(store, manifestKey(sha));
-    } catch (e) {
-      report.notes.push(`kept every blob: manifest ${sha} is unreadable (${toError(e).message})`);
-      return;
-    }
-    for (const e of m?.entries ?? []) {
-      for (const c of e.chunks ?? []) liveBlobs.add(c);
-      if (e.pack) liveBlobs.add(e.pack.sha);
-    }
+  let unreadable: string | undefined;
+  await Promise.all(
+    [...liveManifests].map((sha) =>
+      limit(async () => {
+        let m: Manifest | null;
+        try {
+          m = await readJson<Manifest>(store, manifestKey(sha));
+        } catch (e) {
+          unreadable ??= `manifest ${sha} is unreadable (${toError(e).message})`;
+          return;
+        }
+        for (const e of m?.entries ?? []) {
+          for (const c of e.chunks ?? []) liveBlobs.add(c);
+          if (e.pack) liveBlobs.add(e.pack.sha);
+        }
+      }),
+    ),
+  );
+  if (unreadable) {
+    report.notes.push(`kept every blob and manifest: ${unreadable}`);
+    return;
   }
   const old = (x: ObjectInfo): boolean => x.modifiedAtMs !== undefined && nowMs - x.modifiedAtMs >= graceMs;
   // Manifests first: a manifest is never left pointing at removed blobs.

@@ -154,6 +154,23 @@ describe('dstack gc: the collector', () => {
     expect(row?.summary.ended?.reason).to.contain('never queued');
   });
 
+  it('with storeEveryMs (the agents at start), sweeps the store at most that often', async () => {
+    const stale = (sha: string) => {
+      const path = join(root, 'store', 'objects', ...blobKey(sha).split('/'));
+      utimesSync(path, new Date(Date.now() - 2 * HOUR), new Date(Date.now() - 2 * HOUR));
+    };
+    await store.put(blobKey('a'.repeat(64)), 'unreferenced');
+    stale('a'.repeat(64));
+    const first = await gc({ storeEveryMs: HOUR });
+    expect(first.removed.map((x) => x.what)).to.deep.equal([blobKey('a'.repeat(64))]);
+    await store.put(blobKey('b'.repeat(64)), 'unreferenced too');
+    stale('b'.repeat(64));
+    const second = await gc({ storeEveryMs: HOUR });
+    expect(second.removed).to.deep.equal([]);
+    expect(second.notes.join('\n')).to.contain('store not swept: the last sweep was 0 min ago');
+    expect((await gc()).removed.map((x) => x.what)).to.deep.equal([blobKey('b'.repeat(64))]);
+  });
+
   it('keeps every blob while a job may still be saving', async () => {
     const orphanBlob = 'd'.repeat(64);
     await store.put(blobKey(orphanBlob), 'unreferenced');
