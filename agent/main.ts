@@ -7,6 +7,8 @@ import { loadConfig, parseConfig, type DstackConfig } from '../common/config.js'
 import { ConfigError, toError } from '../common/errors.js';
 import { jsonLogger } from '../common/log.js';
 import { openBackend } from '../common/backend.js';
+import { GC_GRACE_MS, collectGarbage, localTargets } from '../common/gc.js';
+import { orphanGraceMs } from '../common/orphans.js';
 import { Agent } from './worker.js';
 import { Imds } from './imds.js';
 import { watchSpot } from './spot-watch.js';
@@ -93,6 +95,10 @@ async function main(): Promise<number> {
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
   await setState('idle');
+  await collectGarbage({ store: backend.store, ...localTargets(backend), orphanGraceMs: orphanGraceMs(config), storeEveryMs: GC_GRACE_MS, dryRun: false }).then(
+    (r) => log.log('info', 'gc at start', { removed: r.removed.length, freedBytes: r.removed.reduce((n, x) => n + x.sizeBytes, 0), settled: r.settled, notes: r.notes }),
+    (e: unknown) => log.log('warn', 'gc at start failed', { error: toError(e).message }),
+  );
   const stopWatch = imds
     ? watchSpot({ imds, log, intervalMs: 5000, onNotice: (reason) => agent.interrupt(reason), onRebalance: () => agent.drain() })
     : () => undefined;

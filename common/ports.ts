@@ -43,6 +43,8 @@ export interface Queue {
 export interface ObjectInfo {
   key: string;
   sizeBytes: number;
+  /** When the object was last written (ms since the epoch); set by `list`, for the collector's grace period. */
+  modifiedAtMs?: number;
 }
 
 /**

@@ -26,6 +26,11 @@ export interface RunRecord {
   tag?: string;
   /** The profile (queue) it was sent to and the machine offers, cheapest first, for cost. */
   placement?: Placement;
+  /**
+   * Set by submitters that write `enqueued.json` once the job is sent: such a run with neither that
+   * marker nor an attempt, past a grace, was never queued (its CLI died) and is settled as failed.
+   */
+  marksEnqueued?: boolean;
 }
 
 /** The saved artifacts of a run; written after every save, the last one when the job ends. */

@@ -199,10 +199,20 @@ export function buildCli(argv: string[], deps: CliDeps): { parse: () => Promise<
         y
           .positional('run', { type: 'string' })
           .option('all', { alias: 'a', type: 'boolean', describe: 'Delete every finished run' })
-          .option('yes', { alias: 'y', type: 'boolean', describe: 'Do not ask for confirmation' }),
+          .option('yes', { alias: 'y', type: 'boolean', describe: 'Do not ask for confirmation' })
+          .option('force', { type: 'boolean', describe: 'Delete a run that tags point to, and those tags' }),
       async (a) => {
         const { rmCommand } = await import('./commands/rm.js');
-        code = await rmCommand(await ctx(), { run: a.run, all: a.all ?? false, yes: a.yes ?? false });
+        code = await rmCommand(await ctx(), { run: a.run, all: a.all ?? false, yes: a.yes ?? false, force: a.force ?? false });
+      },
+    )
+    .command(
+      'gc',
+      'Remove what crashes and rm leave behind: dead job folders, temp files, unreferenced artifact blobs',
+      (y) => y.option('dry-run', { type: 'boolean', describe: 'Only list what would be removed' }),
+      async (a) => {
+        const { gcCommand } = await import('./commands/gc.js');
+        code = await gcCommand(await ctx(), { dryRun: a['dry-run'] ?? false });
       },
     )
     .completion('completion', 'Print a bash/zsh completion script: dstack completion >> ~/.bashrc')

@@ -1,11 +1,12 @@
 import { randomBytes } from 'node:crypto';
 import { sha256 } from '../common/hash.js';
 import { createRun, readJson, runKeys, settleRun, type ArtifactIndex, type RunRecord, type TagRecord } from '../common/runs.js';
+import { enqueuedKey } from '../common/orphans.js';
 import type { JobSpec } from '../common/spec/job-spec.js';
 import type { Context } from './context.js';
 import { followRun } from './follow.js';
 import { reconcile, rememberProfile } from './fleet.js';
-import { toError } from '../common/errors.js';
+import { ConflictError, toError } from '../common/errors.js';
 import type { Placement, Queue } from '../common/ports.js';
 
 export interface SubmitInput {
@@ -15,6 +16,8 @@ export interface SubmitInput {
   spec: (runName: string, jobId: string) => JobSpec;
   overrides: string[];
   tag?: string;
+  /** Move the tag if it names another run (`run -t TAG --force`); otherwise a taken tag is refused. */
+  forceTag?: boolean;
   restartOf?: string;
   /** Look up the rerun cache (workflows with `cache: true`, unless --no-cache). */
   useCache: boolean;
@@ -35,6 +38,10 @@ export interface Submitted {
 export async function submitRun(ctx: Context, input: SubmitInput): Promise<Submitted> {
   const jobId = randomBytes(6).toString('hex');
   const { placement } = input;
+  // Whatever can be done before the run exists is: the window in which a killed CLI leaves a run
+  // recorded but never queued is then a few store writes and the send.
+  await rememberProfile(ctx, placement);
+  const queue = await ctx.queueFor(placement.profileId);
   const record = await createRun(ctx.store, (runName) => {
     const spec = input.spec(runName, jobId);
     if (spec.cache) spec.cacheKey = cacheKey(spec);
@@ -49,15 +56,13 @@ export async function submitRun(ctx: Context, input: SubmitInput): Promise<Submi
       overrides: input.overrides,
       toolVersion: ctx.toolVersion,
       placement,
+      marksEnqueued: true,
       ...(input.restartOf ? { restartOf: input.restartOf } : {}),
       ...(input.tag ? { tag: input.tag } : {}),
     };
   });
   const { repoId, runName, spec } = record;
-  if (input.tag) {
-    const tag: TagRecord = { tag: input.tag, runName, createdAt: new Date().toISOString() };
-    await ctx.store.put(runKeys.tag(repoId, input.tag), JSON.stringify(tag, null, 2));
-  }
+  if (input.tag) await claimTag(ctx, record, input.tag, input.forceTag ?? false);
   const hit = input.useCache && spec.cacheKey ? await cachedRun(ctx, repoId, spec.cacheKey) : undefined;
   if (hit) {
     await ctx.store.put(runKeys.artifacts(repoId, runName), JSON.stringify(hit.artifacts, null, 2));
@@ -71,11 +76,38 @@ export async function submitRun(ctx: Context, input: SubmitInput): Promise<Submi
     });
     return { record, cacheOf: hit.runName };
   }
-  await rememberProfile(ctx, placement);
-  const queue = await ctx.queueFor(placement.profileId);
-  await queue.send(JSON.stringify(spec));
+  const messageId = await queue.send(JSON.stringify(spec));
+  await ctx.store.put(enqueuedKey(repoId, runName), JSON.stringify({ messageId, sentAt: new Date().toISOString() }));
   await ensureOwnCapacity(ctx, placement, queue);
   return { record };
+}
+
+/** The one line `run -t` prints when the tag is taken. */
+export function tagTaken(tag: string, runName: string): ConflictError {
+  return new ConflictError(`tag \`${tag}\` already points to run ${runName}: pick another tag, or add --force to move it`);
+}
+
+/**
+ * Points the tag at the new run: created exclusively, so of two concurrent `run -t same` only one
+ * gets it. The loser's run is settled as failed before anything is enqueued, and the refusal thrown.
+ */
+async function claimTag(ctx: Context, record: RunRecord, tagName: string, force: boolean): Promise<void> {
+  const { repoId, runName } = record;
+  const tag: TagRecord = { tag: tagName, runName, createdAt: new Date().toISOString() };
+  try {
+    await ctx.store.put(runKeys.tag(repoId, tagName), JSON.stringify(tag, null, 2), { ifAbsent: !force });
+  } catch (e) {
+    if (!(e instanceof ConflictError)) throw e;
+    const holder = (await readJson<TagRecord>(ctx.store, runKeys.tag(repoId, tagName)))?.runName ?? '?';
+    await settleRun(ctx.store, repoId, runName, {
+      status: 'failed',
+      exitCode: null,
+      reason: `not run: tag ${tagName} was taken by run ${holder}`,
+      finishedAt: new Date().toISOString(),
+      attempt: null,
+    });
+    throw tagTaken(tagName, holder);
+  }
 }
 
 /**

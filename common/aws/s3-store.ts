@@ -176,7 +176,7 @@ export class S3Store implements Store {
       out.length = 0;
       for await (const page of paginateListObjectsV2({ client: this.s3 }, { Bucket: this.bucket, Prefix: full })) {
         for (const o of page.Contents ?? []) {
-          if (o.Key) out.push({ key: o.Key.slice(this.prefix.length), sizeBytes: o.Size ?? 0 });
+          if (o.Key) out.push({ key: o.Key.slice(this.prefix.length), sizeBytes: o.Size ?? 0, ...(o.LastModified ? { modifiedAtMs: o.LastModified.getTime() } : {}) });
         }
       }
     });

@@ -1,7 +1,7 @@
 import { watch, type FSWatcher } from 'node:fs';
-import { mkdir, readdir, readFile, unlink } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, unlink } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import lockfile from 'proper-lockfile';
 import { LeaseLostError, errnoCode } from '../errors.js';
 import type { Queue, QueueCounts, QueueMessage } from '../ports.js';
@@ -25,6 +25,34 @@ export interface LocalQueueOptions {
   /** Fallback poll interval while waiting; file-system events usually wake receivers sooner. */
   pollMs?: number;
   now?: () => number;
+  /** Where the one line about a quarantined file goes (default: stderr). */
+  warn?: (line: string) => void;
+}
+
+/** A message file that is not valid JSON or not a message: it is moved aside, never delivered. */
+class CorruptMessage extends Error {}
+
+/** Parses a message file's text with its shape checked, not cast. */
+function parseMessage(text: string): StoredMessage {
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch (e) {
+    throw new CorruptMessage(`not JSON (${e instanceof Error ? e.message : String(e)})`);
+  }
+  const m = v as Partial<Record<keyof StoredMessage, unknown>> | null;
+  const ok =
+    typeof m === 'object' &&
+    m !== null &&
+    typeof m.id === 'string' &&
+    /^[0-9A-Za-z-]+$/.test(m.id) &&
+    typeof m.body === 'string' &&
+    typeof m.sentAtMs === 'number' &&
+    typeof m.receiveCount === 'number' &&
+    typeof m.visibleAtMs === 'number' &&
+    (m.receipt === null || typeof m.receipt === 'string');
+  if (!ok) throw new CorruptMessage('not a queue message');
+  return m as StoredMessage;
 }
 
 /**
@@ -35,7 +63,9 @@ export interface LocalQueueOptions {
 export class LocalQueue implements Queue {
   private readonly dir: string;
   private readonly deadDir: string;
-  private readonly tmpDir: string;
+  /** Where message files are staged; what a crash leaves here is removed by `dstack gc`. */
+  readonly tmpDir: string;
+  private readonly quarantineDir: string;
   private readonly opts: LocalQueueOptions;
   private readonly now: () => number;
 
@@ -44,6 +74,7 @@ export class LocalQueue implements Queue {
     this.dir = join(opts.root, opts.name);
     this.deadDir = join(opts.root, `${opts.name}-dlq`);
     this.tmpDir = join(opts.root, '.tmp');
+    this.quarantineDir = join(opts.root, `${opts.name}-quarantine`);
     this.now = opts.now ?? Date.now;
   }
 
@@ -79,21 +110,44 @@ export class LocalQueue implements Queue {
     const out: StoredMessage[] = [];
     for (const name of names) {
       try {
-        out.push(JSON.parse(await readFile(join(dir, name), 'utf8')) as StoredMessage);
+        out.push(await this.readMessage(join(dir, name)));
       } catch (e) {
-        if (errnoCode(e) !== 'ENOENT') throw e;
+        if (errnoCode(e) !== 'ENOENT' && !(e instanceof CorruptMessage)) throw e;
       }
     }
     return out;
+  }
+
+  /**
+   * Reads one message file. A corrupt one is moved to `<name>-quarantine/` with one log line, so
+   * that one bad file never stops the queue; CorruptMessage (or ENOENT) is thrown for it.
+   */
+  private async readMessage(path: string): Promise<StoredMessage> {
+    const text = await readFile(path, 'utf8');
+    try {
+      return parseMessage(text);
+    } catch (e) {
+      if (!(e instanceof CorruptMessage)) throw e;
+      const aside = join(this.quarantineDir, basename(path));
+      await mkdir(this.quarantineDir, { recursive: true });
+      try {
+        await rename(path, aside);
+        (this.opts.warn ?? ((l: string) => void process.stderr.write(`${l}\n`)))(`dstack: queue message file ${path} is corrupt (${e.message}): moved to ${aside}`);
+      } catch (err) {
+        // Another process moved it first: it has said so.
+        if (errnoCode(err) !== 'ENOENT') throw err;
+      }
+      throw e;
+    }
   }
 
   private async findByReceipt(receipt: string): Promise<StoredMessage> {
     const id = receipt.split(':')[0] ?? '';
     let msg: StoredMessage;
     try {
-      msg = JSON.parse(await readFile(this.file(id), 'utf8')) as StoredMessage;
+      msg = await this.readMessage(this.file(id));
     } catch (e) {
-      if (errnoCode(e) === 'ENOENT') throw new LeaseLostError(`message ${id} is gone`);
+      if (errnoCode(e) === 'ENOENT' || e instanceof CorruptMessage) throw new LeaseLostError(`message ${id} is gone`);
       throw e;
     }
     if (msg.receipt !== receipt || msg.visibleAtMs <= this.now()) {
@@ -202,7 +256,7 @@ export class LocalQueue implements Queue {
   /** Moves a message from the dead-letter queue back to this queue (a redrive), resetting its count. */
   async redrive(id: string): Promise<void> {
     await this.locked(async () => {
-      const msg = JSON.parse(await readFile(this.file(id, this.deadDir), 'utf8')) as StoredMessage;
+      const msg = await this.readMessage(this.file(id, this.deadDir));
       await writeFileAtomic(this.tmpDir, this.file(id), JSON.stringify({ ...msg, receiveCount: 0, receipt: null, visibleAtMs: 0 }));
       await unlink(this.file(id, this.deadDir));
     });

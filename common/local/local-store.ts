@@ -14,7 +14,8 @@ import type { ObjectInfo, Store } from '../ports.js';
  */
 export class LocalStore implements Store {
   private readonly objects: string;
-  private readonly tmp: string;
+  /** Where writes are staged; what a crash leaves here is removed by `dstack gc`. */
+  readonly tmp: string;
 
   constructor(root: string) {
     this.objects = join(root, 'objects');
@@ -134,7 +135,8 @@ export class LocalStore implements Store {
         if (key.startsWith(prefix) || prefix.startsWith(`${key}/`)) await this.walk(full, prefix, out);
       } else if (key.startsWith(prefix)) {
         try {
-          out.push({ key, sizeBytes: (await stat(full)).size });
+          const st = await stat(full);
+          out.push({ key, sizeBytes: st.size, modifiedAtMs: st.mtimeMs });
         } catch (e) {
           if (errnoCode(e) !== 'ENOENT') throw e;
         }

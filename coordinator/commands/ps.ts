@@ -4,6 +4,7 @@ import { repoInfo } from '../code-capture.js';
 import type { Context } from '../context.js';
 import { ago } from '../output.js';
 import { reconcileQuietly } from '../submit.js';
+import { orphanGraceMs, settleOrphans } from '../../common/orphans.js';
 
 export interface PsOptions {
   run: string | undefined;
@@ -20,9 +21,9 @@ export async function psCommand(ctx: Context, o: PsOptions): Promise<number> {
   let rows: RunRow[];
   if (o.run) {
     const view = await loadRun(ctx.store, info.repoId, o.run, now);
-    rows = [{ summary: summaryOf(view), status: view.status, view }];
+    rows = await settleOrphans(ctx.store, info.repoId, [{ summary: summaryOf(view), status: view.status, view }], orphanGraceMs(ctx.config), now);
   } else {
-    rows = await listRuns(ctx.store, info.repoId, { nowMs: now });
+    rows = await settleOrphans(ctx.store, info.repoId, await listRuns(ctx.store, info.repoId, { nowMs: now }), orphanGraceMs(ctx.config), now);
     if (!o.all) {
       const active = rows.filter((r) => !isFinished(r.status));
       rows = active.length > 0 ? active : rows.slice(0, 1);

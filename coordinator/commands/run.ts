@@ -1,12 +1,13 @@
-import { NotFoundError } from '../../common/errors.js';
+import { NotFoundError, UsageError } from '../../common/errors.js';
 import { nameStem } from '../../common/names.js';
+import { readJson, runKeys, type TagRecord } from '../../common/runs.js';
 import { loadWorkflows } from '../../common/spec/load.js';
 import { buildJobSpec } from '../../common/spec/job-spec.js';
 import { captureCode, repoInfo } from '../code-capture.js';
 import type { Context } from '../context.js';
 import { resolveDeps, tryResolveDeps } from '../deps.js';
 import { applyOverrides, type Overrides } from '../overrides.js';
-import { attach, submitRun } from '../submit.js';
+import { attach, submitRun, tagTaken } from '../submit.js';
 import { formatBytes, formatTable } from '../output.js';
 import { didYouMean } from '../workflow-names.js';
 
@@ -18,7 +19,7 @@ export interface RunOptions {
   detach: boolean;
   dryRun: boolean;
   tag: string | undefined;
-  /** With a tag: move it if it already names another run. */
+  /** `--force`: let `-t TAG` move a tag that points to another run. */
   force?: boolean;
   useCache: boolean;
   overrides: Overrides;
@@ -64,6 +65,7 @@ export async function runCommand(ctx: Context, o: RunOptions): Promise<number> {
     }
     return 0;
   }
+  if (o.tag) await checkTag(ctx, info.repoId, o.tag, o.force ?? false);
   const pinnedDeps = await resolveDeps(ctx.store, info.repoId, probe.deps);
   // An impossible resource request (or a missing agent image) is refused before the code is uploaded.
   const placement = await ctx.compute.plan(probe.resources);
@@ -74,9 +76,21 @@ export async function runCommand(ctx: Context, o: RunOptions): Promise<number> {
     workflow: located.workflow.name,
     spec: (runName, jobId) => ({ ...base(runName, jobId, code), pinnedDeps }),
     overrides: o.overrideArgv,
-    ...(o.tag ? { tag: o.tag } : {}),
+    ...(o.tag ? { tag: o.tag, forceTag: o.force ?? false } : {}),
     useCache: o.useCache,
     placement,
   });
   return attach(ctx, submitted, o.detach);
 }
+
+/**
+ * `-t TAG` is refused before anything is stored when the tag already names a run, unless `--force`.
+ * This is the early, friendly check; the claim itself is the create-if-absent write in submitRun.
+ */
+async function checkTag(ctx: Context, repoId: string, tag: string, force: boolean): Promise<void> {
+  if (!TAG_NAME.test(tag)) throw new UsageError(`tag \`${tag}\`: use letters, digits, ".", "_" and "-"`);
+  const existing = await readJson<TagRecord>(ctx.store, runKeys.tag(repoId, tag));
+  if (existing && !force) throw tagTaken(tag, existing.runName);
+}
+
+const TAG_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
