@@ -51,6 +51,8 @@ export class Lease {
   private beatTimer: unknown;
   private deadlineTimer: unknown;
   private running: Promise<boolean> | undefined;
+  /** Deadline file writes, one after another, off the proof's path: a slow disk must not delay a beat. */
+  private fileChain: Promise<void> = Promise.resolve();
   private stopped = false;
   private failingSince: number | undefined;
 
@@ -72,7 +74,8 @@ export class Lease {
 
   /** Writes the first deadline and arms the heartbeat. */
   async start(): Promise<void> {
-    await this.writeDeadline();
+    this.writeDeadline();
+    await this.fileChain;
     this.armDeadline();
     this.armBeat(this.o.heartbeatMs);
   }
@@ -93,7 +96,8 @@ export class Lease {
     this.stopped = true;
     this.clock.clearTimeout(this.beatTimer);
     this.clock.clearTimeout(this.deadlineTimer);
-    await this.running?.catch(() => undefined);
+    // A proof under way (perhaps hanging) is not waited for: it can no longer re-arm or write.
+    await this.fileChain;
     if (this.o.deadlineFile) await rm(this.o.deadlineFile, { force: true }).catch(() => undefined);
   }
 
@@ -161,22 +165,26 @@ export class Lease {
     }
     this.failingSince = undefined;
     this.provenUntil = askedAt + this.safeMs();
-    await this.writeDeadline();
+    this.writeDeadline();
     this.armDeadline();
     return true;
   }
 
-  private async writeDeadline(): Promise<void> {
+  private writeDeadline(): void {
     const file = this.o.deadlineFile;
-    if (!file || this.stopped) return;
-    // Written whole then renamed: the watchdog must never read a half-written (smaller) number.
-    const tmp = `${file}.tmp`;
-    try {
-      await writeFile(tmp, `${this.provenUntil}\n`);
-      await rename(tmp, file);
-    } catch (e) {
-      // The watchdog then kills the job at the last deadline it read: early, never late.
-      this.o.log.log('warn', 'could not write the lease deadline file', { error: toError(e).message });
-    }
+    const until = this.provenUntil;
+    if (!file) return;
+    this.fileChain = this.fileChain.then(async () => {
+      if (this.stopped) return;
+      // Written whole then renamed: the watchdog must never read a half-written (smaller) number.
+      const tmp = `${file}.tmp`;
+      try {
+        await writeFile(tmp, `${until}\n`);
+        await rename(tmp, file);
+      } catch (e) {
+        // The watchdog then kills the job at the last deadline it read: early, never late.
+        this.o.log.log('warn', 'could not write the lease deadline file', { error: toError(e).message });
+      }
+    });
   }
 }
