@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import * as tar from 'tar';
+import { saveTree } from '../../common/artifacts/save.js';
 import { LeaseLostError, TransportError } from '../../common/errors.js';
 import { jsonLogger } from '../../common/log.js';
 import { LocalQueue } from '../../common/local/local-queue.js';
@@ -192,6 +193,21 @@ describe('agent: leases and heartbeats', function () {
     expect(await finalOf('transport-1')).to.include({ status: 'done', attempt: 2 });
     expect(await logText('transport-1', 1)).to.match(/^dstack: attempt 1 could not set up the job \(.*503.*\): handing it back for another attempt\n$/);
     expect(await logText('transport-1', 2)).to.equal('hello from the code\n');
+  });
+
+  it('a retryable TransportError while restoring a dep hands the job back; the next attempt runs it', async () => {
+    const data = `${dir}/dep-data`;
+    mkdirSync(data);
+    writeFileSync(`${data}/rows.csv`, 'a,b\n');
+    const saved = await saveTree(store, data);
+    const s = spec('dep-outage-1', ['cat data/rows.csv']);
+    s.pinnedDeps = [{ kind: 'workflow', name: 'prep', repoId: 'local/test', runName: 'prep-1', artifacts: [{ path: 'data', manifestSha: saved.manifestSha }] }];
+    await queue.send(JSON.stringify(s));
+    let gets = 0;
+    const flaky = wrapStore({ get: (k) => (k.startsWith('manifests/') && gets++ === 0 ? outage() : store.get(k)) });
+    await makeAgent(queue, 1000, { store: flaky, idleTimeoutMs: 2500 }).run();
+    expect(await finalOf('dep-outage-1')).to.include({ status: 'done', attempt: 2 });
+    expect(await logText('dep-outage-1', 1)).to.include('handing it back for another attempt');
   });
 
   it('drain while idle: the long poll is not cut short, and a job it receives is released at once', async () => {
