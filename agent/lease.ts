@@ -85,10 +85,32 @@ export class Lease {
    * worker asks before it settles, so that a holder that lapsed while frozen never settles.
    */
   async confirm(): Promise<boolean> {
-    if (this.controller.signal.aborted) return false;
-    this.expireIfPast();
-    if (this.controller.signal.aborted) return false;
-    return this.prove();
+    // A transient failure is retried while the lease lasts; the deadline timer ends the wait.
+    for (;;) {
+      this.expireIfPast();
+      if (this.controller.signal.aborted) return false;
+      if (await this.untilAborted(this.prove())) return true;
+      if (this.controller.signal.aborted) return false;
+      await new Promise<void>((resolve) => this.clock.setTimeout(resolve, this.retryMs()));
+    }
+  }
+
+  /** `p`, or false as soon as the lease is lost: a proof that hangs must not hold up the caller. */
+  private untilAborted(p: Promise<boolean>): Promise<boolean> {
+    const signal = this.controller.signal;
+    if (signal.aborted) return Promise.resolve(false);
+    return new Promise((resolve) => {
+      const onAbort = (): void => resolve(false);
+      signal.addEventListener('abort', onAbort, { once: true });
+      void p.then((ok) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(ok);
+      });
+    });
+  }
+
+  private retryMs(): number {
+    return this.o.retryMs ?? Math.min(1000, this.o.heartbeatMs / 2);
   }
 
   /** Stops beating; the deadline file is removed. Does not abort the signal. */
@@ -131,7 +153,7 @@ export class Lease {
     if (this.stopped || this.controller.signal.aborted) return;
     this.clock.clearTimeout(this.beatTimer);
     this.beatTimer = this.clock.setTimeout(() => {
-      void this.prove().then((ok) => this.armBeat(ok ? this.o.heartbeatMs : (this.o.retryMs ?? Math.min(1000, this.o.heartbeatMs / 2))));
+      void this.prove().then((ok) => this.armBeat(ok ? this.o.heartbeatMs : this.retryMs()));
     }, ms);
   }
 

@@ -122,4 +122,26 @@ describe('Lease', () => {
     expect(h.lease.signal.aborted).to.equal(true);
     await h.lease.stop();
   });
+  it('confirm() retries a transient failure while the lease lasts', async () => {
+    const h = harness(3000, 1000);
+    dirs.push(h.dir);
+    await h.lease.start();
+    let fails = 2;
+    h.faults.extend = () => (fails-- > 0 ? Promise.reject(new TransportError('ECONNRESET', { retryable: true })) : Promise.resolve());
+    const confirmed = h.lease.confirm();
+    await h.clock.tickAsync(1000);
+    expect(await confirmed).to.equal(true);
+    expect(h.lease.signal.aborted).to.equal(false);
+    await h.lease.stop();
+  });
+  it('confirm() does not hang on an extend that hangs: it says no when the lease runs out', async () => {
+    const h = harness(3000, 1000);
+    dirs.push(h.dir);
+    await h.lease.start();
+    h.faults.extend = () => new Promise<void>(() => undefined);
+    const confirmed = h.lease.confirm();
+    await h.clock.tickAsync(2400);
+    expect(await confirmed).to.equal(false);
+    await h.lease.stop();
+  });
 });
