@@ -241,7 +241,9 @@ export class Agent {
 
     const jobName = `${runName}-${attempt}-${randomBytes(3).toString('hex')}`;
     const jobDir = join(this.o.workRoot, jobName);
-    await mkdirp(this.o.workRoot);
+    // The lease writes its deadline here; the job's watchdog reads it (see job-process.ts).
+    const deadlineFile = join(this.o.workRoot, `${jobName}.deadline`);
+    await mkdir(this.o.workRoot, { recursive: true });
     const lease = new Lease({
       queue,
       receipt: msg.receipt,
@@ -251,7 +253,7 @@ export class Agent {
         record.heartbeatAt = now();
         await store.put(attemptKey, JSON.stringify(record));
       },
-      deadlineFile: join(this.o.workRoot, `${jobName}.deadline`),
+      deadlineFile,
       log,
       ...(this.o.clock ? { clock: this.o.clock } : {}),
     });
@@ -265,7 +267,7 @@ export class Agent {
       tickMs: this.o.tickMs,
       artifactSyncMs: this.o.artifactSyncMs,
       signal: lease.signal,
-      deadlineFile: join(this.o.workRoot, `${jobName}.deadline`),
+      deadlineFile,
       log,
     });
     let result;
@@ -301,10 +303,6 @@ export class Agent {
     await queue.ack(msg.receipt).catch((e: unknown) => log.log('warn', 'ack failed', { error: toError(e).message }));
     return 'settled';
   }
-}
-
-async function mkdirp(dir: string): Promise<void> {
-  await mkdir(dir, { recursive: true });
 }
 
 /** Retries `fn` a few times, `delayMs` apart: the final status is worth a short wait (a disk that a failed save just freed). */

@@ -130,14 +130,14 @@ describe('agent: leases and heartbeats', function () {
   const wrapStore = (over: Partial<Store>): Store => {
     const base: Store = store;
     return {
-    put: (k, d, o) => base.put(k, d, o),
-    head: (k) => store.head(k),
-    get: (k) => store.get(k),
-    putStream: (k, b, o) => base.putStream(k, b, o),
-    getStream: (k) => base.getStream(k),
-    list: (p) => base.list(p),
-    delete: (k) => base.delete(k),
-    ...over,
+      put: (k, d, o) => base.put(k, d, o),
+      head: (k) => base.head(k),
+      get: (k) => base.get(k),
+      putStream: (k, b, o) => base.putStream(k, b, o),
+      getStream: (k) => base.getStream(k),
+      list: (p) => base.list(p),
+      delete: (k) => base.delete(k),
+      ...over,
     };
   };
   /** What one attempt (or all) of a run wrote to its log. */
