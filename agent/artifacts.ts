@@ -26,7 +26,7 @@ async function restoreRefs(
       const m = await restoreTree(store, a.manifestSha, artifactDir(spec, codeDir, a.path));
       say(`dstack: ${said(a.path, m.files)}\n`);
     } catch (e) {
-      throw new JobFailedError(`${failed(a.path)}: ${toError(e).message}`);
+      throw new JobFailedError(`${failed(a.path)}: ${toError(e).message}`, { cause: e });
     }
   }
 }
@@ -97,7 +97,7 @@ export class ArtifactSaver {
         const s = await saveTree(this.store, artifactDir(this.spec, this.codeDir, a.path), { cache: this.cache });
         saved.push({ path: a.path, manifestSha: s.manifestSha, files: s.files, sizeBytes: s.sizeBytes });
       } catch (e) {
-        throw new JobFailedError(`could not save artifact ${a.path}: ${toError(e).message}`);
+        throw new JobFailedError(`could not save artifact ${a.path}: ${toError(e).message}`, { cause: e });
       }
     }
     const index: ArtifactIndex = { artifacts: saved, savedAt: new Date().toISOString(), complete: final };

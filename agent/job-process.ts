@@ -16,12 +16,34 @@ export interface JobProcess {
   abort(): void;
 }
 
-// Kills the job's group if the agent dies (kill -9 included), so a redelivered job never runs twice.
-// Arguments are positional ($1 agent pid, $2 job group id), never interpolated into the script.
-const WATCHDOG = 'while kill -0 "$1" 2>/dev/null && kill -0 -- "-$2" 2>/dev/null; do sleep 0.5; done; kill -KILL -- "-$2" 2>/dev/null; exit 0';
+// Kills the job's group if the agent dies (kill -9 included), or once the lease deadline in the
+// deadline file has passed: a frozen agent's pid is alive, but it can no longer refresh the file, so
+// its job dies before another agent may take the job. Arguments are positional ($1 agent pid, $2 job
+// group id, $3 deadline file or ''), never interpolated into the script. A missing or unreadable
+// file keeps the last deadline read.
+const WATCHDOG = [
+  'deadline=',
+  'while kill -0 -- "-$2" 2>/dev/null && kill -0 "$1" 2>/dev/null; do',
+  '  if [ -n "$3" ]; then',
+  '    d=; read -r d < "$3" 2>/dev/null',
+  '    [[ $d =~ ^[0-9]+$ ]] && deadline=$d',
+  '    us=${EPOCHREALTIME//[!0-9]/}',
+  '    if [ -n "$deadline" ] && (( us / 1000 > deadline )); then break; fi',
+  '  fi',
+  '  sleep 0.2',
+  'done',
+  'kill -KILL -- "-$2" 2>/dev/null; exit 0',
+].join('\n');
 
-/** Starts `bash SCRIPT` in its own process group, with a watchdog tied to this process's life. */
-export function startJob(script: string, options: { cwd: string; env: NodeJS.ProcessEnv }): JobProcess {
+export interface StartOptions {
+  cwd: string;
+  env: NodeJS.ProcessEnv;
+  /** A file holding an epoch-ms time after which the job's group is killed, even if this process is frozen. */
+  deadlineFile?: string;
+}
+
+/** Starts `bash SCRIPT` in its own process group, with a watchdog tied to this process's life and the deadline file. */
+export function startJob(script: string, options: StartOptions): JobProcess {
   const child = spawn('bash', [script], { cwd: options.cwd, env: options.env, detached: true, stdio: ['ignore', 'pipe', 'pipe'], shell: false });
   const exited = new Promise<JobExit>((resolve, reject) => {
     child.once('error', reject);
@@ -38,7 +60,7 @@ export function startJob(script: string, options: { cwd: string; env: NodeJS.Pro
   });
   const pid = child.pid;
   if (pid === undefined) throw new Error('bash could not be started');
-  spawn('bash', ['-c', WATCHDOG, 'dstack-watchdog', String(process.pid), String(pid)], { detached: true, stdio: 'ignore' }).unref();
+  spawn('bash', ['-c', WATCHDOG, 'dstack-watchdog', String(process.pid), String(pid), options.deadlineFile ?? ''], { detached: true, stdio: 'ignore' }).unref();
 
   let killTimer: NodeJS.Timeout | undefined;
   let finished = false;

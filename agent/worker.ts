@@ -1,16 +1,13 @@
-import { rm } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { ConflictError, JobFailedError, LeaseLostError, toError } from '../common/errors.js';
+import { ConflictError, toError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import type { Queue, QueueMessage, Store } from '../common/ports.js';
-import { readJson, runKeys, settleRun, type AttemptRecord, type FinalRecord, type HostFacts, type InstanceFacts, type StopRequest } from '../common/runs.js';
-import { ArtifactSaver, restoreCheckpoint, restoreDeps } from './artifacts.js';
+import { readJson, runKeys, settleRun, type AttemptRecord, type HostFacts, type InstanceFacts, type StopRequest } from '../common/runs.js';
 import type { JobSpec } from '../common/spec/job-spec.js';
-import { startJob, type JobExit, type JobProcess } from './job-process.js';
-import { LogShipper } from './log-shipper.js';
-import { prepareRun } from './providers.js';
-import { rebuildCode } from './workspace.js';
+import { Attempt, finalRecord } from './attempt.js';
+import { Lease, type Clock } from './lease.js';
 
 export interface AgentOptions {
   queue: Queue;
@@ -37,35 +34,70 @@ export interface AgentOptions {
   /** The EC2 instance this agent runs on (from IMDS), recorded with every attempt. */
   instance?: InstanceFacts;
   onState?: (state: 'idle' | 'busy') => Promise<void>;
+  /** The lease's clock; tests pass a fake one. */
+  clock?: Clock;
 }
 
 /** How one delivery ended, as far as the queue is concerned. */
 type Outcome = 'settled' | 'lease-lost' | 'released' | 'parked';
 
+
+/** The job spec versions this agent understands. */
+const KNOWN_SPEC_VERSIONS: ReadonlySet<number> = new Set([1]);
+
+type ParsedMessage = { kind: 'spec'; spec: JobSpec } | { kind: 'unknown-version'; version: unknown; runName: unknown } | { kind: 'not-a-spec' };
+
 /**
- * The agent loop: receive a job, hold its lease with a heartbeat, rebuild the code, run the
- * provider, ship logs, settle the one final status, ack. A job's failure is not the agent's.
+ * Reads a queue message as a job spec. The version is checked before anything else is trusted: a
+ * spec from a newer CLI may mean something this agent would run half understood.
+ */
+export function parseJobMessage(body: string): ParsedMessage {
+  let data: unknown;
+  try {
+    data = JSON.parse(body);
+  } catch {
+    return { kind: 'not-a-spec' };
+  }
+  if (typeof data !== 'object' || data === null || Array.isArray(data)) return { kind: 'not-a-spec' };
+  const d = data as Record<string, unknown>;
+  if (!('specVersion' in d) && !('runName' in d)) return { kind: 'not-a-spec' };
+  if (typeof d.specVersion !== 'number' || !KNOWN_SPEC_VERSIONS.has(d.specVersion)) {
+    return { kind: 'unknown-version', version: d.specVersion, runName: d.runName };
+  }
+  const strings = ['repoId', 'runName', 'jobId', 'provider', 'workingDir'];
+  if (!strings.every((k) => typeof d[k] === 'string') || !Array.isArray(d.commands) || typeof d.code !== 'object' || d.code === null) {
+    return { kind: 'not-a-spec' };
+  }
+  // Version 1 checked, and the fields the agent branches on are present with their types.
+  return { kind: 'spec', spec: d as unknown as JobSpec };
+}
+
+/**
+ * The agent loop: receive a job, check it is runnable here (parked? dead-lettered? stopped?), hold
+ * it under a Lease while one Attempt runs it, settle the one final status, ack. A job's failure is
+ * not the agent's, and the agent's is not the job's.
  */
 export class Agent {
   private draining = false;
   private forced = false;
-  private readonly wake = new AbortController();
-  private current: JobProcess | undefined;
+  /** Aborts a receive under way only when forced: an aborted long poll may still take a message on the server. */
+  private readonly forceWake = new AbortController();
+  private current: Attempt | undefined;
   private interruption: string | undefined;
 
   constructor(private readonly o: AgentOptions) {}
 
-  /** First SIGTERM: take no new jobs, let the current one finish. */
+  /** First SIGTERM: take no new jobs, let the current one finish; a message that arrives meanwhile is released. */
   drain(): void {
     this.draining = true;
-    this.wake.abort();
   }
 
   /** Second SIGTERM: stop the current job now and hand it back to the queue. */
   force(): void {
     this.drain();
     this.forced = true;
-    this.current?.stop(this.o.stopGraceMs);
+    this.forceWake.abort();
+    this.current?.force();
   }
 
   /**
@@ -89,13 +121,20 @@ export class Agent {
       }
       let msg: QueueMessage | undefined;
       try {
-        msg = await this.o.queue.receive({ waitMs: Math.min(left, 20_000), visibilityMs: this.o.visibilityMs, signal: this.wake.signal });
+        // Draining does not cut the long poll short: SQS would still hand the next message to the
+        // closed request, and it would stay hidden for a whole lease. The poll ends within its wait.
+        msg = await this.o.queue.receive({ waitMs: Math.min(left, 20_000), visibilityMs: this.o.visibilityMs, signal: this.forceWake.signal });
       } catch (e) {
         this.o.log.log('error', 'receive failed', { error: toError(e).message });
         await new Promise((r) => setTimeout(r, 1000));
         continue;
       }
       if (!msg) continue;
+      if (this.draining) {
+        this.o.log.log('info', 'draining: releasing a job received while stopping', { messageId: msg.id });
+        await this.o.queue.release(msg.receipt).catch((e: unknown) => this.o.log.log('warn', 'release failed', { error: toError(e).message }));
+        break;
+      }
       await this.o.onState?.('busy');
       try {
         await this.handle(msg);
@@ -109,14 +148,22 @@ export class Agent {
   }
 
   private async handle(msg: QueueMessage): Promise<void> {
-    let spec: JobSpec;
-    try {
-      spec = JSON.parse(msg.body) as JobSpec;
-    } catch {
+    const parsed = parseJobMessage(msg.body);
+    if (parsed.kind === 'not-a-spec') {
       this.o.log.log('error', 'dropping a message that is not a job spec', { messageId: msg.id });
       await this.o.queue.ack(msg.receipt);
       return;
     }
+    if (parsed.kind === 'unknown-version') {
+      // Left for an agent that knows the version; after the queue's receive limit it is dead-lettered.
+      this.o.log.log('error', `job spec version ${String(parsed.version)} is not known to this agent: releasing the job, not running it; upgrade the agent`, {
+        messageId: msg.id,
+        ...(typeof parsed.runName === 'string' ? { runName: parsed.runName } : {}),
+      });
+      await this.o.queue.release(msg.receipt, this.o.visibilityMs);
+      return;
+    }
+    const { spec } = parsed;
     const { repoId, runName } = spec;
     let log = this.o.log.child({ runName, jobId: spec.jobId });
     if (await this.o.store.get(runKeys.final(repoId, runName))) {
@@ -138,21 +185,19 @@ export class Agent {
     log = log.child({ attempt: `${attempt} of ${this.o.maxAttempts}` });
     if (attempt > this.o.maxAttempts) {
       const reason = `gave up after ${this.o.maxAttempts} attempts: the agents running it stopped without finishing (killed, out of memory, or the machine went away)`;
-      await settleRun(this.o.store, repoId, runName, final('failed', null, reason, previous.length));
+      await settleRun(this.o.store, repoId, runName, finalRecord('failed', null, reason, previous.length));
       log.log('error', 'job failed: too many attempts; moving it to the dead-letter queue');
       await this.o.queue.deadLetter(msg.receipt);
       return;
     }
     if (await readJson<StopRequest>(this.o.store, runKeys.stop(repoId, runName))) {
-      await settleRun(this.o.store, repoId, runName, final('stopped', null, 'stopped before it started', attempt));
+      await settleRun(this.o.store, repoId, runName, finalRecord('stopped', null, 'stopped before it started', attempt));
       await this.o.queue.ack(msg.receipt);
       return;
     }
     const started = Date.now();
     log.log('info', 'job started');
     const outcome = await this.runJob(spec, msg, attempt, log);
-    if (outcome === 'settled') await this.o.queue.ack(msg.receipt).catch((e: unknown) => log.log('warn', 'ack failed', { error: toError(e).message }));
-    if (outcome === 'released') await this.o.queue.release(msg.receipt).catch(() => undefined);
     log.log('info', 'job ended', { outcome, durationMs: Date.now() - started });
   }
 
@@ -165,8 +210,9 @@ export class Agent {
     return Date.now() - Date.parse(a.heartbeatAt) < a.leaseMs ? a : undefined;
   }
 
+  /** Runs one attempt under a lease, then settles and acks, releases, or (lease lost) leaves the message alone. */
   private async runJob(spec: JobSpec, msg: QueueMessage, attempt: number, log: Logger): Promise<Outcome> {
-    const { store } = this.o;
+    const { store, queue } = this.o;
     const { repoId, runName } = spec;
     const now = (): string => new Date().toISOString();
     const record: AttemptRecord = {
@@ -187,140 +233,86 @@ export class Agent {
     } catch (e) {
       if (e instanceof ConflictError) {
         log.log('warn', 'another agent took this attempt first: parking the message');
-        await this.o.queue.defer(msg.receipt, this.o.visibilityMs);
+        await queue.defer(msg.receipt, this.o.visibilityMs);
         return 'parked';
       }
       throw e;
     }
 
-    let stopRequest: StopRequest | null = null;
-    let leaseLost = false;
-    let ended = false;
-    let proc: JobProcess | undefined;
-    let timer: NodeJS.Timeout | undefined;
-    let nextBeat = Date.now() + this.o.heartbeatMs;
-    const applyStop = (): void => {
-      if (!proc || !stopRequest) return;
-      if (stopRequest.abort) proc.abort();
-      else proc.stop(this.o.stopGraceMs);
-    };
-    // Re-armed with setTimeout so that beats never overlap.
-    const tick = async (): Promise<void> => {
-      try {
-        if (Date.now() >= nextBeat) {
-          await this.o.queue.extend(msg.receipt, this.o.visibilityMs);
-          record.heartbeatAt = now();
-          await store.put(attemptKey, JSON.stringify(record)).catch(() => undefined);
-          nextBeat = Date.now() + this.o.heartbeatMs;
-        }
-        stopRequest ??= await readJson<StopRequest>(store, runKeys.stop(repoId, runName));
-        applyStop();
-      } catch (e) {
-        if (e instanceof LeaseLostError || !ended) {
-          leaseLost = true;
-          log.log('error', 'lease lost: abandoning the job', { error: toError(e).message });
-          proc?.abort();
-          return;
-        }
-      }
-      if (!ended) timer = setTimeout(() => void tick(), this.o.tickMs);
-    };
-    timer = setTimeout(() => void tick(), this.o.tickMs);
-
-    const jobDir = join(this.o.workRoot, `${runName}-${attempt}-${randomBytes(3).toString('hex')}`);
-    const shipper = new LogShipper(store, (seq) => runKeys.logChunk(repoId, runName, attempt, seq));
-    const codeDir = join(jobDir, 'code');
-    const saver = new ArtifactSaver(store, spec, codeDir);
-    let syncTimer: NodeJS.Timeout | undefined;
-    let started = false;
-    let result: FinalRecord;
+    const jobName = `${runName}-${attempt}-${randomBytes(3).toString('hex')}`;
+    const jobDir = join(this.o.workRoot, jobName);
+    // The lease writes its deadline here; the job's watchdog reads it (see job-process.ts).
+    const deadlineFile = join(this.o.workRoot, `${jobName}.deadline`);
+    await mkdir(this.o.workRoot, { recursive: true });
+    const lease = new Lease({
+      queue,
+      receipt: msg.receipt,
+      visibilityMs: this.o.visibilityMs,
+      heartbeatMs: this.o.heartbeatMs,
+      writeHeartbeat: async () => {
+        record.heartbeatAt = now();
+        await store.put(attemptKey, JSON.stringify(record));
+      },
+      deadlineFile,
+      log,
+      ...(this.o.clock ? { clock: this.o.clock } : {}),
+    });
+    const run = new Attempt({
+      store,
+      spec,
+      attempt,
+      jobDir,
+      jobEnv: this.o.jobEnv,
+      stopGraceMs: this.o.stopGraceMs,
+      tickMs: this.o.tickMs,
+      artifactSyncMs: this.o.artifactSyncMs,
+      signal: lease.signal,
+      deadlineFile,
+      log,
+    });
+    let result;
     try {
-      await rebuildCode(store, spec.code, codeDir);
-      const prepared = await prepareRun(spec, jobDir, codeDir, this.o.jobEnv);
-      await restoreDeps(store, spec, codeDir, (line) => shipper.write('err', line));
-      // A later attempt resumes: what the earlier ones saved (checkpoints included) is put back first.
-      if (attempt > 1) await restoreCheckpoint(store, spec, codeDir, (line) => shipper.write('err', line));
-      if (leaseLost) return 'lease-lost';
-      proc = startJob(prepared.script, { cwd: prepared.cwd, env: prepared.env });
-      started = true;
-      this.current = proc;
-      proc.stdout.on('data', (d: Buffer) => shipper.write('out', d));
-      proc.stderr.on('data', (d: Buffer) => shipper.write('err', d));
-      applyStop();
-      if (saver.hasMounted) {
-        // `mount: true`: save while the job runs, so that a stopped or killed job keeps its progress.
-        const sync = (): void => {
-          syncTimer = setTimeout(() => {
-            saver.save(false).then(sync, (e: unknown) => {
-              log.log('warn', 'incremental artifact save failed', { error: toError(e).message });
-              sync();
-            });
-          }, this.o.artifactSyncMs);
-        };
-        sync();
-      }
-      const exit = await proc.exited;
-      result = stopRequest ? final('stopped', exit.code, stopReason(stopRequest), attempt) : exitFinal(exit, attempt);
-    } catch (e) {
-      const err = toError(e);
-      result = final('failed', null, err instanceof JobFailedError ? err.message : `agent error: ${err.message}`, attempt);
-      shipper.write('err', `dstack: ${result.reason ?? ''}\n`);
+      await lease.start();
+      this.current = run;
+      if (this.forced) run.force();
+      result = await run.run();
+      // A holder that lapsed (frozen, partitioned) while the job ran must not settle it: prove it first.
+      if (result.outcome !== 'abandoned' && !(await lease.confirm())) result = { outcome: 'abandoned' as const };
     } finally {
-      ended = true;
-      clearTimeout(timer);
-      clearTimeout(syncTimer);
       this.current = undefined;
+      await lease.stop();
     }
-    // Whatever the job produced is kept, however it ended, unless another agent now owns the job.
-    if (started && !leaseLost) {
-      try {
-        await saver.save(true);
-      } catch (e) {
-        const reason = toError(e).message;
-        if (result.status === 'done') result = final('failed', result.exitCode, reason, attempt);
-        shipper.write('err', `dstack: ${reason}\n`);
-      }
-    }
-    try {
-      await shipper.close();
-    } catch (e) {
-      log.log('warn', 'some log chunks could not be stored', { error: toError(e).message });
-    }
-    await rm(jobDir, { recursive: true, force: true }).catch(() => undefined);
+    if (result.outcome === 'abandoned') return 'lease-lost';
     record.state = 'ended';
     record.endedAt = now();
-    if (leaseLost) return 'lease-lost';
-    // Forced off (a second SIGTERM, a spot notice) before it finished: what it saved is the
-    // checkpoint the next attempt resumes from.
-    if (this.forced && !stopRequest && result.status !== 'done') {
-      if (this.interruption) record.interruption = this.interruption;
-      await store.put(attemptKey, JSON.stringify(record));
-      log.log('warn', 'job handed back to the queue; its artifacts are saved as a checkpoint', { reason: this.interruption ?? 'forced stop' });
+    if (result.outcome === 'handed-back') {
+      record.interruption = this.interruption ?? result.reason;
+      await store.put(attemptKey, JSON.stringify(record)).catch(() => undefined);
+      // Forced off: an idle agent resumes it at once. An infrastructure failure waits a little, longer each attempt.
+      const delayMs = this.forced ? 0 : Math.min(this.o.visibilityMs, 1000 * 2 ** (attempt - 1));
+      log.log('warn', 'job handed back to the queue', { reason: record.interruption, delayMs });
+      await queue.release(msg.receipt, delayMs).catch((e: unknown) => log.log('warn', 'release failed', { error: toError(e).message }));
       return 'released';
     }
-    const settled = await settleRun(store, repoId, runName, result);
-    await store.put(attemptKey, JSON.stringify(record));
-    if (settled.status === 'done' && settled === result && spec.cacheKey) {
+    const settled = await retry(() => settleRun(store, repoId, runName, result.final), 5, 500);
+    await store.put(attemptKey, JSON.stringify(record)).catch((e: unknown) => log.log('warn', 'could not mark the attempt ended', { error: toError(e).message }));
+    if (settled.status === 'done' && settled === result.final && spec.cacheKey) {
       await store.put(runKeys.cache(repoId, spec.cacheKey), JSON.stringify({ runName })).catch(() => undefined);
     }
     log.log('info', `job ${settled.status}`, { exitCode: settled.exitCode, reason: settled.reason });
+    await queue.ack(msg.receipt).catch((e: unknown) => log.log('warn', 'ack failed', { error: toError(e).message }));
     return 'settled';
   }
 }
 
-function final(status: FinalRecord['status'], exitCode: number | null, reason: string | null, attempt: number): FinalRecord {
-  return { status, exitCode, reason, finishedAt: new Date().toISOString(), attempt };
-}
-
-function stopReason(stop: StopRequest): string {
-  return stop.abort ? 'aborted by the user (SIGKILL)' : 'stopped by the user';
-}
-
-function exitFinal(exit: JobExit, attempt: number): FinalRecord {
-  if (exit.code === 0) return final('done', 0, null, attempt);
-  if (exit.code !== null) {
-    return final('failed', exit.code, `a command exited with code ${exit.code}`, attempt);
+/** Retries `fn` a few times, `delayMs` apart: the final status is worth a short wait (a disk that a failed save just freed). */
+async function retry<T>(fn: () => Promise<T>, tries: number, delayMs: number): Promise<T> {
+  for (let i = 1; ; i++) {
+    try {
+      return await fn();
+    } catch (e) {
+      if (i >= tries) throw e;
+      await new Promise((r) => setTimeout(r, delayMs));
+    }
   }
-  const hint = exit.signal === 'SIGKILL' ? ' (out of memory?)' : '';
-  return final('failed', null, `the job was killed by ${exit.signal ?? 'a signal'}${hint}`, attempt);
 }

@@ -1,0 +1,209 @@
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { DstackError, JobFailedError, TransportError, toError } from '../common/errors.js';
+import type { Logger } from '../common/log.js';
+import type { Store } from '../common/ports.js';
+import { readJson, runKeys, type FinalRecord, type StopRequest } from '../common/runs.js';
+import type { JobSpec } from '../common/spec/job-spec.js';
+import { ArtifactSaver, restoreCheckpoint, restoreDeps } from './artifacts.js';
+import { startJob, type JobExit, type JobProcess } from './job-process.js';
+import { LogShipper } from './log-shipper.js';
+import { prepareRun } from './providers.js';
+import { rebuildCode } from './workspace.js';
+
+export interface AttemptOptions {
+  store: Store;
+  spec: JobSpec;
+  attempt: number;
+  /** A fresh directory for this attempt; removed when it ends. */
+  jobDir: string;
+  jobEnv: NodeJS.ProcessEnv;
+  stopGraceMs: number;
+  /** How often a running job checks for a stop request. */
+  tickMs: number;
+  /** How often `mount: true` artifacts are saved while the job runs. */
+  artifactSyncMs: number;
+  /**
+   * Aborted when this attempt must end at once (its holder lost the job): the job is killed,
+   * nothing more is saved, and the attempt reports `abandoned`.
+   */
+  signal: AbortSignal;
+  /** A file with an epoch-ms time after which the job's process group is killed even if this process is frozen. */
+  deadlineFile?: string;
+  log: Logger;
+}
+
+/**
+ * How an attempt ended: `ended` with the job's own outcome (to settle), `abandoned` (the signal
+ * fired: settle nothing), or `handed-back` (forced off, or the infrastructure failed before the job
+ * could run: another attempt should take it).
+ */
+export type AttemptResult = { outcome: 'ended'; final: FinalRecord } | { outcome: 'abandoned' } | { outcome: 'handed-back'; reason: string };
+
+/**
+ * One attempt of a job, in order: workspace, environment, the job's process, its output, its
+ * artifacts. It knows nothing of queues or leases, only its AbortSignal.
+ */
+export class Attempt {
+  private proc: JobProcess | undefined;
+  private forced = false;
+  private stopRequest: StopRequest | null = null;
+
+  constructor(private readonly o: AttemptOptions) {}
+
+  /** Stops the job now (SIGTERM, then SIGKILL after the grace), or keeps it from starting; the attempt is handed back. */
+  force(): void {
+    this.forced = true;
+    this.proc?.stop(this.o.stopGraceMs);
+  }
+
+  async run(): Promise<AttemptResult> {
+    const { store, spec, attempt, jobDir, signal, log } = this.o;
+    const { repoId, runName } = spec;
+    const shipper = new LogShipper(store, (seq) => runKeys.logChunk(repoId, runName, attempt, seq));
+    const codeDir = join(jobDir, 'code');
+    const saver = new ArtifactSaver(store, spec, codeDir);
+    const onAbort = (): void => this.proc?.abort();
+    signal.addEventListener('abort', onAbort, { once: true });
+    let stopTimer: NodeJS.Timeout | undefined;
+    let syncTimer: NodeJS.Timeout | undefined;
+    let ended = false;
+    let stopReadFailing = false;
+    // Re-armed with setTimeout so that reads never overlap. An error here is not a lost lease: it is
+    // tried again at the next tick (the lease, not this read, decides whether the job is still ours).
+    const pollStop = async (): Promise<void> => {
+      try {
+        this.stopRequest ??= await readJson<StopRequest>(store, runKeys.stop(repoId, runName));
+        stopReadFailing = false;
+        this.applyStop();
+      } catch (e) {
+        if (!stopReadFailing) log.log('warn', 'could not read the stop request: trying again', { error: toError(e).message });
+        stopReadFailing = true;
+      }
+      if (!ended) stopTimer = setTimeout(() => void pollStop(), this.o.tickMs);
+    };
+    stopTimer = setTimeout(() => void pollStop(), this.o.tickMs);
+
+    let result: AttemptResult;
+    let started = false;
+    try {
+      await rebuildCode(store, spec.code, codeDir);
+      const prepared = await prepareRun(spec, jobDir, codeDir, this.o.jobEnv);
+      await restoreDeps(store, spec, codeDir, (line) => shipper.write('err', line));
+      // A later attempt resumes: what the earlier ones saved (checkpoints included) is put back first.
+      if (attempt > 1) await restoreCheckpoint(store, spec, codeDir, (line) => shipper.write('err', line));
+      if (signal.aborted) throw signal.reason;
+      if (this.forced) throw new HandedBack('the agent was stopped before the job started');
+      const proc = startJob(prepared.script, { cwd: prepared.cwd, env: prepared.env, ...(this.o.deadlineFile ? { deadlineFile: this.o.deadlineFile } : {}) });
+      this.proc = proc;
+      started = true;
+      proc.stdout.on('data', (d: Buffer) => shipper.write('out', d));
+      proc.stderr.on('data', (d: Buffer) => shipper.write('err', d));
+      this.applyStop();
+      if (saver.hasMounted) {
+        // `mount: true`: save while the job runs, so that a stopped or killed job keeps its progress.
+        const sync = (): void => {
+          syncTimer = setTimeout(() => {
+            saver.save(false).then(sync, (e: unknown) => {
+              log.log('warn', 'incremental artifact save failed', { error: toError(e).message });
+              sync();
+            });
+          }, this.o.artifactSyncMs);
+        };
+        sync();
+      }
+      const exit = await proc.exited;
+      const stop = this.stopRequest;
+      const final = stop ? finalRecord('stopped', exit.code, stopReason(stop), attempt) : exitFinal(exit, attempt);
+      // Forced off (a second SIGTERM, a spot notice) before it finished: what it saves is the
+      // checkpoint the next attempt resumes from.
+      result = this.forced && !stop && final.status !== 'done' ? { outcome: 'handed-back', reason: 'forced stop' } : { outcome: 'ended', final };
+    } catch (e) {
+      const err = toError(e);
+      if (signal.aborted) result = { outcome: 'abandoned' };
+      else if (err instanceof HandedBack) result = { outcome: 'handed-back', reason: err.message };
+      else if (isInfrastructure(err)) {
+        // Not the job's failure: another attempt, maybe on another machine, gets it.
+        const reason = `attempt ${attempt} could not set up the job (${err.message}): handing it back for another attempt`;
+        shipper.write('err', `dstack: ${reason}\n`);
+        result = { outcome: 'handed-back', reason };
+      } else {
+        const final = finalRecord('failed', null, err instanceof JobFailedError ? err.message : `agent error: ${err.message}`, attempt);
+        shipper.write('err', `dstack: ${final.reason ?? ''}\n`);
+        result = { outcome: 'ended', final };
+      }
+    } finally {
+      ended = true;
+      clearTimeout(stopTimer);
+      clearTimeout(syncTimer);
+      signal.removeEventListener('abort', onAbort);
+    }
+    if (signal.aborted) result = { outcome: 'abandoned' };
+    // Whatever the job produced is kept, however it ended, unless another agent now owns the job.
+    if (started && result.outcome !== 'abandoned') result = await this.saveArtifacts(saver, shipper, result);
+    try {
+      await shipper.close();
+    } catch (e) {
+      log.log('warn', 'some log chunks could not be stored', { error: toError(e).message });
+    }
+    await rm(jobDir, { recursive: true, force: true }).catch(() => undefined);
+    return result;
+  }
+
+  /** The final save. Its failure fails a job that succeeded, and its reason reaches the log and the final status. */
+  private async saveArtifacts(saver: ArtifactSaver, shipper: LogShipper, result: AttemptResult): Promise<AttemptResult> {
+    // The output is stored before the save: a save that fills the disk must not take the logs with it.
+    await shipper.flush();
+    try {
+      await saver.save(true);
+      return result;
+    } catch (e) {
+      const reason = toError(e).message;
+      this.o.log.log('error', 'artifact save failed', { error: reason });
+      shipper.write('err', `dstack: ${reason}\n`);
+      if (result.outcome === 'ended' && result.final.status === 'done') {
+        return { outcome: 'ended', final: finalRecord('failed', result.final.exitCode, reason, this.o.attempt) };
+      }
+      return result;
+    }
+  }
+
+  private applyStop(): void {
+    const stop = this.stopRequest;
+    if (!this.proc || !stop) return;
+    if (stop.abort) this.proc.abort();
+    else this.proc.stop(this.o.stopGraceMs);
+  }
+}
+
+/** The attempt ends before its job started, to be run by another. */
+class HandedBack extends Error {}
+
+/**
+ * An error of the machinery (the Store, the queue, the network), not of the job: a TransportError
+ * or a retryable error anywhere in the cause chain.
+ */
+export function isInfrastructure(e: unknown): boolean {
+  for (let x: unknown = e, depth = 0; x instanceof Error && depth < 8; x = x.cause, depth++) {
+    if (x instanceof TransportError) return true;
+    if (x instanceof DstackError && x.retryable) return true;
+  }
+  return false;
+}
+
+export function finalRecord(status: FinalRecord['status'], exitCode: number | null, reason: string | null, attempt: number): FinalRecord {
+  return { status, exitCode, reason, finishedAt: new Date().toISOString(), attempt };
+}
+
+function stopReason(stop: StopRequest): string {
+  return stop.abort ? 'aborted by the user (SIGKILL)' : 'stopped by the user';
+}
+
+function exitFinal(exit: JobExit, attempt: number): FinalRecord {
+  if (exit.code === 0) return finalRecord('done', 0, null, attempt);
+  if (exit.code !== null) {
+    return finalRecord('failed', exit.code, `a command exited with code ${exit.code}`, attempt);
+  }
+  const hint = exit.signal === 'SIGKILL' ? ' (out of memory?)' : '';
+  return finalRecord('failed', null, `the job was killed by ${exit.signal ?? 'a signal'}${hint}`, attempt);
+}
