@@ -5,7 +5,7 @@ import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import * as tar from 'tar';
 import type { CodeRef } from '../common/code-ref.js';
-import { JobFailedError } from '../common/errors.js';
+import { JobFailedError, errnoCode } from '../common/errors.js';
 import { exec } from '../common/exec.js';
 import type { Store } from '../common/ports.js';
 
@@ -60,6 +60,9 @@ async function extractCode(body: Readable, dir: string): Promise<void> {
     await mkdir(dirname(abs), { recursive: true });
     const parent = await realpath(dirname(abs));
     if (parent !== root && !parent.startsWith(root + sep)) bad('it would be made through another link that leads out of the repo');
-    await symlink(link.target, abs);
+    await symlink(link.target, abs).catch((e: unknown) => {
+      if (errnoCode(e) === 'EEXIST') bad('another entry of the tree is already at its path');
+      throw e;
+    });
   }
 }

@@ -177,7 +177,7 @@ async function warnIfLarge(root: string, files: string[], options: CaptureOption
   const sizes = await Promise.all(files.map(async (f) => ({ f, sizeBytes: await lstat(join(root, f)).then((st) => (st.isFile() ? st.size : 0), () => 0) })));
   const total = sizes.reduce((n, x) => n + x.sizeBytes, 0);
   if (total <= limit) return;
-  const biggest = sizes.sort((a, b) => b.sizeBytes - a.sizeBytes || a.f.localeCompare(b.f)).slice(0, BIGGEST_SHOWN);
+  const biggest = sizes.filter((x) => x.sizeBytes > 0).sort((a, b) => b.sizeBytes - a.sizeBytes || a.f.localeCompare(b.f)).slice(0, BIGGEST_SHOWN);
   options.warn(
     `warning: untracked files add up to ${formatBytes(total)}, over the ${formatBytes(limit)} limit (untrackedWarnBytes in config), and go with every run: ` +
       `${biggest.map((x) => `${x.f} (${formatBytes(x.sizeBytes)})`).join(', ')}. Add them to .gitignore, or save them as an artifact and use them through deps.`,
