@@ -84,14 +84,16 @@ const BIGGEST_SHOWN = 5;
 
 /**
  * Captures the working tree: the HEAD archive (stored once per commit), the binary diff of tracked
- * files, and a tar of untracked files git does not ignore. The tar is streamed, twice at most (once
- * to name it by its hash, once into the store when the store lacks it), never held in memory.
+ * files, and a tar of untracked files git does not ignore. The diff and the tar are streamed, twice at
+ * most (once to name them by their hash, once into the store when it lacks them), never held in memory.
  * Submodules are refused: the job would see an empty folder.
  */
 export async function captureCode(info: RepoInfo, options: CaptureOptions = {}): Promise<CapturedCode> {
   const base = info.commit ?? EMPTY_TREE;
-  const [diff, untrackedList, staged] = await Promise.all([
-    git(info.root, ['diff', '--binary', '--no-color', '--no-ext-diff', '--src-prefix=a/', '--dst-prefix=b/', '--no-renames', base]),
+  const diffArgs = ['diff', '--binary', '--no-color', '--no-ext-diff', '--src-prefix=a/', '--dst-prefix=b/', '--no-renames', base];
+  const diff = (): Readable => gitStream(info.root, diffArgs);
+  const [diffHash, untrackedList, staged] = await Promise.all([
+    hashStream(diff()),
     git(info.root, ['ls-files', '-z', '--others', '--exclude-standard']),
     git(info.root, ['ls-files', '-z', '--stage']),
   ]);
@@ -106,21 +108,23 @@ export async function captureCode(info: RepoInfo, options: CaptureOptions = {}):
     untrackedKey: null,
     untrackedSha256: null,
   };
-  if (diff.length > 0) {
-    ref.diffSha256 = sha256(diff);
+  if (diffHash.sizeBytes > 0) {
+    ref.diffSha256 = diffHash.sha;
     ref.diffKey = `code/diffs/${ref.diffSha256}.patch`;
   }
   const untracked = untrackedList.toString('utf8').split('\0').filter((f) => f.length > 0).sort();
   if (untracked.length > 0) {
     await warnIfLarge(info.root, untracked, options);
-    ref.untrackedSha256 = await hashStream(untrackedTar(info.root, untracked));
+    ref.untrackedSha256 = (await hashStream(untrackedTar(info.root, untracked))).sha;
     ref.untrackedKey = `code/untracked/${ref.untrackedSha256}.tar`;
   }
   const upload = async (store: Store): Promise<void> => {
     await Promise.all([
       ref.archiveKey ? uploadArchive(info, ref.archiveKey, store) : undefined,
-      ref.diffKey ? putOnce(store, ref.diffKey, diff) : undefined,
-      ref.untrackedKey && ref.untrackedSha256 ? uploadUntracked(info.root, untracked, ref.untrackedKey, ref.untrackedSha256, store) : undefined,
+      ref.diffKey && ref.diffSha256 ? uploadChecked(store, ref.diffKey, ref.diffSha256, diff, 'tracked files') : undefined,
+      ref.untrackedKey && ref.untrackedSha256
+        ? uploadChecked(store, ref.untrackedKey, ref.untrackedSha256, () => untrackedTar(info.root, untracked), 'untracked files')
+        : undefined,
     ]);
   };
   return { ref, upload };
@@ -146,14 +150,36 @@ function untrackedTar(root: string, files: string[]): Readable {
   return tar.create({ cwd: root, portable: true, noDirRecurse: true, mtime: new Date(0) }, files) as unknown as Readable;
 }
 
-async function hashStream(body: Readable): Promise<string> {
-  const hash = createHash('sha256');
-  for await (const chunk of body as AsyncIterable<Buffer>) hash.update(chunk);
-  return hash.digest('hex');
+/** A git command's output as a stream, which fails if git does. */
+function gitStream(cwd: string, args: string[]): Readable {
+  const out = new PassThrough();
+  const child = spawn('git', ['-c', 'core.quotepath=off', ...args], { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  child.stdout.pipe(out, { end: false });
+  child.on('error', (e) => out.destroy(new GitError('git is not installed: install git and try again', { cause: e })));
+  child.on('close', (code) => {
+    if (code === 0) out.end();
+    else out.destroy(new GitError(`git ${args[0] ?? ''} failed: ${stderr.trim().split('\n')[0] ?? ''}`));
+  });
+  return out;
 }
 
-/** Streams the untracked tar into the store, made again from the files; refused if they changed since they were hashed. */
-async function uploadUntracked(root: string, files: string[], key: string, sha: string, store: Store): Promise<void> {
+async function hashStream(body: Readable): Promise<{ sha: string; sizeBytes: number }> {
+  const hash = createHash('sha256');
+  let sizeBytes = 0;
+  for await (const chunk of body as AsyncIterable<Buffer>) {
+    hash.update(chunk);
+    sizeBytes += chunk.length;
+  }
+  return { sha: hash.digest('hex'), sizeBytes };
+}
+
+/**
+ * Streams what `make` produces into the store under its hash, made again rather than kept from the
+ * hashing pass; refused, and never stored half, if it no longer matches the hash.
+ */
+async function uploadChecked(store: Store, key: string, sha: string, make: () => Readable, what: string): Promise<void> {
   if (await store.head(key)) return;
   const hash = createHash('sha256');
   const checked = new Transform({
@@ -162,11 +188,11 @@ async function uploadUntracked(root: string, files: string[], key: string, sha: 
       done(null, chunk);
     },
     flush(done) {
-      done(hash.digest('hex') === sha ? null : new GitError('untracked files changed while `dstack run` was uploading them: run it again'));
+      done(hash.digest('hex') === sha ? null : new GitError(`${what} changed while \`dstack run\` was uploading them: run it again`));
     },
   });
   // An error on either side ends the other, so the object is never written half.
-  pipeline(untrackedTar(root, files), checked, () => undefined);
+  pipeline(make(), checked, () => undefined);
   await store.putStream(key, checked);
 }
 
@@ -199,7 +225,3 @@ async function uploadArchive(info: RepoInfo, key: string, store: Store): Promise
   }
 }
 
-async function putOnce(store: Store, key: string, body: Buffer): Promise<void> {
-  if (await store.head(key)) return;
-  await store.put(key, body);
-}
