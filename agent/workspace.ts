@@ -1,11 +1,11 @@
-import type { Stats } from 'node:fs';
-import { mkdir, realpath, symlink, writeFile } from 'node:fs/promises';
+import { createWriteStream, type Stats } from 'node:fs';
+import { mkdir, realpath, symlink } from 'node:fs/promises';
 import { dirname, join, sep } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import * as tar from 'tar';
 import type { CodeRef } from '../common/code-ref.js';
-import { JobFailedError, errnoCode } from '../common/errors.js';
+import { JobFailedError, NotFoundError, errnoCode } from '../common/errors.js';
 import { exec } from '../common/exec.js';
 import type { Store } from '../common/ports.js';
 
@@ -19,10 +19,13 @@ export async function rebuildCode(store: Store, code: CodeRef, dir: string): Pro
     await extractCode(await store.getStream(code.archiveKey), dir);
   }
   if (code.diffKey) {
-    const patch = await store.get(code.diffKey);
-    if (!patch) throw new JobFailedError(`the run's code diff (${code.diffKey}) is missing from the store`);
-    const patchFile = join(dir, '..', `${code.diffSha256 ?? 'code'}.patch`);
-    await writeFile(patchFile, patch);
+    // Streamed to a file, not read whole; named here, not after the spec's hash (a string from the queue).
+    const patchFile = join(dir, '..', 'code.patch');
+    const body = await store.getStream(code.diffKey).catch((e: unknown) => {
+      if (e instanceof NotFoundError) throw new JobFailedError(`the run's code diff (${code.diffKey}) is missing from the store`);
+      throw e;
+    });
+    await pipeline(body, createWriteStream(patchFile));
     // GIT_CEILING_DIRECTORIES keeps git apply from treating an enclosing repo as the target.
     const r = await exec('git', ['apply', '--binary', '--whitespace=nowarn', patchFile], {
       cwd: dir,

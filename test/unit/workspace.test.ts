@@ -48,6 +48,14 @@ describe('workspace: rebuilding the code tree', () => {
     expect(readlinkSync(join(out, 'sub', 'up'))).to.equal('../../../../shared');
   });
 
+  it('applies the diff from a file it names itself, never after the hash the spec carries', async () => {
+    await store.put('code/diffs/d.patch', 'diff --git a/new.txt b/new.txt\nnew file mode 100644\n--- /dev/null\n+++ b/new.txt\n@@ -0,0 +1 @@\n+hello\n');
+    const out = join(dir, 'job', 'code');
+    await rebuildCode(store, { ...code(''), archiveKey: null, diffKey: 'code/diffs/d.patch', diffSha256: '../escaped' }, out);
+    expect(readFileSync(join(out, 'new.txt'), 'utf8')).to.equal('hello\n');
+    expect(existsSync(join(dir, 'escaped.patch'))).to.equal(false);
+  });
+
   for (const [name, entries] of [
     ['a link named with ..', [{ path: '../../evil', type: 'SymbolicLink', linkpath: '/tmp' }]],
     ['a link made through a link that leads out', [{ path: 'a', type: 'SymbolicLink', linkpath: '../../outside' }, { path: 'a/b', type: 'SymbolicLink', linkpath: 'x' }]],
