@@ -205,7 +205,7 @@ async function warnIfLarge(root: string, files: string[], options: CaptureOption
   if (total <= limit) return;
   const biggest = sizes.filter((x) => x.sizeBytes > 0).sort((a, b) => b.sizeBytes - a.sizeBytes || a.f.localeCompare(b.f)).slice(0, BIGGEST_SHOWN);
   options.warn(
-    `warning: untracked files add up to ${formatBytes(total)}, over the ${formatBytes(limit)} limit (untrackedWarnBytes in config), and go with every run: ` +
+    `warning: untracked files add up to ${formatBytes(total)}, over the ${formatBytes(limit)} limit (local.untrackedWarnBytes in config.yaml), and are captured with every run: ` +
       `${biggest.map((x) => `${x.f} (${formatBytes(x.sizeBytes)})`).join(', ')}. Add them to .gitignore, or save them as an artifact and use them through deps.`,
   );
 }

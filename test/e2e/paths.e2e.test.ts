@@ -182,7 +182,7 @@ describe('e2e: nothing escapes its folder (artifact paths, links, code capture)'
       expect(r.code, r.stderr).to.equal(0);
       expect(r.stdout).to.equal(`${want}\n`);
       expect(r.stderr.split('\n')[0]).to.equal(
-        'warning: untracked files add up to 50.0 MB, over the 10.0 MB limit (untrackedWarnBytes in config), and go with every run: data/big.bin (50.0 MB), data/small.txt (6 B). Add them to .gitignore, or save them as an artifact and use them through deps.',
+        'warning: untracked files add up to 50.0 MB, over the 10.0 MB limit (local.untrackedWarnBytes in config.yaml), and are captured with every run: data/big.bin (50.0 MB), data/small.txt (6 B). Add them to .gitignore, or save them as an artifact and use them through deps.',
       );
     } finally {
       rmSync(join(repo, 'data'), { recursive: true, force: true });
