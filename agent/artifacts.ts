@@ -1,14 +1,19 @@
 import { isAbsolute, join } from 'node:path';
-import { restoreTree } from '../common/artifacts/restore.js';
+import { checkArtifactPath } from '../common/artifacts/manifest.js';
+import { artifactTarget, restoreTree } from '../common/artifacts/restore.js';
 import { HashCache, saveTree } from '../common/artifacts/save.js';
 import { JobFailedError, toError } from '../common/errors.js';
 import type { Store } from '../common/ports.js';
 import { readJson, runKeys, type ArtifactIndex, type SavedArtifactRef } from '../common/runs.js';
 import type { JobSpec } from '../common/spec/job-spec.js';
 
-/** Where an artifact lives on the agent: relative paths under the working dir; absolute ones only at their declared path. */
+/**
+ * Where an artifact lives on the agent: relative paths under the working dir; absolute ones only at
+ * their declared path. The spec came through the queue, so a `..` is refused here too.
+ */
 export function artifactDir(spec: JobSpec, codeDir: string, path: string): string {
-  return isAbsolute(path) ? path : join(codeDir, spec.workingDir, path);
+  checkArtifactPath(path);
+  return isAbsolute(path) ? path : join(codeDir, checkArtifactPath(spec.workingDir), path);
 }
 
 /** Restores saved artifacts at their paths; `said` and `failed` word the log line and the error for one artifact. */
@@ -23,7 +28,8 @@ async function restoreRefs(
 ): Promise<void> {
   for (const a of refs) {
     try {
-      const m = await restoreTree(store, a.manifestSha, artifactDir(spec, codeDir, a.path));
+      const target = await artifactTarget(join(codeDir, checkArtifactPath(spec.workingDir)), a.path, 'at-path');
+      const m = await restoreTree(store, a.manifestSha, target);
       say(`dstack: ${said(a.path, m.files)}\n`);
     } catch (e) {
       throw new JobFailedError(`${failed(a.path)}: ${toError(e).message}`, { cause: e });

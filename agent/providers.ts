@@ -1,4 +1,4 @@
-import { chmod, mkdir, stat, symlink, writeFile, readdir } from 'node:fs/promises';
+import { chmod, mkdir, stat, writeFile, readdir } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { createServer } from 'node:net';
@@ -32,9 +32,14 @@ export async function prepareRun(spec: JobSpec, jobDir: string, codeDir: string,
     );
   }
   if (interpreter !== undefined) {
-    for (const name of ['python', 'python3']) await symlink(interpreter, join(binDir, name));
-    for (const name of ['pip', 'pip3']) {
-      await writeFile(join(binDir, name), `#!/bin/sh\nexec '${interpreter.replace(/'/g, `'\\''`)}' -m pip "$@"\n`);
+    // Scripts that exec the interpreter by its own path, not links to it: Python takes the path it was
+    // started by as sys.executable, so `python -m venv env` through a link would make env/bin/python
+    // (and pyvenv.cfg's home) point into this job's folder, which is gone by the time the venv is
+    // restored as an artifact.
+    const exe = `'${interpreter.replace(/'/g, `'\\''`)}'`;
+    const shims = { python: '', python3: '', pip: ' -m pip', pip3: ' -m pip' };
+    for (const [name, args] of Object.entries(shims)) {
+      await writeFile(join(binDir, name), `#!/bin/sh\nexec ${exe}${args} "$@"\n`);
       await chmod(join(binDir, name), 0o755);
     }
   }

@@ -1,9 +1,11 @@
-import { mkdir, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { createWriteStream, type Stats } from 'node:fs';
+import { mkdir, realpath, symlink } from 'node:fs/promises';
+import { dirname, join, sep } from 'node:path';
+import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import * as tar from 'tar';
 import type { CodeRef } from '../common/code-ref.js';
-import { JobFailedError } from '../common/errors.js';
+import { JobFailedError, NotFoundError, errnoCode } from '../common/errors.js';
 import { exec } from '../common/exec.js';
 import type { Store } from '../common/ports.js';
 
@@ -14,13 +16,16 @@ import type { Store } from '../common/ports.js';
 export async function rebuildCode(store: Store, code: CodeRef, dir: string): Promise<void> {
   await mkdir(dir, { recursive: true });
   if (code.archiveKey) {
-    await pipeline(await store.getStream(code.archiveKey), tar.extract({ cwd: dir, strict: true }));
+    await extractCode(await store.getStream(code.archiveKey), dir);
   }
   if (code.diffKey) {
-    const patch = await store.get(code.diffKey);
-    if (!patch) throw new JobFailedError(`the run's code diff (${code.diffKey}) is missing from the store`);
-    const patchFile = join(dir, '..', `${code.diffSha256 ?? 'code'}.patch`);
-    await writeFile(patchFile, patch);
+    // Streamed to a file, not read whole; named here, not after the spec's hash (a string from the queue).
+    const patchFile = join(dir, '..', 'code.patch');
+    const body = await store.getStream(code.diffKey).catch((e: unknown) => {
+      if (e instanceof NotFoundError) throw new JobFailedError(`the run's code diff (${code.diffKey}) is missing from the store`);
+      throw e;
+    });
+    await pipeline(body, createWriteStream(patchFile));
     // GIT_CEILING_DIRECTORIES keeps git apply from treating an enclosing repo as the target.
     const r = await exec('git', ['apply', '--binary', '--whitespace=nowarn', patchFile], {
       cwd: dir,
@@ -29,6 +34,38 @@ export async function rebuildCode(store: Store, code: CodeRef, dir: string): Pro
     if (r.code !== 0) throw new JobFailedError(`could not apply the run's uncommitted changes: ${r.stderr.trim().split('\n')[0] ?? ''}`);
   }
   if (code.untrackedKey) {
-    await pipeline(await store.getStream(code.untrackedKey), tar.extract({ cwd: dir, strict: true }));
+    await extractCode(await store.getStream(code.untrackedKey), dir);
+  }
+}
+
+/**
+ * Extracts a code tar into `dir`. Files and dirs go through tar, which refuses `..` and absolute
+ * names and never writes through a link. Symlinks are made afterwards, as they are: git lets a
+ * committed link lead anywhere (tar would refuse one that leads out, or strip its leading `/`).
+ */
+async function extractCode(body: Readable, dir: string): Promise<void> {
+  const links: Array<{ path: string; target: string }> = [];
+  const filter = (path: string, entry: tar.ReadEntry | Stats): boolean => {
+    if (!(entry instanceof tar.ReadEntry) || entry.type !== 'SymbolicLink') return true;
+    links.push({ path, target: entry.linkpath ?? '' });
+    return false;
+  };
+  await pipeline(body, tar.extract({ cwd: dir, strict: true, filter }));
+  const root = await realpath(dir);
+  for (const link of links) {
+    const rel = link.path.replace(/\/+$/, '');
+    const bad = (why: string): never => {
+      throw new JobFailedError(`the run's code has a symlink \`${link.path}\` that cannot be rebuilt: ${why}`);
+    };
+    if (rel === '' || rel.startsWith('/') || rel.split('/').some((s) => s === '..' || s === '.' || s === '')) bad('its name climbs out of the repo');
+    if (link.target === '' || link.target.includes('\0')) bad('it has no target');
+    const abs = join(root, ...rel.split('/'));
+    await mkdir(dirname(abs), { recursive: true });
+    const parent = await realpath(dirname(abs));
+    if (parent !== root && !parent.startsWith(root + sep)) bad('it would be made through another link that leads out of the repo');
+    await symlink(link.target, abs).catch((e: unknown) => {
+      if (errnoCode(e) === 'EEXIST') bad('another entry of the tree is already at its path');
+      throw e;
+    });
   }
 }

@@ -22,6 +22,8 @@ const LocalSchema = z.strictObject({
   stopGraceSec: z.number().min(0).max(3600).default(10),
   /** How often `mount: true` artifacts are saved while a job runs. */
   artifactSyncSec: z.number().min(1).max(3600).default(30),
+  /** `dstack run` warns, naming the biggest, when the untracked files it uploads add up to more than this. */
+  untrackedWarnBytes: z.number().int().min(0).default(100 * 1024 * 1024),
 });
 
 const AwsSchema = z.strictObject({

@@ -1,12 +1,15 @@
-import { basename } from 'node:path';
+import { basename, join } from 'node:path';
 import { spawn } from 'node:child_process';
-import { PassThrough } from 'node:stream';
+import { createHash } from 'node:crypto';
+import { lstat } from 'node:fs/promises';
+import { PassThrough, Transform, pipeline, type Readable } from 'node:stream';
 import * as tar from 'tar';
 import { GitError } from '../common/errors.js';
 import { sha256 } from '../common/hash.js';
 import { exec } from '../common/exec.js';
 import type { CodeRef } from '../common/code-ref.js';
 import type { Store } from '../common/ports.js';
+import { formatBytes } from './output.js';
 
 /** What `git` says about the repo around a directory. */
 export interface RepoInfo {
@@ -69,16 +72,32 @@ export interface CapturedCode {
   upload(store: Store): Promise<void>;
 }
 
+export interface CaptureOptions {
+  /** Untracked files over this total get a warning that names the biggest (`untrackedWarnBytes` in config). */
+  untrackedWarnBytes?: number;
+  /** Where the warning goes (the CLI's stderr). */
+  warn?: (line: string) => void;
+}
+
+/** Biggest untracked files named in the size warning. */
+const BIGGEST_SHOWN = 5;
+
 /**
  * Captures the working tree: the HEAD archive (stored once per commit), the binary diff of tracked
- * files, and a tar of untracked files git does not ignore.
+ * files, and a tar of untracked files git does not ignore. The diff and the tar are streamed, twice at
+ * most (once to name them by their hash, once into the store when it lacks them), never held in memory.
+ * Submodules are refused: the job would see an empty folder.
  */
-export async function captureCode(info: RepoInfo): Promise<CapturedCode> {
+export async function captureCode(info: RepoInfo, options: CaptureOptions = {}): Promise<CapturedCode> {
   const base = info.commit ?? EMPTY_TREE;
-  const [diff, untrackedList] = await Promise.all([
-    git(info.root, ['diff', '--binary', '--no-color', '--no-ext-diff', '--src-prefix=a/', '--dst-prefix=b/', '--no-renames', base]),
+  const diffArgs = ['diff', '--binary', '--no-color', '--no-ext-diff', '--src-prefix=a/', '--dst-prefix=b/', '--no-renames', base];
+  const diff = (): Readable => gitStream(info.root, diffArgs);
+  const [diffHash, untrackedList, staged] = await Promise.all([
+    hashStream(diff()),
     git(info.root, ['ls-files', '-z', '--others', '--exclude-standard']),
+    git(info.root, ['ls-files', '-z', '--stage']),
   ]);
+  refuseSubmodules(staged);
   const ref: CodeRef = {
     commit: info.commit,
     branch: info.branch,
@@ -89,28 +108,106 @@ export async function captureCode(info: RepoInfo): Promise<CapturedCode> {
     untrackedKey: null,
     untrackedSha256: null,
   };
-  if (diff.length > 0) {
-    ref.diffSha256 = sha256(diff);
+  if (diffHash.sizeBytes > 0) {
+    ref.diffSha256 = diffHash.sha;
     ref.diffKey = `code/diffs/${ref.diffSha256}.patch`;
   }
   const untracked = untrackedList.toString('utf8').split('\0').filter((f) => f.length > 0).sort();
-  let untrackedTar: Buffer | undefined;
   if (untracked.length > 0) {
-    const chunks: Buffer[] = [];
-    const stream = tar.create({ cwd: info.root, portable: true, noDirRecurse: true, mtime: new Date(0) }, untracked);
-    for await (const chunk of stream as AsyncIterable<Buffer>) chunks.push(chunk);
-    untrackedTar = Buffer.concat(chunks);
-    ref.untrackedSha256 = sha256(untrackedTar);
+    await warnIfLarge(info.root, untracked, options);
+    ref.untrackedSha256 = (await hashStream(untrackedTar(info.root, untracked))).sha;
     ref.untrackedKey = `code/untracked/${ref.untrackedSha256}.tar`;
   }
   const upload = async (store: Store): Promise<void> => {
     await Promise.all([
       ref.archiveKey ? uploadArchive(info, ref.archiveKey, store) : undefined,
-      ref.diffKey ? putOnce(store, ref.diffKey, diff) : undefined,
-      ref.untrackedKey && untrackedTar ? putOnce(store, ref.untrackedKey, untrackedTar) : undefined,
+      ref.diffKey && ref.diffSha256 ? uploadChecked(store, ref.diffKey, ref.diffSha256, diff, 'tracked files') : undefined,
+      ref.untrackedKey && ref.untrackedSha256
+        ? uploadChecked(store, ref.untrackedKey, ref.untrackedSha256, () => untrackedTar(info.root, untracked), 'untracked files')
+        : undefined,
     ]);
   };
   return { ref, upload };
+}
+
+/** `git archive` leaves a submodule out; a job that silently misses it is worse than a clear refusal. */
+function refuseSubmodules(staged: Buffer): void {
+  const gitlinks = staged
+    .toString('utf8')
+    .split('\0')
+    .filter((line) => line.startsWith('160000 '))
+    .map((line) => line.slice(line.indexOf('\t') + 1));
+  if (gitlinks.length > 0) {
+    const names = gitlinks.map((p) => `\`${p}\``).join(', ');
+    throw new GitError(
+      `${names} ${gitlinks.length === 1 ? 'is a git submodule' : 'are git submodules'}, which dstack does not capture (the job would see an empty folder): copy the files into the repo, or remove the submodule with \`git rm ${gitlinks[0] ?? ''}\``,
+    );
+  }
+}
+
+/** The untracked files as a deterministic tar stream (links stay links). */
+function untrackedTar(root: string, files: string[]): Readable {
+  return tar.create({ cwd: root, portable: true, noDirRecurse: true, mtime: new Date(0) }, files) as unknown as Readable;
+}
+
+/** A git command's output as a stream, which fails if git does. */
+function gitStream(cwd: string, args: string[]): Readable {
+  const out = new PassThrough();
+  const child = spawn('git', ['-c', 'core.quotepath=off', ...args], { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  child.stdout.pipe(out, { end: false });
+  child.on('error', (e) => out.destroy(new GitError('git is not installed: install git and try again', { cause: e })));
+  child.on('close', (code) => {
+    if (code === 0) out.end();
+    else out.destroy(new GitError(`git ${args[0] ?? ''} failed: ${stderr.trim().split('\n')[0] ?? ''}`));
+  });
+  return out;
+}
+
+async function hashStream(body: Readable): Promise<{ sha: string; sizeBytes: number }> {
+  const hash = createHash('sha256');
+  let sizeBytes = 0;
+  for await (const chunk of body as AsyncIterable<Buffer>) {
+    hash.update(chunk);
+    sizeBytes += chunk.length;
+  }
+  return { sha: hash.digest('hex'), sizeBytes };
+}
+
+/**
+ * Streams what `make` produces into the store under its hash, made again rather than kept from the
+ * hashing pass; refused, and never stored half, if it no longer matches the hash.
+ */
+async function uploadChecked(store: Store, key: string, sha: string, make: () => Readable, what: string): Promise<void> {
+  if (await store.head(key)) return;
+  const hash = createHash('sha256');
+  const checked = new Transform({
+    transform(chunk: Buffer, _encoding, done) {
+      hash.update(chunk);
+      done(null, chunk);
+    },
+    flush(done) {
+      done(hash.digest('hex') === sha ? null : new GitError(`${what} changed while \`dstack run\` was uploading them: run it again`));
+    },
+  });
+  // An error on either side ends the other, so the object is never written half.
+  pipeline(make(), checked, () => undefined);
+  await store.putStream(key, checked);
+}
+
+/** Warns when the untracked files add up to more than the limit, naming the biggest: they are uploaded with every change. */
+async function warnIfLarge(root: string, files: string[], options: CaptureOptions): Promise<void> {
+  const limit = options.untrackedWarnBytes;
+  if (limit === undefined || !options.warn) return;
+  const sizes = await Promise.all(files.map(async (f) => ({ f, sizeBytes: await lstat(join(root, f)).then((st) => (st.isFile() ? st.size : 0), () => 0) })));
+  const total = sizes.reduce((n, x) => n + x.sizeBytes, 0);
+  if (total <= limit) return;
+  const biggest = sizes.filter((x) => x.sizeBytes > 0).sort((a, b) => b.sizeBytes - a.sizeBytes || a.f.localeCompare(b.f)).slice(0, BIGGEST_SHOWN);
+  options.warn(
+    `warning: untracked files add up to ${formatBytes(total)}, over the ${formatBytes(limit)} limit (local.untrackedWarnBytes in config.yaml), and are captured with every run: ` +
+      `${biggest.map((x) => `${x.f} (${formatBytes(x.sizeBytes)})`).join(', ')}. Add them to .gitignore, or save them as an artifact and use them through deps.`,
+  );
 }
 
 async function uploadArchive(info: RepoInfo, key: string, store: Store): Promise<void> {
@@ -128,7 +225,3 @@ async function uploadArchive(info: RepoInfo, key: string, store: Store): Promise
   }
 }
 
-async function putOnce(store: Store, key: string, body: Buffer): Promise<void> {
-  if (await store.head(key)) return;
-  await store.put(key, body);
-}

@@ -1,7 +1,7 @@
 import { posix } from 'node:path';
 import { UsageError } from '../common/errors.js';
 import { parseEnv, sizeMiB, type DepSpec, type JobSpec } from '../common/spec/job-spec.js';
-import { SIZE_PATTERN } from '../common/spec/schema.js';
+import { ARTIFACT_PATH_RULE, SIZE_PATTERN, normalizeArtifactPath } from '../common/spec/schema.js';
 
 /** Per-run overrides, as 0.0.14 took them after the workflow name. */
 export interface Overrides {
@@ -25,7 +25,11 @@ export function applyOverrides(spec: JobSpec, o: Overrides, shellEnv: Record<str
     if (!/^[A-Za-z_][A-Za-z0-9_]*(=[\s\S]*)?$/.test(item)) throw new UsageError(`-e ${item}: use -e NAME=VALUE (or -e NAME to pass your shell's value)`);
   }
   Object.assign(out.env, parseEnv(o.env, shellEnv));
-  for (const path of o.artifacts) out.artifacts.push({ path: path.replace(/^\.\/+/, '').replace(/\/+$/, '') || '.', mount: false });
+  for (const raw of o.artifacts) {
+    const path = normalizeArtifactPath(raw);
+    if (path === undefined) throw new UsageError(`-a ${raw}: the artifact path ${ARTIFACT_PATH_RULE}`);
+    out.artifacts.push({ path, mount: false });
+  }
   for (const dep of o.deps) out.deps.push(parseDepFlag(dep));
   if (o.workingDir !== undefined) {
     const dir = posix.normalize(o.workingDir);

@@ -25,7 +25,11 @@ export interface ManifestEntry {
   pack?: { sha: string; offset: number };
   /** sha256 of the file when it is one chunk; of the chunk hashes joined, otherwise. */
   sha256?: string;
-  /** Link target (symlinks only); always relative and inside the artifact. */
+  /**
+   * Link target (symlinks only), as the link holds it: relative or absolute, inside the artifact or
+   * not (a venv's `bin/python` names the system interpreter). A link is restored as a link; nothing
+   * is ever read or written through one.
+   */
   target?: string;
 }
 
@@ -35,6 +39,8 @@ export interface Manifest {
   entries: ManifestEntry[];
   files: number;
   sizeBytes: number;
+  /** Set when the artifact's path was itself a symlink: its target, saved as a link (entries is then empty). */
+  link?: string;
 }
 
 /** A restore refused something that would write outside its target, or found corrupt data. */
@@ -67,15 +73,18 @@ export function encodeManifest(m: Manifest): string {
     ...(e.sha256 !== undefined ? { sha256: e.sha256 } : {}),
     ...(e.target !== undefined ? { target: e.target } : {}),
   }));
-  return JSON.stringify({ version: m.version, entries, files: m.files, sizeBytes: m.sizeBytes });
+  return JSON.stringify({ version: m.version, entries, files: m.files, sizeBytes: m.sizeBytes, ...(m.link !== undefined ? { link: m.link } : {}) });
 }
 
 /**
  * Checks every entry before anything is written: no absolute paths, no `..`, no empty segments,
- * chunk hashes that look like hashes, and symlinks whose target stays inside the artifact.
+ * chunk hashes that look like hashes, link targets that are plain strings, and no entry below a
+ * symlink entry (which would be written through the link).
  */
 export function checkManifest(m: Manifest): void {
-  if (m.version !== 1 || !Array.isArray(m.entries)) throw new ArtifactError('not an artifact manifest');
+  if (m === null || typeof m !== 'object' || m.version !== 1 || !Array.isArray(m.entries)) throw new ArtifactError('not an artifact manifest');
+  if (m.link !== undefined && (!validTarget(m.link) || m.entries.length > 0)) throw new ArtifactError('not an artifact manifest: a bad link');
+  const links = new Set<string>();
   for (const e of m.entries) {
     if (typeof e.path !== 'string' || !safeRelative(e.path)) {
       throw new ArtifactError(`refusing to restore \`${String(e.path)}\`: paths must stay inside the target (no absolute paths or ..)`);
@@ -88,18 +97,36 @@ export function checkManifest(m: Manifest): void {
       if (!ok) throw new ArtifactError(`refusing to restore \`${e.path}\`: bad pack reference`);
     }
     if (e.type === 'symlink') {
-      const target = e.target ?? '';
-      const resolved = posix.normalize(posix.join(posix.dirname(e.path), target));
-      if (target === '' || posix.isAbsolute(target) || resolved === '..' || resolved.startsWith('../')) {
-        throw new ArtifactError(`refusing to restore symlink \`${e.path}\` -> \`${target}\`: it points outside the target`);
-      }
+      if (!validTarget(e.target)) throw new ArtifactError(`refusing to restore symlink \`${e.path}\`: bad target`);
+      links.add(e.path);
+    }
+  }
+  for (const e of m.entries) {
+    const segments = e.path.split('/');
+    for (let i = 1; i < segments.length; i++) {
+      const above = segments.slice(0, i).join('/');
+      if (links.has(above)) throw new ArtifactError(`refusing to restore \`${e.path}\`: it would be written through the symlink \`${above}\``);
     }
   }
 }
 
 const HASH = /^[0-9a-f]{64}$/;
 
+function validTarget(t: unknown): t is string {
+  return typeof t === 'string' && t.length > 0 && !t.includes('\0');
+}
+
 function safeRelative(p: string): boolean {
   if (p.length === 0 || p.includes('\0') || p.startsWith('/') || p.includes('\\')) return false;
   return p.split('/').every((s) => s !== '' && s !== '.' && s !== '..');
+}
+
+/**
+ * An artifact's own path, as a run record or job spec from the store gives it: relative (under the
+ * working dir, or under `-o` on download) or absolute, but never with a `..` segment.
+ */
+export function checkArtifactPath(path: unknown): string {
+  const ok = typeof path === 'string' && path.length > 0 && !path.includes('\0') && path.split('/').every((s) => s !== '..');
+  if (!ok) throw new ArtifactError(`refusing artifact path \`${String(path)}\`: it climbs out of its folder (..)`);
+  return path;
 }

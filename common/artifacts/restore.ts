@@ -1,18 +1,50 @@
-import { chmod, lstat, mkdir, open, realpath, rm, symlink, type FileHandle } from 'node:fs/promises';
-import { dirname, join, sep } from 'node:path';
+import { chmod, lstat, mkdir, open, readdir, realpath, rm, rmdir, symlink, type FileHandle } from 'node:fs/promises';
+import { dirname, isAbsolute, join, sep } from 'node:path';
 import pLimit from 'p-limit';
 import { errnoCode } from '../errors.js';
 import type { Store } from '../ports.js';
-import { ArtifactError, blobKey, checkManifest, manifestKey, sha256, type Manifest, type ManifestEntry } from './manifest.js';
+import { ArtifactError, blobKey, checkArtifactPath, checkManifest, manifestKey, sha256, type Manifest, type ManifestEntry } from './manifest.js';
 
 /** Reads and checks a manifest by its hash. */
 export async function readManifest(store: Store, manifestSha: string): Promise<Manifest> {
   const body = await store.get(manifestKey(manifestSha));
   if (!body) throw new ArtifactError(`artifact manifest ${manifestSha} is missing from the store`);
   if (sha256(body) !== manifestSha) throw new ArtifactError(`artifact manifest ${manifestSha} is corrupt (hash mismatch)`);
-  const manifest = JSON.parse(body.toString('utf8')) as Manifest;
+  let manifest: Manifest;
+  try {
+    manifest = JSON.parse(body.toString('utf8')) as Manifest;
+  } catch {
+    throw new ArtifactError(`artifact manifest ${manifestSha} is not JSON`);
+  }
+  // checkManifest is the parse: it refuses whatever the cast does not guarantee.
   checkManifest(manifest);
   return manifest;
+}
+
+/**
+ * Where an artifact whose path came from the store (a run's artifact index, a job spec) is restored:
+ * a relative path under `base`, an absolute one at its own path (`absolute: 'at-path'`, the agent) or
+ * under `base` (`'under-base'`, a download). A `..` is refused, and so is a relative target that an
+ * existing symlink would lead out of `base`. Makes the target's parent.
+ */
+export async function artifactTarget(base: string, path: string, absolute: 'at-path' | 'under-base'): Promise<string> {
+  checkArtifactPath(path);
+  if (isAbsolute(path) && absolute === 'at-path') {
+    await mkdir(dirname(path), { recursive: true });
+    return path;
+  }
+  const rel = path.replace(/^\/+/, '');
+  await mkdir(base, { recursive: true });
+  const root = await realpath(base);
+  const dest = rel === '' || rel === '.' ? root : join(root, ...rel.split('/').filter((s) => s !== '' && s !== '.'));
+  if (dest !== root) await ensureInside(root, dirname(dest), path);
+  try {
+    // The target itself may be a link (saved as one, restored as one); a link that leads out of base is replaced, not written through.
+    if ((await lstat(dest)).isSymbolicLink() && !isInside(root, await realpath(dest).catch(() => '/'))) await rm(dest);
+  } catch (e) {
+    if (errnoCode(e) !== 'ENOENT') throw e;
+  }
+  return dest;
 }
 
 /**
@@ -22,6 +54,10 @@ export async function readManifest(store: Store, manifestSha: string): Promise<M
  */
 export async function restoreTree(store: Store, manifestSha: string, target: string, onProgress?: (doneBytes: number) => void): Promise<Manifest> {
   const manifest = await readManifest(store, manifestSha);
+  if (manifest.link !== undefined) {
+    await restoreLink(target, manifest.link);
+    return manifest;
+  }
   await mkdir(target, { recursive: true });
   const root = await realpath(target);
   // Directories first, then files (in parallel: their parents exist), then symlinks, so that no file
@@ -112,12 +148,28 @@ export async function restoreTree(store: Store, manifestSha: string, target: str
   return manifest;
 }
 
+/** Puts back an artifact that was a symlink, as that symlink; an existing link or empty dir at `target` gives way. */
+async function restoreLink(target: string, link: string): Promise<void> {
+  await mkdir(dirname(target), { recursive: true });
+  try {
+    const st = await lstat(target);
+    if (st.isSymbolicLink()) await rm(target);
+    else if (st.isDirectory() && (await readdir(target)).length === 0) await rmdir(target);
+    else throw new ArtifactError(`refusing to restore the link \`${target}\` -> \`${link}\`: something else is already there`);
+  } catch (e) {
+    if (errnoCode(e) !== 'ENOENT') throw e;
+  }
+  await symlink(link, target);
+}
+
+const isInside = (root: string, p: string): boolean => p === root || p.startsWith(root + sep);
+
 /**
  * Makes `dir` (and its parents) only after checking that its nearest existing ancestor, links
  * followed, is inside `root`; then checks `dir` itself.
  */
 async function ensureInside(root: string, dir: string, path: string): Promise<void> {
-  const inside = (p: string): boolean => p === root || p.startsWith(root + sep);
+  const inside = (p: string): boolean => isInside(root, p);
   let existing = dir;
   let real: string | undefined;
   while (real === undefined) {

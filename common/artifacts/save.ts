@@ -1,5 +1,5 @@
 import { lstatSync } from 'node:fs';
-import { open, readdir, readlink, type FileHandle } from 'node:fs/promises';
+import { lstat, open, readdir, readlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import pLimit from 'p-limit';
 import { ConflictError, errnoCode } from '../errors.js';
@@ -64,6 +64,12 @@ export interface SavedArtifact {
  * Files are streamed a chunk at a time, never read whole.
  */
 export async function saveTree(store: Store, root: string, options: SaveOptions = {}): Promise<SavedArtifact> {
+  // An artifact path that is itself a symlink is saved as that link: never read through.
+  const isLink = await lstat(root).then((st) => st.isSymbolicLink(), (e: unknown) => {
+    if (errnoCode(e) === 'ENOENT') return false;
+    throw e;
+  });
+  if (isLink) return putManifest(store, { version: 1, entries: [], files: 0, sizeBytes: 0, link: await readlink(root) }, 0);
   const cache = options.cache ?? new HashCache();
   const entries: ManifestEntry[] = [];
   const stamps = new Map<ManifestEntry, string>();
@@ -123,6 +129,11 @@ export async function saveTree(store: Store, root: string, options: SaveOptions 
   );
   const files = entries.filter((e) => e.type === 'file');
   const manifest: Manifest = { version: 1, entries, files: files.length, sizeBytes: files.reduce((n, e) => n + e.sizeBytes, 0) };
+  return putManifest(store, manifest, uploadedBytes);
+}
+
+/** Stores a manifest by its hash, after its blobs, so that a reader never sees an artifact whose blobs are missing. */
+async function putManifest(store: Store, manifest: Manifest, uploadedBytes: number): Promise<SavedArtifact> {
   const body = encodeManifest(manifest);
   const manifestSha = sha256(body);
   if (!(await store.head(manifestKey(manifestSha)))) await store.put(manifestKey(manifestSha), body);

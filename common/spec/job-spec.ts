@@ -1,7 +1,7 @@
 import { posix } from 'node:path';
 import { SpecError } from '../errors.js';
 import type { CodeRef } from '../code-ref.js';
-import { SIZE_PATTERN, type ParsedWorkflow, type ProviderName } from './schema.js';
+import { ARTIFACT_PATH_RULE, SIZE_PATTERN, normalizeArtifactPath, type ParsedWorkflow, type ProviderName } from './schema.js';
 import type { LocatedWorkflow } from './load.js';
 
 /** A dependency as declared; resolved to a run when the run is submitted. */
@@ -95,8 +95,9 @@ export function buildJobSpec(input: BuildInput): JobSpec {
     env: parseEnv(wf.env, input.shellEnv),
     workingDir,
     artifacts: (wf.artifacts ?? []).map((a) => {
-      const path = typeof a === 'string' ? a : a.path;
-      return { path: path.replace(/^\.\/+/, '').replace(/\/+$/, '') || '.', mount: typeof a === 'string' ? false : (a.mount ?? false) };
+      const raw = typeof a === 'string' ? a : a.path;
+      const path = normalizeArtifactPath(raw) ?? fail(`artifact \`${raw}\` ${ARTIFACT_PATH_RULE}`);
+      return { path, mount: typeof a === 'string' ? false : (a.mount ?? false) };
     }),
     deps: (wf.deps ?? []).map((d) => parseDep(d, fail)),
     pinnedDeps: [],

@@ -1,3 +1,4 @@
+import { posix } from 'node:path';
 import { z } from 'zod';
 
 /** The providers a workflow may name. */
@@ -26,8 +27,28 @@ const env = z.union(
   { error: 'expected a list of K=V items' },
 );
 
+/**
+ * An artifact path as a job spec carries it: `./`, `a/../b` and a trailing `/` folded away; undefined
+ * when a relative path climbs out of the working dir. Absolute paths stay absolute.
+ */
+export function normalizeArtifactPath(raw: string): string | undefined {
+  if (raw.length === 0 || raw.includes('\0')) return undefined;
+  const p = posix.normalize(raw);
+  const trimmed = p.length > 1 ? p.replace(/\/+$/, '') : p;
+  if (!posix.isAbsolute(trimmed) && (trimmed === '..' || trimmed.startsWith('../'))) return undefined;
+  return trimmed;
+}
+
+/** Why an artifact path was refused, for the workflow file and the `-a` flag alike. */
+export const ARTIFACT_PATH_RULE = 'climbs out of the working dir: use a path inside it (no `..` leading out), or an absolute path';
+
+const artifactPath = z
+  .string()
+  .min(1)
+  .refine((p) => normalizeArtifactPath(p) !== undefined, { error: (issue) => `artifact \`${String(issue.input)}\` ${ARTIFACT_PATH_RULE}` });
+
 const artifact = z.union(
-  [z.string().min(1), z.strictObject({ path: z.string().min(1), mount: z.boolean().optional() })],
+  [artifactPath, z.strictObject({ path: artifactPath, mount: z.boolean().optional() })],
   { error: 'expected a path, or {path, mount}' },
 );
 

@@ -1,5 +1,6 @@
-import { isAbsolute, join, resolve } from 'node:path';
-import { restoreTree } from '../../common/artifacts/restore.js';
+import { resolve } from 'node:path';
+import { checkArtifactPath } from '../../common/artifacts/manifest.js';
+import { artifactTarget, restoreTree } from '../../common/artifacts/restore.js';
 import { repoInfo } from '../code-capture.js';
 import type { Context } from '../context.js';
 import { formatBytes } from '../output.js';
@@ -35,9 +36,11 @@ export async function artifactsDownloadCommand(ctx: Context, o: { run: string; o
     return 0;
   }
   const outDir = resolve(ctx.cwd, o.output);
+  for (const a of artifacts) checkArtifactPath(a.path);
   for (const a of artifacts) {
-    // An absolute artifact (say /opt/conda/envs/x) lands under DIR at the same path, never at the path itself.
-    const dest = join(outDir, isAbsolute(a.path) ? a.path.slice(1) : a.path);
+    // An absolute artifact (say /opt/conda/envs/x) lands under DIR at the same path, never at the path
+    // itself; the index comes from the store, so a `..` in it is refused before anything is written.
+    const dest = await artifactTarget(outDir, a.path, 'under-base');
     const bar = ctx.out.progress(`${a.path}`, a.sizeBytes);
     await restoreTree(ctx.store, a.manifestSha, dest, (done) => bar.update(done));
     bar.done();

@@ -41,7 +41,7 @@ export async function runCommand(ctx: Context, o: RunOptions): Promise<number> {
   // Everything that can fail on bad input is checked before anything is stored.
   const base = (runName: string, jobId: string, code: Parameters<typeof buildJobSpec>[0]['code']) =>
     applyOverrides(buildJobSpec({ located, repoId: info.repoId, runName, jobId, args: o.args, shellEnv: ctx.shellEnv, code, now: new Date() }), o.overrides, ctx.shellEnv);
-  const captured = await captureCode(info);
+  const captured = await captureCode(info, { untrackedWarnBytes: ctx.config.local.untrackedWarnBytes, warn: (line) => ctx.out.note(line) });
   const probe = base('x-y-1', 'x', captured.ref);
   if (o.dryRun) {
     // A dry run shows what it can: deps that cannot be pinned yet are listed, not fatal.

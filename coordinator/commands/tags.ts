@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { stat } from 'node:fs/promises';
+import { realpath, stat } from 'node:fs/promises';
 import { isAbsolute, relative, resolve } from 'node:path';
 import { saveTree } from '../../common/artifacts/save.js';
 import { ConflictError, NotFoundError, UsageError } from '../../common/errors.js';
@@ -44,7 +44,8 @@ async function uploadAsRun(ctx: Context, repoId: string, root: string, paths: st
   const saved = [];
   for (const f of folders) {
     const bar = ctx.out.progress(f.path, 0);
-    const s = await saveTree(ctx.store, f.abs, { onProgress: (n) => bar.update(n) });
+    // The user named this folder to upload: a link to it is followed here (a job's artifact path is not).
+    const s = await saveTree(ctx.store, await realpath(f.abs), { onProgress: (n) => bar.update(n) });
     bar.done();
     saved.push({ path: f.path, manifestSha: s.manifestSha, files: s.files, sizeBytes: s.sizeBytes });
   }

@@ -128,7 +128,6 @@ describe('artifacts: content-addressed save and restore', () => {
     ['a `../` path', [file('ok.txt'), file('../escaped.txt')]],
     ['an absolute path', [file('/tmp/escaped.txt')]],
     ['a symlink that escapes, then a file through it', [{ path: 'link', type: 'symlink', mode: 0o777, sizeBytes: 0, target: '../../outside' }, file('link/escaped.txt')]],
-    ['an absolute symlink', [{ path: 'link', type: 'symlink', mode: 0o777, sizeBytes: 0, target: '/etc' }]],
   ] as Array<[string, Manifest['entries']]>) {
     it(`refuses a crafted manifest with ${name}, writing nothing at all`, async () => {
       await store.put(blobKey(sha256('x')), 'x');
