@@ -32,6 +32,18 @@ export function buildCli(argv: string[], deps: CliDeps): { parse: () => Promise<
   }
   let code = 0;
   const { context: ctx, out } = deps;
+  // `dstack run <TAB>`: the repo's workflows (yargs completes the rest: commands and options).
+  const completing = argv[0] === '--get-yargs-completions' ? argv.slice(2) : [];
+  if (completing[0] === 'run' && completing.length === 2 && !(completing[1] ?? '').startsWith('-')) {
+    const current = completing[1] ?? '';
+    return {
+      parse: async () => {
+        const { workflowNames } = await import('./workflow-names.js');
+        for (const name of await workflowNames(deps.cwd)) if (name.startsWith(current)) out.line(name);
+        return 0;
+      },
+    };
+  }
   const cli: Argv = yargs(argv)
     .scriptName('dstack')
     .usage('dstack COMMAND [OPTIONS]\n\nRun reproducible ML workflows on local agents or cloud GPUs.')
@@ -221,6 +233,8 @@ export function buildCli(argv: string[], deps: CliDeps): { parse: () => Promise<
     .help()
     .alias('h', 'help')
     .version(deps.version)
+    // yargs would call process.exit after --help or --version; the process ends when output has drained.
+    .exitProcess(false)
     .fail((msg, err) => {
       throw err ?? new UsageError(msg);
     });

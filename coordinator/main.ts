@@ -33,6 +33,9 @@ async function askLine(prompt: string): Promise<string> {
   }
 }
 
+/** Ctrl-C while a command runs ends it gracefully (attached runs detach); once the command is done, Ctrl-C kills as usual. */
+let detachOnSigint: (() => void) | undefined;
+
 async function makeContext(out: Output): Promise<Context> {
   const home = process.env.DSTACK_HOME ?? join(homedir(), '.dstack');
   process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
@@ -54,7 +57,7 @@ async function makeContext(out: Output): Promise<Context> {
     const { openEc2Fleet } = await import('../common/aws/fleet.js');
     compute = openEc2Fleet(config, config.aws?.profile);
   }
-  const interrupted = new Promise<void>((resolve) => process.once('SIGINT', () => resolve()));
+  const interrupted = new Promise<void>((resolve) => process.once('SIGINT', (detachOnSigint = () => resolve())));
   const confirm = async (question: string, yes: boolean): Promise<boolean> => {
     if (yes) return true;
     if (!process.stdin.isTTY) throw new UsageError(`${question} Add -y to confirm (stdin is not a terminal).`);
@@ -127,6 +130,7 @@ endOnBrokenPipe(process.stderr);
 main(process.argv.slice(2)).then(
   (code) => {
     process.exitCode = code;
+    if (detachOnSigint) process.off('SIGINT', detachOnSigint);
   },
   (e: unknown) => {
     process.stderr.write(`dstack: ${toError(e).message}\n`);

@@ -134,7 +134,9 @@ export function declareRunOptions<T>(y: Argv<T>): Argv<T> {
 export function parseRunArgv(argv: string[]): { workflow: string | undefined; options: Omit<RunOptions, 'workflow'> } {
   const split = splitRunArgv(argv);
   const a = declareRunOptions(yargs(split.options))
+    // The global flags that splitRunArgv lets through.
     .option('debug', { type: 'boolean' })
+    .option('help', { alias: 'h', type: 'boolean' })
     .strict()
     .help(false)
     .version(false)

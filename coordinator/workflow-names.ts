@@ -45,3 +45,12 @@ export async function noWorkflowMessage(cwd: string): Promise<string> {
     return `${usage}\n${toError(e).message}`;
   }
 }
+
+/** The names of the repo's workflows, sorted; none when they cannot be read (for completion). */
+export async function workflowNames(cwd: string): Promise<string[]> {
+  try {
+    return [...(await loadWorkflows((await repoInfo(cwd)).root)).keys()].sort();
+  } catch {
+    return [];
+  }
+}

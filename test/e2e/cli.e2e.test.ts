@@ -180,12 +180,18 @@ describe('e2e: the command line', function () {
     expect(r.stderr).to.equal('workflow `trian` is not defined in .dstack/workflows.yaml or .dstack/workflows/*.yaml; did you mean `train`? (defined: flood, train)\n');
   });
 
-  it('`dstack completion` prints a completion script, and completes command names', async () => {
+  it('`dstack completion` prints a completion script; completion offers command names, and workflow names after run', async () => {
     const script = await dstack(['completion'], { cwd: repo, home });
     expect(script.code).to.equal(0);
     expect(script.stdout).to.include('dstack --get-yargs-completions');
     const words = await dstack(['--get-yargs-completions', 'dstack', 'ta'], { cwd: repo, home });
+    expect(words.code).to.equal(0);
     expect(words.stdout.split('\n')).to.include.members(['tags', 'run', 'init']);
+    const workflows = await dstack(['--get-yargs-completions', 'dstack', 'run', ''], { cwd: repo, home });
+    expect(workflows.stdout).to.equal('flood\ntrain\n');
+    const typed = await dstack(['--get-yargs-completions', 'dstack', 'run', 'tr'], { cwd: repo, home });
+    expect(typed.stdout).to.equal('train\n');
+    expect(typed.stderr).to.equal('');
   });
 
   it('`dstack init` writes a commented starter that runs as it is, and never overwrites it', async () => {

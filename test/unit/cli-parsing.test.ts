@@ -89,6 +89,9 @@ describe('run options: one table (RUN_OPTIONS)', () => {
     expect(parseRunArgv(['hi', '--cache', '--dry-run']).options).to.include({ dryRun: true, useCache: true });
     expect(parseRunArgv(['--cache', 'hi']).workflow).to.equal('hi');
   });
+  it('lets the global flags through on either side', () => {
+    expect(parseRunArgv(['--debug', 'hi', '-h', 'ARG']).options).to.deep.equal(DEFAULTS);
+  });
   it('leaves no workflow when none is named', () => {
     expect(parseRunArgv(['-d']).workflow).to.equal(undefined);
   });
