@@ -11,6 +11,7 @@ import { startJob, type JobExit, type JobProcess } from './job-process.js';
 import { LogShipper } from './log-shipper.js';
 import { prepareRun } from './providers.js';
 import { rebuildCode } from './workspace.js';
+import { AttemptRecordSchema, StopRequestSchema } from '../common/records/runs.js';
 
 export interface AgentOptions {
   queue: Queue;
@@ -143,7 +144,7 @@ export class Agent {
       await this.o.queue.deadLetter(msg.receipt);
       return;
     }
-    if (await readJson<StopRequest>(this.o.store, runKeys.stop(repoId, runName))) {
+    if (await readJson(this.o.store, runKeys.stop(repoId, runName), StopRequestSchema)) {
       await settleRun(this.o.store, repoId, runName, final('stopped', null, 'stopped before it started', attempt));
       await this.o.queue.ack(msg.receipt);
       return;
@@ -160,7 +161,7 @@ export class Agent {
   private async liveHolder(attemptKeys: string[]): Promise<AttemptRecord | undefined> {
     const last = attemptKeys[attemptKeys.length - 1];
     if (!last) return undefined;
-    const a = await readJson<AttemptRecord>(this.o.store, last);
+    const a = await readJson(this.o.store, last, AttemptRecordSchema);
     if (!a || a.state !== 'running' || a.agentId === this.o.agentId) return undefined;
     return Date.now() - Date.parse(a.heartbeatAt) < a.leaseMs ? a : undefined;
   }
@@ -213,7 +214,7 @@ export class Agent {
           await store.put(attemptKey, JSON.stringify(record)).catch(() => undefined);
           nextBeat = Date.now() + this.o.heartbeatMs;
         }
-        stopRequest ??= await readJson<StopRequest>(store, runKeys.stop(repoId, runName));
+        stopRequest ??= await readJson(store, runKeys.stop(repoId, runName), StopRequestSchema);
         applyStop();
       } catch (e) {
         if (e instanceof LeaseLostError || !ended) {

@@ -7,6 +7,7 @@ import { followRun } from './follow.js';
 import { reconcile, rememberProfile } from './fleet.js';
 import { toError } from '../common/errors.js';
 import type { Placement, Queue } from '../common/ports.js';
+import { ArtifactIndexSchema, CacheEntrySchema, FinalRecordSchema } from '../common/records/runs.js';
 
 export interface SubmitInput {
   repoId: string;
@@ -112,10 +113,10 @@ export function cacheKey(spec: JobSpec): string {
 }
 
 async function cachedRun(ctx: Context, repoId: string, key: string): Promise<{ runName: string; artifacts: ArtifactIndex } | undefined> {
-  const entry = await readJson<{ runName: string }>(ctx.store, runKeys.cache(repoId, key));
+  const entry = await readJson(ctx.store, runKeys.cache(repoId, key), CacheEntrySchema);
   if (!entry) return undefined;
-  const final = await readJson<{ status: string }>(ctx.store, runKeys.final(repoId, entry.runName));
-  const artifacts = await readJson<ArtifactIndex>(ctx.store, runKeys.artifacts(repoId, entry.runName));
+  const final = await readJson(ctx.store, runKeys.final(repoId, entry.runName), FinalRecordSchema);
+  const artifacts = await readJson(ctx.store, runKeys.artifacts(repoId, entry.runName), ArtifactIndexSchema);
   if (final?.status !== 'done') return undefined;
   return { runName: entry.runName, artifacts: artifacts ?? { artifacts: [], savedAt: new Date().toISOString(), complete: true } };
 }
