@@ -5,7 +5,7 @@ import type { Store } from './ports.js';
 
 import type { ArtifactIndex, AttemptRecord, FinalRecord, FinalStatus, RunRecord, StopRequest } from './records/runs.js';
 import { ArtifactIndexSchema, AttemptRecordSchema, FinalRecordSchema, RunRecordSchema, StopRequestSchema } from './records/runs.js';
-import { readRecord } from './records/read.js';
+import { CorruptRecordError, readRecord } from './records/read.js';
 
 export type { ArtifactIndex, AttemptRecord, FinalRecord, FinalStatus, HostFacts, InstanceFacts, RunRecord, SavedArtifactRef, StopRequest, TagRecord } from './records/runs.js';
 export type RunStatus = 'submitted' | 'running' | 'stopping' | FinalStatus;
@@ -77,8 +77,17 @@ export async function settleRun(store: Store, repoId: string, run: string, final
   }
 }
 
-/** Reads everything about one run; NotFoundError if there is no such run. */
+/** Reads everything about one run; NotFoundError if there is no such run, CorruptRecordError naming a damaged record. */
 export async function loadRun(store: Store, repoId: string, run: string, nowMs: number = Date.now()): Promise<RunView> {
+  try {
+    return await readRun(store, repoId, run, nowMs);
+  } catch (e) {
+    if (!(e instanceof CorruptRecordError)) throw e;
+    throw new CorruptRecordError(e.key, e.detail, { cause: e, hint: `\`dstack rm ${run}\` removes the run` });
+  }
+}
+
+async function readRun(store: Store, repoId: string, run: string, nowMs: number): Promise<RunView> {
   const [record, final, stop, artifacts, attemptObjs] = await Promise.all([
     readJson(store, runKeys.record(repoId, run), RunRecordSchema),
     readJson(store, runKeys.final(repoId, run), FinalRecordSchema),
@@ -110,10 +119,28 @@ export interface RunRow {
 }
 
 /**
+ * Whether an attempt of the run may still be running, read without trusting the run's other
+ * records (for removing a damaged run): false once a final status exists, even a damaged one.
+ */
+export async function mayBeRunning(store: Store, repoId: string, run: string, nowMs: number = Date.now()): Promise<boolean> {
+  if (await store.head(runKeys.final(repoId, run))) return false;
+  const attempts = await store.list(runKeys.attempts(repoId, run));
+  const records = await Promise.all(
+    attempts.map((o) =>
+      readJson(store, o.key, AttemptRecordSchema).catch((e: unknown) => {
+        if (e instanceof CorruptRecordError) return null;
+        throw e;
+      }),
+    ),
+  );
+  return records.some((a) => a !== null && a.state === 'running' && nowMs - Date.parse(a.heartbeatAt) < a.leaseMs);
+}
+
+/**
  * The runs of a repo, newest first, from the run index: finished runs cost nothing beyond the
  * listing; unfinished ones (few) are read in full.
  */
-export async function listRuns(store: Store, repoId: string, o: { nowMs?: number } = {}): Promise<RunRow[]> {
+export async function listRuns(store: Store, repoId: string, o: { nowMs?: number; onCorrupt?: (e: CorruptRecordError) => void } = {}): Promise<RunRow[]> {
   const nowMs = o.nowMs ?? Date.now();
   const summaries = await listSummaries(store, repoId);
   const rows = await Promise.all(
@@ -121,6 +148,11 @@ export async function listRuns(store: Store, repoId: string, o: { nowMs?: number
       if (summary.ended) return { summary, status: summary.ended.status, view: null };
       const view = await loadRun(store, repoId, summary.runName, nowMs).catch((e: unknown) => {
         if (e instanceof NotFoundError) return null;
+        // A damaged run is left out of the listing, told once, and does not hide the others.
+        if (e instanceof CorruptRecordError && o.onCorrupt) {
+          o.onCorrupt(e);
+          return null;
+        }
         throw e;
       });
       if (!view) return null;

@@ -5,10 +5,12 @@ import type { Store } from '../ports.js';
 /** A stored record that is not what its schema says: not JSON, or missing or mistyped fields. Names the key. */
 export class CorruptRecordError extends DstackError {
   readonly key: string;
+  readonly detail: string;
 
-  constructor(key: string, detail: string, options: { cause?: unknown } = {}) {
-    super('CORRUPT', `corrupt record ${key}: ${detail}`, options);
+  constructor(key: string, detail: string, options: { cause?: unknown; hint?: string } = {}) {
+    super('CORRUPT', `corrupt record ${key}: ${detail}${options.hint === undefined ? '' : `; ${options.hint}`}`, options);
     this.key = key;
+    this.detail = detail;
   }
 }
 

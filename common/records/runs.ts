@@ -22,13 +22,10 @@ const OfferSchema = z.object({
 export const PlacementSchema = z.object({ profileId: z.string(), offers: z.array(OfferSchema) });
 
 /**
- * The job spec inside a run record. Its full schema belongs to the job spec (checked by
- * `specVersion` where the agent takes a job); here a record only has to hold a versioned spec.
+ * The job spec inside a run record. Its own schema belongs to the job spec, which the agent checks
+ * by `specVersion` where it takes a job; a run record only has to hold one as an object.
  */
-const StoredJobSpecSchema = z.custom<JobSpec>(
-  (v) => typeof v === 'object' && v !== null && typeof (v as { specVersion?: unknown }).specVersion === 'number',
-  'spec: a job spec with a specVersion',
-);
+const StoredJobSpecSchema = z.custom<JobSpec>((v) => typeof v === 'object' && v !== null && !Array.isArray(v), 'spec: expected a job spec object');
 
 /** Written once when the run is submitted; its exclusive creation reserves the run name. */
 export const RunRecordSchema = z.object({

@@ -1,6 +1,7 @@
 import { UsageError } from '../../common/errors.js';
-import { indexKeysOf } from '../../common/run-index.js';
-import { isFinished, listRuns, loadRun, runKeys, type RunRecord } from '../../common/runs.js';
+import { CorruptRecordError } from '../../common/records/read.js';
+import { indexKeysByName, indexKeysOf } from '../../common/run-index.js';
+import { isFinished, listRuns, loadRun, mayBeRunning, runKeys, type RunRecord } from '../../common/runs.js';
 import { repoInfo } from '../code-capture.js';
 import type { Context } from '../context.js';
 
@@ -10,17 +11,20 @@ export interface RmOptions {
   yes: boolean;
 }
 
-/** `dstack rm (RUN | -a) [-y]`: deletes finished runs, their records and logs. */
+/** What rm needs of a run: its name, and the record fields its index keys are made of unless the record is damaged. */
+type Target = { runName: string; indexed: Pick<RunRecord, 'runName' | 'submittedAt' | 'workflow' | 'maxAttempts'> | null };
+
+/** `dstack rm (RUN | -a) [-y]`: deletes finished runs, their records and logs; also runs whose records are damaged. */
 export async function rmCommand(ctx: Context, o: RmOptions): Promise<number> {
   if (!o.run && !o.all) throw new UsageError('name a run or use --all: dstack rm (RUN | -a) [-y]');
   const info = await repoInfo(ctx.cwd);
-  let targets: Array<Pick<RunRecord, 'runName' | 'submittedAt' | 'workflow' | 'maxAttempts'>>;
+  const repoId = info.repoId;
+  let targets: Target[];
   if (o.run) {
-    const view = await loadRun(ctx.store, info.repoId, o.run);
-    if (!isFinished(view.status)) throw new UsageError(`run ${o.run} is not finished yet: stop it first with \`dstack stop ${o.run}\``);
-    targets = [view.record];
+    targets = [await oneTarget(ctx, repoId, o.run)];
   } else {
-    targets = (await listRuns(ctx.store, info.repoId)).filter((r) => isFinished(r.status)).map((r) => r.summary);
+    const rows = await listRuns(ctx.store, repoId, { onCorrupt: (e) => ctx.out.note(`warning: ${e.message}; remove that run by name`) });
+    targets = rows.filter((r) => isFinished(r.status)).map((r) => ({ runName: r.summary.runName, indexed: r.summary }));
   }
   if (targets.length === 0) {
     ctx.out.line('No finished runs to delete.');
@@ -28,15 +32,28 @@ export async function rmCommand(ctx: Context, o: RmOptions): Promise<number> {
   }
   const what = o.run ? `the run ${o.run}` : `${targets.length} finished run(s)`;
   if (!(await ctx.confirm(`Delete ${what}?`, o.yes))) return 1;
-  const repoId = info.repoId;
-  for (const run of targets) {
-    const { runName } = run;
+  for (const { runName, indexed } of targets) {
     const objects = await ctx.store.list(runKeys.prefix(repoId, runName));
     // The index keys and the record go last, so an interrupted rm leaves a run that can be removed again.
     const record = runKeys.record(repoId, runName);
     await ctx.store.delete(objects.map((x) => x.key).filter((k) => k !== record));
-    await ctx.store.delete([...(await indexKeysOf(ctx.store, repoId, run)), record]);
+    const index = indexed ? await indexKeysOf(ctx.store, repoId, indexed) : await indexKeysByName(ctx.store, repoId, runName);
+    await ctx.store.delete([...index, record]);
     ctx.out.line(`Deleted ${runName}.`);
   }
   return 0;
+}
+
+/** The named run, if it is finished; a run with a damaged record is named in one line, and may go unless it may still be running. */
+async function oneTarget(ctx: Context, repoId: string, run: string): Promise<Target> {
+  try {
+    const view = await loadRun(ctx.store, repoId, run);
+    if (!isFinished(view.status)) throw new UsageError(`run ${run} is not finished yet: stop it first with \`dstack stop ${run}\``);
+    return { runName: run, indexed: view.record };
+  } catch (e) {
+    if (!(e instanceof CorruptRecordError)) throw e;
+    ctx.out.note(`warning: ${e.message}`);
+    if (await mayBeRunning(ctx.store, repoId, run)) throw new UsageError(`run ${run} may still be running: stop it first with \`dstack stop ${run}\``);
+    return { runName: run, indexed: null };
+  }
 }
