@@ -227,7 +227,7 @@ describe('e2e: damaged records and log chunks', function () {
 });
 
 describe('e2e: logs -f on a queued run', function () {
-  this.timeout(60_000);
+  this.timeout(30_000);
   let repo: string;
   let home: string;
   before(() => {
