@@ -4,7 +4,6 @@ import { runKeys } from '../../common/runs.js';
 import { repoInfo } from '../code-capture.js';
 import type { Context } from '../context.js';
 import { followRun } from '../follow.js';
-import { reconcileQuietly } from '../submit.js';
 
 export interface LogsOptions {
   run: string;
@@ -19,15 +18,13 @@ export async function logsCommand(ctx: Context, o: LogsOptions): Promise<number>
   // Only the keys are looked at: the output is readable even when the run's records are damaged.
   if (!(await ctx.store.head(runKeys.record(info.repoId, o.run)))) throw new NotFoundError(`run \`${o.run}\` does not exist: see \`dstack ps -a\``);
   if (o.follow && (await isQueued(ctx.store, info.repoId, o.run))) {
-    ctx.out.raw('err', `dstack: run ${o.run} is queued: waiting for an agent to take it (Ctrl+C stops following; the run stays queued)\n`);
+    ctx.out.note(`dstack: run ${o.run} is queued: waiting for an agent to take it (Ctrl+C stops following; the run stays queued)`);
   }
   const { final } = await followRun(ctx.store, info.repoId, o.run, {
     follow: o.follow,
     pollMs: 200,
     ...(sinceMs === undefined ? {} : { sinceMs }),
     onRecord: (r) => ctx.out.raw(r.s, r.d),
-    // While it waits, this is a moment to start or replace the agents its queue needs, as `ps` does.
-    onTick: () => reconcileQuietly(ctx),
     stopped: ctx.interrupted,
   });
   if (o.follow && final && final.status !== 'done') ctx.out.note(`Run ${o.run} ${final.status}: ${final.reason ?? ''}`);
