@@ -138,7 +138,8 @@ export async function mayBeRunning(store: Store, repoId: string, run: string, no
 
 /**
  * The runs of a repo, newest first, from the run index: finished runs cost nothing beyond the
- * listing; unfinished ones (few) are read in full.
+ * listing; unfinished ones (few) are read in full. An unfinished run with a damaged record is left
+ * out and given to `onCorrupt`, so that one bad run stops neither `ps` nor `stop -a` nor deps.
  */
 export async function listRuns(store: Store, repoId: string, o: { nowMs?: number; onCorrupt?: (e: CorruptRecordError) => void } = {}): Promise<RunRow[]> {
   const nowMs = o.nowMs ?? Date.now();
@@ -148,9 +149,9 @@ export async function listRuns(store: Store, repoId: string, o: { nowMs?: number
       if (summary.ended) return { summary, status: summary.ended.status, view: null };
       const view = await loadRun(store, repoId, summary.runName, nowMs).catch((e: unknown) => {
         if (e instanceof NotFoundError) return null;
-        // A damaged run is left out of the listing, told once, and does not hide the others.
-        if (e instanceof CorruptRecordError && o.onCorrupt) {
-          o.onCorrupt(e);
+        // A damaged run is left out of the listing (and told to `onCorrupt`): it must not hide the others.
+        if (e instanceof CorruptRecordError) {
+          o.onCorrupt?.(e);
           return null;
         }
         throw e;

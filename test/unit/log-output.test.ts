@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { LogShipper } from '../../agent/log-shipper.js';
 import { LocalStore } from '../../common/local/local-store.js';
 import { encodeLogChunk, parseLogChunk } from '../../common/log-records.js';
+import { CorruptRecordError } from '../../common/records/read.js';
 import { runKeys } from '../../common/runs.js';
 import { followRun } from '../../coordinator/follow.js';
 import { removeAll, tempDir } from '../support/cli.js';
@@ -111,6 +112,26 @@ describe('job output is bytes end to end', () => {
     expect(lines).to.have.length(1);
     expect(lines[0]).to.match(/^dstack: /);
     expect(lines[0]).to.include(keys[1]);
+  });
+});
+
+describe('following a run whose final status is damaged', () => {
+  it('prints all the output, then fails with one error naming final.json', async () => {
+    const dir = tempDir('logs');
+    try {
+      const store = new LocalStore(dir);
+      const shipper = new LogShipper(store, (seq) => runKeys.logChunk(REPO, 'final-1', 1, seq));
+      shipper.write('out', 'all of it\n');
+      await shipper.close();
+      await store.put(runKeys.final(REPO, 'final-1'), '{"status":');
+      const out: string[] = [];
+      const err = await followRun(store, REPO, 'final-1', { follow: true, pollMs: 10, onRecord: (r) => out.push(Buffer.from(r.d).toString()) }).catch((e: unknown) => e);
+      expect(out).to.deep.equal(['all of it\n']);
+      expect(err).to.be.instanceOf(CorruptRecordError);
+      expect((err as Error).message).to.include(runKeys.final(REPO, 'final-1'));
+    } finally {
+      removeAll(dir);
+    }
   });
 });
 
