@@ -2,7 +2,6 @@ import { ConflictError, NotFoundError } from './errors.js';
 import { nameStem } from './names.js';
 import { endedKey, listSummaries, submittedKey, type RunSummary } from './run-index.js';
 import type { Store } from './ports.js';
-
 import type { ArtifactIndex, AttemptRecord, FinalRecord, FinalStatus, RunRecord, StopRequest } from './records/runs.js';
 import { ArtifactIndexSchema, AttemptRecordSchema, FinalRecordSchema, RunRecordSchema, StopRequestSchema } from './records/runs.js';
 import { CorruptRecordError, readRecord } from './records/read.js';
