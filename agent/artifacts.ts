@@ -6,6 +6,7 @@ import { JobFailedError, toError } from '../common/errors.js';
 import type { Store } from '../common/ports.js';
 import { readJson, runKeys, type ArtifactIndex, type SavedArtifactRef } from '../common/runs.js';
 import type { JobSpec } from '../common/spec/job-spec.js';
+import { ArtifactIndexSchema } from '../common/records/runs.js';
 
 /**
  * Where an artifact lives on the agent: relative paths under the working dir; absolute ones only at
@@ -58,7 +59,7 @@ export async function restoreDeps(store: Store, spec: JobSpec, codeDir: string, 
  * the last incremental save of a killed one), at the same paths, so that the job resumes.
  */
 export async function restoreCheckpoint(store: Store, spec: JobSpec, codeDir: string, say: (line: string) => void): Promise<void> {
-  const index = await readJson<ArtifactIndex>(store, runKeys.artifacts(spec.repoId, spec.runName));
+  const index = await readJson(store, runKeys.artifacts(spec.repoId, spec.runName), ArtifactIndexSchema);
   await restoreRefs(
     store,
     spec,

@@ -1,3 +1,4 @@
+import { StopRequestSchema } from '../common/records/runs.js';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DstackError, JobFailedError, TransportError, toError } from '../common/errors.js';
@@ -73,7 +74,7 @@ export class Attempt {
     // tried again at the next tick (the lease, not this read, decides whether the job is still ours).
     const pollStop = async (): Promise<void> => {
       try {
-        this.stopRequest ??= await readJson<StopRequest>(store, runKeys.stop(repoId, runName));
+        this.stopRequest ??= await readJson(store, runKeys.stop(repoId, runName), StopRequestSchema);
         stopReadFailing = false;
         this.applyStop();
       } catch (e) {

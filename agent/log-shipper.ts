@@ -1,12 +1,16 @@
-import type { LogRecord } from '../common/log-records.js';
+import { encodeLogChunk, type LogRecord } from '../common/log-records.js';
 import type { Store } from '../common/ports.js';
 
 /**
- * Batches a job's stdout and stderr into JSON-lines chunks in the Store, in arrival order,
- * flushing every `flushMs` (or sooner when the buffer grows), so readers stay under a second behind.
+ * Stores a job's stdout and stderr as log chunks in the Store, byte for byte and in arrival order,
+ * flushing every `flushMs` (or sooner when the buffer passes `maxBufferBytes`), so readers stay
+ * under a second behind. Output is never decoded here: a character split across two pipe reads
+ * is stored as the job wrote it.
  */
 export class LogShipper {
   private buffer: LogRecord[] = [];
+  /** Pieces of the last record, joined when it is closed: consecutive writes to one stream share a frame. */
+  private open: { atMs: number; s: 'out' | 'err'; parts: Buffer[] } | undefined;
   private bufferedBytes = 0;
   private seq = 0;
   private chain: Promise<void> = Promise.resolve();
@@ -20,24 +24,39 @@ export class LogShipper {
     private readonly maxBufferBytes = 256 * 1024,
   ) {}
 
+  /** Buffers output; a string (dstack's own lines) is stored as UTF-8, a Buffer as it is. */
   write(stream: 'out' | 'err', data: Buffer | string): void {
-    const d = typeof data === 'string' ? data : data.toString('utf8');
-    this.buffer.push({ t: new Date().toISOString(), s: stream, d });
-    this.bufferedBytes += d.length;
+    // Copied: a stream may reuse the Buffer it handed out.
+    const bytes = typeof data === 'string' ? Buffer.from(data, 'utf8') : Buffer.from(data);
+    if (bytes.length === 0) return;
+    if (this.open?.s !== stream) {
+      this.closeRecord();
+      this.open = { atMs: Date.now(), s: stream, parts: [] };
+    }
+    this.open.parts.push(bytes);
+    this.bufferedBytes += bytes.length;
     if (this.bufferedBytes >= this.maxBufferBytes) void this.flush();
     else this.timer ??= setTimeout(() => void this.flush(), this.flushMs);
+  }
+
+  private closeRecord(): void {
+    if (!this.open) return;
+    const { atMs, s, parts } = this.open;
+    this.buffer.push({ atMs, s, d: parts.length === 1 && parts[0] ? parts[0] : Buffer.concat(parts) });
+    this.open = undefined;
   }
 
   /** Writes what is buffered; resolves when every earlier flush has been stored. */
   flush(): Promise<void> {
     clearTimeout(this.timer);
     this.timer = undefined;
+    this.closeRecord();
     if (this.buffer.length > 0) {
       const records = this.buffer;
       this.buffer = [];
       this.bufferedBytes = 0;
       const key = this.keyFor(this.seq++);
-      const body = records.map((r) => JSON.stringify(r)).join('\n') + '\n';
+      const body = encodeLogChunk(records);
       this.chain = this.chain.then(() => this.store.put(key, body)).catch((e: unknown) => {
         this.failure ??= e;
       });

@@ -1,3 +1,4 @@
+import { AttemptRecordSchema, StopRequestSchema } from '../common/records/runs.js';
 import { mkdir } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
@@ -190,7 +191,7 @@ export class Agent {
       await this.o.queue.deadLetter(msg.receipt);
       return;
     }
-    if (await readJson<StopRequest>(this.o.store, runKeys.stop(repoId, runName))) {
+    if (await readJson(this.o.store, runKeys.stop(repoId, runName), StopRequestSchema)) {
       await settleRun(this.o.store, repoId, runName, finalRecord('stopped', null, 'stopped before it started', attempt));
       await this.o.queue.ack(msg.receipt);
       return;
@@ -205,7 +206,7 @@ export class Agent {
   private async liveHolder(attemptKeys: string[]): Promise<AttemptRecord | undefined> {
     const last = attemptKeys[attemptKeys.length - 1];
     if (!last) return undefined;
-    const a = await readJson<AttemptRecord>(this.o.store, last);
+    const a = await readJson(this.o.store, last, AttemptRecordSchema);
     if (!a || a.state !== 'running' || a.agentId === this.o.agentId) return undefined;
     return Date.now() - Date.parse(a.heartbeatAt) < a.leaseMs ? a : undefined;
   }

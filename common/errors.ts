@@ -10,6 +10,7 @@ export type ErrorCode =
   | 'LEASE_LOST'
   | 'USAGE'
   | 'RESOURCES'
+  | 'CORRUPT'
   | 'INTERNAL';
 
 /** The one base error: a code, whether retrying may help, and the underlying cause. */

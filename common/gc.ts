@@ -1,3 +1,5 @@
+import { readManifest } from './artifacts/restore.js';
+import { ArtifactIndexSchema, AttemptRecordSchema, RunRecordSchema } from './records/runs.js';
 import { lstat, readdir, rm, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import pLimit from 'p-limit';
@@ -154,13 +156,13 @@ async function sweepStore(o: GcOptions, nowMs: number, graceMs: number, report: 
   const limit = pLimit(READS_AT_ONCE);
   const markRun = async (r: RunKeys): Promise<void> => {
     try {
-      const record = r.record ? await readJson<RunRecord>(store, runKeys.record(r.repoId, r.runName)) : null;
+      const record = r.record ? await readJson(store, runKeys.record(r.repoId, r.runName), RunRecordSchema) : null;
       for (const dep of record?.spec.pinnedDeps ?? []) for (const a of dep.artifacts) liveManifests.add(a.manifestSha);
-      const index = r.artifacts ? await readJson<ArtifactIndex>(store, runKeys.artifacts(r.repoId, r.runName)) : null;
+      const index = r.artifacts ? await readJson(store, runKeys.artifacts(r.repoId, r.runName), ArtifactIndexSchema) : null;
       for (const a of index?.artifacts ?? []) liveManifests.add(a.manifestSha);
       if (r.final) return;
       const lastKey = r.attempts.sort()[r.attempts.length - 1];
-      const last = lastKey ? await readJson<AttemptRecord>(store, lastKey) : null;
+      const last = lastKey ? await readJson(store, lastKey, AttemptRecordSchema) : null;
       // A job that may still be saving: an attempt not ended whose heartbeat is within the grace
       // (an attempt saves before it settles the run, so a finished run saves no more).
       if (last?.state === 'running' && nowMs - Date.parse(last.heartbeatAt) < graceMs) busy ??= r.runName;
@@ -195,7 +197,7 @@ async function sweepStore(o: GcOptions, nowMs: number, graceMs: number, report: 
       limit(async () => {
         let m: Manifest | null;
         try {
-          m = await readJson<Manifest>(store, manifestKey(sha));
+          m = await ((await store.head(manifestKey(sha))) ? await readManifest(store, sha) : null);
         } catch (e) {
           unreadable ??= `manifest ${sha} is unreadable (${toError(e).message})`;
           return;

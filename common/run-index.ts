@@ -85,3 +85,10 @@ export async function indexKeysOf(store: Store, repoId: string, run: Submitted):
   const ended = await store.list(`${indexKeys.ended(repoId)}${run.runName},`);
   return [submittedKey(repoId, run), ...ended.map((o) => o.key)];
 }
+
+/** The index keys of one run found by its name alone, for removing a run whose record is damaged. */
+export async function indexKeysByName(store: Store, repoId: string, runName: string): Promise<string[]> {
+  const [submitted, ended] = await Promise.all([store.list(indexKeys.submitted(repoId)), store.list(`${indexKeys.ended(repoId)}${runName},`)]);
+  const mine = submitted.filter((o) => o.key.slice(indexKeys.submitted(repoId).length).split(',')[1] === runName);
+  return [...mine, ...ended].map((o) => o.key);
+}

@@ -1,111 +1,13 @@
 import { ConflictError, NotFoundError } from './errors.js';
 import { nameStem } from './names.js';
 import { endedKey, listSummaries, submittedKey, type RunSummary } from './run-index.js';
-import type { Placement, Store } from './ports.js';
-import type { JobSpec } from './spec/job-spec.js';
+import type { Store } from './ports.js';
+import type { ArtifactIndex, AttemptRecord, FinalRecord, FinalStatus, RunRecord, StopRequest } from './records/runs.js';
+import { ArtifactIndexSchema, AttemptRecordSchema, FinalRecordSchema, RunRecordSchema, StopRequestSchema } from './records/runs.js';
+import { CorruptRecordError, readRecord } from './records/read.js';
 
-export type FinalStatus = 'done' | 'failed' | 'stopped';
+export type { ArtifactIndex, AttemptRecord, FinalRecord, FinalStatus, HostFacts, InstanceFacts, RunRecord, SavedArtifactRef, StopRequest, TagRecord } from './records/runs.js';
 export type RunStatus = 'submitted' | 'running' | 'stopping' | FinalStatus;
-
-/** Written once when the run is submitted; its exclusive creation reserves the run name. */
-export interface RunRecord {
-  runName: string;
-  repoId: string;
-  workflow: string;
-  jobId: string;
-  submittedAt: string;
-  maxAttempts: number;
-  /** The resolved spec: code snapshot, pinned deps and overrides included. */
-  spec: JobSpec;
-  /** Per-run overrides given on the command line, as given. */
-  overrides: string[];
-  toolVersion: string;
-  /** Set by `dstack restart`: the run this one reproduces. */
-  restartOf?: string;
-  /** Tag given with `run -t`. */
-  tag?: string;
-  /** The profile (queue) it was sent to and the machine offers, cheapest first, for cost. */
-  placement?: Placement;
-  /**
-   * Set by submitters that write `enqueued.json` once the job is sent: such a run with neither that
-   * marker nor an attempt, past a grace, was never queued (its CLI died) and is settled as failed.
-   */
-  marksEnqueued?: boolean;
-}
-
-/** The saved artifacts of a run; written after every save, the last one when the job ends. */
-export interface ArtifactIndex {
-  artifacts: SavedArtifactRef[];
-  savedAt: string;
-  /** False while a `mount: true` artifact is still being saved incrementally. */
-  complete: boolean;
-}
-
-export interface SavedArtifactRef {
-  /** As declared: relative to the working dir, or absolute. */
-  path: string;
-  manifestSha: string;
-  files: number;
-  sizeBytes: number;
-}
-
-/** What the agent tells about the machine a job ran on. */
-export interface HostFacts {
-  hostname: string;
-  platform: string;
-  arch: string;
-  cpus: number;
-  memoryMiB: number;
-  nodeVersion: string;
-  agentVersion: string;
-}
-
-export interface TagRecord {
-  tag: string;
-  runName: string;
-  createdAt: string;
-}
-
-/** One delivery of the job to an agent; written only by that agent. */
-export interface AttemptRecord {
-  attempt: number;
-  agentId: string;
-  host: string;
-  startedAt: string;
-  heartbeatAt: string;
-  /** How long after the last heartbeat the lease lapses. */
-  leaseMs: number;
-  state: 'running' | 'ended';
-  endedAt?: string;
-  hostFacts?: HostFacts;
-  /** Set on EC2: which instance ran this attempt. */
-  instance?: InstanceFacts;
-  /** Why the attempt was handed back unfinished (a spot interruption notice). */
-  interruption?: string;
-}
-
-/** The EC2 instance behind an attempt, from the instance metadata service. */
-export interface InstanceFacts {
-  id: string;
-  type: string;
-  market: 'spot' | 'on-demand';
-}
-
-/** The one final status of a run, created exactly once by whoever ends it. */
-export interface FinalRecord {
-  status: FinalStatus;
-  exitCode: number | null;
-  reason: string | null;
-  finishedAt: string;
-  attempt: number | null;
-  /** Set when a cached run reused the outputs of an earlier run instead of running. */
-  cacheOf?: string;
-}
-
-export interface StopRequest {
-  abort: boolean;
-  requestedAt: string;
-}
 
 /** A run as the CLI shows it: the record, its last attempt, its final status and the derived status. */
 export interface RunView {
@@ -132,13 +34,14 @@ export const runKeys = {
   tags: (repoId: string): string => `repos/${repoId}/tags/`,
   cache: (repoId: string, key: string): string => `repos/${repoId}/cache/${key}.json`,
   logChunk: (repoId: string, run: string, attempt: number, seq: number): string =>
-    `repos/${repoId}/runs/${run}/logs/${String(attempt).padStart(4, '0')}-${String(seq).padStart(8, '0')}.jsonl`,
+    `repos/${repoId}/runs/${run}/logs/${String(attempt).padStart(4, '0')}-${String(seq).padStart(8, '0')}.log`,
 };
 
-export async function readJson<T>(store: Store, key: string): Promise<T | null> {
-  const buf = await store.get(key);
-  return buf ? (JSON.parse(buf.toString('utf8')) as T) : null;
-}
+/**
+ * Reads a stored record and parses it with its schema (see common/records/): null if it does not
+ * exist, CorruptRecordError naming the key if it is not what the schema says.
+ */
+export const readJson = readRecord;
 
 /**
  * Reserves a fresh `adjective-animal-N` name by creating the run record exclusively; concurrent
@@ -169,21 +72,30 @@ export async function settleRun(store: Store, repoId: string, run: string, final
     return final;
   } catch (e) {
     if (!(e instanceof ConflictError)) throw e;
-    return (await readJson<FinalRecord>(store, runKeys.final(repoId, run))) ?? final;
+    return (await readJson(store, runKeys.final(repoId, run), FinalRecordSchema)) ?? final;
   }
 }
 
-/** Reads everything about one run; NotFoundError if there is no such run. */
+/** Reads everything about one run; NotFoundError if there is no such run, CorruptRecordError naming a damaged record. */
 export async function loadRun(store: Store, repoId: string, run: string, nowMs: number = Date.now()): Promise<RunView> {
+  try {
+    return await readRun(store, repoId, run, nowMs);
+  } catch (e) {
+    if (!(e instanceof CorruptRecordError)) throw e;
+    throw new CorruptRecordError(e.key, e.detail, { cause: e, hint: `\`dstack rm ${run}\` removes the run` });
+  }
+}
+
+async function readRun(store: Store, repoId: string, run: string, nowMs: number): Promise<RunView> {
   const [record, final, stop, artifacts, attemptObjs] = await Promise.all([
-    readJson<RunRecord>(store, runKeys.record(repoId, run)),
-    readJson<FinalRecord>(store, runKeys.final(repoId, run)),
-    readJson<StopRequest>(store, runKeys.stop(repoId, run)),
-    readJson<ArtifactIndex>(store, runKeys.artifacts(repoId, run)),
+    readJson(store, runKeys.record(repoId, run), RunRecordSchema),
+    readJson(store, runKeys.final(repoId, run), FinalRecordSchema),
+    readJson(store, runKeys.stop(repoId, run), StopRequestSchema),
+    readJson(store, runKeys.artifacts(repoId, run), ArtifactIndexSchema),
     store.list(runKeys.attempts(repoId, run)),
   ]);
   if (!record) throw new NotFoundError(`run \`${run}\` does not exist: see \`dstack ps -a\``);
-  const attempts = (await Promise.all(attemptObjs.map((o) => readJson<AttemptRecord>(store, o.key)))).filter(
+  const attempts = (await Promise.all(attemptObjs.map((o) => readJson(store, o.key, AttemptRecordSchema)))).filter(
     (a): a is AttemptRecord => a !== null,
   );
   return { record, attempts, final, stop, artifacts, status: deriveStatus(final, attempts, stop, nowMs) };
@@ -206,10 +118,29 @@ export interface RunRow {
 }
 
 /**
- * The runs of a repo, newest first, from the run index: finished runs cost nothing beyond the
- * listing; unfinished ones (few) are read in full.
+ * Whether an attempt of the run may still be running, read without trusting the run's other
+ * records (for removing a damaged run): false once a final status exists, even a damaged one.
  */
-export async function listRuns(store: Store, repoId: string, o: { nowMs?: number } = {}): Promise<RunRow[]> {
+export async function mayBeRunning(store: Store, repoId: string, run: string, nowMs: number = Date.now()): Promise<boolean> {
+  if (await store.head(runKeys.final(repoId, run))) return false;
+  const attempts = await store.list(runKeys.attempts(repoId, run));
+  const records = await Promise.all(
+    attempts.map((o) =>
+      readJson(store, o.key, AttemptRecordSchema).catch((e: unknown) => {
+        if (e instanceof CorruptRecordError) return null;
+        throw e;
+      }),
+    ),
+  );
+  return records.some((a) => a !== null && a.state === 'running' && nowMs - Date.parse(a.heartbeatAt) < a.leaseMs);
+}
+
+/**
+ * The runs of a repo, newest first, from the run index: finished runs cost nothing beyond the
+ * listing; unfinished ones (few) are read in full. An unfinished run with a damaged record is left
+ * out and given to `onCorrupt`, so that one bad run stops neither `ps` nor `stop -a` nor deps.
+ */
+export async function listRuns(store: Store, repoId: string, o: { nowMs?: number; onCorrupt?: (e: CorruptRecordError) => void } = {}): Promise<RunRow[]> {
   const nowMs = o.nowMs ?? Date.now();
   const summaries = await listSummaries(store, repoId);
   const rows = await Promise.all(
@@ -217,6 +148,11 @@ export async function listRuns(store: Store, repoId: string, o: { nowMs?: number
       if (summary.ended) return { summary, status: summary.ended.status, view: null };
       const view = await loadRun(store, repoId, summary.runName, nowMs).catch((e: unknown) => {
         if (e instanceof NotFoundError) return null;
+        // A damaged run is left out of the listing (and told to `onCorrupt`): it must not hide the others.
+        if (e instanceof CorruptRecordError) {
+          o.onCorrupt?.(e);
+          return null;
+        }
         throw e;
       });
       if (!view) return null;

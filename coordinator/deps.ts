@@ -2,6 +2,7 @@ import { NotFoundError } from '../common/errors.js';
 import type { Store } from '../common/ports.js';
 import { listRuns, loadRun, readJson, runKeys, type TagRecord } from '../common/runs.js';
 import type { DepSpec, PinnedDep } from '../common/spec/job-spec.js';
+import { TagRecordSchema } from '../common/records/runs.js';
 
 /**
  * Resolves deps at submit time: `workflow` to the latest successful run of that workflow, `tag` to
@@ -33,7 +34,7 @@ async function resolveDep(store: Store, repoId: string, dep: DepSpec): Promise<P
   const where = dep.repo ? ` in ${dep.repo}` : '';
   let runName: string;
   if (dep.kind === 'tag') {
-    const tag = await readJson<TagRecord>(store, runKeys.tag(depRepo, dep.name));
+    const tag = await readJson(store, runKeys.tag(depRepo, dep.name), TagRecordSchema);
     if (!tag) throw new NotFoundError(`dep \`tag: ${dep.name}\`: there is no tag \`${dep.name}\`${where}: create it with \`dstack tags add ${dep.name} RUN\` or \`dstack run WORKFLOW -t ${dep.name}\``);
     const view = await loadRun(store, depRepo, tag.runName);
     if (view.status !== 'done') throw new NotFoundError(`dep \`tag: ${dep.name}\`: its run ${tag.runName} is ${view.status}, not done: tag a successful run instead`);

@@ -2,6 +2,7 @@ import { toError } from '../common/errors.js';
 import type { Demand, Placement } from '../common/ports.js';
 import { readJson } from '../common/runs.js';
 import type { Context } from './context.js';
+import { PlacementSchema } from '../common/records/runs.js';
 
 /** Where the placement profiles that jobs were submitted with are kept, so any coordinator can scale them. */
 const PROFILES = 'fleet/profiles/';
@@ -19,7 +20,7 @@ export async function rememberProfile(ctx: Pick<Context, 'store'>, p: Placement)
  */
 export async function reconcile(ctx: Pick<Context, 'store' | 'compute' | 'queueFor'>): Promise<Demand[]> {
   const keys = await ctx.store.list(PROFILES);
-  const placements = (await Promise.all(keys.map((k) => readJson<Placement>(ctx.store, k.key)))).filter((p): p is Placement => p !== null);
+  const placements = (await Promise.all(keys.map((k) => readJson(ctx.store, k.key, PlacementSchema)))).filter((p): p is Placement => p !== null);
   const demand = await Promise.all(
     placements.map(async (placement) => {
       const counts = await (await ctx.queueFor(placement.profileId)).counts();

@@ -1,5 +1,7 @@
 import { parseLogChunk, type LogRecord } from '../common/log-records.js';
 import type { Store } from '../common/ports.js';
+import { CorruptRecordError } from '../common/records/read.js';
+import { FinalRecordSchema } from '../common/records/runs.js';
 import { readJson, runKeys, type FinalRecord } from '../common/runs.js';
 
 export interface FollowOptions {
@@ -7,6 +9,7 @@ export interface FollowOptions {
   follow: boolean;
   pollMs: number;
   sinceMs?: number;
+  /** Gets the job's output, bytes as stored, and dstack's own `dstack: …` lines on `err`. */
   onRecord: (record: LogRecord) => void;
   /** Called about every `tickEveryMs` while following (the CLI reconciles capacity there). */
   onTick?: () => Promise<void>;
@@ -18,24 +21,43 @@ export interface FollowOptions {
 /**
  * Prints a run's stored output in order. Following, it returns the final status once every chunk
  * written before it has been read; the agent stores the last chunk before the final status.
+ * A damaged chunk gives what precedes the damage and one `dstack:` line naming it, and the chunks
+ * after it are still read. A damaged final status ends a follow with CorruptRecordError, once all
+ * output is printed; without follow it is one `dstack:` line.
  */
 export async function followRun(store: Store, repoId: string, runName: string, o: FollowOptions): Promise<{ final: FinalRecord | null; interrupted: boolean }> {
   const seen = new Set<string>();
   let interrupted = false;
   void o.stopped?.then(() => (interrupted = true));
   let lastTick = Date.now();
+  const say = (line: string): void => o.onRecord({ atMs: Date.now(), s: 'err', d: Buffer.from(`dstack: ${line}\n`, 'utf8') });
+  const readFinal = async (): Promise<FinalRecord | CorruptRecordError | null> => {
+    try {
+      return await readJson(store, runKeys.final(repoId, runName), FinalRecordSchema);
+    } catch (e) {
+      if (e instanceof CorruptRecordError) return e;
+      throw e;
+    }
+  };
   for (;;) {
-    const final = o.follow ? await readJson<FinalRecord>(store, runKeys.final(repoId, runName)) : null;
+    const final = o.follow ? await readFinal() : null;
     const chunks = (await store.list(runKeys.logs(repoId, runName))).filter((c) => !seen.has(c.key));
     for (const chunk of chunks) {
       seen.add(chunk.key);
       const body = await store.get(chunk.key);
       if (!body) continue;
-      for (const record of parseLogChunk(body.toString('utf8'))) {
-        if (o.sinceMs === undefined || Date.parse(record.t) >= o.sinceMs) o.onRecord(record);
+      const { records, problem } = parseLogChunk(body);
+      for (const record of records) {
+        if (o.sinceMs === undefined || record.atMs >= o.sinceMs) o.onRecord(record);
       }
+      if (problem !== undefined) say(`log chunk ${chunk.key} is corrupt (${problem}); the rest of it is skipped`);
     }
-    if (!o.follow) return { final: await readJson<FinalRecord>(store, runKeys.final(repoId, runName)), interrupted };
+    if (!o.follow) {
+      const last = await readFinal();
+      if (last instanceof CorruptRecordError) say(last.message);
+      return { final: last instanceof CorruptRecordError ? null : last, interrupted };
+    }
+    if (final instanceof CorruptRecordError) throw final;
     if (final) return { final, interrupted };
     if (interrupted) return { final: null, interrupted };
     if (o.onTick && Date.now() - lastTick >= (o.tickEveryMs ?? 2000)) {

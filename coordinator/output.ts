@@ -2,8 +2,8 @@
 export interface Output {
   /** A line for people on stdout. */
   line(text?: string): void;
-  /** Raw job output, passed through as the job wrote it. */
-  raw(stream: 'out' | 'err', text: string): void;
+  /** Raw job output, passed through byte for byte as the job wrote it. */
+  raw(stream: 'out' | 'err', data: Buffer | string): void;
   /** A line about a problem or a hint, on stderr. */
   note(text: string): void;
   json(value: unknown): void;
@@ -22,7 +22,7 @@ export function consoleOutput(stdout: NodeJS.WriteStream, stderr: NodeJS.WriteSt
   return {
     isTTY: stdout.isTTY,
     line: (text = '') => void stdout.write(`${text}\n`),
-    raw: (stream, text) => void (stream === 'out' ? stdout : stderr).write(text),
+    raw: (stream, data) => void (stream === 'out' ? stdout : stderr).write(data),
     note: (text) => void stderr.write(`${text}\n`),
     json: (value) => void stdout.write(`${JSON.stringify(value, null, 2)}\n`),
     table: (header, rows) => void stdout.write(formatTable(header, rows)),

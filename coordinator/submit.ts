@@ -8,6 +8,7 @@ import { followRun } from './follow.js';
 import { reconcile, rememberProfile } from './fleet.js';
 import { ConflictError, toError } from '../common/errors.js';
 import type { Placement, Queue } from '../common/ports.js';
+import { ArtifactIndexSchema, CacheEntrySchema, FinalRecordSchema, TagRecordSchema } from '../common/records/runs.js';
 
 export interface SubmitInput {
   repoId: string;
@@ -98,7 +99,7 @@ async function claimTag(ctx: Context, record: RunRecord, tagName: string, force:
     await ctx.store.put(runKeys.tag(repoId, tagName), JSON.stringify(tag, null, 2), { ifAbsent: !force });
   } catch (e) {
     if (!(e instanceof ConflictError)) throw e;
-    const holder = (await readJson<TagRecord>(ctx.store, runKeys.tag(repoId, tagName)))?.runName ?? '?';
+    const holder = (await readJson(ctx.store, runKeys.tag(repoId, tagName), TagRecordSchema))?.runName ?? '?';
     await settleRun(ctx.store, repoId, runName, {
       status: 'failed',
       exitCode: null,
@@ -144,10 +145,10 @@ export function cacheKey(spec: JobSpec): string {
 }
 
 async function cachedRun(ctx: Context, repoId: string, key: string): Promise<{ runName: string; artifacts: ArtifactIndex } | undefined> {
-  const entry = await readJson<{ runName: string }>(ctx.store, runKeys.cache(repoId, key));
+  const entry = await readJson(ctx.store, runKeys.cache(repoId, key), CacheEntrySchema);
   if (!entry) return undefined;
-  const final = await readJson<{ status: string }>(ctx.store, runKeys.final(repoId, entry.runName));
-  const artifacts = await readJson<ArtifactIndex>(ctx.store, runKeys.artifacts(repoId, entry.runName));
+  const final = await readJson(ctx.store, runKeys.final(repoId, entry.runName), FinalRecordSchema);
+  const artifacts = await readJson(ctx.store, runKeys.artifacts(repoId, entry.runName), ArtifactIndexSchema);
   if (final?.status !== 'done') return undefined;
   return { runName: entry.runName, artifacts: artifacts ?? { artifacts: [], savedAt: new Date().toISOString(), complete: true } };
 }

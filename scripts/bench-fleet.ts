@@ -45,7 +45,7 @@ export async function benchFleet(dir: string, reps: number): Promise<string[]> {
   const firstOutputOf = async (run: string, attempt: number): Promise<number | undefined> => {
     // Each attempt prints one "starting at step" line first; its time is when the agent read it.
     const starts: number[] = [];
-    await followRun(ctx.store, repoId, run, { follow: false, pollMs: 50, onRecord: (r) => void (r.d.includes('starting at step') && starts.push(Date.parse(r.t))) });
+    await followRun(ctx.store, repoId, run, { follow: false, pollMs: 50, onRecord: (r) => void (r.d.includes('starting at step') && starts.push(r.atMs)) });
     return starts[attempt - 1];
   };
   const notice: number[] = [];

@@ -11,6 +11,7 @@ import type { JobSpec } from '../common/spec/job-spec.js';
 import { benchArtifacts } from './bench-artifacts.js';
 import { benchAws } from './bench-aws.js';
 import { benchFleet } from './bench-fleet.js';
+import { FinalRecordSchema } from '../common/records/runs.js';
 
 /** Ends the run early when BENCH_ONLY picks one section. */
 class Skip extends Error {}
@@ -109,12 +110,12 @@ try {
     const sent = Date.now();
     await backend.queue.send(JSON.stringify(record.spec));
     for (;;) {
-      if (await readJson<FinalRecord>(backend.store, runKeys.final(base.repoId, record.runName))) break;
+      if (await readJson(backend.store, runKeys.final(base.repoId, record.runName), FinalRecordSchema)) break;
       await new Promise((r) => setTimeout(r, 20));
     }
     const chunks = await backend.store.list(runKeys.logs(base.repoId, record.runName));
-    const first = parseLogChunk((await backend.store.get(chunks[0]?.key ?? ''))?.toString() ?? '')[0];
-    starts.push(Number(first?.d.trim()) - sent);
+    const first = parseLogChunk((await backend.store.get(chunks[0]?.key ?? '')) ?? Buffer.alloc(0)).records[0];
+    starts.push(Number(first?.d.toString().trim()) - sent);
   }
   results.push(row('enqueue → job running, idle agent', median(starts), 'spawn → running of `bash -c`', median(spawns)));
 } catch (e) {

@@ -1,3 +1,4 @@
+import { CorruptRecordError } from '../../common/records/read.js';
 import type { RunSummary } from '../../common/run-index.js';
 import { isFinished, listRuns, loadRun, type RunRow, type RunView } from '../../common/runs.js';
 import { repoInfo } from '../code-capture.js';
@@ -23,7 +24,7 @@ export async function psCommand(ctx: Context, o: PsOptions): Promise<number> {
     const view = await loadRun(ctx.store, info.repoId, o.run, now);
     rows = await settleOrphans(ctx.store, info.repoId, [{ summary: summaryOf(view), status: view.status, view }], orphanGraceMs(ctx.config), now);
   } else {
-    rows = await settleOrphans(ctx.store, info.repoId, await listRuns(ctx.store, info.repoId, { nowMs: now }), orphanGraceMs(ctx.config), now);
+    rows = await settleOrphans(ctx.store, info.repoId, await listRuns(ctx.store, info.repoId, { nowMs: now, onCorrupt: (e) => ctx.out.note(`warning: ${e.message}`) }), orphanGraceMs(ctx.config), now);
     if (!o.all) {
       const active = rows.filter((r) => !isFinished(r.status));
       rows = active.length > 0 ? active : rows.slice(0, 1);
@@ -31,8 +32,17 @@ export async function psCommand(ctx: Context, o: PsOptions): Promise<number> {
   }
   if (o.json) {
     // Scripts get whole runs: this reads every listed run, unlike the table.
-    const views = await Promise.all(rows.map((r) => r.view ?? loadRun(ctx.store, info.repoId, r.summary.runName, now)));
-    ctx.out.json(views.map(toJson));
+    const views = await Promise.all(
+      rows.map((r) =>
+        r.view ??
+        loadRun(ctx.store, info.repoId, r.summary.runName, now).catch((e: unknown) => {
+          if (!(e instanceof CorruptRecordError)) throw e;
+          ctx.out.note(`warning: ${e.message}`);
+          return null;
+        }),
+      ),
+    );
+    ctx.out.json(views.filter((v): v is RunView => v !== null).map(toJson));
     return 0;
   }
   if (rows.length === 0) {

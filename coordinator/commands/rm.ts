@@ -1,6 +1,8 @@
 import { UsageError } from '../../common/errors.js';
-import { indexKeysOf } from '../../common/run-index.js';
-import { isFinished, listRuns, loadRun, readJson, runKeys, type RunRecord, type TagRecord } from '../../common/runs.js';
+import { CorruptRecordError } from '../../common/records/read.js';
+import { TagRecordSchema } from '../../common/records/runs.js';
+import { indexKeysByName, indexKeysOf } from '../../common/run-index.js';
+import { isFinished, listRuns, loadRun, mayBeRunning, readJson, runKeys, type RunRecord } from '../../common/runs.js';
 import type { Store } from '../../common/ports.js';
 import { repoInfo } from '../code-capture.js';
 import type { Context } from '../context.js';
@@ -13,23 +15,25 @@ export interface RmOptions {
   force?: boolean;
 }
 
-/** `dstack rm (RUN | -a) [-y] [--force]`: deletes finished runs, their records and logs; a tagged run only with --force. */
+/** What rm needs of a run: its name, and the record fields its index keys are made of unless the record is damaged. */
+type Target = { runName: string; indexed: Pick<RunRecord, 'runName' | 'submittedAt' | 'workflow' | 'maxAttempts'> | null };
+
+/** `dstack rm (RUN | -a) [-y] [--force]`: deletes finished runs, their records and logs (also runs whose records are damaged); a tagged run only with --force. */
 export async function rmCommand(ctx: Context, o: RmOptions): Promise<number> {
   if (!o.run && !o.all) throw new UsageError('name a run or use --all: dstack rm (RUN | -a) [-y] [--force]');
   const info = await repoInfo(ctx.cwd);
-  let targets: Array<Pick<RunRecord, 'runName' | 'submittedAt' | 'workflow' | 'maxAttempts'>>;
+  const repoId = info.repoId;
+  let targets: Target[];
   if (o.run) {
-    const view = await loadRun(ctx.store, info.repoId, o.run);
-    if (!isFinished(view.status)) throw new UsageError(`run ${o.run} is not finished yet: stop it first with \`dstack stop ${o.run}\``);
-    targets = [view.record];
+    targets = [await oneTarget(ctx, repoId, o.run)];
   } else {
-    targets = (await listRuns(ctx.store, info.repoId)).filter((r) => isFinished(r.status)).map((r) => r.summary);
+    const rows = await listRuns(ctx.store, repoId, { onCorrupt: (e) => ctx.out.note(`warning: ${e.message}; remove that run by name`) });
+    targets = rows.filter((r) => isFinished(r.status)).map((r) => ({ runName: r.summary.runName, indexed: r.summary }));
   }
   if (targets.length === 0) {
     ctx.out.line('No finished runs to delete.');
     return 0;
   }
-  const repoId = info.repoId;
   const tags = await tagsByRun(ctx.store, repoId);
   const tagged = targets.filter((t) => tags.has(t.runName));
   if (tagged.length > 0 && !o.force) {
@@ -38,13 +42,13 @@ export async function rmCommand(ctx: Context, o: RmOptions): Promise<number> {
   }
   const what = o.run ? `the run ${o.run}` : `${targets.length} finished run(s)`;
   if (!(await ctx.confirm(`Delete ${what}?`, o.yes))) return 1;
-  for (const run of targets) {
-    const { runName } = run;
+  for (const { runName, indexed } of targets) {
     const objects = await ctx.store.list(runKeys.prefix(repoId, runName));
     // The index keys and the record go last, so an interrupted rm leaves a run that can be removed again.
     const record = runKeys.record(repoId, runName);
     await ctx.store.delete(objects.map((x) => x.key).filter((k) => k !== record));
-    await ctx.store.delete([...(await indexKeysOf(ctx.store, repoId, run)), record]);
+    const index = indexed ? await indexKeysOf(ctx.store, repoId, indexed) : await indexKeysByName(ctx.store, repoId, runName);
+    await ctx.store.delete([...index, record]);
     const its = tags.get(runName) ?? [];
     if (its.length > 0) await ctx.store.delete(its.map((t) => runKeys.tag(repoId, t)));
     ctx.out.line(its.length > 0 ? `Deleted ${runName} and its tags ${its.join(', ')}.` : `Deleted ${runName}.`);
@@ -56,9 +60,23 @@ export async function rmCommand(ctx: Context, o: RmOptions): Promise<number> {
 async function tagsByRun(store: Store, repoId: string): Promise<Map<string, string[]>> {
   const out = new Map<string, string[]>();
   for (const o of await store.list(runKeys.tags(repoId))) {
-    const tag = await readJson<TagRecord>(store, o.key);
+    const tag = await readJson(store, o.key, TagRecordSchema);
     if (!tag) continue;
     out.set(tag.runName, [...(out.get(tag.runName) ?? []), tag.tag].sort());
   }
   return out;
+}
+
+/** The named run, if it is finished; a run with a damaged record is named in one line, and may go unless it may still be running. */
+async function oneTarget(ctx: Context, repoId: string, run: string): Promise<Target> {
+  try {
+    const view = await loadRun(ctx.store, repoId, run);
+    if (!isFinished(view.status)) throw new UsageError(`run ${run} is not finished yet: stop it first with \`dstack stop ${run}\``);
+    return { runName: run, indexed: view.record };
+  } catch (e) {
+    if (!(e instanceof CorruptRecordError)) throw e;
+    ctx.out.note(`warning: ${e.message}`);
+    if (await mayBeRunning(ctx.store, repoId, run)) throw new UsageError(`run ${run} may still be running: stop it first with \`dstack stop ${run}\``);
+    return { runName: run, indexed: null };
+  }
 }

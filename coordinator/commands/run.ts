@@ -1,3 +1,4 @@
+import { TagRecordSchema } from '../../common/records/runs.js';
 import { NotFoundError, UsageError } from '../../common/errors.js';
 import { nameStem } from '../../common/names.js';
 import { readJson, runKeys, type TagRecord } from '../../common/runs.js';
@@ -89,7 +90,7 @@ export async function runCommand(ctx: Context, o: RunOptions): Promise<number> {
  */
 async function checkTag(ctx: Context, repoId: string, tag: string, force: boolean): Promise<void> {
   if (!TAG_NAME.test(tag)) throw new UsageError(`tag \`${tag}\`: use letters, digits, ".", "_" and "-"`);
-  const existing = await readJson<TagRecord>(ctx.store, runKeys.tag(repoId, tag));
+  const existing = await readJson(ctx.store, runKeys.tag(repoId, tag), TagRecordSchema);
   if (existing && !force) throw tagTaken(tag, existing.runName);
 }
 

@@ -2,6 +2,7 @@ import { ConflictError, UsageError } from '../../common/errors.js';
 import { isFinished, listRuns, loadRun, readJson, runKeys, settleRun, type FinalRecord, type RunView, type StopRequest } from '../../common/runs.js';
 import { repoInfo } from '../code-capture.js';
 import type { Context } from '../context.js';
+import { FinalRecordSchema } from '../../common/records/runs.js';
 
 export interface StopOptions {
   run: string | undefined;
@@ -60,7 +61,7 @@ async function requestStop(ctx: Context, view: RunView, abort: boolean): Promise
   }
   const deadline = Date.now() + ctx.config.local.stopGraceSec * 1000 + 15_000;
   while (Date.now() < deadline) {
-    const final = await readJson<FinalRecord>(ctx.store, runKeys.final(repoId, runName));
+    const final = await readJson(ctx.store, runKeys.final(repoId, runName), FinalRecordSchema);
     if (final) return final;
     await new Promise((r) => setTimeout(r, 200));
   }

@@ -8,13 +8,14 @@ import type { JobSpec } from '../../common/spec/job-spec.js';
 import { repoInfo } from '../code-capture.js';
 import type { Context } from '../context.js';
 import { ago } from '../output.js';
+import { TagRecordSchema } from '../../common/records/runs.js';
 
 /** `dstack tags add TAG RUN`, or `dstack tags add TAG -a PATH...` to upload local folders as a new finished run. */
 export async function tagsAddCommand(ctx: Context, o: { tag: string; run: string | undefined; paths: string[] }): Promise<number> {
   if (!/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(o.tag)) throw new UsageError(`tag \`${o.tag}\`: use letters, digits, ".", "_" and "-"`);
   if ((o.run === undefined) === (o.paths.length === 0)) throw new UsageError('name a run or give -a PATH (not both): dstack tags add TAG (RUN | -a PATH...)');
   const info = await repoInfo(ctx.cwd);
-  if (await readJson<TagRecord>(ctx.store, runKeys.tag(info.repoId, o.tag))) {
+  if (await readJson(ctx.store, runKeys.tag(info.repoId, o.tag), TagRecordSchema)) {
     throw new ConflictError(`tag \`${o.tag}\` already exists: delete it first with \`dstack tags delete ${o.tag}\``);
   }
   let runName: string;
@@ -91,7 +92,7 @@ async function uploadAsRun(ctx: Context, repoId: string, root: string, paths: st
 export async function tagsListCommand(ctx: Context, o: { json: boolean }): Promise<number> {
   const info = await repoInfo(ctx.cwd);
   const objects = await ctx.store.list(runKeys.tags(info.repoId));
-  const tags = (await Promise.all(objects.map((x) => readJson<TagRecord>(ctx.store, x.key)))).filter((t): t is TagRecord => t !== null);
+  const tags = (await Promise.all(objects.map((x) => readJson(ctx.store, x.key, TagRecordSchema)))).filter((t): t is TagRecord => t !== null);
   const rows = await Promise.all(
     tags.map(async (t) => {
       const view = await loadRun(ctx.store, info.repoId, t.runName).catch(() => null);
@@ -114,7 +115,7 @@ export async function tagsListCommand(ctx: Context, o: { json: boolean }): Promi
 /** `dstack tags delete TAG [-y]`: the tag goes; the run and its artifacts stay. */
 export async function tagsDeleteCommand(ctx: Context, o: { tag: string; yes: boolean }): Promise<number> {
   const info = await repoInfo(ctx.cwd);
-  if (!(await readJson<TagRecord>(ctx.store, runKeys.tag(info.repoId, o.tag)))) throw new NotFoundError(`there is no tag \`${o.tag}\`: see \`dstack tags list\``);
+  if (!(await readJson(ctx.store, runKeys.tag(info.repoId, o.tag), TagRecordSchema))) throw new NotFoundError(`there is no tag \`${o.tag}\`: see \`dstack tags list\``);
   if (!(await ctx.confirm(`Delete the tag ${o.tag}?`, o.yes))) return 1;
   await ctx.store.delete([runKeys.tag(info.repoId, o.tag)]);
   ctx.out.line(`Deleted tag ${o.tag}.`);

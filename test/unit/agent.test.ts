@@ -13,6 +13,7 @@ import { Agent } from '../../agent/worker.js';
 import { LogShipper } from '../../agent/log-shipper.js';
 import { parseLogChunk } from '../../common/log-records.js';
 import { removeAll, tempDir, waitFor } from '../support/cli.js';
+import { AttemptRecordSchema, FinalRecordSchema, StopRequestSchema } from '../../common/records/runs.js';
 
 function spec(runName: string, commands: string[]): JobSpec {
   return {
@@ -75,11 +76,11 @@ describe('agent: leases and heartbeats', function () {
     await new Promise((r) => setTimeout(r, 1500));
     expect(await new LocalQueue({ root: `${dir}/q`, name: 'jobs', maxReceives: 3 }).receive({ waitMs: 0, visibilityMs: 1000 })).to.equal(undefined);
     await running;
-    const final = await readJson<FinalRecord>(store, runKeys.final('local/test', 'long-job-1'));
+    const final = await readJson(store, runKeys.final('local/test', 'long-job-1'), FinalRecordSchema);
     expect(final).to.include({ status: 'done', exitCode: 0, attempt: 1 });
     expect(await queue.counts()).to.deep.equal({ visible: 0, inFlight: 0, dead: 0 });
     const logs = await store.list(runKeys.logs('local/test', 'long-job-1'));
-    const text = (await Promise.all(logs.map(async (o) => parseLogChunk((await store.get(o.key))?.toString() ?? '')))).flat().map((r) => r.d).join('');
+    const text = (await Promise.all(logs.map(async (o) => parseLogChunk((await store.get(o.key)) ?? Buffer.alloc(0)).records))).flat().map((r) => r.d).join('');
     expect(text).to.equal('working\nfinished\n');
     const ended = lines.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.msg === 'job ended');
     expect(ended).to.include({ runName: 'long-job-1', jobId: 'job1', attempt: '1 of 3', agentId: 'a1', outcome: 'settled' });
@@ -101,11 +102,11 @@ describe('agent: leases and heartbeats', function () {
       counts: () => queue.counts(),
     };
     await makeAgent(flaky, 600).run();
-    const final = await readJson<FinalRecord>(store, runKeys.final('local/test', 'lost-lease-1'));
+    const final = await readJson(store, runKeys.final('local/test', 'lost-lease-1'), FinalRecordSchema);
     expect(final).to.include({ status: 'done', attempt: 2 });
     const chunks = await store.list(runKeys.logs('local/test', 'lost-lease-1'));
     const byAttempt = async (n: string): Promise<string> =>
-      (await Promise.all(chunks.filter((c) => c.key.includes(`/logs/${n}-`)).map(async (o) => parseLogChunk((await store.get(o.key))?.toString() ?? ''))))
+      (await Promise.all(chunks.filter((c) => c.key.includes(`/logs/${n}-`)).map(async (o) => parseLogChunk((await store.get(o.key)) ?? Buffer.alloc(0)).records)))
         .flat()
         .map((r) => r.d)
         .join('');
@@ -144,9 +145,9 @@ describe('agent: leases and heartbeats', function () {
   const logText = async (run: string, attempt?: number): Promise<string> => {
     const prefix = attempt === undefined ? '' : `/logs/${String(attempt).padStart(4, '0')}-`;
     const chunks = (await store.list(runKeys.logs('local/test', run))).filter((c) => c.key.includes(prefix));
-    return (await Promise.all(chunks.map(async (o) => parseLogChunk((await store.get(o.key))?.toString() ?? '')))).flat().map((r) => r.d).join('');
+    return (await Promise.all(chunks.map(async (o) => parseLogChunk((await store.get(o.key)) ?? Buffer.alloc(0)).records))).flat().map((r) => r.d).join('');
   };
-  const finalOf = (run: string): Promise<FinalRecord | null> => readJson<FinalRecord>(store, runKeys.final('local/test', run));
+  const finalOf = (run: string): Promise<FinalRecord | null> => readJson(store, runKeys.final('local/test', run), FinalRecordSchema);
   const outage = (): Promise<never> => Promise.reject(new TransportError('ServiceUnavailable (HTTP 503)', { retryable: true, statusCode: 503 }));
 
   it('a Store heartbeat that keeps failing abandons the job (no final status from it); the redelivery finishes it', async () => {
@@ -263,26 +264,5 @@ describe('agent: leases and heartbeats', function () {
     expect(await logText('diskfull-1')).to.equal(`hello\ndstack: ${final?.reason ?? ''}\n`);
     expect(readdirSync(`${dir}/work`)).to.deep.equal([]);
     expect(await queue.counts()).to.deep.equal({ visible: 0, inFlight: 0, dead: 0 });
-  });
-});
-
-describe('log shipping', () => {
-  it('stores output in order within the flush interval, and the rest on close', async () => {
-    const dir = tempDir('logs');
-    try {
-      const store = new LocalStore(dir);
-      const shipper = new LogShipper(store, (seq) => `logs/${String(seq).padStart(4, '0')}.jsonl`, 100);
-      shipper.write('out', 'one\n');
-      shipper.write('err', 'two\n');
-      await new Promise((r) => setTimeout(r, 300));
-      expect((await store.list('logs/')).length).to.equal(1);
-      shipper.write('out', 'three\n');
-      await shipper.close();
-      const records = (await Promise.all((await store.list('logs/')).map(async (o) => parseLogChunk((await store.get(o.key))?.toString() ?? '')))).flat();
-      expect(records.map((r) => `${r.s}:${r.d}`)).to.deep.equal(['out:one\n', 'err:two\n', 'out:three\n']);
-      expect(records.every((r) => !Number.isNaN(Date.parse(r.t)))).to.equal(true);
-    } finally {
-      removeAll(dir);
-    }
   });
 });

@@ -1,3 +1,4 @@
+import { TagRecordSchema } from '../../common/records/runs.js';
 import { expect } from 'chai';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -28,7 +29,7 @@ describe('tags: run -t and rm refuse to lose a tag', () => {
   };
   const tagged = async (tag: string): Promise<string | undefined> => {
     const { repoId } = await repoInfo(repo);
-    return (await readJson<TagRecord>(ctx.store, runKeys.tag(repoId, tag)))?.runName;
+    return (await readJson(ctx.store, runKeys.tag(repoId, tag), TagRecordSchema))?.runName;
   };
   const runNames = (): string[] => [...ctx.out.text().matchAll(/Run ([a-z]+-[a-z]+-\d+)/g)].map((m) => m[1] ?? '');
 

@@ -1,0 +1,130 @@
+import { z } from 'zod';
+import type { JobSpec } from '../spec/job-spec.js';
+
+/**
+ * The run's records as they cross from one process to another through the Store, parsed with
+ * these schemas on every read. Fields added after the first release are optional or defaulted, so
+ * records that older versions wrote stay readable; unknown fields (from newer versions) are dropped.
+ */
+
+export const FinalStatusSchema = z.enum(['done', 'failed', 'stopped']);
+export type FinalStatus = z.infer<typeof FinalStatusSchema>;
+
+const OfferSchema = z.object({
+  instanceType: z.string(),
+  market: z.enum(['spot', 'on-demand']),
+  pricePerHour: z.number(),
+  vcpus: z.number(),
+  memoryMiB: z.number(),
+  gpu: z.object({ name: z.string(), count: z.number(), memoryMiB: z.number() }).nullable(),
+});
+
+export const PlacementSchema = z.object({ profileId: z.string(), offers: z.array(OfferSchema) });
+
+/**
+ * The job spec inside a run record. Its own schema belongs to the job spec, which the agent checks
+ * by `specVersion` where it takes a job; a run record only has to hold one as an object.
+ */
+const StoredJobSpecSchema = z.custom<JobSpec>((v) => typeof v === 'object' && v !== null && !Array.isArray(v), 'spec: expected a job spec object');
+
+/** Written once when the run is submitted; its exclusive creation reserves the run name. */
+export const RunRecordSchema = z.object({
+  runName: z.string().min(1),
+  repoId: z.string().min(1),
+  workflow: z.string(),
+  jobId: z.string(),
+  submittedAt: z.string(),
+  maxAttempts: z.number().int().min(1),
+  /** The resolved spec: code snapshot, pinned deps and overrides included. */
+  spec: StoredJobSpecSchema,
+  /** Per-run overrides given on the command line, as given (absent in the first records). */
+  overrides: z.array(z.string()).default([]),
+  toolVersion: z.string().default('unknown'),
+  /** Set by `dstack restart`: the run this one reproduces. */
+  restartOf: z.string().optional(),
+  /** Tag given with `run -t`. */
+  tag: z.string().optional(),
+  /** The profile (queue) it was sent to and the machine offers, cheapest first, for cost. */
+  placement: PlacementSchema.optional(),
+  /**
+   * Set by submitters that write `enqueued.json` once the job is sent: such a run with neither that
+   * marker nor an attempt, past a grace, was never queued (its CLI died) and is settled as failed.
+   */
+  marksEnqueued: z.boolean().optional(),
+});
+export type RunRecord = z.infer<typeof RunRecordSchema>;
+
+export const SavedArtifactRefSchema = z.object({
+  /** As declared: relative to the working dir, or absolute. */
+  path: z.string(),
+  manifestSha: z.string(),
+  files: z.number(),
+  sizeBytes: z.number(),
+});
+export type SavedArtifactRef = z.infer<typeof SavedArtifactRefSchema>;
+
+/** The saved artifacts of a run; written after every save, the last one when the job ends. */
+export const ArtifactIndexSchema = z.object({
+  artifacts: z.array(SavedArtifactRefSchema),
+  savedAt: z.string(),
+  /** False while a `mount: true` artifact is still being saved incrementally. */
+  complete: z.boolean(),
+});
+export type ArtifactIndex = z.infer<typeof ArtifactIndexSchema>;
+
+/** What the agent tells about the machine a job ran on. */
+export const HostFactsSchema = z.object({
+  hostname: z.string(),
+  platform: z.string(),
+  arch: z.string(),
+  cpus: z.number(),
+  memoryMiB: z.number(),
+  nodeVersion: z.string(),
+  agentVersion: z.string(),
+});
+export type HostFacts = z.infer<typeof HostFactsSchema>;
+
+/** The EC2 instance behind an attempt, from the instance metadata service. */
+export const InstanceFactsSchema = z.object({ id: z.string(), type: z.string(), market: z.enum(['spot', 'on-demand']) });
+export type InstanceFacts = z.infer<typeof InstanceFactsSchema>;
+
+export const TagRecordSchema = z.object({ tag: z.string(), runName: z.string(), createdAt: z.string() });
+export type TagRecord = z.infer<typeof TagRecordSchema>;
+
+/** One delivery of the job to an agent; written only by that agent. */
+export const AttemptRecordSchema = z.object({
+  attempt: z.number().int(),
+  agentId: z.string(),
+  host: z.string(),
+  startedAt: z.string(),
+  heartbeatAt: z.string(),
+  /** How long after the last heartbeat the lease lapses. */
+  leaseMs: z.number(),
+  state: z.enum(['running', 'ended']),
+  endedAt: z.string().optional(),
+  hostFacts: HostFactsSchema.optional(),
+  /** Set on EC2: which instance ran this attempt. */
+  instance: InstanceFactsSchema.optional(),
+  /** Why the attempt was handed back unfinished (a spot interruption notice). */
+  interruption: z.string().optional(),
+});
+export type AttemptRecord = z.infer<typeof AttemptRecordSchema>;
+
+/** The one final status of a run, created exactly once by whoever ends it. */
+export const FinalRecordSchema = z.object({
+  status: FinalStatusSchema,
+  exitCode: z.number().int().nullable(),
+  reason: z.string().nullable(),
+  finishedAt: z.string(),
+  attempt: z.number().int().nullable(),
+  /** Set when a cached run reused the outputs of an earlier run instead of running. */
+  cacheOf: z.string().optional(),
+});
+export type FinalRecord = z.infer<typeof FinalRecordSchema>;
+
+export const StopRequestSchema = z.object({ abort: z.boolean(), requestedAt: z.string() });
+export type StopRequest = z.infer<typeof StopRequestSchema>;
+
+/** The rerun cache: which run's outputs a cache key stands for. */
+export const CacheEntrySchema = z.object({ runName: z.string() });
+export type CacheEntry = z.infer<typeof CacheEntrySchema>;
