@@ -175,8 +175,8 @@ describe('dstack gc: the collector', () => {
     const orphanBlob = 'd'.repeat(64);
     await store.put(blobKey(orphanBlob), 'unreferenced');
     const later = Date.now() + 2 * HOUR;
-    await store.put(runKeys.record('r1', 'busy-run-1'), JSON.stringify({ runName: 'busy-run-1', repoId: 'r1', workflow: 'w', submittedAt: new Date().toISOString(), maxAttempts: 1, spec: { pinnedDeps: [] } }));
-    await store.put(runKeys.attempt('r1', 'busy-run-1', 1), JSON.stringify({ attempt: 1, state: 'running', heartbeatAt: new Date(later - 5000).toISOString(), leaseMs: 30_000 }));
+    await store.put(runKeys.record('r1', 'busy-run-1'), JSON.stringify({ runName: 'busy-run-1', repoId: 'r1', workflow: 'w', jobId: 'j1', submittedAt: new Date().toISOString(), maxAttempts: 1, spec: { pinnedDeps: [] } }));
+    await store.put(runKeys.attempt('r1', 'busy-run-1', 1), JSON.stringify({ attempt: 1, agentId: 'a1', host: 'h', startedAt: new Date().toISOString(), state: 'running', heartbeatAt: new Date(later - 5000).toISOString(), leaseMs: 30_000 }));
     const report = await gc({ nowMs: later });
     expect(report.removed).to.deep.equal([]);
     expect(report.notes.join('\n')).to.contain('run busy-run-1 may still be saving');
