@@ -9,8 +9,8 @@ export interface FollowOptions {
   follow: boolean;
   pollMs: number;
   sinceMs?: number;
-  /** Gets the job's output, bytes as stored, and dstack's own `dstack: …` lines on `err`. */
-  onRecord: (record: LogRecord) => void;
+  /** Gets the job's output, bytes as stored, and dstack's own `dstack: …` lines on `err`; a promise it returns is awaited (backpressure). */
+  onRecord: (record: LogRecord) => unknown;
   /** Called about every `tickEveryMs` while following (the CLI reconciles capacity there). */
   onTick?: () => Promise<void>;
   tickEveryMs?: number;
@@ -30,7 +30,7 @@ export async function followRun(store: Store, repoId: string, runName: string, o
   let interrupted = false;
   void o.stopped?.then(() => (interrupted = true));
   let lastTick = Date.now();
-  const say = (line: string): void => o.onRecord({ atMs: Date.now(), s: 'err', d: Buffer.from(`dstack: ${line}\n`, 'utf8') });
+  const say = (line: string): unknown => o.onRecord({ atMs: Date.now(), s: 'err', d: Buffer.from(`dstack: ${line}\n`, 'utf8') });
   const readFinal = async (): Promise<FinalRecord | CorruptRecordError | null> => {
     try {
       return await readJson(store, runKeys.final(repoId, runName), FinalRecordSchema);
@@ -48,13 +48,14 @@ export async function followRun(store: Store, repoId: string, runName: string, o
       if (!body) continue;
       const { records, problem } = parseLogChunk(body);
       for (const record of records) {
-        if (o.sinceMs === undefined || record.atMs >= o.sinceMs) o.onRecord(record);
+        // Awaited: a reader slower than the store holds the next chunk back, so memory stays bounded.
+        if (o.sinceMs === undefined || record.atMs >= o.sinceMs) await o.onRecord(record);
       }
-      if (problem !== undefined) say(`log chunk ${chunk.key} is corrupt (${problem}); the rest of it is skipped`);
+      if (problem !== undefined) await say(`log chunk ${chunk.key} is corrupt (${problem}); the rest of it is skipped`);
     }
     if (!o.follow) {
       const last = await readFinal();
-      if (last instanceof CorruptRecordError) say(last.message);
+      if (last instanceof CorruptRecordError) await say(last.message);
       return { final: last instanceof CorruptRecordError ? null : last, interrupted };
     }
     if (final instanceof CorruptRecordError) throw final;

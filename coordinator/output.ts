@@ -2,8 +2,11 @@
 export interface Output {
   /** A line for people on stdout. */
   line(text?: string): void;
-  /** Raw job output, passed through byte for byte as the job wrote it. */
-  raw(stream: 'out' | 'err', data: Buffer | string): void;
+  /**
+   * Raw job output, passed through byte for byte as the job wrote it. Returns a promise when the
+   * stream's buffer is full: callers that print a lot wait for it, so a slow reader bounds memory.
+   */
+  raw(stream: 'out' | 'err', data: Buffer | string): void | Promise<void>;
   /** A line about a problem or a hint, on stderr. */
   note(text: string): void;
   json(value: unknown): void;
@@ -22,7 +25,10 @@ export function consoleOutput(stdout: NodeJS.WriteStream, stderr: NodeJS.WriteSt
   return {
     isTTY: stdout.isTTY,
     line: (text = '') => void stdout.write(`${text}\n`),
-    raw: (stream, data) => void (stream === 'out' ? stdout : stderr).write(data),
+    raw: (stream, data) => {
+      const target = stream === 'out' ? stdout : stderr;
+      if (!target.write(data)) return new Promise<void>((resolve) => target.once('drain', () => resolve()));
+    },
     note: (text) => void stderr.write(`${text}\n`),
     json: (value) => void stdout.write(`${JSON.stringify(value, null, 2)}\n`),
     table: (header, rows) => void stdout.write(formatTable(header, rows)),
