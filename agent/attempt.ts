@@ -18,6 +18,8 @@ export interface AttemptOptions {
   /** A fresh directory for this attempt; removed when it ends. */
   jobDir: string;
   jobEnv: NodeJS.ProcessEnv;
+  /** The cache of venvs for `requirements`, shared by the agents of this machine. */
+  venvRoot: string;
   stopGraceMs: number;
   /** How often a running job checks for a stop request. */
   tickMs: number;
@@ -88,7 +90,7 @@ export class Attempt {
     let started = false;
     try {
       await rebuildCode(store, spec.code, codeDir);
-      const prepared = await prepareRun(spec, jobDir, codeDir, this.o.jobEnv);
+      const prepared = await prepareRun(spec, jobDir, codeDir, this.o.jobEnv, { venvRoot: this.o.venvRoot, say: (d) => shipper.write('err', d), signal });
       await restoreDeps(store, spec, codeDir, (line) => shipper.write('err', line));
       // A later attempt resumes: what the earlier ones saved (checkpoints included) is put back first.
       if (attempt > 1) await restoreCheckpoint(store, spec, codeDir, (line) => shipper.write('err', line));
