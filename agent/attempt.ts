@@ -9,6 +9,7 @@ import { ArtifactSaver, restoreCheckpoint, restoreDeps } from './artifacts.js';
 import { startJob, type JobExit, type JobProcess } from './job-process.js';
 import { LogShipper } from './log-shipper.js';
 import { prepareRun } from './providers.js';
+import { useRequirementsEnv } from './python-env.js';
 import { rebuildCode } from './workspace.js';
 
 export interface AttemptOptions {
@@ -90,10 +91,12 @@ export class Attempt {
     let started = false;
     try {
       await rebuildCode(store, spec.code, codeDir);
-      const prepared = await prepareRun(spec, jobDir, codeDir, this.o.jobEnv, { venvRoot: this.o.venvRoot, say: (d) => shipper.write('err', d), signal });
+      const prepared = await prepareRun(spec, jobDir, codeDir, this.o.jobEnv);
       await restoreDeps(store, spec, codeDir, (line) => shipper.write('err', line));
       // A later attempt resumes: what the earlier ones saved (checkpoints included) is put back first.
       if (attempt > 1) await restoreCheckpoint(store, spec, codeDir, (line) => shipper.write('err', line));
+      // After the deps, as when `pip install -r` was the job's first line: the file may name a wheel a dep made.
+      await useRequirementsEnv(spec, prepared, { venvRoot: this.o.venvRoot, jobDir, say: (d) => shipper.write('err', d), signal });
       if (signal.aborted) throw signal.reason;
       if (this.forced) throw new HandedBack('the agent was stopped before the job started');
       const proc = startJob(prepared.script, { cwd: prepared.cwd, env: prepared.env, ...(this.o.deadlineFile ? { deadlineFile: this.o.deadlineFile } : {}) });

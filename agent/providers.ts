@@ -5,13 +5,14 @@ import { createServer } from 'node:net';
 import { JobFailedError } from '../common/errors.js';
 import { exec } from '../common/exec.js';
 import { substitute, type JobSpec } from '../common/spec/job-spec.js';
-import { requirementsEnv, type RequirementsEnvOptions } from './python-env.js';
 
 /** What the agent runs for a job: a bash script, in a directory, with an environment. */
 export interface PreparedRun {
   script: string;
   cwd: string;
   env: NodeJS.ProcessEnv;
+  /** The Python the job runs, when one was found: the base of the venv for `requirements`. */
+  interpreter?: string;
 }
 
 const RUNNABLE = new Set(['bash', 'python']);
@@ -20,13 +21,7 @@ const RUNNABLE = new Set(['bash', 'python']);
  * Prepares the bash and python providers: the interpreter the job asks for (as `python`, `python3`
  * and `pip` first on PATH), the job's environment, and the script of its commands under `set -e`.
  */
-export async function prepareRun(
-  spec: JobSpec,
-  jobDir: string,
-  codeDir: string,
-  baseEnv: NodeJS.ProcessEnv,
-  setup: Pick<RequirementsEnvOptions, 'venvRoot' | 'say' | 'signal'>,
-): Promise<PreparedRun> {
+export async function prepareRun(spec: JobSpec, jobDir: string, codeDir: string, baseEnv: NodeJS.ProcessEnv): Promise<PreparedRun> {
   if (!RUNNABLE.has(spec.provider)) {
     throw new JobFailedError(`provider \`${spec.provider}\` is not supported by this agent yet: use \`provider: bash\` or \`provider: python\``);
   }
@@ -65,14 +60,7 @@ export async function prepareRun(
   } catch {
     throw new JobFailedError(`working_dir \`${spec.workingDir}\` does not exist in the repo: create it or fix \`working_dir\``);
   }
-  if (spec.requirements !== undefined) {
-    // `python`, `python3` and `pip` become the venv's, ahead of the shims above.
-    if (interpreter === undefined) throw new JobFailedError(`\`requirements\` needs Python, and this agent has no python3 on PATH: install it`);
-    const venv = await requirementsEnv({ ...setup, interpreter, requirements: spec.requirements, cwd, jobDir, env });
-    env.PATH = [venv.bin, env.PATH].join(delimiter);
-    env.VIRTUAL_ENV = venv.dir;
-  }
-  return { script, cwd, env };
+  return { script, cwd, env, ...(interpreter !== undefined ? { interpreter } : {}) };
 }
 
 /** Finds an interpreter of the requested `major.minor` (or any python3 when none is asked for). */

@@ -1,10 +1,12 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, realpath, rename, rm, stat, symlink, unlink, writeFile } from 'node:fs/promises';
-import { basename, join, resolve } from 'node:path';
+import { basename, delimiter, join, resolve } from 'node:path';
 import { JobFailedError, toError } from '../common/errors.js';
 import { exec } from '../common/exec.js';
 import { sha256 } from '../common/hash.js';
+import type { JobSpec } from '../common/spec/job-spec.js';
+import type { PreparedRun } from './providers.js';
 
 /** Where a job's `requirements` are installed, and how the job's output hears about it. */
 export interface RequirementsEnvOptions {
@@ -30,6 +32,22 @@ export interface RequirementsEnvOptions {
 export interface RequirementsEnv {
   dir: string;
   bin: string;
+}
+
+/**
+ * For a job with `requirements`: makes (or reuses) its venv and puts it first on the job's PATH, with
+ * VIRTUAL_ENV set, so that `python`, `python3` and `pip` are the venv's. Without requirements, nothing changes.
+ */
+export async function useRequirementsEnv(
+  spec: JobSpec,
+  run: PreparedRun,
+  o: Pick<RequirementsEnvOptions, 'venvRoot' | 'jobDir' | 'say' | 'signal'>,
+): Promise<void> {
+  if (spec.requirements === undefined) return;
+  if (run.interpreter === undefined) throw new JobFailedError('`requirements` needs Python, and this agent has no python3 on PATH: install it');
+  const venv = await requirementsEnv({ ...o, interpreter: run.interpreter, requirements: spec.requirements, cwd: run.cwd, env: run.env });
+  run.env.PATH = [venv.bin, run.env.PATH ?? ''].join(delimiter);
+  run.env.VIRTUAL_ENV = venv.dir;
 }
 
 /** Written into a venv when it is complete; a venv without it is never used. */

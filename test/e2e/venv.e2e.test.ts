@@ -41,6 +41,17 @@ describe('e2e: requirements go into a cached virtual environment', function () {
     provider: python
     file: show.py
     requirements: requirements.txt
+  - name: wheel
+    provider: bash
+    commands:
+      - python3 make_wheel.py dist
+    artifacts: [dist]
+  - name: from-dep
+    provider: bash
+    deps: [wheel]
+    requirements: dep-requirements.txt
+    commands:
+      - python -c 'import dstackprobe; print(dstackprobe.VALUE)'
   - name: probe-bash
     provider: bash
     requirements: requirements.txt
@@ -48,6 +59,8 @@ describe('e2e: requirements go into a cached virtual environment', function () {
       - python show.py
 `,
       'show.py': `${SHOW}\n`,
+      'make_wheel.py': `import os, sys\nos.makedirs(sys.argv[1], exist_ok=True)\n${MAKE_WHEEL}`,
+      'dep-requirements.txt': '--no-index\n--find-links dist\ndstackprobe==1.0\n',
       'requirements.txt': `--no-index\n--find-links ${wheels}\ndstackprobe==1.0\n`,
     });
     home = makeHome();
@@ -89,6 +102,14 @@ describe('e2e: requirements go into a cached virtual environment', function () {
     const system = spawnSync(marker.interpreter, ['-c', 'import dstackprobe'], { encoding: 'utf8' });
     expect(system.status, system.stderr).to.not.equal(0);
     expect(system.stderr).to.include("No module named 'dstackprobe'");
+  });
+
+  it('installs requirements after the deps are restored: the file may name a wheel a dep made', async () => {
+    const wheel = await dstack(['run', 'wheel'], { cwd: repo, home });
+    expect(wheel.code, wheel.stderr).to.equal(0);
+    const r = await dstack(['run', 'from-dep'], { cwd: repo, home });
+    expect(r.code, r.stderr).to.equal(0);
+    expect(r.stdout).to.equal('probe\n');
   });
 
   it('fails the run with one clear line when the requirements file is missing', async () => {
