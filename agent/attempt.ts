@@ -51,12 +51,15 @@ export class Attempt {
   private proc: JobProcess | undefined;
   private forced = false;
   private stopRequest: StopRequest | null = null;
+  /** Ends the setup (a pip install can take minutes) on a stop request or a forced stop, before the job starts. */
+  private readonly setup = new AbortController();
 
   constructor(private readonly o: AttemptOptions) {}
 
   /** Stops the job now (SIGTERM, then SIGKILL after the grace), or keeps it from starting; the attempt is handed back. */
   force(): void {
     this.forced = true;
+    this.setup.abort(new HandedBack('the agent was stopped before the job started'));
     this.proc?.stop(this.o.stopGraceMs);
   }
 
@@ -96,7 +99,8 @@ export class Attempt {
       // A later attempt resumes: what the earlier ones saved (checkpoints included) is put back first.
       if (attempt > 1) await restoreCheckpoint(store, spec, codeDir, (line) => shipper.write('err', line));
       // After the deps, as when `pip install -r` was the job's first line: the file may name a wheel a dep made.
-      await useRequirementsEnv(spec, prepared, { venvRoot: this.o.venvRoot, jobDir, say: (d) => shipper.write('err', d), signal });
+      const setupSignal = AbortSignal.any([signal, this.setup.signal]);
+      await useRequirementsEnv(spec, prepared, { venvRoot: this.o.venvRoot, jobDir, say: (d) => shipper.write('err', d), signal: setupSignal });
       if (signal.aborted) throw signal.reason;
       if (this.forced) throw new HandedBack('the agent was stopped before the job started');
       const proc = startJob(prepared.script, { cwd: prepared.cwd, env: prepared.env, ...(this.o.deadlineFile ? { deadlineFile: this.o.deadlineFile } : {}) });
@@ -127,6 +131,7 @@ export class Attempt {
       const err = toError(e);
       if (signal.aborted) result = { outcome: 'abandoned' };
       else if (err instanceof HandedBack) result = { outcome: 'handed-back', reason: err.message };
+      else if (err instanceof StoppedInSetup) result = { outcome: 'ended', final: finalRecord('stopped', null, err.message, attempt) };
       else if (isInfrastructure(err)) {
         // Not the job's failure: another attempt, maybe on another machine, gets it.
         const reason = `attempt ${attempt} could not set up the job (${err.message}): handing it back for another attempt`;
@@ -175,6 +180,7 @@ export class Attempt {
 
   private applyStop(): void {
     const stop = this.stopRequest;
+    if (stop && !this.proc) this.setup.abort(new StoppedInSetup(stopReason(stop)));
     if (!this.proc || !stop) return;
     if (stop.abort) this.proc.abort();
     else this.proc.stop(this.o.stopGraceMs);
@@ -183,6 +189,9 @@ export class Attempt {
 
 /** The attempt ends before its job started, to be run by another. */
 class HandedBack extends Error {}
+
+/** The user stopped the run while its setup (the venv for `requirements`) was under way. */
+class StoppedInSetup extends Error {}
 
 /**
  * An error of the machinery (the Store, the queue, the network), not of the job: a TransportError

@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, realpathSync } from 'node:fs';
+import { createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { dstack, killAgents, makeHome, makeRepo, removeAll, tempDir } from '../support/cli.js';
 
@@ -32,7 +33,20 @@ describe('e2e: requirements go into a cached virtual environment', function () {
   let repo: string;
   let home: string;
   let wheels: string;
-  before(() => {
+  // A package index that accepts and never answers: pip waits on it, as on a slow mirror.
+  let silent: Server;
+  const held: Socket[] = [];
+  let connected: Promise<void>;
+  before(async () => {
+    let onConnect = (): void => undefined;
+    connected = new Promise((r) => (onConnect = r));
+    silent = createServer((socket) => {
+      held.push(socket);
+      onConnect();
+    });
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+    const address = silent.address();
+    const port = typeof address === 'object' && address ? address.port : 0;
     wheels = tempDir('wheels');
     execFileSync('python3', ['-c', MAKE_WHEEL, wheels]);
     repo = makeRepo({
@@ -52,6 +66,10 @@ describe('e2e: requirements go into a cached virtual environment', function () {
     requirements: dep-requirements.txt
     commands:
       - python -c 'import dstackprobe; print(dstackprobe.VALUE)'
+  - name: slow-pip
+    provider: bash
+    requirements: slow-requirements.txt
+    commands: [echo never]
   - name: probe-bash
     provider: bash
     requirements: requirements.txt
@@ -60,12 +78,15 @@ describe('e2e: requirements go into a cached virtual environment', function () {
 `,
       'show.py': `${SHOW}\n`,
       'make_wheel.py': `import os, sys\nos.makedirs(sys.argv[1], exist_ok=True)\n${MAKE_WHEEL}`,
+      'slow-requirements.txt': `--no-index\n--find-links http://127.0.0.1:${port}/\ndstackprobe==1.0\n`,
       'dep-requirements.txt': '--no-index\n--find-links dist\ndstackprobe==1.0\n',
       'requirements.txt': `--no-index\n--find-links ${wheels}\ndstackprobe==1.0\n`,
     });
     home = makeHome();
   });
   after(async () => {
+    for (const socket of held) socket.destroy();
+    silent.close();
     await killAgents(home);
     removeAll(repo, home, wheels);
   });
@@ -110,6 +131,21 @@ describe('e2e: requirements go into a cached virtual environment', function () {
     const r = await dstack(['run', 'from-dep'], { cwd: repo, home });
     expect(r.code, r.stderr).to.equal(0);
     expect(r.stdout).to.equal('probe\n');
+  });
+
+  it('dstack stop during the pip install ends it: the run is stopped, the job never starts, no half-made venv is kept', async () => {
+    const sub = await dstack(['run', '-d', 'slow-pip'], { cwd: repo, home });
+    const name = /Run ([a-z]+-[a-z]+-\d+)/.exec(sub.stdout)?.[1] ?? '';
+    await connected;
+    const stop = await dstack(['stop', name, '-y'], { cwd: repo, home });
+    expect(stop.code, stop.stderr).to.equal(0);
+    expect(stop.stdout).to.equal(`Run ${name} stopped.\n`);
+    const logs = await dstack(['logs', name], { cwd: repo, home });
+    expect(logs.stdout).to.equal('');
+    expect(logs.stderr).to.include('dstack: installing slow-requirements.txt into a new virtual environment');
+    const venvs = join(home, 'local', 'venvs');
+    const complete = readdirSync(venvs).filter((n) => existsSync(join(venvs, n, 'dstack-venv.json')));
+    expect(readdirSync(venvs).filter((n) => !complete.includes(n))).to.deep.equal([]);
   });
 
   it('fails the run with one clear line when the requirements file is missing', async () => {
