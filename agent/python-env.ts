@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, realpath, rename, rm, stat, symlink, unlink, writeFile } from 'node:fs/promises';
 import { basename, delimiter, join, resolve } from 'node:path';
-import { JobFailedError, toError } from '../common/errors.js';
+import { JobFailedError, errnoCode, toError } from '../common/errors.js';
 import { exec } from '../common/exec.js';
 import { sha256 } from '../common/hash.js';
 import type { JobSpec } from '../common/spec/job-spec.js';
@@ -126,7 +126,7 @@ async function publish(dir: string, link: string): Promise<void> {
   try {
     await symlink(basename(dir), link);
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    if (errnoCode(e) !== 'EEXIST') throw e;
     if (await readyVenv(link)) return;
     // A link to a venv that is no more: replaced in one rename, so no reader sees it missing.
     const fresh = `${dir}.link`;
