@@ -155,8 +155,9 @@ async function build(o: RequirementsEnvOptions, file: string, dir: string): Prom
 /** Runs a setup command with its output going to the job's stderr; its exit code. */
 function run(cmd: string, args: string[], o: RequirementsEnvOptions): Promise<number> {
   return new Promise((resolveRun, reject) => {
-    // PYTHONHOME would point the venv's python at another installation; VIRTUAL_ENV is set by us.
-    const env: NodeJS.ProcessEnv = { ...o.env, PIP_REQUIRE_VIRTUALENV: '1' };
+    // PYTHONHOME would point the venv's python at another installation; VIRTUAL_ENV is set by us. A
+    // pip config with `user = true` would install into ~/.local, which this venv sees: not there.
+    const env: NodeJS.ProcessEnv = { ...o.env, PIP_REQUIRE_VIRTUALENV: '1', PIP_USER: '0' };
     delete env.PYTHONHOME;
     delete env.VIRTUAL_ENV;
     const child = spawn(cmd, args, { cwd: o.cwd, env, stdio: ['ignore', 'pipe', 'pipe'], shell: false, ...(o.signal ? { signal: o.signal, killSignal: 'SIGKILL' as const } : {}) });

@@ -33,6 +33,7 @@ describe('e2e: requirements go into a cached virtual environment', function () {
   let repo: string;
   let home: string;
   let wheels: string;
+  let userHome: string;
   // A package index that accepts and never answers: pip waits on it, as on a slow mirror.
   let silent: Server;
   const held: Socket[] = [];
@@ -48,6 +49,7 @@ describe('e2e: requirements go into a cached virtual environment', function () {
     const address = silent.address();
     const port = typeof address === 'object' && address ? address.port : 0;
     wheels = tempDir('wheels');
+    userHome = tempDir('user-home');
     execFileSync('python3', ['-c', MAKE_WHEEL, wheels]);
     repo = makeRepo({
       '.dstack/workflows.yaml': `workflows:
@@ -70,6 +72,13 @@ describe('e2e: requirements go into a cached virtual environment', function () {
     provider: bash
     requirements: slow-requirements.txt
     commands: [echo never]
+  - name: pip-user
+    provider: python
+    file: show.py
+    requirements: user-requirements.txt
+    env:
+      - PIP_USER=1
+      - HOME=${userHome}
   - name: probe-bash
     provider: bash
     requirements: requirements.txt
@@ -79,6 +88,7 @@ describe('e2e: requirements go into a cached virtual environment', function () {
       'show.py': `${SHOW}\n`,
       'make_wheel.py': `import os, sys\nos.makedirs(sys.argv[1], exist_ok=True)\n${MAKE_WHEEL}`,
       'slow-requirements.txt': `--no-index\n--find-links http://127.0.0.1:${port}/\ndstackprobe==1.0\n`,
+      'user-requirements.txt': `# a pip set to install for the user\n--no-index\n--find-links ${wheels}\ndstackprobe==1.0\n`,
       'dep-requirements.txt': '--no-index\n--find-links dist\ndstackprobe==1.0\n',
       'requirements.txt': `--no-index\n--find-links ${wheels}\ndstackprobe==1.0\n`,
     });
@@ -88,7 +98,7 @@ describe('e2e: requirements go into a cached virtual environment', function () {
     for (const socket of held) socket.destroy();
     silent.close();
     await killAgents(home);
-    removeAll(repo, home, wheels);
+    removeAll(repo, home, wheels, userHome);
   });
 
   const fields = (stdout: string): Record<string, string> =>
@@ -123,6 +133,14 @@ describe('e2e: requirements go into a cached virtual environment', function () {
     const system = spawnSync(marker.interpreter, ['-c', 'import dstackprobe'], { encoding: 'utf8' });
     expect(system.status, system.stderr).to.not.equal(0);
     expect(system.stderr).to.include("No module named 'dstackprobe'");
+  });
+
+  it('a pip configured to install for the user (PIP_USER=1) still installs into the venv, not ~/.local', async () => {
+    const r = await dstack(['run', 'pip-user'], { cwd: repo, home });
+    expect(r.code, r.stderr).to.equal(0);
+    const f = fields(r.stdout);
+    expect(f.module?.startsWith(`${f.prefix ?? '?'}/`), f.module).to.equal(true);
+    expect(existsSync(join(userHome, '.local'))).to.equal(false);
   });
 
   it('installs requirements after the deps are restored: the file may name a wheel a dep made', async () => {
