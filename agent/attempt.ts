@@ -10,6 +10,7 @@ import { ArtifactSaver, restoreCheckpoint, restoreDeps } from './artifacts.js';
 import { startJob, type JobExit, type JobProcess } from './job-process.js';
 import { LogShipper } from './log-shipper.js';
 import { prepareRun } from './providers.js';
+import { useRequirementsEnv } from './python-env.js';
 import { rebuildCode } from './workspace.js';
 
 export interface AttemptOptions {
@@ -19,6 +20,8 @@ export interface AttemptOptions {
   /** A fresh directory for this attempt; removed when it ends. */
   jobDir: string;
   jobEnv: NodeJS.ProcessEnv;
+  /** The cache of venvs for `requirements`, shared by the agents of this machine. */
+  venvRoot: string;
   stopGraceMs: number;
   /** How often a running job checks for a stop request. */
   tickMs: number;
@@ -49,12 +52,15 @@ export class Attempt {
   private proc: JobProcess | undefined;
   private forced = false;
   private stopRequest: StopRequest | null = null;
+  /** Ends the setup (a pip install can take minutes) on a stop request or a forced stop, before the job starts. */
+  private readonly setup = new AbortController();
 
   constructor(private readonly o: AttemptOptions) {}
 
   /** Stops the job now (SIGTERM, then SIGKILL after the grace), or keeps it from starting; the attempt is handed back. */
   force(): void {
     this.forced = true;
+    this.setup.abort(new HandedBack('the agent was stopped before the job started'));
     this.proc?.stop(this.o.stopGraceMs);
   }
 
@@ -93,6 +99,9 @@ export class Attempt {
       await restoreDeps(store, spec, codeDir, (line) => shipper.write('err', line));
       // A later attempt resumes: what the earlier ones saved (checkpoints included) is put back first.
       if (attempt > 1) await restoreCheckpoint(store, spec, codeDir, (line) => shipper.write('err', line));
+      // After the deps, as when `pip install -r` was the job's first line: the file may name a wheel a dep made.
+      const setupSignal = AbortSignal.any([signal, this.setup.signal]);
+      await useRequirementsEnv(spec, prepared, { venvRoot: this.o.venvRoot, jobDir, say: (d) => shipper.write('err', d), signal: setupSignal });
       if (signal.aborted) throw signal.reason;
       if (this.forced) throw new HandedBack('the agent was stopped before the job started');
       const proc = startJob(prepared.script, { cwd: prepared.cwd, env: prepared.env, ...(this.o.deadlineFile ? { deadlineFile: this.o.deadlineFile } : {}) });
@@ -123,6 +132,7 @@ export class Attempt {
       const err = toError(e);
       if (signal.aborted) result = { outcome: 'abandoned' };
       else if (err instanceof HandedBack) result = { outcome: 'handed-back', reason: err.message };
+      else if (err instanceof StoppedInSetup) result = { outcome: 'ended', final: finalRecord('stopped', null, err.message, attempt) };
       else if (isInfrastructure(err)) {
         // Not the job's failure: another attempt, maybe on another machine, gets it.
         const reason = `attempt ${attempt} could not set up the job (${err.message}): handing it back for another attempt`;
@@ -171,6 +181,7 @@ export class Attempt {
 
   private applyStop(): void {
     const stop = this.stopRequest;
+    if (stop && !this.proc) this.setup.abort(new StoppedInSetup(stopReason(stop)));
     if (!this.proc || !stop) return;
     if (stop.abort) this.proc.abort();
     else this.proc.stop(this.o.stopGraceMs);
@@ -179,6 +190,9 @@ export class Attempt {
 
 /** The attempt ends before its job started, to be run by another. */
 class HandedBack extends Error {}
+
+/** The user stopped the run while its setup (the venv for `requirements`) was under way. */
+class StoppedInSetup extends Error {}
 
 /**
  * An error of the machinery (the Store, the queue, the network), not of the job: a TransportError

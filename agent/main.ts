@@ -61,6 +61,7 @@ async function main(): Promise<number> {
     agentId,
     host: hostname(),
     workRoot: join(backend.root, 'work', agentId),
+    venvRoot: join(backend.root, 'venvs'),
     visibilityMs: config.local.visibilityTimeoutSec * 1000,
     heartbeatMs: Math.max(200, (config.local.visibilityTimeoutSec * 1000) / 3),
     tickMs: 250,

@@ -11,6 +11,8 @@ export interface PreparedRun {
   script: string;
   cwd: string;
   env: NodeJS.ProcessEnv;
+  /** The Python the job runs, when one was found: the base of the venv for `requirements`. */
+  interpreter?: string;
 }
 
 const RUNNABLE = new Set(['bash', 'python']);
@@ -63,7 +65,7 @@ export async function prepareRun(spec: JobSpec, jobDir: string, codeDir: string,
   } catch {
     throw new JobFailedError(`working_dir \`${spec.workingDir}\` does not exist in the repo: create it or fix \`working_dir\``);
   }
-  return { script, cwd, env };
+  return { script, cwd, env, ...(interpreter !== undefined ? { interpreter } : {}) };
 }
 
 /** Finds an interpreter of the requested `major.minor` (or any python3 when none is asked for). */

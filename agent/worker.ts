@@ -18,6 +18,11 @@ export interface AgentOptions {
   host: string;
   /** Where job directories are made. */
   workRoot: string;
+  /**
+   * The venvs made for `requirements`, reused across jobs (and by every agent given the same
+   * folder); `<workRoot>/venvs` when not set. Not under the work folders the collector sweeps.
+   */
+  venvRoot?: string;
   visibilityMs: number;
   /** How often the lease is renewed; well under `visibilityMs`. */
   heartbeatMs: number;
@@ -43,8 +48,8 @@ export interface AgentOptions {
 type Outcome = 'settled' | 'lease-lost' | 'released' | 'parked';
 
 
-/** The job spec versions this agent understands. */
-const KNOWN_SPEC_VERSIONS: ReadonlySet<number> = new Set([1]);
+/** The job spec versions this agent understands (2: `requirements` installed into a venv). */
+const KNOWN_SPEC_VERSIONS: ReadonlySet<number> = new Set([1, 2]);
 
 type ParsedMessage = { kind: 'spec'; spec: JobSpec } | { kind: 'unknown-version'; version: unknown; runName: unknown } | { kind: 'not-a-spec' };
 
@@ -69,7 +74,8 @@ export function parseJobMessage(body: string): ParsedMessage {
   if (!strings.every((k) => typeof d[k] === 'string') || !Array.isArray(d.commands) || typeof d.code !== 'object' || d.code === null) {
     return { kind: 'not-a-spec' };
   }
-  // Version 1 checked, and the fields the agent branches on are present with their types.
+  if (d.requirements !== undefined && typeof d.requirements !== 'string') return { kind: 'not-a-spec' };
+  // The version checked, and the fields the agent branches on are present with their types.
   return { kind: 'spec', spec: d as unknown as JobSpec };
 }
 
@@ -264,6 +270,7 @@ export class Agent {
       attempt,
       jobDir,
       jobEnv: this.o.jobEnv,
+      venvRoot: this.o.venvRoot ?? join(this.o.workRoot, 'venvs'),
       stopGraceMs: this.o.stopGraceMs,
       tickMs: this.o.tickMs,
       artifactSyncMs: this.o.artifactSyncMs,

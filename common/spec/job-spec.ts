@@ -32,7 +32,8 @@ export interface ResourceSpec {
 
 /** Everything an agent needs to run one job; what `dstack run --dry-run` prints. */
 export interface JobSpec {
-  specVersion: 1;
+  /** 2 when the spec has `requirements`, which an agent that knows only 1 would not install. */
+  specVersion: 1 | 2;
   repoId: string;
   runName: string;
   jobId: string;
@@ -42,6 +43,11 @@ export interface JobSpec {
   commands: string[];
   /** Interpreter version the job asks for (`python: 3.10`), if any. */
   python?: string;
+  /**
+   * The pip requirements file (relative to `workingDir`), installed by the agent into a virtual
+   * environment of the job's interpreter before `commands` run; `python` and `pip` are that venv's.
+   */
+  requirements?: string;
   env: Record<string, string>;
   /** Relative to the repo root. */
   workingDir: string;
@@ -110,14 +116,17 @@ export function buildJobSpec(input: BuildInput): JobSpec {
   };
   const python = wf.provider === 'python' ? (wf.version ?? wf.python) : wf.python;
   if (python !== undefined) spec.python = python;
+  if (wf.requirements) {
+    spec.requirements = wf.requirements;
+    spec.specVersion = 2;
+  }
   if (wf.image !== undefined) spec.image = wf.image;
   return spec;
 }
 
-/** The shell lines a provider runs: requirements, then setup (`before_run`), then its own commands. */
+/** The shell lines a provider runs: setup (`before_run`), then its own commands; the agent installs `requirements` before them. */
 function providerCommands(wf: ParsedWorkflow, args: string[], fail: (m: string) => never): string[] {
   const lines: string[] = [];
-  if (wf.requirements) lines.push(`pip install -r ${shellQuote(wf.requirements)}`);
   lines.push(...(wf.before_run ?? []), ...(wf.setup ?? []));
   switch (wf.provider) {
     case 'python': {

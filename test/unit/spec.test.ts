@@ -86,9 +86,13 @@ describe('workflow spec: the 2022 format as users wrote it', () => {
     expect(build(workflows[0]!).commands).to.deep.equal(['echo one\necho two\n']);
   });
 
-  it('runs requirements, then before_run/setup, then commands', () => {
+  it('runs before_run/setup, then commands; requirements go to the agent (spec version 2), not into the commands', () => {
     const text = 'workflows:\n  - name: a\n    provider: bash\n    requirements: req.txt\n    before_run: [echo b]\n    setup: [echo s]\n    commands: [echo c]\n';
-    expect(build(parse(text).workflows[0]!).commands).to.deep.equal(['pip install -r req.txt', 'echo b', 'echo s', 'echo c']);
+    const spec = build(parse(text).workflows[0]!);
+    expect(spec.commands).to.deep.equal(['echo b', 'echo s', 'echo c']);
+    expect(spec).to.include({ requirements: 'req.txt', specVersion: 2 });
+    // Without requirements the spec stays at version 1, which agents that predate venvs still run.
+    expect(build(parse(text.replace('    requirements: req.txt\n', '')).workflows[0]!)).to.include({ specVersion: 1 }).and.not.have.property('requirements');
   });
 
   it('reads env as K=V and passes a bare K through from the submitting shell', () => {
@@ -154,7 +158,8 @@ describe('workflow spec: the 2022 format as users wrote it', () => {
     const text = 'workflows:\n  - name: p\n    provider: python\n    version: 3.9\n    file: train.py\n    args: ["--lr", "0.1 0.2"]\n    requirements: requirements.txt\n';
     const spec = build(parse(text).workflows[0]!);
     expect(spec.python).to.equal('3.9');
-    expect(spec.commands).to.deep.equal(['pip install -r requirements.txt', "python train.py --lr '0.1 0.2'"]);
+    expect(spec.commands).to.deep.equal(["python train.py --lr '0.1 0.2'"]);
+    expect(spec.requirements).to.equal('requirements.txt');
   });
 
   it('passes run args to a python file when the workflow gives no args', () => {
