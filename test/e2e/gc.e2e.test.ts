@@ -39,7 +39,7 @@ describe('e2e: gc', function () {
     const ps = JSON.parse((await dstack(['ps', '--json', name], { cwd: repo, home })).stdout) as Array<{ attempts: Array<{ agentId: string }> }>;
     const agentId = ps[0]?.attempts[0]?.agentId ?? '';
     const killedWork = join(home, 'local', 'work', agentId);
-    expect(readdirSync(killedWork).filter((n) => n.startsWith(`${name}-1-`))).to.have.length(1);
+    expect(readdirSync(killedWork).filter((n) => n.startsWith(`${name}-1-`) && !n.endsWith('.deadline'))).to.have.length(1);
     const entry = JSON.parse(readFileSync(join(home, 'local', 'agents', `${agentId}.json`), 'utf8')) as { pid: number };
     process.kill(entry.pid, 'SIGKILL');
 
