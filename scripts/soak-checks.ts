@@ -3,6 +3,7 @@
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
+export { alive } from '../test/support/process.js';
 
 /**
  * The workflow every soak run uses. Each attempt appends `<ms> start|tick|end <pid>` lines to
@@ -64,16 +65,6 @@ export function doubleRun(spans: Span[]): string | undefined {
     }
   }
   return undefined;
-}
-
-/** Whether a pid is still there (a job shell that outlived its attempt). */
-export function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 /** Whether a downloaded `out/` holds the bytes the job hashed: undefined when whole, else what is wrong. */

@@ -200,7 +200,7 @@ async function agentKillLoop(n: number): Promise<Tally> {
   const rig = new Rig(localHome());
   try {
     await loop(t, async () => {
-      const run = await rig.submit(3);
+      const run = await rig.submit(5);
       await waitFor(() => (rig.started(run) ? true : undefined), 60_000, `${run} to start`);
       const pid = await rig.holder(run);
       await pause(Math.random() * 2000);

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { LocalCompute, LocalAgentRegistry } from '../../common/local/local-compute.js';
 import { LocalQueue } from '../../common/local/local-queue.js';
 import { LocalStore } from '../../common/local/local-store.js';
-import { ROOT, removeAll, tempDir } from '../support/cli.js';
+import { ROOT, removeAll, tempDir, waitFor } from '../support/cli.js';
 import { computeContract } from './compute-contract.js';
 import { queueContract } from './queue-contract.js';
 import { storeContract } from './store-contract.js';
@@ -36,8 +36,9 @@ computeContract('LocalCompute', async () => {
     maxAgents: 2,
     loseAgent: async () => {
       const [first] = await registry.live();
-      if (first) process.kill(first.pid, 'SIGKILL');
-      await new Promise((r) => setTimeout(r, 100));
+      if (!first) return;
+      process.kill(first.pid, 'SIGKILL');
+      await waitFor(async () => ((await registry.live()).some((a) => a.pid === first.pid) ? undefined : true), 5000, 'the killed agent to be gone');
     },
     cleanup: async () => {
       for (const a of await registry.live()) process.kill(a.pid, 'SIGKILL');

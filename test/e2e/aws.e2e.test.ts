@@ -8,6 +8,7 @@ import { CLI, dstack, killAgents, makeRepo, removeAll, tempDir, waitFor } from '
 import { startEmulator, uniqueName, type Emulator } from '../support/fauxqs.js';
 import { S3Proxy } from '../support/s3-proxy.js';
 import { ImdsServer } from '../support/imds-server.js';
+import { alive } from '../support/process.js';
 import { AGENT } from '../support/cli.js';
 
 const WORKFLOWS = `workflows:
@@ -40,6 +41,7 @@ const WORKFLOWS = `workflows:
     env: [MARKER]
     commands:
       - echo start >> "$MARKER"
+      - echo "$$" >> "$MARKER.pids"
       - echo started
       - sleep 5
       - echo end >> "$MARKER"
@@ -123,7 +125,9 @@ describe('e2e: backend aws on fauxqs, agents as local processes', function () {
     const final = JSON.parse((await run(['ps', name, '--json'])).stdout) as Array<{ status: string; attempts: Array<{ agentId: string }> }>;
     expect(final[0]?.status).to.equal('done');
     expect(final[0]?.attempts).to.have.length(2);
-    await new Promise((r) => setTimeout(r, 1000));
+    // Once every attempt's job shell is gone, none can add to the marker.
+    const pids = readFileSync(`${marker}.pids`, 'utf8').trim().split('\n').map(Number);
+    await waitFor(() => (pids.every((p) => !alive(p)) ? true : undefined), 15_000, "the attempts' job shells to end");
     expect(readFileSync(marker, 'utf8')).to.equal('start\nstart\nend\n');
     removeAll(scratch);
   });

@@ -177,7 +177,9 @@ describe('e2e: EC2 fleet on a simulator (fauxqs, agents booted from user-data, I
       // Idle agents end their instances; with no backlog nothing is launched again.
       await waitFor(() => (sim.instances.size === 0 ? true : undefined), 30_000, 'the fleet to scale to zero');
       const launched = sim.launched.length;
-      await new Promise((r) => setTimeout(r, 1500));
+      // Two whole reconcile passes that saw no backlog.
+      const seen = loop.passes();
+      await waitFor(() => (loop.passes() >= seen + 2 ? true : undefined), 10_000, 'two more reconcile passes');
       expect(sim.instances.size).to.equal(0);
       expect(sim.launched.length).to.equal(launched);
     } finally {

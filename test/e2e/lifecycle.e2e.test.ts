@@ -3,6 +3,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { CLI, dstack, killAgents, makeHome, makeRepo, removeAll, tempDir, waitFor } from '../support/cli.js';
+import { alive } from '../support/process.js';
 
 const WORKFLOWS = `workflows:
   - name: slow
@@ -11,6 +12,7 @@ const WORKFLOWS = `workflows:
       - MARKER
     commands:
       - echo "start $RUN_NAME" >> "$MARKER"
+      - echo "$$" >> "$MARKER.pids"
       - echo started
       - sleep 4
       - echo end >> "$MARKER"
@@ -90,8 +92,9 @@ describe('e2e: agent failure, stop, detach and rm', function () {
     expect(final?.status).to.equal('done');
     expect(final?.attempts.map((a) => a.attempt)).to.deep.equal([1, 2]);
     expect(final?.attempts[1]?.agentId).to.not.equal(agentId);
-    // Give the first attempt's sleep time to have ended, had it survived its agent.
-    await new Promise((r) => setTimeout(r, 1500));
+    // Once every attempt's job shell is gone, none can add to the marker.
+    const pids = readFileSync(`${marker}.pids`, 'utf8').trim().split('\n').map(Number);
+    await waitFor(() => (pids.every((pid) => !alive(pid)) ? true : undefined), 15_000, "the attempts' job shells to end");
     const lines = readFileSync(marker, 'utf8').trim().split('\n');
     expect(lines).to.deep.equal([`start ${name}`, `start ${name}`, 'end']);
     expect(run.out.stdout.match(/finished/g)).to.have.length(1);
@@ -143,8 +146,9 @@ describe('e2e: agent failure, stop, detach and rm', function () {
       expect(view?.reason).to.equal('stopped before it started');
       const firstName = /Run ([a-z]+-[a-z]+-\d+)/.exec(first.stdout)?.[1] ?? '';
       await dstack(['stop', firstName, '-y'], { cwd: repo, home: busy });
-      // The queued job's message is dropped by the agent without running it.
-      await new Promise((r) => setTimeout(r, 1000));
+      // The agent takes the queued job's message after the first job and drops it without running it.
+      const queued = join(busy, 'local', 'queues', 'jobs');
+      await waitFor(() => (readdirSync(queued).some((n) => n.endsWith('.json')) ? undefined : true), 30_000, 'the queue to be empty');
       expect((await dstack(['logs', name], { cwd: repo, home: busy })).stdout).to.equal('');
     } finally {
       await killAgents(busy);

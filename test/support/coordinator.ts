@@ -53,9 +53,10 @@ export async function submit(ctx: Context & { out: ReturnType<typeof captureOutp
   return name;
 }
 
-/** Reconciles every `everyMs` in the background, as `dstack coordinator` does, until stopped. */
-export function reconcileLoop(ctx: Context, everyMs: number): { stop: () => Promise<void> } {
+/** Reconciles every `everyMs` in the background, as `dstack coordinator` does, until stopped; `passes` counts the finished passes. */
+export function reconcileLoop(ctx: Context, everyMs: number): { stop: () => Promise<void>; passes: () => number } {
   let stopped = false;
+  let passes = 0;
   let timer: NodeJS.Timeout | undefined;
   let running: Promise<void> = Promise.resolve();
   const pass = (): void => {
@@ -64,11 +65,13 @@ export function reconcileLoop(ctx: Context, everyMs: number): { stop: () => Prom
       () => undefined,
     );
     void running.then(() => {
+      passes += 1;
       if (!stopped) timer = setTimeout(pass, everyMs);
     });
   };
   pass();
   return {
+    passes: () => passes,
     stop: async () => {
       stopped = true;
       clearTimeout(timer);
