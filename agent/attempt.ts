@@ -1,9 +1,9 @@
-import { StopRequestSchema } from '../common/records/runs.js';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DstackError, JobFailedError, TransportError, toError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import type { Store } from '../common/ports.js';
+import { StopRequestSchema } from '../common/records/runs.js';
 import { readJson, runKeys, type FinalRecord, type StopRequest } from '../common/runs.js';
 import type { JobSpec } from '../common/spec/job-spec.js';
 import { ArtifactSaver, restoreCheckpoint, restoreDeps } from './artifacts.js';

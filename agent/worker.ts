@@ -1,11 +1,11 @@
-import { AttemptRecordSchema, StopRequestSchema } from '../common/records/runs.js';
 import { mkdir } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { ConflictError, toError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import type { Queue, QueueMessage, Store } from '../common/ports.js';
-import { readJson, runKeys, settleRun, type AttemptRecord, type HostFacts, type InstanceFacts, type StopRequest } from '../common/runs.js';
+import { AttemptRecordSchema, StopRequestSchema } from '../common/records/runs.js';
+import { readJson, runKeys, settleRun, type AttemptRecord, type HostFacts, type InstanceFacts } from '../common/runs.js';
 import type { JobSpec } from '../common/spec/job-spec.js';
 import { Attempt, finalRecord } from './attempt.js';
 import { Lease, type Clock } from './lease.js';
@@ -46,7 +46,6 @@ export interface AgentOptions {
 
 /** How one delivery ended, as far as the queue is concerned. */
 type Outcome = 'settled' | 'lease-lost' | 'released' | 'parked';
-
 
 /** The job spec versions this agent understands (2: `requirements` installed into a venv). */
 const KNOWN_SPEC_VERSIONS: ReadonlySet<number> = new Set([1, 2]);

@@ -1,5 +1,3 @@
-import { readManifest } from './artifacts/restore.js';
-import { ArtifactIndexSchema, AttemptRecordSchema, RunRecordSchema } from './records/runs.js';
 import { lstat, readdir, rm, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import pLimit from 'p-limit';
@@ -7,11 +5,13 @@ import type { Backend } from './backend.js';
 import { LocalQueue } from './local/local-queue.js';
 import { LocalStore } from './local/local-store.js';
 import { blobKey, manifestKey, type Manifest } from './artifacts/manifest.js';
+import { readManifest } from './artifacts/restore.js';
 import { errnoCode, toError } from './errors.js';
 import { enqueuedKey, settleOrphan } from './orphans.js';
 import type { ObjectInfo, Store } from './ports.js';
+import { ArtifactIndexSchema, AttemptRecordSchema, RunRecordSchema } from './records/runs.js';
 import { submittedKey } from './run-index.js';
-import { readJson, runKeys, type ArtifactIndex, type AttemptRecord, type RunRecord } from './runs.js';
+import { readJson, runKeys } from './runs.js';
 
 /** Store reads in flight at once while marking. */
 const READS_AT_ONCE = 16;

@@ -1,8 +1,8 @@
 import { NotFoundError } from '../common/errors.js';
 import type { Store } from '../common/ports.js';
-import { listRuns, loadRun, readJson, runKeys, type TagRecord } from '../common/runs.js';
-import type { DepSpec, PinnedDep } from '../common/spec/job-spec.js';
 import { TagRecordSchema } from '../common/records/runs.js';
+import { listRuns, loadRun, readJson, runKeys } from '../common/runs.js';
+import type { DepSpec, PinnedDep } from '../common/spec/job-spec.js';
 
 /**
  * Resolves deps at submit time: `workflow` to the latest successful run of that workflow, `tag` to

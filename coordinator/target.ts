@@ -1,7 +1,7 @@
 import { NotFoundError } from '../common/errors.js';
 import type { Store } from '../common/ports.js';
-import { loadRun, readJson, runKeys, type RunView, type TagRecord } from '../common/runs.js';
 import { TagRecordSchema } from '../common/records/runs.js';
+import { loadRun, readJson, runKeys, type RunView } from '../common/runs.js';
 
 /** Resolves `RUN` or `:TAG` to a run. */
 export async function resolveTarget(store: Store, repoId: string, target: string): Promise<RunView> {

@@ -6,12 +6,12 @@ import { join } from 'node:path';
 import { loadConfig } from '../common/config.js';
 import { openBackend } from '../common/backend.js';
 import { parseLogChunk } from '../common/log-records.js';
-import { createRun, readJson, runKeys, type FinalRecord } from '../common/runs.js';
+import { FinalRecordSchema } from '../common/records/runs.js';
+import { createRun, readJson, runKeys } from '../common/runs.js';
 import type { JobSpec } from '../common/spec/job-spec.js';
 import { benchArtifacts } from './bench-artifacts.js';
 import { benchAws } from './bench-aws.js';
 import { benchFleet } from './bench-fleet.js';
-import { FinalRecordSchema } from '../common/records/runs.js';
 
 /** Ends the run early when BENCH_ONLY picks one section. */
 class Skip extends Error {}

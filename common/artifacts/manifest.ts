@@ -1,5 +1,4 @@
 import { sha256 } from '../hash.js';
-import { posix } from 'node:path';
 import { DstackError } from '../errors.js';
 
 /** Files larger than this are stored as several blobs, one per chunk. */

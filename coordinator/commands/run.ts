@@ -1,7 +1,7 @@
-import { TagRecordSchema } from '../../common/records/runs.js';
 import { NotFoundError, UsageError } from '../../common/errors.js';
 import { nameStem } from '../../common/names.js';
-import { readJson, runKeys, type TagRecord } from '../../common/runs.js';
+import { TagRecordSchema } from '../../common/records/runs.js';
+import { readJson, runKeys } from '../../common/runs.js';
 import { loadWorkflows } from '../../common/spec/load.js';
 import { buildJobSpec } from '../../common/spec/job-spec.js';
 import { captureCode, repoInfo } from '../code-capture.js';

@@ -7,13 +7,12 @@ import { jsonLogger } from '../../common/log.js';
 import { LocalQueue } from '../../common/local/local-queue.js';
 import { LocalStore } from '../../common/local/local-store.js';
 import type { Queue, Store } from '../../common/ports.js';
+import { FinalRecordSchema } from '../../common/records/runs.js';
 import { readJson, runKeys, type FinalRecord } from '../../common/runs.js';
 import type { JobSpec } from '../../common/spec/job-spec.js';
 import { Agent } from '../../agent/worker.js';
-import { LogShipper } from '../../agent/log-shipper.js';
 import { parseLogChunk } from '../../common/log-records.js';
 import { removeAll, tempDir, waitFor } from '../support/cli.js';
-import { AttemptRecordSchema, FinalRecordSchema, StopRequestSchema } from '../../common/records/runs.js';
 
 function spec(runName: string, commands: string[]): JobSpec {
   return {

@@ -1,10 +1,10 @@
-import { TagRecordSchema } from '../../common/records/runs.js';
 import { expect } from 'chai';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ExternalAgents } from '../../common/local/local-compute.js';
 import { ConflictError, UsageError } from '../../common/errors.js';
-import { loadRun, readJson, runKeys, type TagRecord } from '../../common/runs.js';
+import { TagRecordSchema } from '../../common/records/runs.js';
+import { loadRun, readJson, runKeys } from '../../common/runs.js';
 import { repoInfo } from '../../coordinator/code-capture.js';
 import { rmCommand } from '../../coordinator/commands/rm.js';
 import { runCommand, type RunOptions } from '../../coordinator/commands/run.js';
