@@ -169,6 +169,8 @@ export class Lease {
       await this.o.queue.extend(this.o.receipt, this.o.visibilityMs);
       await this.o.writeHeartbeat();
     } catch (e) {
+      // Stopped while this proof was under way: the job has ended, so nothing is lost or re-armed.
+      if (this.stopped) return false;
       if (e instanceof LeaseLostError) {
         this.lose(e.message, e);
         return false;
@@ -180,6 +182,7 @@ export class Lease {
       });
       return false;
     }
+    if (this.stopped) return false;
     // A proof that came back after the deadline proves nothing: the job may be someone else's now.
     if (this.controller.signal.aborted || this.clock.now() >= this.provenUntil) {
       this.expireIfPast();

@@ -134,6 +134,21 @@ describe('Lease', () => {
     expect(h.lease.signal.aborted).to.equal(false);
     await h.lease.stop();
   });
+  it('a proof still under way when the lease is stopped re-arms nothing: no "lease lost" after the job ended', async () => {
+    const h = harness(3000, 1000);
+    dirs.push(h.dir);
+    let finish: () => void = () => undefined;
+    h.faults.extend = () => new Promise<void>((resolve) => (finish = resolve));
+    await h.lease.start();
+    // The beat at 1 s starts a proof that is still waiting on the queue when the job ends.
+    await h.clock.tickAsync(1000);
+    expect(h.calls.extend).to.equal(1);
+    await h.lease.stop();
+    finish();
+    await h.clock.tickAsync(10_000);
+    expect(h.lease.signal.aborted).to.equal(false);
+    expect(h.lines.filter((l) => l.includes('lease lost'))).to.deep.equal([]);
+  });
   it('confirm() does not hang on an extend that hangs: it says no when the lease runs out', async () => {
     const h = harness(3000, 1000);
     dirs.push(h.dir);
