@@ -7,7 +7,7 @@ import { LocalStore } from './local/local-store.js';
 import { blobKey, manifestKey, type Manifest } from './artifacts/manifest.js';
 import { readManifest } from './artifacts/restore.js';
 import { errnoCode, toError } from './errors.js';
-import { enqueuedKey, settleOrphan } from './orphans.js';
+import { enqueuedKey, pastOrphanGrace, settleOrphan } from './orphans.js';
 import type { ObjectInfo, Store } from './ports.js';
 import { ArtifactIndexSchema, AttemptRecordSchema, RunRecordSchema } from './records/runs.js';
 import { submittedKey } from './run-index.js';
@@ -173,7 +173,7 @@ async function sweepStore(o: GcOptions, nowMs: number, graceMs: number, report: 
         if (!o.dryRun) await store.put(indexKey, '');
         report.notes.push(`indexed run ${r.runName}: its index key was missing`);
       }
-      if (record.marksEnqueued && r.attempts.length === 0 && !r.enqueued && nowMs - Date.parse(record.submittedAt) >= o.orphanGraceMs) {
+      if (!r.enqueued && pastOrphanGrace(record, r.attempts.length, o.orphanGraceMs, nowMs)) {
         if (!o.dryRun) await settleOrphan(store, r.repoId, r.runName, nowMs);
         report.settled.push(r.runName);
       }

@@ -1,6 +1,6 @@
 import type { DstackConfig } from './config.js';
 import type { Store } from './ports.js';
-import { runKeys, settleRun, type FinalRecord, type RunRow } from './runs.js';
+import { runKeys, settleRun, type FinalRecord, type RunRecord, type RunRow } from './runs.js';
 
 /** Written right after the job is sent: a run without it (and without attempts) was never queued. */
 export const enqueuedKey = (repoId: string, run: string): string => `${runKeys.prefix(repoId, run)}enqueued.json`;
@@ -14,6 +14,14 @@ export function orphanGraceMs(config: DstackConfig): number {
 }
 
 /**
+ * Whether a run, past the grace and with no attempt, was never queued, unless its `enqueued.json`
+ * exists (which the caller checks): only runs whose submitter marks the send can be told apart.
+ */
+export function pastOrphanGrace(record: RunRecord, attempts: number, graceMs: number, nowMs: number): boolean {
+  return record.marksEnqueued === true && attempts === 0 && nowMs - Date.parse(record.submittedAt) >= graceMs;
+}
+
+/**
  * Settles the runs whose submitter died between recording them and sending their job (killed
  * mid-submit): no final status, no attempt, no `enqueued.json`, older than the grace. No agent will
  * ever see them, so without this they would stay Submitted forever. Returns the rows as they now stand.
@@ -22,8 +30,7 @@ export async function settleOrphans(store: Store, repoId: string, rows: RunRow[]
   return Promise.all(
     rows.map(async (row) => {
       const v = row.view;
-      if (!v || v.final || v.attempts.length > 0 || !v.record.marksEnqueued) return row;
-      if (nowMs - Date.parse(v.record.submittedAt) < graceMs) return row;
+      if (!v || v.final || !pastOrphanGrace(v.record, v.attempts.length, graceMs, nowMs)) return row;
       const { runName } = v.record;
       if (await store.head(enqueuedKey(repoId, runName))) return row;
       const final = await settleOrphan(store, repoId, runName, nowMs);
