@@ -6,7 +6,7 @@ import type { JobSpec } from '../common/spec/job-spec.js';
 import type { Context } from './context.js';
 import { followRun } from './follow.js';
 import { reconcile, rememberProfile } from './fleet.js';
-import { ConflictError, toError } from '../common/errors.js';
+import { ConflictError, UsageError, toError } from '../common/errors.js';
 import type { Placement, Queue } from '../common/ports.js';
 import { ArtifactIndexSchema, CacheEntrySchema, FinalRecordSchema, TagRecordSchema } from '../common/records/runs.js';
 
@@ -81,6 +81,11 @@ export async function submitRun(ctx: Context, input: SubmitInput): Promise<Submi
   await ctx.store.put(enqueuedKey(repoId, runName), JSON.stringify({ messageId, sentAt: new Date().toISOString() }));
   await ensureOwnCapacity(ctx, placement, queue);
   return { record };
+}
+
+/** Refuses a tag name that is not letters, digits, ".", "_" and "-" (`run -t` and `tags add`). */
+export function checkTagName(tag: string): void {
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(tag)) throw new UsageError(`tag \`${tag}\`: use letters, digits, ".", "_" and "-"`);
 }
 
 /** The one line `run -t` prints when the tag is taken. */

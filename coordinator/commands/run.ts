@@ -1,4 +1,4 @@
-import { NotFoundError, UsageError } from '../../common/errors.js';
+import { NotFoundError } from '../../common/errors.js';
 import { nameStem } from '../../common/names.js';
 import { TagRecordSchema } from '../../common/records/runs.js';
 import { readJson, runKeys } from '../../common/runs.js';
@@ -8,7 +8,7 @@ import { captureCode, repoInfo } from '../code-capture.js';
 import type { Context } from '../context.js';
 import { resolveDeps, tryResolveDeps } from '../deps.js';
 import { applyOverrides, type Overrides } from '../overrides.js';
-import { attach, submitRun, tagTaken } from '../submit.js';
+import { attach, checkTagName, submitRun, tagTaken } from '../submit.js';
 import { formatBytes, formatTable } from '../output.js';
 import { didYouMean } from '../workflow-names.js';
 
@@ -89,9 +89,7 @@ export async function runCommand(ctx: Context, o: RunOptions): Promise<number> {
  * This is the early, friendly check; the claim itself is the create-if-absent write in submitRun.
  */
 async function checkTag(ctx: Context, repoId: string, tag: string, force: boolean): Promise<void> {
-  if (!TAG_NAME.test(tag)) throw new UsageError(`tag \`${tag}\`: use letters, digits, ".", "_" and "-"`);
+  checkTagName(tag);
   const existing = await readJson(ctx.store, runKeys.tag(repoId, tag), TagRecordSchema);
   if (existing && !force) throw tagTaken(tag, existing.runName);
 }
-
-const TAG_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;

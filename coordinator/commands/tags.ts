@@ -8,11 +8,12 @@ import type { JobSpec } from '../../common/spec/job-spec.js';
 import { repoInfo } from '../code-capture.js';
 import type { Context } from '../context.js';
 import { ago } from '../output.js';
+import { checkTagName } from '../submit.js';
 import { TagRecordSchema } from '../../common/records/runs.js';
 
 /** `dstack tags add TAG RUN`, or `dstack tags add TAG -a PATH...` to upload local folders as a new finished run. */
 export async function tagsAddCommand(ctx: Context, o: { tag: string; run: string | undefined; paths: string[] }): Promise<number> {
-  if (!/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(o.tag)) throw new UsageError(`tag \`${o.tag}\`: use letters, digits, ".", "_" and "-"`);
+  checkTagName(o.tag);
   if ((o.run === undefined) === (o.paths.length === 0)) throw new UsageError('name a run or give -a PATH (not both): dstack tags add TAG (RUN | -a PATH...)');
   const info = await repoInfo(ctx.cwd);
   if (await readJson(ctx.store, runKeys.tag(info.repoId, o.tag), TagRecordSchema)) {
