@@ -145,8 +145,11 @@ export async function reconcileQuietly(ctx: Context): Promise<void> {
  */
 export function cacheKey(spec: JobSpec): string {
   const { commit, diffSha256, untrackedSha256 } = spec.code;
-  const { provider, commands, python, env, workingDir, artifacts, image, resources, portCount, pinnedDeps } = spec;
-  return sha256(JSON.stringify({ commit, diffSha256, untrackedSha256, provider, commands, python, env, workingDir, artifacts, image, resources, portCount, pinnedDeps }));
+  const { provider, commands, python, requirements, env, workingDir, artifacts, image, resources, portCount, pinnedDeps } = spec;
+  // `requirements` is undefined (left out by JSON) unless set, so keys of runs without it are unchanged.
+  return sha256(
+    JSON.stringify({ commit, diffSha256, untrackedSha256, provider, commands, python, requirements, env, workingDir, artifacts, image, resources, portCount, pinnedDeps }),
+  );
 }
 
 async function cachedRun(ctx: Context, repoId: string, key: string): Promise<{ runName: string; artifacts: ArtifactIndex } | undefined> {
