@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { ConflictError, toError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import type { Queue, QueueMessage, Store } from '../common/ports.js';
+import { KNOWN_SPEC_VERSIONS, parseJobSpec } from '../common/records/job-spec.js';
 import { AttemptRecordSchema, StopRequestSchema } from '../common/records/runs.js';
 import { readJson, runKeys, settleRun, type AttemptRecord, type HostFacts, type InstanceFacts } from '../common/runs.js';
 import type { JobSpec } from '../common/spec/job-spec.js';
@@ -47,35 +48,31 @@ export interface AgentOptions {
 /** How one delivery ended, as far as the queue is concerned. */
 type Outcome = 'settled' | 'lease-lost' | 'released' | 'parked';
 
-/** The job spec versions this agent understands (2: `requirements` installed into a venv). */
-const KNOWN_SPEC_VERSIONS: ReadonlySet<number> = new Set([1, 2]);
-
-type ParsedMessage = { kind: 'spec'; spec: JobSpec } | { kind: 'unknown-version'; version: unknown; runName: unknown } | { kind: 'not-a-spec' };
+type ParsedMessage =
+  | { kind: 'spec'; spec: JobSpec }
+  | { kind: 'unknown-version'; version: unknown; runName: unknown }
+  | { kind: 'not-a-spec'; problem: string };
 
 /**
  * Reads a queue message as a job spec. The version is checked before anything else is trusted: a
- * spec from a newer CLI may mean something this agent would run half understood.
+ * spec from a newer CLI may mean something this agent would run half understood. A spec of a known
+ * version is then parsed with its schema (common/records/job-spec.ts), never cast.
  */
 export function parseJobMessage(body: string): ParsedMessage {
   let data: unknown;
   try {
     data = JSON.parse(body);
   } catch {
-    return { kind: 'not-a-spec' };
+    return { kind: 'not-a-spec', problem: 'not JSON' };
   }
-  if (typeof data !== 'object' || data === null || Array.isArray(data)) return { kind: 'not-a-spec' };
+  if (typeof data !== 'object' || data === null || Array.isArray(data)) return { kind: 'not-a-spec', problem: 'not an object' };
   const d = data as Record<string, unknown>;
-  if (!('specVersion' in d) && !('runName' in d)) return { kind: 'not-a-spec' };
+  if (!('specVersion' in d) && !('runName' in d)) return { kind: 'not-a-spec', problem: 'no specVersion or runName' };
   if (typeof d.specVersion !== 'number' || !KNOWN_SPEC_VERSIONS.has(d.specVersion)) {
     return { kind: 'unknown-version', version: d.specVersion, runName: d.runName };
   }
-  const strings = ['repoId', 'runName', 'jobId', 'provider', 'workingDir'];
-  if (!strings.every((k) => typeof d[k] === 'string') || !Array.isArray(d.commands) || typeof d.code !== 'object' || d.code === null) {
-    return { kind: 'not-a-spec' };
-  }
-  if (d.requirements !== undefined && typeof d.requirements !== 'string') return { kind: 'not-a-spec' };
-  // The version checked, and the fields the agent branches on are present with their types.
-  return { kind: 'spec', spec: d as unknown as JobSpec };
+  const parsed = parseJobSpec(d);
+  return 'spec' in parsed ? { kind: 'spec', spec: parsed.spec } : { kind: 'not-a-spec', problem: parsed.problems };
 }
 
 /**
@@ -156,7 +153,7 @@ export class Agent {
   private async handle(msg: QueueMessage): Promise<void> {
     const parsed = parseJobMessage(msg.body);
     if (parsed.kind === 'not-a-spec') {
-      this.o.log.log('error', 'dropping a message that is not a job spec', { messageId: msg.id });
+      this.o.log.log('error', 'dropping a message that is not a job spec', { messageId: msg.id, problem: parsed.problem });
       await this.o.queue.ack(msg.receipt);
       return;
     }

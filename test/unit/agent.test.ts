@@ -239,6 +239,16 @@ describe('agent: leases and heartbeats', function () {
     expect(await queue.counts()).to.deep.equal({ visible: 1, inFlight: 0, dead: 0 });
   });
 
+  it('a job spec of a known version with a misshapen field is parsed with its schema, not cast: never run, one log line names the field', async () => {
+    const s = { ...spec('misshapen-1', ['echo ran']), artifacts: [{ path: 5, mount: false }] };
+    await queue.send(JSON.stringify(s));
+    await makeAgent(queue, 30_000, { idleTimeoutMs: 800 }).run();
+    expect(await store.list(runKeys.attempts('local/test', 'misshapen-1'))).to.deep.equal([]);
+    const dropped = lines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.msg === 'dropping a message that is not a job spec');
+    expect(dropped).to.have.length(1);
+    expect(dropped[0]?.problem).to.be.a('string').and.include('artifacts.0.path');
+  });
+
   it('a save that fills the disk: the run still gets its final status with the reason and its whole log, and no job folder is left', async () => {
     const s = spec('diskfull-1', ['mkdir out', 'echo data > out/f', 'echo hello']);
     s.artifacts = [{ path: 'out', mount: false }];

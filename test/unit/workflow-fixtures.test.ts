@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import { readdirSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
+import { parseJobMessage } from '../../agent/worker.js';
 import type { CodeRef } from '../../common/code-ref.js';
 import { formatProblem, type SpecProblem } from '../../common/errors.js';
 import { buildJobSpec } from '../../common/spec/job-spec.js';
@@ -84,6 +85,8 @@ describe('workflow spec: our own corpus in test/fixtures/workflows', () => {
         const spec = buildJobSpec({ located, repoId: 'r', runName: 'lazy-owl-1', jobId: 'j1', args: ['--epochs', '2'], shellEnv: {}, code: CODE, now: new Date(0) });
         expect(spec.workflow).to.equal(located.workflow.name);
         expect(JSON.stringify(spec)).not.to.include('${{ run.args');
+        // What the agent reads from the queue is the spec the CLI built, whole: the schema accepts every form.
+        expect(parseJobMessage(JSON.stringify(spec))).to.deep.equal({ kind: 'spec', spec: JSON.parse(JSON.stringify(spec)) as unknown });
       }
     });
   }
