@@ -1,3 +1,4 @@
+import FakeTimers from '@sinonjs/fake-timers';
 import { expect } from 'chai';
 import { randomBytes } from 'node:crypto';
 import { LogShipper } from '../../agent/log-shipper.js';
@@ -69,10 +70,31 @@ describe('job output is bytes end to end', () => {
   });
 
   it('stores output in order within the flush interval, and the rest on close', async () => {
-    const shipper = shipperFor('order-1');
-    shipper.write('out', 'one\n');
-    shipper.write('err', 'two\n');
-    await new Promise((r) => setTimeout(r, 300));
+    // The interval passes on a fake clock; the store's own I/O stays real.
+    let puts = 0;
+    let stored: () => void = () => undefined;
+    const firstPut = new Promise<void>((resolve) => (stored = resolve));
+    const watched = Object.assign(Object.create(store) as LocalStore, {
+      put: (key: string, data: Buffer | string) => {
+        puts++;
+        return store.put(key, data).then(stored);
+      },
+    });
+    const clock = FakeTimers.install({ toFake: ['setTimeout', 'clearTimeout'] });
+    let shipper: LogShipper;
+    try {
+      shipper = new LogShipper(watched, (seq) => runKeys.logChunk(REPO, 'order-1', 1, seq), 100);
+      shipper.write('out', 'one\n');
+      shipper.write('err', 'two\n');
+      clock.tick(99);
+      expect(puts).to.equal(0);
+      // The interval's flush: the chunk is on its way to the store (a later flush would fail here, not time out).
+      await clock.tickAsync(1);
+      expect(puts).to.equal(1);
+    } finally {
+      clock.uninstall();
+    }
+    await firstPut;
     expect((await store.list(runKeys.logs(REPO, 'order-1'))).length).to.equal(1);
     shipper.write('out', 'three\n');
     await shipper.close();
