@@ -1,9 +1,11 @@
 import { createWriteStream, type Stats } from 'node:fs';
 import { mkdir, realpath, symlink } from 'node:fs/promises';
-import { dirname, join, sep } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import * as tar from 'tar';
+import { ArtifactError } from '../common/artifacts/manifest.js';
+import { ensureInside } from '../common/artifacts/restore.js';
 import type { CodeRef } from '../common/code-ref.js';
 import { JobFailedError, NotFoundError, errnoCode } from '../common/errors.js';
 import { exec } from '../common/exec.js';
@@ -60,9 +62,11 @@ async function extractCode(body: Readable, dir: string): Promise<void> {
     if (rel === '' || rel.startsWith('/') || rel.split('/').some((s) => s === '..' || s === '.' || s === '')) bad('its name climbs out of the repo');
     if (link.target === '' || link.target.includes('\0')) bad('it has no target');
     const abs = join(root, ...rel.split('/'));
-    await mkdir(dirname(abs), { recursive: true });
-    const parent = await realpath(dirname(abs));
-    if (parent !== root && !parent.startsWith(root + sep)) bad('it would be made through another link that leads out of the repo');
+    // Checked before any folder is made: mkdir -p through a link made just before would make them outside.
+    await ensureInside(root, dirname(abs), link.path).catch((e: unknown) => {
+      if (e instanceof ArtifactError) bad('it would be made through another link that leads out of the repo');
+      throw e;
+    });
     await symlink(link.target, abs).catch((e: unknown) => {
       if (errnoCode(e) === 'EEXIST') bad('another entry of the tree is already at its path');
       throw e;

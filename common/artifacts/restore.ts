@@ -166,9 +166,10 @@ const isInside = (root: string, p: string): boolean => p === root || p.startsWit
 
 /**
  * Makes `dir` (and its parents) only after checking that its nearest existing ancestor, links
- * followed, is inside `root`; then checks `dir` itself.
+ * followed, is inside `root`; then checks `dir` itself. ArtifactError if either leads out. Also what
+ * the agent's code rebuild makes a link's parent with (agent/workspace.ts).
  */
-async function ensureInside(root: string, dir: string, path: string): Promise<void> {
+export async function ensureInside(root: string, dir: string, path: string): Promise<void> {
   const inside = (p: string): boolean => isInside(root, p);
   let existing = dir;
   let real: string | undefined;

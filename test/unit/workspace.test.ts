@@ -59,6 +59,7 @@ describe('workspace: rebuilding the code tree', () => {
   for (const [name, entries] of [
     ['a link named with ..', [{ path: '../../evil', type: 'SymbolicLink', linkpath: '/tmp' }]],
     ['a link made through a link that leads out', [{ path: 'a', type: 'SymbolicLink', linkpath: '../../outside' }, { path: 'a/b', type: 'SymbolicLink', linkpath: 'x' }]],
+    ['a link made two levels below a link that leads out', [{ path: 'a', type: 'SymbolicLink', linkpath: '../../outside' }, { path: 'a/b/c', type: 'SymbolicLink', linkpath: 'x' }]],
     ['a file below a link', [{ path: 'a', type: 'SymbolicLink', linkpath: '../../outside' }, { path: 'a/b.txt', type: 'File', body: 'x' }]],
   ] as Array<[string, Entry[]]>) {
     it(`refuses a crafted code tar with ${name}, writing nothing outside`, async () => {
