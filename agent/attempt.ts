@@ -206,7 +206,7 @@ export function isInfrastructure(e: unknown): boolean {
   return false;
 }
 
-export function finalRecord(status: FinalRecord['status'], exitCode: number | null, reason: string | null, attempt: number): FinalRecord {
+export function finalRecord(status: FinalRecord['status'], exitCode: number | null, reason: string | null, attempt: number | null): FinalRecord {
   return { status, exitCode, reason, finishedAt: new Date().toISOString(), attempt };
 }
 

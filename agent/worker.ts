@@ -51,7 +51,7 @@ type Outcome = 'settled' | 'lease-lost' | 'released' | 'parked';
 type ParsedMessage =
   | { kind: 'spec'; spec: JobSpec }
   | { kind: 'unknown-version'; version: unknown; runName: unknown }
-  | { kind: 'not-a-spec'; problem: string };
+  | { kind: 'not-a-spec'; problem: string; repoId?: string; runName?: string };
 
 /**
  * Reads a queue message as a job spec. The version is checked before anything else is trusted: a
@@ -72,7 +72,15 @@ export function parseJobMessage(body: string): ParsedMessage {
     return { kind: 'unknown-version', version: d.specVersion, runName: d.runName };
   }
   const parsed = parseJobSpec(d);
-  return 'spec' in parsed ? { kind: 'spec', spec: parsed.spec } : { kind: 'not-a-spec', problem: parsed.problems };
+  if ('spec' in parsed) return { kind: 'spec', spec: parsed.spec };
+  // Named well enough to settle: its run gets a final status with the reason instead of staying Submitted.
+  const run = isKeyPart(d.repoId) && isKeyPart(d.runName) ? { repoId: d.repoId, runName: d.runName } : {};
+  return { kind: 'not-a-spec', problem: parsed.problems, ...run };
+}
+
+/** A name that can go into a store key as it is: no empty, `.` or `..` segment, no odd characters. */
+function isKeyPart(v: unknown): v is string {
+  return typeof v === 'string' && /^[A-Za-z0-9._@:/-]{1,300}$/.test(v) && v.split('/').every((p) => p !== '' && p !== '.' && p !== '..');
 }
 
 /**
@@ -154,6 +162,10 @@ export class Agent {
     const parsed = parseJobMessage(msg.body);
     if (parsed.kind === 'not-a-spec') {
       this.o.log.log('error', 'dropping a message that is not a job spec', { messageId: msg.id, problem: parsed.problem });
+      if (parsed.repoId !== undefined && parsed.runName !== undefined) {
+        const reason = `the job spec could not be read by this agent (${parsed.problem}): upgrade dstack and run it again`;
+        await settleRun(this.o.store, parsed.repoId, parsed.runName, finalRecord('failed', null, reason, null));
+      }
       await this.o.queue.ack(msg.receipt);
       return;
     }
@@ -240,6 +252,15 @@ export class Agent {
         return 'parked';
       }
       throw e;
+    }
+    // Settled meanwhile (stopped before it started, or settled as an orphan): never run a settled run.
+    if (await store.get(runKeys.final(repoId, runName))) {
+      log.log('info', 'the run was settled before this attempt began: not running it');
+      record.state = 'ended';
+      record.endedAt = now();
+      await store.put(attemptKey, JSON.stringify(record));
+      await queue.ack(msg.receipt);
+      return 'settled';
     }
 
     const jobName = `${runName}-${attempt}-${randomBytes(3).toString('hex')}`;

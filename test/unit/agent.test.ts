@@ -7,7 +7,7 @@ import { jsonLogger } from '../../common/log.js';
 import { LocalQueue } from '../../common/local/local-queue.js';
 import { LocalStore } from '../../common/local/local-store.js';
 import type { Queue, Store } from '../../common/ports.js';
-import { FinalRecordSchema } from '../../common/records/runs.js';
+import { AttemptRecordSchema, FinalRecordSchema } from '../../common/records/runs.js';
 import { readJson, runKeys, type FinalRecord } from '../../common/runs.js';
 import type { JobSpec } from '../../common/spec/job-spec.js';
 import { Agent } from '../../agent/worker.js';
@@ -247,6 +247,29 @@ describe('agent: leases and heartbeats', function () {
     const dropped = lines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.msg === 'dropping a message that is not a job spec');
     expect(dropped).to.have.length(1);
     expect(dropped[0]?.problem).to.be.a('string').and.include('artifacts.0.path');
+    // Its run is settled with the reason, not left Submitted.
+    const final = await finalOf('misshapen-1');
+    expect(final).to.include({ status: 'failed' });
+    expect(final?.reason).to.include('could not be read by this agent').and.include('artifacts.0.path');
+  });
+
+  it('a run settled while its attempt was being created is not run: the attempt ends at once and the message is acked', async () => {
+    await queue.send(JSON.stringify(spec('settled-1', ['echo ran'])));
+    const attemptKey = runKeys.attempt('local/test', 'settled-1', 1);
+    // The run is settled (stopped, or as an orphan) right as this agent creates its attempt.
+    const racing = wrapStore({
+      put: async (k, d, o) => {
+        await store.put(k, d, o);
+        if (k === attemptKey && o?.ifAbsent) {
+          await store.put(runKeys.final('local/test', 'settled-1'), JSON.stringify({ status: 'stopped', exitCode: null, reason: 'stopped before it started', finishedAt: new Date().toISOString(), attempt: null }));
+        }
+      },
+    });
+    await makeAgent(queue, 30_000, { store: racing, idleTimeoutMs: 800 }).run();
+    expect(await logText('settled-1')).to.equal('');
+    expect(await finalOf('settled-1')).to.include({ status: 'stopped' });
+    expect(await readJson(store, attemptKey, AttemptRecordSchema)).to.include({ state: 'ended' });
+    expect(await queue.counts()).to.deep.equal({ visible: 0, inFlight: 0, dead: 0 });
   });
 
   it('a save that fills the disk: the run still gets its final status with the reason and its whole log, and no job folder is left', async () => {
