@@ -88,12 +88,11 @@ export async function saveTree(store: Store, root: string, options: SaveOptions 
     let pending = inFlight.get(sha);
     if (!pending) {
       pending = (async () => {
-        // Small blobs: one conditional PUT (a conflict means the store has it). Large ones: ask first,
-        // so that an existing chunk is not sent again.
-        // A blob already there is touched, not skipped: the collector removes only blobs it has seen
-        // unreferenced and unmodified for its whole grace (common/gc.ts), and this save's manifest,
-        // which will reference it, is written only at the end. A touch that finds it gone (removed
-        // meanwhile) uploads it again.
+        // Small blobs: one conditional PUT (a conflict means the store has it). Large ones: touch first,
+        // so that an existing chunk is not sent again. A blob already there is touched, not skipped:
+        // the collector removes only blobs it finds unreferenced and unmodified for its whole grace
+        // (common/gc.ts), and this save's manifest, which will reference it, is written only at the
+        // end. A touch that finds it gone (removed meanwhile) uploads it again.
         let stored = false;
         if (data.length < SMALL_BLOB_BYTES) {
           try {
