@@ -7,6 +7,7 @@ import { LocalStore } from './local/local-store.js';
 import { blobKey, manifestKey, type Manifest } from './artifacts/manifest.js';
 import { readManifest } from './artifacts/restore.js';
 import { errnoCode, toError } from './errors.js';
+import { readCandidates, splitCandidates, writeCandidates, type GcCandidate } from './gc-candidates.js';
 import { enqueuedKey, pastOrphanGrace, settleOrphan } from './orphans.js';
 import type { ObjectInfo, Store } from './ports.js';
 import { ArtifactIndexSchema, AttemptRecordSchema, RunRecordSchema } from './records/runs.js';
@@ -16,7 +17,10 @@ import { readJson, runKeys } from './runs.js';
 /** Store reads in flight at once while marking. */
 const READS_AT_ONCE = 16;
 
-/** Blobs, manifests and temp files younger than this are never removed: a save or write may be under way. */
+/**
+ * Temp files younger than this are never removed: a write may be under way. A blob or manifest goes
+ * only once two sweeps at least this far apart found it unreferenced and unmodified for this long.
+ */
 export const GC_GRACE_MS = 60 * 60 * 1000;
 
 export interface GcOptions {
@@ -27,7 +31,7 @@ export interface GcOptions {
   liveAgents?: () => Promise<Array<{ id: string; startedAt: string }>>;
   /** Local staging folders (the local store's and queue's temp files). */
   tempDirs?: string[];
-  /** Blobs, manifests and temp files younger than this are kept (default GC_GRACE_MS). */
+  /** The grace for temp files, blobs and manifests (default GC_GRACE_MS). */
   graceMs?: number;
   /** A run recorded but never queued is settled as failed after this long (see common/orphans.ts). */
   orphanGraceMs: number;
@@ -50,6 +54,8 @@ export interface GcItem {
 
 export interface GcReport {
   removed: GcItem[];
+  /** Blobs and manifests no run references that wait for a later sweep, and when they may go. */
+  candidates: GcCandidate[];
   /** Runs settled as failed because their submitter died before queuing them. */
   settled: string[];
   /** What was left alone, and why (one line each). */
@@ -59,12 +65,12 @@ export interface GcReport {
 /**
  * The collector (`dstack gc`, and every agent at start): job folders of dead attempts, stale temp
  * files, never-queued runs, and artifact blobs and manifests that no run references. It removes
- * nothing a live run may still use: a work folder of a live agent's current incarnation, anything
- * younger than the grace, and no blob at all while any job may be saving (a save reuses blobs that
- * already exist, which a listing cannot see until its manifest is written).
+ * nothing a live run may still use: a work folder of a live agent's current incarnation, no blob
+ * or manifest while any job may be saving, and otherwise only those two sweeps found unreferenced
+ * (see sweepStore).
  */
 export async function collectGarbage(o: GcOptions): Promise<GcReport> {
-  const report: GcReport = { removed: [], settled: [], notes: [] };
+  const report: GcReport = { removed: [], candidates: [], settled: [], notes: [] };
   const nowMs = o.nowMs ?? Date.now();
   const graceMs = o.graceMs ?? GC_GRACE_MS;
   if (o.workRoot) await sweepWork(o, o.workRoot, report);
@@ -131,7 +137,23 @@ interface RunKeys {
   attempts: string[];
 }
 
-/** Mark (every run's artifacts and pinned deps), then sweep manifests and blobs past the grace. */
+/**
+ * Mark (every run's artifacts and pinned deps), then sweep manifests and blobs, in two phases.
+ *
+ * A save reuses a blob (or manifest) already in the store, and writes the manifest and index that
+ * reference it only at its end, so a blob unreferenced at the mark may be in use. The busy check
+ * covers agents' jobs while their heartbeat runs, but not a save that starts after the mark, nor
+ * `dstack tags add -a` (no attempt record). So a sweep removes an object only when
+ *   - a sweep at least the grace earlier recorded it as a candidate (unreferenced, older than the
+ *     grace; the record is gc/candidates.json), and
+ *   - this sweep, listing after its own mark, still finds it unreferenced and unmodified for the grace.
+ * A save that reuses an object touches it (Store.touch: the local mtime, an S3 copy onto itself),
+ * so a reuse seen by this listing keeps it unless that save has gone on, unfinished, for a whole
+ * grace since (a job's save keeps its heartbeat, which the busy check sees). The candidate record
+ * adds a second look a grace apart, so that no single listing decides alone. What is left: a touch
+ * in the moment between this listing and the delete; that save then writes a manifest whose blob
+ * is gone, which restore reports as a missing blob.
+ */
 async function sweepStore(o: GcOptions, nowMs: number, graceMs: number, report: GcReport): Promise<void> {
   const { store } = o;
   const listed = await store.list('repos/');
@@ -214,7 +236,8 @@ async function sweepStore(o: GcOptions, nowMs: number, graceMs: number, report: 
     return;
   }
   const old = (x: ObjectInfo): boolean => x.modifiedAtMs !== undefined && nowMs - x.modifiedAtMs >= graceMs;
-  // Manifests first: a manifest is never left pointing at removed blobs.
+  const previous = await readCandidates(store, report.notes);
+  // Listed after the mark, so that a save which reused an object since is seen by its new mtime.
   const manifests = (await store.list('manifests/')).filter((x) => {
     const sha = /^manifests\/([0-9a-f]{64})\.json$/.exec(x.key)?.[1];
     return sha !== undefined && !liveManifests.has(sha) && old(x);
@@ -223,9 +246,15 @@ async function sweepStore(o: GcOptions, nowMs: number, graceMs: number, report: 
     const sha = /^blobs\/sha256\/[0-9a-f]{2}\/([0-9a-f]{64})$/.exec(x.key)?.[1];
     return sha !== undefined && blobKey(sha) === x.key && !liveBlobs.has(sha) && old(x);
   });
-  for (const [kind, items] of [['manifest', manifests], ['blob', blobs]] as const) {
-    if (!o.dryRun) await store.delete(items.map((x) => x.key));
-    for (const x of items) report.removed.push({ kind, what: x.key, sizeBytes: x.sizeBytes });
+  const m = splitCandidates('manifest', manifests, previous, nowMs, graceMs);
+  const b = splitCandidates('blob', blobs, previous, nowMs, graceMs);
+  report.candidates.push(...m.waiting, ...b.waiting);
+  // The record first: a delete that fails leaves its objects out of it, so they wait again (never less).
+  if (!o.dryRun) await writeCandidates(store, report.candidates, nowMs);
+  // Manifests first: a manifest is never left pointing at removed blobs.
+  for (const items of [m.due, b.due]) {
+    if (!o.dryRun) await store.delete(items.map((x) => x.what));
+    for (const x of items) report.removed.push({ kind: x.kind, what: x.what, sizeBytes: x.sizeBytes });
   }
 }
 

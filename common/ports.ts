@@ -69,6 +69,12 @@ export interface Store {
   list(prefix: string): Promise<ObjectInfo[]>;
   /** Deletes objects; missing keys are not an error. */
   delete(keys: string[]): Promise<void>;
+  /**
+   * Sets an object's modification time (as `list` reports it) to now without sending its bytes
+   * again; false if there is no such object. A save that reuses a blob touches it, so that the
+   * collector sees it as recent.
+   */
+  touch(key: string): Promise<boolean>;
 }
 
 /** An agent as Compute sees it. */

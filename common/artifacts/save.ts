@@ -34,6 +34,10 @@ export class HashCache {
     this.files.set(path, { stamp, ref });
   }
 
+  /**
+   * Whether this cache stored or touched the blob. A cache lives for one job's saves (or one
+   * command), during which the collector keeps every blob (a running attempt) or the blob is fresh.
+   */
   isStored(sha: string): boolean {
     return this.stored.has(sha);
   }
@@ -84,16 +88,22 @@ export async function saveTree(store: Store, root: string, options: SaveOptions 
     let pending = inFlight.get(sha);
     if (!pending) {
       pending = (async () => {
-        // Small blobs: one conditional PUT (a conflict means the store has it). Large ones: ask first,
-        // so that an existing chunk is not sent again.
+        // Small blobs: one conditional PUT (a conflict means the store has it). Large ones: touch first,
+        // so that an existing chunk is not sent again. A blob already there is touched, not skipped:
+        // the collector removes only blobs it finds unreferenced and unmodified for its whole grace
+        // (common/gc.ts), and this save's manifest, which will reference it, is written only at the
+        // end. A touch that finds it gone (removed meanwhile) uploads it again.
+        let stored = false;
         if (data.length < SMALL_BLOB_BYTES) {
           try {
             await store.put(blobKey(sha), data, { ifAbsent: true });
             uploadedBytes += data.length;
+            stored = true;
           } catch (e) {
             if (!(e instanceof ConflictError)) throw e;
           }
-        } else if (!(await store.head(blobKey(sha)))) {
+        }
+        if (!stored && !(await store.touch(blobKey(sha)))) {
           await store.put(blobKey(sha), data);
           uploadedBytes += data.length;
         }
@@ -136,7 +146,8 @@ export async function saveTree(store: Store, root: string, options: SaveOptions 
 async function putManifest(store: Store, manifest: Manifest, uploadedBytes: number): Promise<SavedArtifact> {
   const body = encodeManifest(manifest);
   const manifestSha = sha256(body);
-  if (!(await store.head(manifestKey(manifestSha)))) await store.put(manifestKey(manifestSha), body);
+  // An equal manifest already stored is touched, like a reused blob, until this save's index references it.
+  if (!(await store.touch(manifestKey(manifestSha)))) await store.put(manifestKey(manifestSha), body);
   return { manifestSha, files: manifest.files, sizeBytes: manifest.sizeBytes, uploadedBytes };
 }
 

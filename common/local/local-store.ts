@@ -1,5 +1,5 @@
 import { createWriteStream } from 'node:fs';
-import { link, mkdir, readdir, readFile, rename, rm, rmdir, stat, unlink, writeFile, open } from 'node:fs/promises';
+import { link, mkdir, readdir, readFile, rename, rm, rmdir, stat, unlink, utimes, writeFile, open } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { dirname, join, relative, sep } from 'node:path';
 import { pipeline } from 'node:stream/promises';
@@ -153,6 +153,17 @@ export class LocalStore implements Store {
         if (errnoCode(e) !== 'ENOENT') throw e;
       }
       await this.pruneDirs(dirname(path));
+    }
+  }
+
+  async touch(key: string): Promise<boolean> {
+    const now = new Date();
+    try {
+      await utimes(this.path(key), now, now);
+      return true;
+    } catch (e) {
+      if (errnoCode(e) === 'ENOENT' || errnoCode(e) === 'ENOTDIR') return false;
+      throw e;
     }
   }
 

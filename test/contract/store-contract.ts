@@ -69,6 +69,18 @@ export function storeContract(name: string, make: () => Promise<StoreFixture>): 
       expect(o?.modifiedAtMs).to.be.a('number').within(before - 5000, Date.now() + 5000);
     });
 
+    it('touch keeps the bytes and marks the object written now; a missing key is false and stays missing', async () => {
+      await fx.store.put('touch/x', 'same bytes');
+      const before = Date.now();
+      expect(await fx.store.touch('touch/x')).to.equal(true);
+      expect((await fx.store.get('touch/x'))?.toString()).to.equal('same bytes');
+      const [o] = await fx.store.list('touch/');
+      expect(o).to.deep.include({ key: 'touch/x', sizeBytes: 10 });
+      expect(o?.modifiedAtMs).to.be.a('number').within(before - 5000, Date.now() + 5000);
+      expect(await fx.store.touch('touch/missing')).to.equal(false);
+      expect(await fx.store.head('touch/missing')).to.equal(undefined);
+    });
+
     it('streams a large object in and out unchanged', async () => {
       const data = randomBytes(3 * 1024 * 1024 + 17);
       await fx.store.putStream('big/blob', Readable.from([data.subarray(0, 1000), data.subarray(1000)]));

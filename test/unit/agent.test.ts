@@ -137,6 +137,7 @@ describe('agent: leases and heartbeats', function () {
       getStream: (k) => base.getStream(k),
       list: (p) => base.list(p),
       delete: (k) => base.delete(k),
+      touch: (k) => base.touch(k),
       ...over,
     };
   };

@@ -6,6 +6,7 @@ import { restoreTree } from '../../common/artifacts/restore.js';
 import { saveTree } from '../../common/artifacts/save.js';
 import { collectGarbage, type GcOptions } from '../../common/gc.js';
 import { LocalStore } from '../../common/local/local-store.js';
+import type { Store } from '../../common/ports.js';
 import { submittedKey } from '../../common/run-index.js';
 import { listRuns, runKeys } from '../../common/runs.js';
 import { ExternalAgents } from '../../common/local/local-compute.js';
@@ -125,7 +126,14 @@ describe('dstack gc: the collector', () => {
     await store.put(blobKey(young), 'a save under way');
     utimesSync(join(root, 'store', 'objects', ...blobKey(young).split('/')), new Date(later - 60_000), new Date(later - 60_000));
 
-    const report = await gc({ nowMs: later });
+    // The first sweep only records what it found unreferenced; the next one a grace later removes it.
+    const first = await gc({ nowMs: later });
+    expect(first.removed).to.deep.equal([]);
+    const candidates = first.candidates.map((c) => c.what);
+    expect(candidates).to.include(manifestKey(removedRun)).and.include(blobKey(unfinished)).and.not.include(blobKey(young));
+    expect(first.candidates.every((c) => c.goesAtMs === later + HOUR)).to.equal(true);
+    expect(await store.head(manifestKey(removedRun))).to.not.equal(undefined);
+    const report = await gc({ nowMs: later + HOUR });
     const gone = report.removed.map((x) => x.what);
     expect(gone).to.include(manifestKey(removedRun)).and.include(blobKey(unfinished));
     expect(gone).to.not.include(manifestKey(kept)).and.not.include(manifestKey(pinned)).and.not.include(blobKey(young));
@@ -159,16 +167,58 @@ describe('dstack gc: the collector', () => {
       const path = join(root, 'store', 'objects', ...blobKey(sha).split('/'));
       utimesSync(path, new Date(Date.now() - 2 * HOUR), new Date(Date.now() - 2 * HOUR));
     };
+    const t0 = Date.now();
     await store.put(blobKey('a'.repeat(64)), 'unreferenced');
     stale('a'.repeat(64));
-    const first = await gc({ storeEveryMs: HOUR });
-    expect(first.removed.map((x) => x.what)).to.deep.equal([blobKey('a'.repeat(64))]);
+    const first = await gc({ storeEveryMs: HOUR, nowMs: t0 });
+    expect(first.removed).to.deep.equal([]);
+    expect(first.candidates.map((x) => x.what)).to.deep.equal([blobKey('a'.repeat(64))]);
     await store.put(blobKey('b'.repeat(64)), 'unreferenced too');
     stale('b'.repeat(64));
-    const second = await gc({ storeEveryMs: HOUR });
+    const second = await gc({ storeEveryMs: HOUR, nowMs: t0 + 30 * 60_000 });
     expect(second.removed).to.deep.equal([]);
-    expect(second.notes.join('\n')).to.contain('store not swept: the last sweep was 0 min ago');
-    expect((await gc()).removed.map((x) => x.what)).to.deep.equal([blobKey('b'.repeat(64))]);
+    expect(second.notes.join('\n')).to.contain('store not swept: the last sweep was 30 min ago');
+    // An hour on, the store is due again: a goes (a candidate for an hour), b waits its turn.
+    const third = await gc({ storeEveryMs: HOUR, nowMs: t0 + HOUR + 60_000 });
+    expect(third.removed.map((x) => x.what)).to.deep.equal([blobKey('a'.repeat(64))]);
+    expect(third.candidates.map((x) => x.what)).to.deep.equal([blobKey('b'.repeat(64))]);
+    expect((await gc({ nowMs: t0 + 2 * HOUR + 60_000 })).removed.map((x) => x.what)).to.deep.equal([blobKey('b'.repeat(64))]);
+  });
+
+  it('keeps a stale unreferenced blob that a save reuses after the mark, and it restores byte for byte', async () => {
+    const files = { 'model.txt': 'weights saved by a run since removed', 'notes.txt': 'and a note' };
+    const sha = await save(files);
+    const [blob] = await blobsOf(sha);
+    // The run that saved it was removed: nothing references the manifest or its blob, both hours old.
+    await store.delete([manifestKey(sha)]);
+    const hoursAgo = new Date(Date.now() - 3 * HOUR);
+    utimesSync(join(root, 'store', 'objects', ...blobKey(blob!).split('/')), hoursAgo, hoursAgo);
+    // A sweep an hour ago already found it unreferenced.
+    const earlier = await gc({ nowMs: Date.now() - HOUR });
+    expect(await store.head(blobKey(blob!)), 'a first sighting removes nothing').to.not.equal(undefined);
+    expect(earlier.candidates.map((c) => c.what)).to.deep.equal([blobKey(blob!)]);
+    // This sweep marks first; a new save that reuses the blob (same content) finishes while the sweep
+    // lists what to remove, with its manifest and its run's artifacts.json.
+    let saved: Promise<void> | undefined;
+    const racing: Store = Object.assign(Object.create(store) as LocalStore, {
+      list: async (prefix: string) => {
+        if (prefix === 'manifests/' && !saved) {
+          saved = (async () => {
+            expect(await save(files)).to.equal(sha);
+            await finishedRun('reuse-run-1', [sha]);
+          })();
+          await saved;
+        }
+        return store.list(prefix);
+      },
+    });
+    const report = await collectGarbage({ store: racing, orphanGraceMs: 2 * 60_000, dryRun: false });
+    expect(saved, 'the save ran between the mark and the removal').to.not.equal(undefined);
+    expect(report.removed.map((x) => x.what)).to.not.include(blobKey(blob!));
+    const out = tempDir('restore');
+    dirs.push(out);
+    await restoreTree(store, sha, out);
+    for (const [p, c] of Object.entries(files)) expect(readFileSync(join(out, p), 'utf8')).to.equal(c);
   });
 
   it('keeps every blob while a job may still be saving', async () => {
@@ -193,8 +243,20 @@ describe('dstack gc: the command', () => {
       const job = join(home, 'local', 'work', 'local-gone', 'calm-owl-1-1-aaaaaa');
       mkdirSync(job, { recursive: true });
       writeFileSync(join(job, 'out.bin'), Buffer.alloc(2048));
+      // A blob no run references, hours old: a candidate, which only a later sweep removes.
+      const orphan = blobKey('c'.repeat(64));
+      await ctx.store.put(orphan, Buffer.alloc(1024));
+      const hoursAgo = new Date(Date.now() - 3 * HOUR);
+      utimesSync(join(home, 'local', 'store', 'objects', ...orphan.split('/')), hoursAgo, hoursAgo);
+      const before = Date.now();
       expect(await gcCommand(ctx, { dryRun: true })).to.equal(0);
       expect(ctx.out.text()).to.contain(`would remove work folder ${job} (2.0 KB)`).and.contain('Would free 2.0 KB in 1 item(s).');
+      const line = new RegExp(`^candidate blob ${orphan} \\(1\\.0 KB\\): unreferenced since (\\S+), removed by a sweep from (\\S+)$`, 'm').exec(ctx.out.text());
+      expect(line, ctx.out.text()).to.not.equal(null);
+      const [since, goes] = [Date.parse(line?.[1] ?? ''), Date.parse(line?.[2] ?? '')];
+      expect(since).to.be.within(before - 1000, Date.now());
+      expect(goes - since).to.equal(HOUR);
+      expect(await ctx.store.head(orphan)).to.not.equal(undefined);
       expect(existsSync(job)).to.equal(true);
       expect(await gcCommand(ctx, { dryRun: false })).to.equal(0);
       expect(ctx.out.text()).to.contain(`removed work folder ${job} (2.0 KB)`).and.contain('Freed 2.0 KB in 1 item(s).');

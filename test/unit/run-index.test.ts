@@ -36,6 +36,9 @@ class CountingStore implements Store {
   delete(keys: string[]): Promise<void> {
     return this.inner.delete(keys);
   }
+  touch(key: string): Promise<boolean> {
+    return this.inner.touch(key);
+  }
 }
 
 const REPO = 'github.com/acme/train';
