@@ -23,6 +23,8 @@ const ACTIONS: Record<string, string[]> = {
   HeadObject: ['s3:GetObject'],
   GetObject: ['s3:GetObject'],
   PutObject: ['s3:PutObject'],
+  // CopyObject onto itself (Store.touch): reads and writes the same key
+  CopyObject: ['s3:GetObject', 's3:PutObject'],
   DeleteObjects: ['s3:DeleteObject'],
   // lib-storage's Upload: CreateMultipartUpload, UploadPart, CompleteMultipartUpload (s3:PutObject), and an abort on failure
   Upload: ['s3:PutObject', 's3:AbortMultipartUpload'],
