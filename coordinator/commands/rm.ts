@@ -34,7 +34,7 @@ export async function rmCommand(ctx: Context, o: RmOptions): Promise<number> {
     ctx.out.line('No finished runs to delete.');
     return 0;
   }
-  const tags = await tagsByRun(ctx.store, repoId);
+  const tags = await tagsByRun(ctx.store, repoId, (e) => ctx.out.note(`warning: ${e.message}`));
   const tagged = targets.filter((t) => tags.has(t.runName));
   if (tagged.length > 0 && !o.force) {
     const which = tagged.map((t) => `run ${t.runName} is tagged ${(tags.get(t.runName) ?? []).join(', ')}`).join('; ');
@@ -56,11 +56,18 @@ export async function rmCommand(ctx: Context, o: RmOptions): Promise<number> {
   return 0;
 }
 
-/** The tags of a repo, by the run each points to. */
-async function tagsByRun(store: Store, repoId: string): Promise<Map<string, string[]>> {
+/** The tags of a repo, by the run each points to; a damaged tag record is told about and left out (it can no longer lead to a run). */
+async function tagsByRun(store: Store, repoId: string, onCorrupt: (e: CorruptRecordError) => void): Promise<Map<string, string[]>> {
   const out = new Map<string, string[]>();
   for (const o of await store.list(runKeys.tags(repoId))) {
-    const tag = await readJson(store, o.key, TagRecordSchema);
+    let tag;
+    try {
+      tag = await readJson(store, o.key, TagRecordSchema);
+    } catch (e) {
+      if (!(e instanceof CorruptRecordError)) throw e;
+      onCorrupt(e);
+      continue;
+    }
     if (!tag) continue;
     out.set(tag.runName, [...(out.get(tag.runName) ?? []), tag.tag].sort());
   }

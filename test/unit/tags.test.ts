@@ -80,4 +80,18 @@ describe('tags: run -t and rm refuse to lose a tag', () => {
     expect(ctx.out.text()).to.contain(`Deleted ${runName} and its tags v1, v2.`);
     expect(await tagged('v1')).to.equal(undefined);
   });
+
+  it('a damaged tag record does not stop rm: one warning names it, and the run is deleted', async () => {
+    const folder = join(repo, 'data');
+    mkdirSync(folder);
+    writeFileSync(join(folder, 'f.txt'), 'x');
+    await tagsAddCommand(ctx, { tag: 'v1', run: undefined, paths: [folder] });
+    const runName = /-> run (\S+)\./.exec(ctx.out.text())?.[1] ?? '';
+    const { repoId } = await repoInfo(repo);
+    await ctx.store.delete([runKeys.tag(repoId, 'v1')]);
+    await ctx.store.put(runKeys.tag(repoId, 'broken'), '{"tag": "broken", "runN');
+    expect(await rmCommand(ctx, { run: runName, all: false, yes: true, force: false })).to.equal(0);
+    expect(ctx.out.text()).to.contain(`Deleted ${runName}.`);
+    expect(ctx.out.text()).to.contain(runKeys.tag(repoId, 'broken'));
+  });
 });
