@@ -1,5 +1,6 @@
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import pRetry from 'p-retry';
 import { DstackError, JobFailedError, TransportError, toError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import type { Store } from '../common/ports.js';
@@ -161,12 +162,25 @@ export class Attempt {
     return result;
   }
 
-  /** The final save. Its failure fails a job that succeeded, and its reason reaches the log and the final status. */
+  /**
+   * The final save. A transport error (an S3 outage) is retried while the lease holds: saves are
+   * content-addressed, so a retry uploads only what is missing, and the job is never run again for
+   * it. Any other failure fails a job that succeeded, and its reason reaches the log and the final status.
+   */
   private async saveArtifacts(saver: ArtifactSaver, shipper: LogShipper, result: AttemptResult): Promise<AttemptResult> {
     // The output is stored before the save: a save that fills the disk must not take the logs with it.
     await shipper.flush();
     try {
-      await saver.save(true);
+      await pRetry(() => saver.save(true), {
+        retries: SAVE_RETRIES,
+        minTimeout: 1000,
+        factor: 2,
+        signal: this.o.signal,
+        shouldRetry: (e) => isInfrastructure(e),
+        onFailedAttempt: (e) => {
+          if (e.retriesLeft > 0 && isInfrastructure(e)) shipper.write('err', `dstack: saving the artifacts failed (${e.message}): retrying\n`);
+        },
+      });
       return result;
     } catch (e) {
       const reason = toError(e).message;
@@ -187,6 +201,9 @@ export class Attempt {
     else this.proc.stop(this.o.stopGraceMs);
   }
 }
+
+/** Retries of the final save after a transport error: 1 + 2 + 4 + 8 s, within any lease. */
+const SAVE_RETRIES = 4;
 
 /** The attempt ends before its job started, to be run by another. */
 class HandedBack extends Error {}

@@ -273,6 +273,21 @@ describe('agent: leases and heartbeats', function () {
     expect(await queue.counts()).to.deep.equal({ visible: 0, inFlight: 0, dead: 0 });
   });
 
+  it('an S3 outage during the final artifact save is retried: a job that succeeded is not failed by it', async () => {
+    const s = spec('save-outage-1', ['mkdir out', 'echo data > out/f', 'echo hello']);
+    s.artifacts = [{ path: 'out', mount: false }];
+    await queue.send(JSON.stringify(s));
+    let failures = 0;
+    const flaky = wrapStore({ put: (k, d, o) => (k.startsWith('blobs/') && failures++ < 2 ? outage() : store.put(k, d, o)) });
+    await makeAgent(queue, 30_000, { store: flaky }).run();
+    expect(await finalOf('save-outage-1')).to.include({ status: 'done', attempt: 1 });
+    expect(failures).to.be.greaterThan(2);
+    const log = await logText('save-outage-1');
+    expect(log.startsWith('hello\n')).to.equal(true);
+    expect(log.match(/^dstack: .*retrying/gm)).to.have.length(2);
+    expect(await queue.counts()).to.deep.equal({ visible: 0, inFlight: 0, dead: 0 });
+  });
+
   it('a save that fills the disk: the run still gets its final status with the reason and its whole log, and no job folder is left', async () => {
     const s = spec('diskfull-1', ['mkdir out', 'echo data > out/f', 'echo hello']);
     s.artifacts = [{ path: 'out', mount: false }];
