@@ -44,8 +44,14 @@ export class LocalStore implements Store {
     // Write-then-rename survives any process crash; no fsync, since the local backend does not
     // promise to survive the machine losing power, and an fsync per blob would cost more than the write.
     const tmp = await this.tempFile();
-    await writeFile(tmp, data);
-    await this.commit(tmp, key, options.ifAbsent ?? false);
+    try {
+      await writeFile(tmp, data);
+      await this.commit(tmp, key, options.ifAbsent ?? false);
+    } catch (e) {
+      // A write that failed (a full disk, say) leaves no temp file behind.
+      await rm(tmp, { force: true });
+      throw e;
+    }
   }
 
   /** Moves a finished temp file into place, creating parent directories (and retrying if a delete raced us). */
@@ -96,7 +102,12 @@ export class LocalStore implements Store {
       await rm(tmp, { force: true });
       throw e;
     }
-    await this.commit(tmp, key, false);
+    try {
+      await this.commit(tmp, key, false);
+    } catch (e) {
+      await rm(tmp, { force: true });
+      throw e;
+    }
   }
 
   async getStream(key: string): Promise<Readable> {
@@ -184,6 +195,11 @@ export class LocalStore implements Store {
 export async function writeFileAtomic(tmpDir: string, path: string, data: string | Buffer): Promise<void> {
   await mkdir(tmpDir, { recursive: true });
   const tmp = join(tmpDir, `${Date.now()}-${randomBytes(6).toString('hex')}.tmp`);
-  await writeFile(tmp, data);
-  await rename(tmp, path);
+  try {
+    await writeFile(tmp, data);
+    await rename(tmp, path);
+  } catch (e) {
+    await rm(tmp, { force: true });
+    throw e;
+  }
 }
