@@ -1,5 +1,6 @@
 import { sha256 } from '../hash.js';
 import { DstackError } from '../errors.js';
+import type { Manifest } from '../records/manifest.js';
 
 /** Files larger than this are stored as several blobs, one per chunk. */
 export const CHUNK_BYTES = 8 * 1024 * 1024;
@@ -10,37 +11,8 @@ export const CHUNK_BYTES = 8 * 1024 * 1024;
  */
 export const PACK_FILE_MAX_BYTES = 256 * 1024;
 
-/** One path inside a saved artifact. */
-export interface ManifestEntry {
-  /** Relative to the artifact's root, `/`-separated. */
-  path: string;
-  type: 'file' | 'dir' | 'symlink';
-  /** Permission bits, e.g. 0o755. */
-  mode: number;
-  sizeBytes: number;
-  /** sha256 of each chunk, in order (files stored on their own). */
-  chunks?: string[];
-  /** Where a packed small file lies: the pack blob's sha256 and the byte offset in it (its length is sizeBytes). */
-  pack?: { sha: string; offset: number };
-  /** sha256 of the file when it is one chunk; of the chunk hashes joined, otherwise. */
-  sha256?: string;
-  /**
-   * Link target (symlinks only), as the link holds it: relative or absolute, inside the artifact or
-   * not (a venv's `bin/python` names the system interpreter). A link is restored as a link; nothing
-   * is ever read or written through one.
-   */
-  target?: string;
-}
-
-/** A saved artifact: every entry, sorted by path. Stored content-addressed as `manifests/<sha256>.json`. */
-export interface Manifest {
-  version: 1;
-  entries: ManifestEntry[];
-  files: number;
-  sizeBytes: number;
-  /** Set when the artifact's path was itself a symlink: its target, saved as a link (entries is then empty). */
-  link?: string;
-}
+/** The manifest's shape is its schema (common/records/manifest.ts); these are the same types. */
+export type { Manifest, ManifestEntry } from '../records/manifest.js';
 
 /** A restore refused something that would write outside its target, or found corrupt data. */
 export class ArtifactError extends DstackError {
@@ -76,27 +48,23 @@ export function encodeManifest(m: Manifest): string {
 }
 
 /**
- * Checks every entry before anything is written: no absolute paths, no `..`, no empty segments,
- * chunk hashes that look like hashes, link targets that are plain strings, and no entry below a
- * symlink entry (which would be written through the link).
+ * What the schema cannot say, checked on a parsed manifest before anything is written: no absolute
+ * paths, no `..`, no empty segments, a target on every symlink, a top-level link only with no
+ * entries, a hash on every packed file, and no entry below a symlink entry (which would be written
+ * through the link). Types, modes, sizes, offsets and hashes are the schema's (ManifestSchema).
  */
 export function checkManifest(m: Manifest): void {
-  if (m === null || typeof m !== 'object' || m.version !== 1 || !Array.isArray(m.entries)) throw new ArtifactError('not an artifact manifest');
-  if (m.link !== undefined && (!validTarget(m.link) || m.entries.length > 0)) throw new ArtifactError('not an artifact manifest: a bad link');
+  if (m.link !== undefined && m.entries.length > 0) throw new ArtifactError('not an artifact manifest: a bad link');
   const links = new Set<string>();
   for (const e of m.entries) {
-    if (typeof e.path !== 'string' || !safeRelative(e.path)) {
-      throw new ArtifactError(`refusing to restore \`${String(e.path)}\`: paths must stay inside the target (no absolute paths or ..)`);
+    if (!safeRelative(e.path)) {
+      throw new ArtifactError(`refusing to restore \`${e.path}\`: paths must stay inside the target (no absolute paths or ..)`);
     }
-    if (e.type === 'file' && !(e.chunks ?? []).every((c) => HASH.test(c))) {
-      throw new ArtifactError(`refusing to restore \`${e.path}\`: bad chunk hash`);
-    }
-    if (e.type === 'file' && e.pack !== undefined) {
-      const ok = HASH.test(e.pack.sha) && HASH.test(e.sha256 ?? '') && Number.isSafeInteger(e.pack.offset) && e.pack.offset >= 0 && Number.isSafeInteger(e.sizeBytes) && e.sizeBytes >= 0;
-      if (!ok) throw new ArtifactError(`refusing to restore \`${e.path}\`: bad pack reference`);
+    if (e.type === 'file' && e.pack !== undefined && e.sha256 === undefined) {
+      throw new ArtifactError(`refusing to restore \`${e.path}\`: bad pack reference`);
     }
     if (e.type === 'symlink') {
-      if (!validTarget(e.target)) throw new ArtifactError(`refusing to restore symlink \`${e.path}\`: bad target`);
+      if (e.target === undefined) throw new ArtifactError(`refusing to restore symlink \`${e.path}\`: bad target`);
       links.add(e.path);
     }
   }
@@ -107,12 +75,6 @@ export function checkManifest(m: Manifest): void {
       if (links.has(above)) throw new ArtifactError(`refusing to restore \`${e.path}\`: it would be written through the symlink \`${above}\``);
     }
   }
-}
-
-const HASH = /^[0-9a-f]{64}$/;
-
-function validTarget(t: unknown): t is string {
-  return typeof t === 'string' && t.length > 0 && !t.includes('\0');
 }
 
 function safeRelative(p: string): boolean {

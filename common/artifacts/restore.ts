@@ -3,22 +3,36 @@ import { dirname, isAbsolute, join, sep } from 'node:path';
 import pLimit from 'p-limit';
 import { errnoCode } from '../errors.js';
 import type { Store } from '../ports.js';
+import { ManifestSchema } from '../records/manifest.js';
 import { ArtifactError, blobKey, checkArtifactPath, checkManifest, manifestKey, sha256, type Manifest, type ManifestEntry } from './manifest.js';
 
-/** Reads and checks a manifest by its hash. */
+/**
+ * Reads a manifest by its hash and parses it with ManifestSchema, then checks what the schema cannot
+ * say (checkManifest). The Store is not trusted: a misshapen manifest is refused, with one line
+ * naming the manifest and the field, before anything is written.
+ */
 export async function readManifest(store: Store, manifestSha: string): Promise<Manifest> {
   const body = await store.get(manifestKey(manifestSha));
   if (!body) throw new ArtifactError(`artifact manifest ${manifestSha} is missing from the store`);
   if (sha256(body) !== manifestSha) throw new ArtifactError(`artifact manifest ${manifestSha} is corrupt (hash mismatch)`);
-  let manifest: Manifest;
+  let value: unknown;
   try {
-    manifest = JSON.parse(body.toString('utf8')) as Manifest;
+    value = JSON.parse(body.toString('utf8'));
   } catch {
     throw new ArtifactError(`artifact manifest ${manifestSha} is not JSON`);
   }
-  // checkManifest is the parse: it refuses whatever the cast does not guarantee.
-  checkManifest(manifest);
-  return manifest;
+  const parsed = ManifestSchema.safeParse(value);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.slice(0, 3).map((i) => `${i.path.length > 0 ? i.path.join('.') : '(manifest)'}: ${i.message}`);
+    throw new ArtifactError(`artifact manifest ${manifestSha} is misshapen: ${oneLine(problems.join('; '))}`);
+  }
+  checkManifest(parsed.data);
+  return parsed.data;
+}
+
+function oneLine(s: string): string {
+  const line = s.replace(/\s+/g, ' ').trim();
+  return line.length > 300 ? `${line.slice(0, 300)}…` : line;
 }
 
 /**

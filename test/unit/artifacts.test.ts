@@ -3,7 +3,7 @@ import { existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, statSync,
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { ArtifactError, blobKey, encodeManifest, manifestKey, sha256, CHUNK_BYTES, PACK_FILE_MAX_BYTES, type Manifest } from '../../common/artifacts/manifest.js';
-import { restoreTree } from '../../common/artifacts/restore.js';
+import { readManifest, restoreTree } from '../../common/artifacts/restore.js';
 import { HashCache, saveTree } from '../../common/artifacts/save.js';
 import { LocalStore } from '../../common/local/local-store.js';
 import { removeAll, tempDir } from '../support/cli.js';
@@ -142,6 +142,57 @@ describe('artifacts: content-addressed save and restore', () => {
       expect(existsSync(join(dir, 'outside'))).to.equal(false);
     });
   }
+
+  describe('a manifest from the store is parsed with its schema, not cast', () => {
+    const x = sha256('x');
+    const good = { path: 'ok.txt', type: 'file', mode: 0o644, sizeBytes: 1, chunks: [x], sha256: x };
+    for (const [name, bad, field] of [
+      ['a mode that is a string', { ...good, path: 'bad.txt', mode: '0755' }, 'entries.1.mode'],
+      ['a size that is a string', { ...good, path: 'bad.txt', sizeBytes: '1' }, 'entries.1.sizeBytes'],
+      ['chunks that are a string, not a list', { ...good, path: 'bad.txt', chunks: x }, 'entries.1.chunks'],
+      ['an unknown entry type', { ...good, path: 'bad.txt', type: 'fifo' }, 'entries.1.type'],
+      ['a negative size', { ...good, path: 'bad.txt', sizeBytes: -1 }, 'entries.1.sizeBytes'],
+      ['a file hash that is not hex', { ...good, path: 'bad.txt', sha256: 'Z'.repeat(64) }, 'entries.1.sha256'],
+    ] as Array<[string, Record<string, unknown>, string]>) {
+      it(`refuses ${name} with one line naming the manifest and \`${field}\`, writing nothing`, async () => {
+        await store.put(blobKey(x), 'x');
+        const body = JSON.stringify({ version: 1, entries: [good, bad], files: 2, sizeBytes: 2 });
+        const sha = sha256(body);
+        await store.put(manifestKey(sha), body);
+        const target = join(dir, 'target');
+        const err = await restoreTree(store, sha, target).catch((e: unknown) => e);
+        expect(err).to.be.instanceOf(ArtifactError);
+        const message = (err as Error).message;
+        expect(message.startsWith(`artifact manifest ${sha} is misshapen: ${field}: `), message).to.equal(true);
+        expect(message).to.not.include('\n');
+        expect(existsSync(target)).to.equal(false);
+      });
+    }
+
+    it('a manifest as saved today (files, packs, chunks, dirs, links) and a saved link round-trip byte for byte', async () => {
+      const src = join(dir, 'src');
+      mkdirSync(join(src, 'sub'), { recursive: true });
+      writeFileSync(join(src, 'small.txt'), 'small');
+      writeFileSync(join(src, 'sub', 'big.bin'), randomBytes(PACK_FILE_MAX_BYTES + 1));
+      chmodSync(join(src, 'small.txt'), 0o755);
+      symlinkSync('/usr/bin/python3', join(src, 'python'));
+      symlinkSync(src, join(dir, 'link'));
+      for (const path of [src, join(dir, 'link')]) {
+        const { manifestSha } = await saveTree(store, path);
+        const body = (await store.get(manifestKey(manifestSha)))!.toString('utf8');
+        expect(encodeManifest(await readManifest(store, manifestSha))).to.equal(body);
+      }
+    });
+
+    it('a manifest written before packs and links (whole JSON.stringify, no pack, no link) still restores', async () => {
+      await store.put(blobKey(x), 'x');
+      const body = JSON.stringify({ version: 1, entries: [{ path: 'd', type: 'dir', mode: 0o755, sizeBytes: 0 }, { path: 'd/x.txt', type: 'file', mode: 0o600, sizeBytes: 1, chunks: [x], sha256: x }], files: 1, sizeBytes: 1 });
+      await store.put(manifestKey(sha256(body)), body);
+      await restoreTree(store, sha256(body), join(dir, 'out'));
+      expect(readFileSync(join(dir, 'out', 'd', 'x.txt'), 'utf8')).to.equal('x');
+      expect(statSync(join(dir, 'out', 'd', 'x.txt')).mode & 0o777).to.equal(0o600);
+    });
+  });
 
   it('refuses to write through a symlink already in the target that leads outside it', async () => {
     await store.put(blobKey(sha256('x')), 'x');

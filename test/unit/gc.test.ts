@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import { existsSync, mkdirSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { blobKey, manifestKey } from '../../common/artifacts/manifest.js';
-import { restoreTree } from '../../common/artifacts/restore.js';
+import { readManifest, restoreTree } from '../../common/artifacts/restore.js';
 import { saveTree } from '../../common/artifacts/save.js';
 import { collectGarbage, type GcOptions } from '../../common/gc.js';
 import { LocalStore } from '../../common/local/local-store.js';
@@ -64,7 +64,7 @@ describe('dstack gc: the collector', () => {
     return (await saveTree(store, dir)).manifestSha;
   };
   const blobsOf = async (manifestSha: string): Promise<string[]> => {
-    const m = JSON.parse((await store.get(manifestKey(manifestSha)))!.toString()) as { entries: Array<{ chunks?: string[]; pack?: { sha: string } }> };
+    const m = await readManifest(store, manifestSha);
     return m.entries.flatMap((e) => [...(e.chunks ?? []), ...(e.pack ? [e.pack.sha] : [])]);
   };
 
