@@ -42,6 +42,21 @@ function dstackToFile(args: string[], o: { cwd: string; home: string; outFile: s
   });
 }
 
+/** Writes the record of a run of `three` straight into a store, as if submitted to no queue: no agent will ever take it. */
+function submittedRun(store: LocalStore, repoId: string, jobId: string): Promise<RunRecord> {
+  return createRun(store, (runName): RunRecord => ({
+    runName,
+    repoId,
+    workflow: 'three',
+    jobId,
+    submittedAt: new Date().toISOString(),
+    maxAttempts: 1,
+    spec: { specVersion: 1 } as JobSpec,
+    overrides: [],
+    toolVersion: 'test',
+  }));
+}
+
 function runNameOf(stderr: string): string {
   const m = /Run ([a-z]+-[a-z]+-\d+)/.exec(stderr);
   if (!m?.[1]) throw new Error(`no run name in: ${stderr}`);
@@ -197,17 +212,7 @@ describe('e2e: damaged records and log chunks', function () {
     const good = await finishedRun();
     const { repoId } = runDir(t.home, good);
     const store = new LocalStore(join(t.home, 'local', 'store'));
-    const record = await createRun(store, (runName): RunRecord => ({
-      runName,
-      repoId,
-      workflow: 'three',
-      jobId: 'j-damaged',
-      submittedAt: new Date().toISOString(),
-      maxAttempts: 1,
-      spec: { specVersion: 1 } as JobSpec,
-      overrides: [],
-      toolVersion: 'test',
-    }));
+    const record = await submittedRun(store, repoId, 'j-damaged');
     await store.put(runKeys.record(repoId, record.runName), '{"runName": 42}');
     const ps = await dstack(['ps', '-a'], { cwd: t.repo, home: t.home });
     expect(ps.code, ps.stderr).to.equal(0);
@@ -225,18 +230,7 @@ describe('e2e: logs -f on a queued run', function () {
     // A run submitted to no queue: no agent will ever take it.
     const first = await dstack(['run', 'three'], { cwd: t.repo, home: t.home });
     const { repoId } = runDir(t.home, runNameOf(first.stderr));
-    const store = new LocalStore(join(t.home, 'local', 'store'));
-    const record = await createRun(store, (runName): RunRecord => ({
-      runName,
-      repoId,
-      workflow: 'three',
-      jobId: 'j-queued',
-      submittedAt: new Date().toISOString(),
-      maxAttempts: 1,
-      spec: { specVersion: 1 } as JobSpec,
-      overrides: [],
-      toolVersion: 'test',
-    }));
+    const record = await submittedRun(new LocalStore(join(t.home, 'local', 'store')), repoId, 'j-queued');
     const { child, out, exited } = spawnCli(['logs', record.runName, '-f'], { cwd: t.repo, home: t.home });
     const said = new Promise<void>((resolve) =>
       child.stderr.on('data', () => {
