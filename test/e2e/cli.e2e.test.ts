@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import { spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { CLI, ROOT, dstack, killAgents, makeHome, makeRepo, removeAll } from '../support/cli.js';
+import { CLI, ROOT, dstack, killAgents, makeHome, makeRepo, removeAll, withRepoAndHome } from '../support/cli.js';
 
 /** 60,000 numbered lines, about 330 KB: more than a pipe and Node's stream buffer hold together. */
 const FLOOD_LINES = 60_000;
@@ -114,21 +114,12 @@ describe('e2e: the CLI exits when its output has drained', function () {
 
 describe('e2e: the command line', function () {
   this.timeout(60_000);
-  let repo: string;
-  let home: string;
-  before(() => {
-    repo = makeRepo({ '.dstack/workflows.yaml': WORKFLOWS });
-    home = makeHome();
-  });
-  after(async () => {
-    await killAgents(home);
-    removeAll(repo, home);
-  });
-  const runs = async (): Promise<string> => (await dstack(['ps', '-a', '--json'], { cwd: repo, home })).stdout;
+  const t = withRepoAndHome(WORKFLOWS);
+  const runs = async (): Promise<string> => (await dstack(['ps', '-a', '--json'], { cwd: t.repo, home: t.home })).stdout;
 
   it('`dstack run train --cache --dry-run` dry-runs: --cache is an option, not a workflow argument', async () => {
     const before = await runs();
-    const r = await dstack(['run', 'train', '--cache', '--dry-run', 'x'], { cwd: repo, home });
+    const r = await dstack(['run', 'train', '--cache', '--dry-run', 'x'], { cwd: t.repo, home: t.home });
     expect(r.code, r.stderr).to.equal(0);
     const spec = JSON.parse(r.stdout) as { workflow: string; commands: string[] };
     expect(spec.workflow).to.equal('train');
@@ -137,14 +128,14 @@ describe('e2e: the command line', function () {
   });
 
   it('`dstack run --cache train` runs train', async () => {
-    const r = await dstack(['run', '--cache', '--no-cache', 'train', 'y'], { cwd: repo, home });
+    const r = await dstack(['run', '--cache', '--no-cache', 'train', 'y'], { cwd: t.repo, home: t.home });
     expect(r.code, r.stderr).to.equal(0);
     expect(r.stdout).to.equal('args=y\n');
   });
 
   it('every usage error exits 2 with one line and no stack trace', async () => {
     for (const args of [['run', '--bogus', 'train'], ['run', 'train', '-t'], ['run', '--gpu'], ['bogus'], ['ps', '--bogus'], ['tags'], ['logs'], []]) {
-      const r = await dstack(args, { cwd: repo, home });
+      const r = await dstack(args, { cwd: t.repo, home: t.home });
       expect(r.code, `dstack ${args.join(' ')}: ${r.stderr}`).to.equal(2);
       expect(r.stderr.trimEnd().split('\n'), args.join(' ')).to.have.length(1);
       expect(r.stderr, args.join(' ')).not.to.match(/\bat .*\.js:\d+/);
@@ -154,42 +145,42 @@ describe('e2e: the command line', function () {
 
   it('reports a YAML syntax error at its line and column', async () => {
     const broken = makeRepo({ '.dstack/workflows.yaml': 'workflows:\n  - name: a\n    provider: bash\n    commands: [echo\n' });
-    const r = await dstack(['run', 'a'], { cwd: broken, home });
+    const r = await dstack(['run', 'a'], { cwd: broken, home: t.home });
     removeAll(broken);
     expect(r.code).to.equal(1);
     expect(r.stderr).to.match(/^\.dstack\/workflows\.yaml:5:1: invalid YAML: /);
   });
 
   it('`dstack --version` prints the version of package.json', async () => {
-    const r = await dstack(['--version'], { cwd: repo, home });
+    const r = await dstack(['--version'], { cwd: t.repo, home: t.home });
     const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string };
     expect(r.code).to.equal(0);
     expect(r.stdout).to.equal(`${pkg.version}\n`);
   });
 
   it('`dstack run` without a workflow lists the workflows with their help, and exits 2', async () => {
-    const r = await dstack(['run'], { cwd: repo, home });
+    const r = await dstack(['run'], { cwd: t.repo, home: t.home });
     expect(r.code).to.equal(2);
     expect(r.stdout).to.equal('');
     expect(r.stderr).to.equal('name a workflow: dstack run WORKFLOW [ARGS...]\nWorkflows:\n  flood  Prints many lines\n  train  Trains the model\n');
   });
 
   it('an unknown workflow gets a "did you mean" when it looks like a typo', async () => {
-    const r = await dstack(['run', 'trian'], { cwd: repo, home });
+    const r = await dstack(['run', 'trian'], { cwd: t.repo, home: t.home });
     expect(r.code).to.equal(1);
     expect(r.stderr).to.equal('workflow `trian` is not defined in .dstack/workflows.yaml or .dstack/workflows/*.yaml; did you mean `train`? (defined: flood, train)\n');
   });
 
   it('`dstack completion` prints a completion script; completion offers command names, and workflow names after run', async () => {
-    const script = await dstack(['completion'], { cwd: repo, home });
+    const script = await dstack(['completion'], { cwd: t.repo, home: t.home });
     expect(script.code).to.equal(0);
     expect(script.stdout).to.include('dstack --get-yargs-completions');
-    const words = await dstack(['--get-yargs-completions', 'dstack', 'ta'], { cwd: repo, home });
+    const words = await dstack(['--get-yargs-completions', 'dstack', 'ta'], { cwd: t.repo, home: t.home });
     expect(words.code).to.equal(0);
     expect(words.stdout.split('\n')).to.include.members(['tags', 'run', 'init']);
-    const workflows = await dstack(['--get-yargs-completions', 'dstack', 'run', ''], { cwd: repo, home });
+    const workflows = await dstack(['--get-yargs-completions', 'dstack', 'run', ''], { cwd: t.repo, home: t.home });
     expect(workflows.stdout).to.equal('flood\ntrain\n');
-    const typed = await dstack(['--get-yargs-completions', 'dstack', 'run', 'tr'], { cwd: repo, home });
+    const typed = await dstack(['--get-yargs-completions', 'dstack', 'run', 'tr'], { cwd: t.repo, home: t.home });
     expect(typed.stdout).to.equal('train\n');
     expect(typed.stderr).to.equal('');
   });
@@ -197,16 +188,16 @@ describe('e2e: the command line', function () {
   it('`dstack init` writes a commented starter that runs as it is, and never overwrites it', async () => {
     const fresh = makeRepo({ 'README.md': 'x\n' });
     try {
-      const r = await dstack(['init'], { cwd: fresh, home });
+      const r = await dstack(['init'], { cwd: fresh, home: t.home });
       expect(r.code, r.stderr).to.equal(0);
       const file = join(fresh, '.dstack', 'workflows.yaml');
       const text = readFileSync(file, 'utf8');
       expect(text).to.match(/^# /);
-      const run = await dstack(['run', 'hello', 'a', 'b'], { cwd: fresh, home });
+      const run = await dstack(['run', 'hello', 'a', 'b'], { cwd: fresh, home: t.home });
       expect(run.code, run.stderr).to.equal(0);
       expect(run.stdout).to.match(/^Hello from run [a-z]+-[a-z]+-\d+\nargs=\[a b\]\n$/);
       writeFileSync(file, 'workflows: []\n');
-      const again = await dstack(['init'], { cwd: fresh, home });
+      const again = await dstack(['init'], { cwd: fresh, home: t.home });
       expect(again.code).to.equal(1);
       expect(again.stderr).to.equal('.dstack/workflows.yaml already exists: dstack init leaves it as it is (list its workflows with `dstack run`)\n');
       expect(readFileSync(file, 'utf8')).to.equal('workflows: []\n');

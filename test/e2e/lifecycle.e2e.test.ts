@@ -1,8 +1,7 @@
 import { expect } from 'chai';
-import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { CLI, dstack, killAgents, makeHome, makeRepo, removeAll, tempDir, waitFor } from '../support/cli.js';
+import { dstack, killAgents, makeHome, makeRepo, removeAll, spawnCli, tempDir, waitFor, type SpawnedCli } from '../support/cli.js';
 import { alive } from '../support/process.js';
 
 const WORKFLOWS = `workflows:
@@ -48,13 +47,8 @@ async function psJson(cwd: string, home: string, run?: string): Promise<RunJson[
 }
 
 /** Starts an attached `dstack run` and returns the child, with its output collected as it comes. */
-function startAttached(args: string[], cwd: string, home: string, env: Record<string, string> = {}) {
-  const child = spawn(process.execPath, [CLI, 'run', ...args], { cwd, env: { ...process.env, DSTACK_HOME: home, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  const out = { stdout: '', stderr: '' };
-  child.stdout.on('data', (d: Buffer) => (out.stdout += d.toString()));
-  child.stderr.on('data', (d: Buffer) => (out.stderr += d.toString()));
-  const exited = new Promise<number>((resolve) => child.on('close', (code) => resolve(code ?? -1)));
-  return { child, out, exited };
+function startAttached(args: string[], cwd: string, home: string, env: Record<string, string> = {}): SpawnedCli {
+  return spawnCli(['run', ...args], { cwd, home, env });
 }
 
 function runNameFrom(stderr: string): string | undefined {

@@ -6,7 +6,7 @@ import { join, relative } from 'node:path';
 import { LocalStore } from '../../common/local/local-store.js';
 import { createRun, runKeys, type RunRecord } from '../../common/runs.js';
 import type { JobSpec } from '../../common/spec/job-spec.js';
-import { CLI, dstack, killAgents, makeHome, makeRepo, removeAll, tempDir, waitFor } from '../support/cli.js';
+import { CLI, dstack, killAgents, makeHome, makeRepo, removeAll, spawnCli, tempDir, waitFor, withRepoAndHome } from '../support/cli.js';
 
 const WORKFLOWS = `workflows:
   - name: utf8
@@ -40,6 +40,21 @@ function dstackToFile(args: string[], o: { cwd: string; home: string; outFile: s
       resolve({ code: code ?? -1, stderr, stdout: readFileSync(o.outFile) });
     });
   });
+}
+
+/** Writes the record of a run of `three` straight into a store, as if submitted to no queue: no agent will ever take it. */
+function submittedRun(store: LocalStore, repoId: string, jobId: string): Promise<RunRecord> {
+  return createRun(store, (runName): RunRecord => ({
+    runName,
+    repoId,
+    workflow: 'three',
+    jobId,
+    submittedAt: new Date().toISOString(),
+    maxAttempts: 1,
+    spec: { specVersion: 1 } as JobSpec,
+    overrides: [],
+    toolVersion: 'test',
+  }));
 }
 
 function runNameOf(stderr: string): string {
@@ -117,19 +132,10 @@ describe('e2e: dstack logs gives back exactly what the job wrote', function () {
 
 describe('e2e: damaged records and log chunks', function () {
   this.timeout(120_000);
-  let repo: string;
-  let home: string;
-  before(() => {
-    repo = makeRepo({ '.dstack/workflows.yaml': WORKFLOWS });
-    home = makeHome();
-  });
-  after(async () => {
-    await killAgents(home);
-    removeAll(repo, home);
-  });
+  const t = withRepoAndHome(WORKFLOWS);
 
   const finishedRun = async (): Promise<string> => {
-    const r = await dstack(['run', 'three'], { cwd: repo, home });
+    const r = await dstack(['run', 'three'], { cwd: t.repo, home: t.home });
     expect(r.code, r.stderr).to.equal(0);
     expect(r.stdout).to.equal('line 1\nline 2\nline 3\n');
     return runNameOf(r.stderr);
@@ -137,13 +143,13 @@ describe('e2e: damaged records and log chunks', function () {
 
   it('a damaged log chunk is named in one line, and the chunks around it are still shown', async () => {
     const run = await finishedRun();
-    const logsDir = join(runDir(home, run).dir, 'logs');
+    const logsDir = join(runDir(t.home, run).dir, 'logs');
     const chunks = readdirSync(logsDir).sort();
     expect(chunks.length, chunks.join(' ')).to.be.greaterThanOrEqual(3);
     const middle = chunks[1] ?? '';
-    const middleText = (await dstack(['logs', run], { cwd: repo, home })).stdout.split('\n').filter((l) => l)[1];
+    const middleText = (await dstack(['logs', run], { cwd: t.repo, home: t.home })).stdout.split('\n').filter((l) => l)[1];
     writeFileSync(join(logsDir, middle), Buffer.from([0xde, 0xad, 0xbe, 0xef, 0x0a, 0x7b]));
-    const r = await dstack(['logs', run], { cwd: repo, home });
+    const r = await dstack(['logs', run], { cwd: t.repo, home: t.home });
     expect(r.code, r.stderr).to.equal(0);
     const lines = problemLines(r.stderr);
     expect(lines, r.stderr).to.have.length(1);
@@ -154,71 +160,61 @@ describe('e2e: damaged records and log chunks', function () {
   it('a damaged final.json: ps, ps --json and logs name it in one line; rm still deletes the run', async () => {
     const good = await finishedRun();
     const run = await finishedRun();
-    const { dir } = runDir(home, run);
+    const { dir } = runDir(t.home, run);
     writeFileSync(join(dir, 'final.json'), '{"status": "do');
-    const ps = await dstack(['ps', run], { cwd: repo, home });
+    const ps = await dstack(['ps', run], { cwd: t.repo, home: t.home });
     expect(ps.code).to.equal(1);
     expect(problemLines(ps.stderr), ps.stderr).to.have.length(1);
     expect(ps.stderr).to.include(`${run}/final.json`).and.not.match(/\n\s+at /);
 
-    const json = await dstack(['ps', '-a', '--json'], { cwd: repo, home });
+    const json = await dstack(['ps', '-a', '--json'], { cwd: t.repo, home: t.home });
     expect(json.code, json.stderr).to.equal(0);
     const names = (JSON.parse(json.stdout) as Array<{ runName: string }>).map((x) => x.runName);
     expect(names).to.include(good).and.not.include(run);
     expect(problemLines(json.stderr), json.stderr).to.have.length(1);
     expect(json.stderr).to.include(`${run}/final.json`);
 
-    const logs = await dstack(['logs', run], { cwd: repo, home });
+    const logs = await dstack(['logs', run], { cwd: t.repo, home: t.home });
     expect(logs.code, logs.stderr).to.equal(0);
     expect(logs.stdout).to.equal('line 1\nline 2\nline 3\n');
     expect(problemLines(logs.stderr), logs.stderr).to.have.length(1);
     expect(logs.stderr).to.match(/^dstack: /).and.include(`${run}/final.json`);
 
-    const rm = await dstack(['rm', run, '-y'], { cwd: repo, home });
+    const rm = await dstack(['rm', run, '-y'], { cwd: t.repo, home: t.home });
     expect(rm.code, rm.stderr).to.equal(0);
     expect(rm.stdout).to.include(`Deleted ${run}.`);
     expect(problemLines(rm.stderr), rm.stderr).to.have.length(1);
     expect(rm.stderr).to.include(`${run}/final.json`);
     expect(existsSync(dir)).to.equal(false);
-    const after = await dstack(['ps', '-a'], { cwd: repo, home });
+    const after = await dstack(['ps', '-a'], { cwd: t.repo, home: t.home });
     expect(after.stdout).to.include(good).and.not.include(run);
   });
 
   it('a damaged run.json: ps names it in one line; logs still show the output; rm deletes the run and its index entry', async () => {
     const run = await finishedRun();
-    const { dir } = runDir(home, run);
+    const { dir } = runDir(t.home, run);
     writeFileSync(join(dir, 'run.json'), 'garbage');
-    const ps = await dstack(['ps', run], { cwd: repo, home });
+    const ps = await dstack(['ps', run], { cwd: t.repo, home: t.home });
     expect(ps.code).to.equal(1);
     expect(problemLines(ps.stderr), ps.stderr).to.have.length(1);
     expect(ps.stderr).to.include(`${run}/run.json`).and.not.match(/\n\s+at /);
-    const logs = await dstack(['logs', run], { cwd: repo, home });
+    const logs = await dstack(['logs', run], { cwd: t.repo, home: t.home });
     expect(logs.code, logs.stderr).to.equal(0);
     expect(logs.stdout).to.equal('line 1\nline 2\nline 3\n');
-    const rm = await dstack(['rm', run, '-y'], { cwd: repo, home });
+    const rm = await dstack(['rm', run, '-y'], { cwd: t.repo, home: t.home });
     expect(rm.code, rm.stderr).to.equal(0);
     expect(rm.stderr).to.include(`${run}/run.json`);
     expect(existsSync(dir)).to.equal(false);
-    expect((await dstack(['ps', '-a'], { cwd: repo, home })).stdout).to.not.include(run);
+    expect((await dstack(['ps', '-a'], { cwd: t.repo, home: t.home })).stdout).to.not.include(run);
   });
 
   it('an unfinished run with a damaged run.json is named in one line by ps, which still lists the others', async () => {
     const good = await finishedRun();
-    const { repoId } = runDir(home, good);
-    const store = new LocalStore(join(home, 'local', 'store'));
-    const record = await createRun(store, (runName): RunRecord => ({
-      runName,
-      repoId,
-      workflow: 'three',
-      jobId: 'j-damaged',
-      submittedAt: new Date().toISOString(),
-      maxAttempts: 1,
-      spec: { specVersion: 1 } as JobSpec,
-      overrides: [],
-      toolVersion: 'test',
-    }));
+    const { repoId } = runDir(t.home, good);
+    const store = new LocalStore(join(t.home, 'local', 'store'));
+    const record = await submittedRun(store, repoId, 'j-damaged');
     await store.put(runKeys.record(repoId, record.runName), '{"runName": 42}');
-    const ps = await dstack(['ps', '-a'], { cwd: repo, home });
+    const ps = await dstack(['ps', '-a'], { cwd: t.repo, home: t.home });
     expect(ps.code, ps.stderr).to.equal(0);
     expect(ps.stdout).to.include(good);
     expect(problemLines(ps.stderr), ps.stderr).to.have.length(1);
@@ -228,48 +224,23 @@ describe('e2e: damaged records and log chunks', function () {
 
 describe('e2e: logs -f on a queued run', function () {
   this.timeout(30_000);
-  let repo: string;
-  let home: string;
-  before(() => {
-    repo = makeRepo({ '.dstack/workflows.yaml': WORKFLOWS });
-    home = makeHome();
-  });
-  after(async () => {
-    await killAgents(home);
-    removeAll(repo, home);
-  });
+  const t = withRepoAndHome(WORKFLOWS);
 
   it('says that it waits for an agent, on stderr, and stops following on Ctrl+C', async () => {
     // A run submitted to no queue: no agent will ever take it.
-    const first = await dstack(['run', 'three'], { cwd: repo, home });
-    const { repoId } = runDir(home, runNameOf(first.stderr));
-    const store = new LocalStore(join(home, 'local', 'store'));
-    const record = await createRun(store, (runName): RunRecord => ({
-      runName,
-      repoId,
-      workflow: 'three',
-      jobId: 'j-queued',
-      submittedAt: new Date().toISOString(),
-      maxAttempts: 1,
-      spec: { specVersion: 1 } as JobSpec,
-      overrides: [],
-      toolVersion: 'test',
-    }));
-    const child = spawn(process.execPath, [CLI, 'logs', record.runName, '-f'], { cwd: repo, env: { ...process.env, DSTACK_HOME: home }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    const first = await dstack(['run', 'three'], { cwd: t.repo, home: t.home });
+    const { repoId } = runDir(t.home, runNameOf(first.stderr));
+    const record = await submittedRun(new LocalStore(join(t.home, 'local', 'store')), repoId, 'j-queued');
+    const { child, out, exited } = spawnCli(['logs', record.runName, '-f'], { cwd: t.repo, home: t.home });
     const said = new Promise<void>((resolve) =>
-      child.stderr.on('data', (d: Buffer) => {
-        stderr += d.toString();
-        if (/waiting for an agent/.test(stderr)) resolve();
+      child.stderr.on('data', () => {
+        if (/waiting for an agent/.test(out.stderr)) resolve();
       }),
     );
-    const closed = new Promise<number>((resolve) => child.on('close', (code) => resolve(code ?? -1)));
-    await Promise.race([said, closed.then(() => undefined)]);
+    await Promise.race([said, exited.then(() => undefined)]);
     child.kill('SIGINT');
-    await closed;
-    expect(stderr).to.match(new RegExp(`^dstack: run ${record.runName} is queued: waiting for an agent`, 'm'));
-    expect(stdout).to.equal('');
+    await exited;
+    expect(out.stderr).to.match(new RegExp(`^dstack: run ${record.runName} is queued: waiting for an agent`, 'm'));
+    expect(out.stdout).to.equal('');
   });
 });

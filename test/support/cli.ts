@@ -1,7 +1,8 @@
-import { spawn, execFileSync } from 'node:child_process';
+import { spawn, execFileSync, type ChildProcessByStdio } from 'node:child_process';
 import { mkdtempSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
+import type { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -46,25 +47,66 @@ export function makeHome(config: Record<string, unknown> = {}): string {
   return home;
 }
 
-/** Runs the built CLI and collects its output. */
-export function dstack(args: string[], o: { cwd: string; home: string; env?: Record<string, string>; timeoutMs?: number }): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], {
-      cwd: o.cwd,
-      env: { ...process.env, DSTACK_HOME: o.home, ...o.env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), o.timeoutMs ?? 60_000);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code: code ?? -1, stdout, stderr });
-    });
+/** A running CLI: the child, its output so far (filled in as it comes) and its exit code once it has closed (-1 after a signal). */
+export interface SpawnedCli {
+  child: ChildProcessByStdio<null, Readable, Readable>;
+  out: { stdout: string; stderr: string };
+  exited: Promise<number>;
+}
+
+/** Starts the built CLI against a dstack home and collects its stdout and stderr as they come. */
+export function spawnCli(args: string[], o: { cwd: string; home: string; env?: Record<string, string> }): SpawnedCli {
+  const child = spawn(process.execPath, [CLI, ...args], {
+    cwd: o.cwd,
+    env: { ...process.env, DSTACK_HOME: o.home, ...o.env },
+    stdio: ['ignore', 'pipe', 'pipe'],
   });
+  const out = { stdout: '', stderr: '' };
+  child.stdout.on('data', (d: Buffer) => (out.stdout += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (out.stderr += d.toString()));
+  const exited = new Promise<number>((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', (code) => resolve(code ?? -1));
+  });
+  return { child, out, exited };
+}
+
+/** Runs the built CLI to its end (SIGKILL after `timeoutMs`, default 60 s) and returns its exit code and output. */
+export async function dstack(args: string[], o: { cwd: string; home: string; env?: Record<string, string>; timeoutMs?: number }): Promise<CliResult> {
+  const { child, out, exited } = spawnCli(args, o);
+  const timer = setTimeout(() => child.kill('SIGKILL'), o.timeoutMs ?? 60_000);
+  try {
+    const code = await exited;
+    return { code, stdout: out.stdout, stderr: out.stderr };
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * Registers mocha hooks that make a git repo holding `.dstack/workflows.yaml` and a dstack home
+ * (`makeHome(homeConfig)`) before the suite, or before each test with `each`, and after it kill the
+ * home's agents and remove both. Read `repo` and `home` inside hooks and tests, not at suite level.
+ */
+export function withRepoAndHome(workflowsYaml: string, homeConfig: Record<string, unknown> = {}, o: { each?: boolean } = {}): { readonly repo: string; readonly home: string } {
+  let repo = '';
+  let home = '';
+  (o.each ? beforeEach : before)(() => {
+    repo = makeRepo({ '.dstack/workflows.yaml': workflowsYaml });
+    home = makeHome(homeConfig);
+  });
+  (o.each ? afterEach : after)(async () => {
+    await killAgents(home);
+    removeAll(repo, home);
+  });
+  return {
+    get repo() {
+      return repo;
+    },
+    get home() {
+      return home;
+    },
+  };
 }
 
 /** Pids of the local agents registered under a dstack home. */

@@ -6,11 +6,11 @@ import { artifactTarget, restoreTree } from '../../common/artifacts/restore.js';
 import { saveTree } from '../../common/artifacts/save.js';
 import type { CodeRef } from '../../common/code-ref.js';
 import { UsageError, formatProblem, type SpecProblem } from '../../common/errors.js';
-import { LocalStore } from '../../common/local/local-store.js';
 import { buildJobSpec } from '../../common/spec/job-spec.js';
 import { parseWorkflowsText } from '../../common/spec/load.js';
 import { applyOverrides } from '../../coordinator/overrides.js';
 import { removeAll, tempDir } from '../support/cli.js';
+import { withTempStore } from '../support/temp-store.js';
 
 const CODE: CodeRef = { commit: 'abc', branch: 'main', remoteUrl: null, archiveKey: null, diffKey: null, diffSha256: null, untrackedKey: null, untrackedSha256: null };
 
@@ -106,13 +106,7 @@ describe('artifact paths: nothing escapes its folder', () => {
   });
 
   describe('symlinks are saved as links, never read through', () => {
-    let dir: string;
-    let store: LocalStore;
-    beforeEach(() => {
-      dir = tempDir('links');
-      store = new LocalStore(join(dir, 'store'));
-    });
-    afterEach(() => removeAll(dir));
+    const t = withTempStore('links', 'store');
 
     const storedBytes = (): Buffer => {
       const all: Buffer[] = [];
@@ -123,45 +117,45 @@ describe('artifact paths: nothing escapes its folder', () => {
           else all.push(readFileSync(p));
         }
       };
-      walk(join(dir, 'store'));
+      walk(join(t.dir, 'store'));
       return Buffer.concat(all);
     };
 
     for (const kind of ['file', 'dir'] as const) {
       it(`an artifact path that is a symlink to a secret ${kind} outside is saved as the link; the secret never reaches the store`, async () => {
         const secret = `top secret ${kind} ${Math.random()}`;
-        const outside = join(dir, 'outside');
+        const outside = join(t.dir, 'outside');
         mkdirSync(outside);
         writeFileSync(join(outside, 'secret.txt'), secret);
-        const repo = join(dir, 'repo');
+        const repo = join(t.dir, 'repo');
         mkdirSync(repo);
         symlinkSync(kind === 'file' ? join(outside, 'secret.txt') : outside, join(repo, 'artifact'));
-        const saved = await saveTree(store, join(repo, 'artifact'));
+        const saved = await saveTree(t.store, join(repo, 'artifact'));
         expect(saved).to.include({ files: 0, sizeBytes: 0 });
         expect(storedBytes().includes(secret)).to.equal(false);
-        const restored = join(dir, 'restored', 'artifact');
-        await restoreTree(store, saved.manifestSha, restored);
+        const restored = join(t.dir, 'restored', 'artifact');
+        await restoreTree(t.store, saved.manifestSha, restored);
         expect(lstatSync(restored).isSymbolicLink()).to.equal(true);
         expect(readlinkSync(restored)).to.equal(kind === 'file' ? join(outside, 'secret.txt') : outside);
       });
     }
 
     it('a link inside an artifact is restored as a link whatever its target (a venv names its interpreter), and nothing is written through it', async () => {
-      const src = join(dir, 'env');
+      const src = join(t.dir, 'env');
       mkdirSync(join(src, 'bin'), { recursive: true });
       symlinkSync('/usr/bin/python3', join(src, 'bin', 'python3'));
       symlinkSync('python3', join(src, 'bin', 'python'));
       symlinkSync('../../../outside', join(src, 'up'));
-      const saved = await saveTree(store, src);
-      const out = join(dir, 'a', 'b', 'env');
-      await restoreTree(store, saved.manifestSha, out);
+      const saved = await saveTree(t.store, src);
+      const out = join(t.dir, 'a', 'b', 'env');
+      await restoreTree(t.store, saved.manifestSha, out);
       expect(readlinkSync(join(out, 'bin', 'python3'))).to.equal('/usr/bin/python3');
       expect(readlinkSync(join(out, 'bin', 'python'))).to.equal('python3');
       expect(readlinkSync(join(out, 'up'))).to.equal('../../../outside');
     });
 
     it('a crafted manifest with an entry below a symlink entry is refused, writing nothing', async () => {
-      await store.put(blobKey(sha256('x')), 'x');
+      await t.store.put(blobKey(sha256('x')), 'x');
       const m: Manifest = {
         version: 1,
         entries: [
@@ -172,11 +166,11 @@ describe('artifact paths: nothing escapes its folder', () => {
         sizeBytes: 1,
       };
       const body = encodeManifest(m);
-      await store.put(manifestKey(sha256(body)), body);
-      const err = await restoreTree(store, sha256(body), join(dir, 'target')).catch((e: unknown) => e);
+      await t.store.put(manifestKey(sha256(body)), body);
+      const err = await restoreTree(t.store, sha256(body), join(t.dir, 'target')).catch((e: unknown) => e);
       expect(err).to.be.instanceOf(ArtifactError);
       expect((err as Error).message).to.equal('refusing to restore `link/escaped.txt`: it would be written through the symlink `link`');
-      expect(existsSync(join(dir, 'target'))).to.equal(false);
+      expect(existsSync(join(t.dir, 'target'))).to.equal(false);
     });
   });
 });

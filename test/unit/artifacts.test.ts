@@ -6,7 +6,7 @@ import { ArtifactError, blobKey, encodeManifest, manifestKey, sha256, CHUNK_BYTE
 import { readManifest, restoreTree } from '../../common/artifacts/restore.js';
 import { HashCache, saveTree } from '../../common/artifacts/save.js';
 import { LocalStore } from '../../common/local/local-store.js';
-import { removeAll, tempDir } from '../support/cli.js';
+import { withTempStore } from '../support/temp-store.js';
 
 async function putManifest(store: LocalStore, m: Manifest): Promise<string> {
   const body = encodeManifest(m);
@@ -15,16 +15,10 @@ async function putManifest(store: LocalStore, m: Manifest): Promise<string> {
 }
 
 describe('artifacts: content-addressed save and restore', () => {
-  let dir: string;
-  let store: LocalStore;
-  beforeEach(() => {
-    dir = tempDir('art');
-    store = new LocalStore(join(dir, 'store'));
-  });
-  afterEach(() => removeAll(dir));
+  const t = withTempStore('art', 'store');
 
   it('round-trips files, modes, empty dirs, symlinks and a multi-chunk file byte for byte', async () => {
-    const src = join(dir, 'src');
+    const src = join(t.dir, 'src');
     mkdirSync(join(src, 'sub', 'empty'), { recursive: true });
     writeFileSync(join(src, 'a.txt'), 'alpha\n');
     writeFileSync(join(src, 'sub', 'run.sh'), '#!/bin/sh\n');
@@ -33,10 +27,10 @@ describe('artifacts: content-addressed save and restore', () => {
     writeFileSync(join(src, 'big.bin'), big);
     writeFileSync(join(src, 'empty.txt'), '');
     symlinkSync('sub/run.sh', join(src, 'link'));
-    const saved = await saveTree(store, src);
+    const saved = await saveTree(t.store, src);
     expect(saved).to.include({ files: 4, sizeBytes: 6 + 10 + big.length });
-    const out = join(dir, 'out');
-    await restoreTree(store, saved.manifestSha, out);
+    const out = join(t.dir, 'out');
+    await restoreTree(t.store, saved.manifestSha, out);
     expect(readFileSync(join(out, 'a.txt'), 'utf8')).to.equal('alpha\n');
     expect(sha256(readFileSync(join(out, 'big.bin')))).to.equal(sha256(big));
     expect(statSync(join(out, 'sub', 'run.sh')).mode & 0o777).to.equal(0o750);
@@ -46,40 +40,40 @@ describe('artifacts: content-addressed save and restore', () => {
   });
 
   it('stores each distinct content once, and an unchanged re-save uploads nothing', async () => {
-    const src = join(dir, 'src');
+    const src = join(t.dir, 'src');
     mkdirSync(src);
     for (let i = 0; i < 5; i++) writeFileSync(join(src, `same${i}.txt`), 'identical content');
     writeFileSync(join(src, 'other.txt'), 'different');
     const cache = new HashCache();
-    const first = await saveTree(store, src, { cache });
+    const first = await saveTree(t.store, src, { cache });
     // Small files share one pack, which holds each distinct content once.
-    expect((await store.list('blobs/')).length).to.equal(1);
+    expect((await t.store.list('blobs/')).length).to.equal(1);
     expect(first.uploadedBytes).to.equal('identical content'.length + 'different'.length);
-    const again = await saveTree(store, src, { cache });
+    const again = await saveTree(t.store, src, { cache });
     expect(again.uploadedBytes).to.equal(0);
     expect(again.manifestSha).to.equal(first.manifestSha);
-    const fresh = await saveTree(store, src);
+    const fresh = await saveTree(t.store, src);
     expect(fresh.uploadedBytes).to.equal(0);
     writeFileSync(join(src, 'other.txt'), 'changed');
-    const changed = await saveTree(store, src, { cache });
+    const changed = await saveTree(t.store, src, { cache });
     expect(changed.uploadedBytes).to.equal('changed'.length);
     expect(changed.manifestSha).to.not.equal(first.manifestSha);
   });
 
   it('detects a corrupt blob on restore instead of writing it silently', async () => {
-    const src = join(dir, 'src');
+    const src = join(t.dir, 'src');
     mkdirSync(src);
     writeFileSync(join(src, 'model.pt'), 'weights');
-    const saved = await saveTree(store, src);
-    await store.put(blobKey(sha256('weights')), 'tampered');
+    const saved = await saveTree(t.store, src);
+    await t.store.put(blobKey(sha256('weights')), 'tampered');
     let err: unknown;
-    await restoreTree(store, saved.manifestSha, join(dir, 'out')).catch((e: unknown) => (err = e));
+    await restoreTree(t.store, saved.manifestSha, join(t.dir, 'out')).catch((e: unknown) => (err = e));
     expect(err).to.be.instanceOf(ArtifactError);
     expect((err as Error).message).to.include('corrupt (hash mismatch)');
   });
 
   it('packs thousands of small files into a few blobs, and restores them byte for byte', async () => {
-    const src = join(dir, 'src');
+    const src = join(t.dir, 'src');
     const want = new Map<string, Buffer>();
     for (let d = 0; d < 10; d++) {
       mkdirSync(join(src, `d${d}`), { recursive: true });
@@ -91,33 +85,33 @@ describe('artifacts: content-addressed save and restore', () => {
     }
     const big = randomBytes(PACK_FILE_MAX_BYTES + 1);
     writeFileSync(join(src, 'big.bin'), big);
-    const saved = await saveTree(store, src);
+    const saved = await saveTree(t.store, src);
     expect(saved.files).to.equal(1501);
     // About 15 MiB of small files: two packs, plus the one file over the packing limit.
-    expect((await store.list('blobs/')).length).to.equal(3);
-    const out = join(dir, 'out');
-    await restoreTree(store, saved.manifestSha, out);
+    expect((await t.store.list('blobs/')).length).to.equal(3);
+    const out = join(t.dir, 'out');
+    await restoreTree(t.store, saved.manifestSha, out);
     for (const [path, data] of want) expect(readFileSync(join(out, path)).equals(data), path).to.equal(true);
     expect(readFileSync(join(out, 'big.bin')).equals(big)).to.equal(true);
     // A new job re-saving the same tree makes the same packs and uploads nothing.
-    expect((await saveTree(store, src)).uploadedBytes).to.equal(0);
+    expect((await saveTree(t.store, src)).uploadedBytes).to.equal(0);
   });
 
   it('detects a corrupt pack, and a packed file whose bytes do not match its hash', async () => {
-    const src = join(dir, 'src');
+    const src = join(t.dir, 'src');
     mkdirSync(src);
     writeFileSync(join(src, 'a.txt'), 'alpha');
     writeFileSync(join(src, 'b.txt'), 'beta');
-    const saved = await saveTree(store, src);
-    const [pack] = await store.list('blobs/');
-    await store.put(pack!.key, 'alphaBETA');
-    const err = await restoreTree(store, saved.manifestSha, join(dir, 'out')).catch((e: unknown) => e);
+    const saved = await saveTree(t.store, src);
+    const [pack] = await t.store.list('blobs/');
+    await t.store.put(pack!.key, 'alphaBETA');
+    const err = await restoreTree(t.store, saved.manifestSha, join(t.dir, 'out')).catch((e: unknown) => e);
     expect((err as Error).message).to.match(/pack [0-9a-f]{64} is corrupt \(hash mismatch\)/);
     // A crafted manifest pointing past the end of a genuine pack.
-    await store.put(blobKey(sha256('alphabeta')), 'alphabeta');
+    await t.store.put(blobKey(sha256('alphabeta')), 'alphabeta');
     const entry = { path: 'x.txt', type: 'file' as const, mode: 0o644, sizeBytes: 5, sha256: sha256('alpha'), pack: { sha: sha256('alphabeta'), offset: 7 } };
-    const sha = await putManifest(store, { version: 1, entries: [entry], files: 1, sizeBytes: 5 });
-    const err2 = await restoreTree(store, sha, join(dir, 'out2')).catch((e: unknown) => e);
+    const sha = await putManifest(t.store, { version: 1, entries: [entry], files: 1, sizeBytes: 5 });
+    const err2 = await restoreTree(t.store, sha, join(t.dir, 'out2')).catch((e: unknown) => e);
     expect(err2).to.be.instanceOf(ArtifactError);
     expect((err2 as Error).message).to.equal(`\`x.txt\`: its bytes in pack ${sha256('alphabeta')} do not match its hash`);
   });
@@ -130,16 +124,16 @@ describe('artifacts: content-addressed save and restore', () => {
     ['a symlink that escapes, then a file through it', [{ path: 'link', type: 'symlink', mode: 0o777, sizeBytes: 0, target: '../../outside' }, file('link/escaped.txt')]],
   ] as Array<[string, Manifest['entries']]>) {
     it(`refuses a crafted manifest with ${name}, writing nothing at all`, async () => {
-      await store.put(blobKey(sha256('x')), 'x');
-      const sha = await putManifest(store, { version: 1, entries, files: entries.length, sizeBytes: 1 });
-      const target = join(dir, 'a', 'b', 'target');
+      await t.store.put(blobKey(sha256('x')), 'x');
+      const sha = await putManifest(t.store, { version: 1, entries, files: entries.length, sizeBytes: 1 });
+      const target = join(t.dir, 'a', 'b', 'target');
       let err: unknown;
-      await restoreTree(store, sha, target).catch((e: unknown) => (err = e));
+      await restoreTree(t.store, sha, target).catch((e: unknown) => (err = e));
       expect(err).to.be.instanceOf(ArtifactError);
       expect((err as Error).message).to.match(/refusing to restore/);
-      expect(existsSync(join(dir, 'a', 'b', 'escaped.txt'))).to.equal(false);
-      expect(existsSync(join(dir, 'a', 'b', 'target', 'ok.txt'))).to.equal(false);
-      expect(existsSync(join(dir, 'outside'))).to.equal(false);
+      expect(existsSync(join(t.dir, 'a', 'b', 'escaped.txt'))).to.equal(false);
+      expect(existsSync(join(t.dir, 'a', 'b', 'target', 'ok.txt'))).to.equal(false);
+      expect(existsSync(join(t.dir, 'outside'))).to.equal(false);
     });
   }
 
@@ -195,15 +189,15 @@ describe('artifacts: content-addressed save and restore', () => {
   });
 
   it('refuses to write through a symlink already in the target that leads outside it', async () => {
-    await store.put(blobKey(sha256('x')), 'x');
-    const outside = join(dir, 'outside');
+    await t.store.put(blobKey(sha256('x')), 'x');
+    const outside = join(t.dir, 'outside');
     mkdirSync(outside);
-    const target = join(dir, 'target');
+    const target = join(t.dir, 'target');
     mkdirSync(target);
     symlinkSync(outside, join(target, 'output'));
-    const sha = await putManifest(store, { version: 1, entries: [file('output/sub/escaped.txt')], files: 1, sizeBytes: 1 });
+    const sha = await putManifest(t.store, { version: 1, entries: [file('output/sub/escaped.txt')], files: 1, sizeBytes: 1 });
     let err: unknown;
-    await restoreTree(store, sha, target).catch((e: unknown) => (err = e));
+    await restoreTree(t.store, sha, target).catch((e: unknown) => (err = e));
     expect(err).to.be.instanceOf(ArtifactError);
     expect(existsSync(join(outside, 'sub'))).to.equal(false);
     expect(lstatSync(join(target, 'output')).isSymbolicLink()).to.equal(true);

@@ -8,6 +8,7 @@ import { CorruptRecordError } from '../../common/records/read.js';
 import { runKeys } from '../../common/runs.js';
 import { followRun } from '../../coordinator/follow.js';
 import { removeAll, tempDir } from '../support/cli.js';
+import { withTempStore } from '../support/temp-store.js';
 
 const REPO = 'local/logs-test';
 
@@ -20,15 +21,9 @@ async function replay(store: LocalStore, run: string): Promise<{ out: Buffer; er
 }
 
 describe('job output is bytes end to end', () => {
-  let dir: string;
-  let store: LocalStore;
-  beforeEach(() => {
-    dir = tempDir('logs');
-    store = new LocalStore(dir);
-  });
-  afterEach(() => removeAll(dir));
+  const t = withTempStore('logs');
 
-  const shipperFor = (run: string, flushMs = 100): LogShipper => new LogShipper(store, (seq) => runKeys.logChunk(REPO, run, 1, seq), flushMs);
+  const shipperFor = (run: string, flushMs = 100): LogShipper => new LogShipper(t.store, (seq) => runKeys.logChunk(REPO, run, 1, seq), flushMs);
 
   it('keeps a character split across two pipe reads whole', async () => {
     const text = Buffer.from('é😀\n', 'utf8');
@@ -37,13 +32,13 @@ describe('job output is bytes end to end', () => {
     shipper.write('out', text.subarray(0, 4));
     shipper.write('out', text.subarray(4));
     await shipper.close();
-    const { out } = await replay(store, 'split-1');
+    const { out } = await replay(t.store, 'split-1');
     expect(out.toString('utf8')).to.equal('é😀\n');
     expect(out.equals(text)).to.equal(true);
   });
 
   it('keeps random bytes exactly, across chunks, with stdout and stderr interleaved in order', async () => {
-    const shipper = new LogShipper(store, (seq) => runKeys.logChunk(REPO, 'binary-1', 1, seq), 100, 64 * 1024);
+    const shipper = new LogShipper(t.store, (seq) => runKeys.logChunk(REPO, 'binary-1', 1, seq), 100, 64 * 1024);
     const outParts: Buffer[] = [];
     const order: string[] = [];
     for (let i = 0; i < 40; i++) {
@@ -54,10 +49,10 @@ describe('job output is bytes end to end', () => {
       order.push('out', 'err');
     }
     await shipper.close();
-    expect((await store.list(runKeys.logs(REPO, 'binary-1'))).length).to.be.greaterThan(1);
+    expect((await t.store.list(runKeys.logs(REPO, 'binary-1'))).length).to.be.greaterThan(1);
     const seen: string[] = [];
     const out: Buffer[] = [];
-    await followRun(store, REPO, 'binary-1', {
+    await followRun(t.store, REPO, 'binary-1', {
       follow: false,
       pollMs: 10,
       onRecord: (r) => {
@@ -74,10 +69,10 @@ describe('job output is bytes end to end', () => {
     let puts = 0;
     let stored: () => void = () => undefined;
     const firstPut = new Promise<void>((resolve) => (stored = resolve));
-    const watched = Object.assign(Object.create(store) as LocalStore, {
+    const watched = Object.assign(Object.create(t.store) as LocalStore, {
       put: (key: string, data: Buffer | string) => {
         puts++;
-        return store.put(key, data).then(stored);
+        return t.store.put(key, data).then(stored);
       },
     });
     const clock = FakeTimers.install({ toFake: ['setTimeout', 'clearTimeout'] });
@@ -95,11 +90,11 @@ describe('job output is bytes end to end', () => {
       clock.uninstall();
     }
     await firstPut;
-    expect((await store.list(runKeys.logs(REPO, 'order-1'))).length).to.equal(1);
+    expect((await t.store.list(runKeys.logs(REPO, 'order-1'))).length).to.equal(1);
     shipper.write('out', 'three\n');
     await shipper.close();
     const records: string[] = [];
-    await followRun(store, REPO, 'order-1', { follow: false, pollMs: 10, onRecord: (r) => records.push(`${r.s}:${Buffer.from(r.d).toString()}`) });
+    await followRun(t.store, REPO, 'order-1', { follow: false, pollMs: 10, onRecord: (r) => records.push(`${r.s}:${Buffer.from(r.d).toString()}`) });
     expect(records).to.deep.equal(['out:one\n', 'err:two\n', 'out:three\n']);
   });
 
@@ -108,13 +103,13 @@ describe('job output is bytes end to end', () => {
       { t: '2026-11-01T10:00:00.000Z', s: 'out', d: 'héllo\n' },
       { t: '2026-11-01T10:00:00.100Z', s: 'err', d: 'warn\n' },
     ];
-    await store.put(`${runKeys.logs(REPO, 'old-1')}0001-00000000.jsonl`, old.map((r) => JSON.stringify(r)).join('\n') + '\n');
-    await store.put(`${runKeys.logs(REPO, 'old-1')}0001-00000001.jsonl`, `${JSON.stringify({ t: '2026-11-01T10:00:01.000Z', s: 'out', d: 'bye\n' })}\n`);
-    const { out, err } = await replay(store, 'old-1');
+    await t.store.put(`${runKeys.logs(REPO, 'old-1')}0001-00000000.jsonl`, old.map((r) => JSON.stringify(r)).join('\n') + '\n');
+    await t.store.put(`${runKeys.logs(REPO, 'old-1')}0001-00000001.jsonl`, `${JSON.stringify({ t: '2026-11-01T10:00:01.000Z', s: 'out', d: 'bye\n' })}\n`);
+    const { out, err } = await replay(t.store, 'old-1');
     expect(out.toString('utf8')).to.equal('héllo\nbye\n');
     expect(err.toString('utf8')).to.equal('warn\n');
     const since: string[] = [];
-    await followRun(store, REPO, 'old-1', { follow: false, pollMs: 10, sinceMs: Date.parse('2026-11-01T10:00:00.050Z'), onRecord: (r) => since.push(Buffer.from(r.d).toString()) });
+    await followRun(t.store, REPO, 'old-1', { follow: false, pollMs: 10, sinceMs: Date.parse('2026-11-01T10:00:00.050Z'), onRecord: (r) => since.push(Buffer.from(r.d).toString()) });
     expect(since).to.deep.equal(['warn\n', 'bye\n']);
   });
 
@@ -125,10 +120,10 @@ describe('job output is bytes end to end', () => {
       await shipper.flush();
     }
     await shipper.close();
-    const keys = (await store.list(runKeys.logs(REPO, 'damaged-1'))).map((o) => o.key);
+    const keys = (await t.store.list(runKeys.logs(REPO, 'damaged-1'))).map((o) => o.key);
     expect(keys).to.have.length(3);
-    await store.put(keys[1] ?? '', 'garbage \x00\xff not a chunk');
-    const { out, err } = await replay(store, 'damaged-1');
+    await t.store.put(keys[1] ?? '', 'garbage \x00\xff not a chunk');
+    const { out, err } = await replay(t.store, 'damaged-1');
     expect(out.toString()).to.equal('first\nthird\n');
     const lines = err.toString().trimEnd().split('\n');
     expect(lines).to.have.length(1);

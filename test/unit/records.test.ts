@@ -1,9 +1,8 @@
 import { expect } from 'chai';
-import { LocalStore } from '../../common/local/local-store.js';
 import { CorruptRecordError } from '../../common/records/read.js';
 import { createRun, listRuns, loadRun, runKeys, settleRun, type RunRecord } from '../../common/runs.js';
 import type { JobSpec } from '../../common/spec/job-spec.js';
-import { removeAll, tempDir } from '../support/cli.js';
+import { withTempStore } from '../support/temp-store.js';
 
 const REPO = 'github.com/acme/records';
 
@@ -33,23 +32,17 @@ const ATTEMPT = {
 const FINAL = { status: 'done', exitCode: 0, reason: null, finishedAt: '2026-10-01T10:00:06.000Z', attempt: 1 };
 
 describe('stored records: parsed with their schemas, older ones readable', () => {
-  let dir: string;
-  let store: LocalStore;
-  beforeEach(() => {
-    dir = tempDir('records');
-    store = new LocalStore(dir);
-  });
-  afterEach(() => removeAll(dir));
+  const t = withTempStore('records');
 
   const putRun = async (record: unknown, final: unknown = FINAL): Promise<void> => {
-    await store.put(runKeys.record(REPO, 'old-otter-1'), JSON.stringify(record, null, 2));
-    await store.put(runKeys.attempt(REPO, 'old-otter-1', 1), JSON.stringify(ATTEMPT));
-    await store.put(runKeys.final(REPO, 'old-otter-1'), typeof final === 'string' ? final : JSON.stringify(final, null, 2));
+    await t.store.put(runKeys.record(REPO, 'old-otter-1'), JSON.stringify(record, null, 2));
+    await t.store.put(runKeys.attempt(REPO, 'old-otter-1', 1), JSON.stringify(ATTEMPT));
+    await t.store.put(runKeys.final(REPO, 'old-otter-1'), typeof final === 'string' ? final : JSON.stringify(final, null, 2));
   };
 
   it('reads a run record written before overrides and toolVersion existed', async () => {
     await putRun(FIRST_RECORD);
-    const view = await loadRun(store, REPO, 'old-otter-1');
+    const view = await loadRun(t.store, REPO, 'old-otter-1');
     expect(view.status).to.equal('done');
     expect(view.record.overrides).to.deep.equal([]);
     expect(view.record.toolVersion).to.equal('unknown');
@@ -58,7 +51,7 @@ describe('stored records: parsed with their schemas, older ones readable', () =>
 
   it('a damaged final status is a CorruptRecordError that names its key and how to remove the run', async () => {
     await putRun(FIRST_RECORD, '{"status": "done", "exitCode": "zero"');
-    const err = await loadRun(store, REPO, 'old-otter-1').then(
+    const err = await loadRun(t.store, REPO, 'old-otter-1').then(
       () => undefined,
       (e: unknown) => e,
     );
@@ -70,22 +63,22 @@ describe('stored records: parsed with their schemas, older ones readable', () =>
 
   it('a record of the wrong shape is corrupt too, and the field is named', async () => {
     await putRun(FIRST_RECORD, { ...FINAL, status: 'finished' });
-    const err = await loadRun(store, REPO, 'old-otter-1').catch((e: unknown) => e);
+    const err = await loadRun(t.store, REPO, 'old-otter-1').catch((e: unknown) => e);
     expect(err).to.be.instanceOf(CorruptRecordError);
     expect((err as CorruptRecordError).message).to.include('status');
   });
 
   it('listRuns tells about a damaged unfinished run and lists the others', async () => {
     const make = (i: number) => (runName: string): RunRecord => ({ ...FIRST_RECORD, runName, jobId: `j${i}`, spec: {} as JobSpec, overrides: [], toolVersion: 'test' });
-    const a = await createRun(store, make(1));
-    const b = await createRun(store, make(2));
-    const c = await createRun(store, make(3));
-    await settleRun(store, REPO, c.runName, { status: 'done', exitCode: 0, reason: null, finishedAt: new Date().toISOString(), attempt: 1 });
-    await store.put(runKeys.record(REPO, a.runName), 'not json');
+    const a = await createRun(t.store, make(1));
+    const b = await createRun(t.store, make(2));
+    const c = await createRun(t.store, make(3));
+    await settleRun(t.store, REPO, c.runName, { status: 'done', exitCode: 0, reason: null, finishedAt: new Date().toISOString(), attempt: 1 });
+    await t.store.put(runKeys.record(REPO, a.runName), 'not json');
     const told: string[] = [];
-    const rows = await listRuns(store, REPO, { onCorrupt: (e) => told.push(e.key) });
+    const rows = await listRuns(t.store, REPO, { onCorrupt: (e) => told.push(e.key) });
     expect(rows.map((r) => r.summary.runName).sort()).to.deep.equal([b.runName, c.runName].sort());
     expect(told).to.deep.equal([runKeys.record(REPO, a.runName)]);
-    expect((await listRuns(store, REPO)).map((r) => r.summary.runName).sort()).to.deep.equal([b.runName, c.runName].sort());
+    expect((await listRuns(t.store, REPO)).map((r) => r.summary.runName).sort()).to.deep.equal([b.runName, c.runName].sort());
   });
 });

@@ -5,8 +5,7 @@ import * as tar from 'tar';
 import { rebuildCode } from '../../agent/workspace.js';
 import type { CodeRef } from '../../common/code-ref.js';
 import { JobFailedError } from '../../common/errors.js';
-import { LocalStore } from '../../common/local/local-store.js';
-import { removeAll, tempDir } from '../support/cli.js';
+import { withTempStore } from '../support/temp-store.js';
 
 type Entry = { path: string; type: 'File' | 'SymbolicLink' | 'Directory'; linkpath?: string; body?: string };
 
@@ -26,34 +25,28 @@ function craftTar(entries: Entry[]): Buffer {
 const code = (archiveKey: string): CodeRef => ({ commit: 'c', branch: null, remoteUrl: null, archiveKey, diffKey: null, diffSha256: null, untrackedKey: null, untrackedSha256: null });
 
 describe('workspace: rebuilding the code tree', () => {
-  let dir: string;
-  let store: LocalStore;
-  beforeEach(() => {
-    dir = tempDir('ws');
-    store = new LocalStore(join(dir, 'store'));
-  });
-  afterEach(() => removeAll(dir));
+  const t = withTempStore('ws', 'store');
 
   it('rebuilds committed links as they are, even absolute ones or ones that climb out of the repo', async () => {
-    await store.put('code/archives/c.tar', craftTar([
+    await t.store.put('code/archives/c.tar', craftTar([
       { path: 'a.txt', type: 'File', body: 'alpha' },
       { path: 'abs', type: 'SymbolicLink', linkpath: '/etc/hostname' },
       { path: 'sub/', type: 'Directory' },
       { path: 'sub/up', type: 'SymbolicLink', linkpath: '../../../../shared' },
     ]));
-    const out = join(dir, 'job', 'code');
-    await rebuildCode(store, code('code/archives/c.tar'), out);
+    const out = join(t.dir, 'job', 'code');
+    await rebuildCode(t.store, code('code/archives/c.tar'), out);
     expect(readFileSync(join(out, 'a.txt'), 'utf8')).to.equal('alpha');
     expect(readlinkSync(join(out, 'abs'))).to.equal('/etc/hostname');
     expect(readlinkSync(join(out, 'sub', 'up'))).to.equal('../../../../shared');
   });
 
   it('applies the diff from a file it names itself, never after the hash the spec carries', async () => {
-    await store.put('code/diffs/d.patch', 'diff --git a/new.txt b/new.txt\nnew file mode 100644\n--- /dev/null\n+++ b/new.txt\n@@ -0,0 +1 @@\n+hello\n');
-    const out = join(dir, 'job', 'code');
-    await rebuildCode(store, { ...code(''), archiveKey: null, diffKey: 'code/diffs/d.patch', diffSha256: '../escaped' }, out);
+    await t.store.put('code/diffs/d.patch', 'diff --git a/new.txt b/new.txt\nnew file mode 100644\n--- /dev/null\n+++ b/new.txt\n@@ -0,0 +1 @@\n+hello\n');
+    const out = join(t.dir, 'job', 'code');
+    await rebuildCode(t.store, { ...code(''), archiveKey: null, diffKey: 'code/diffs/d.patch', diffSha256: '../escaped' }, out);
     expect(readFileSync(join(out, 'new.txt'), 'utf8')).to.equal('hello\n');
-    expect(existsSync(join(dir, 'escaped.patch'))).to.equal(false);
+    expect(existsSync(join(t.dir, 'escaped.patch'))).to.equal(false);
   });
 
   for (const [name, entries] of [
@@ -63,14 +56,14 @@ describe('workspace: rebuilding the code tree', () => {
     ['a file below a link', [{ path: 'a', type: 'SymbolicLink', linkpath: '../../outside' }, { path: 'a/b.txt', type: 'File', body: 'x' }]],
   ] as Array<[string, Entry[]]>) {
     it(`refuses a crafted code tar with ${name}, writing nothing outside`, async () => {
-      mkdirSync(join(dir, 'outside'));
-      await store.put('code/archives/c.tar', craftTar(entries));
-      const out = join(dir, 'job', 'code');
-      const err = await rebuildCode(store, code('code/archives/c.tar'), out).catch((e: unknown) => e);
+      mkdirSync(join(t.dir, 'outside'));
+      await t.store.put('code/archives/c.tar', craftTar(entries));
+      const out = join(t.dir, 'job', 'code');
+      const err = await rebuildCode(t.store, code('code/archives/c.tar'), out).catch((e: unknown) => e);
       expect(err, String(err)).to.be.instanceOf(JobFailedError);
       expect((err as Error).message).to.match(/^the run's code has a symlink `[^`]+` that cannot be rebuilt: /);
-      expect(readdirSync(join(dir, 'outside'))).to.deep.equal([]);
-      expect(existsSync(join(dir, 'evil'))).to.equal(false);
+      expect(readdirSync(join(t.dir, 'outside'))).to.deep.equal([]);
+      expect(existsSync(join(t.dir, 'evil'))).to.equal(false);
     });
   }
 });
