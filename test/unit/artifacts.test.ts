@@ -149,12 +149,12 @@ describe('artifacts: content-addressed save and restore', () => {
       ['a file hash that is not hex', { ...good, path: 'bad.txt', sha256: 'Z'.repeat(64) }, 'entries.1.sha256'],
     ] as Array<[string, Record<string, unknown>, string]>) {
       it(`refuses ${name} with one line naming the manifest and \`${field}\`, writing nothing`, async () => {
-        await store.put(blobKey(x), 'x');
+        await t.store.put(blobKey(x), 'x');
         const body = JSON.stringify({ version: 1, entries: [good, bad], files: 2, sizeBytes: 2 });
         const sha = sha256(body);
-        await store.put(manifestKey(sha), body);
-        const target = join(dir, 'target');
-        const err = await restoreTree(store, sha, target).catch((e: unknown) => e);
+        await t.store.put(manifestKey(sha), body);
+        const target = join(t.dir, 'target');
+        const err = await restoreTree(t.store, sha, target).catch((e: unknown) => e);
         expect(err).to.be.instanceOf(ArtifactError);
         const message = (err as Error).message;
         expect(message.startsWith(`artifact manifest ${sha} is misshapen: ${field}: `), message).to.equal(true);
@@ -164,27 +164,27 @@ describe('artifacts: content-addressed save and restore', () => {
     }
 
     it('a manifest as saved today (files, packs, chunks, dirs, links) and a saved link round-trip byte for byte', async () => {
-      const src = join(dir, 'src');
+      const src = join(t.dir, 'src');
       mkdirSync(join(src, 'sub'), { recursive: true });
       writeFileSync(join(src, 'small.txt'), 'small');
       writeFileSync(join(src, 'sub', 'big.bin'), randomBytes(PACK_FILE_MAX_BYTES + 1));
       chmodSync(join(src, 'small.txt'), 0o755);
       symlinkSync('/usr/bin/python3', join(src, 'python'));
-      symlinkSync(src, join(dir, 'link'));
-      for (const path of [src, join(dir, 'link')]) {
-        const { manifestSha } = await saveTree(store, path);
-        const body = (await store.get(manifestKey(manifestSha)))!.toString('utf8');
-        expect(encodeManifest(await readManifest(store, manifestSha))).to.equal(body);
+      symlinkSync(src, join(t.dir, 'link'));
+      for (const path of [src, join(t.dir, 'link')]) {
+        const { manifestSha } = await saveTree(t.store, path);
+        const body = (await t.store.get(manifestKey(manifestSha)))!.toString('utf8');
+        expect(encodeManifest(await readManifest(t.store, manifestSha))).to.equal(body);
       }
     });
 
     it('a manifest written before packs and links (whole JSON.stringify, no pack, no link) still restores', async () => {
-      await store.put(blobKey(x), 'x');
+      await t.store.put(blobKey(x), 'x');
       const body = JSON.stringify({ version: 1, entries: [{ path: 'd', type: 'dir', mode: 0o755, sizeBytes: 0 }, { path: 'd/x.txt', type: 'file', mode: 0o600, sizeBytes: 1, chunks: [x], sha256: x }], files: 1, sizeBytes: 1 });
-      await store.put(manifestKey(sha256(body)), body);
-      await restoreTree(store, sha256(body), join(dir, 'out'));
-      expect(readFileSync(join(dir, 'out', 'd', 'x.txt'), 'utf8')).to.equal('x');
-      expect(statSync(join(dir, 'out', 'd', 'x.txt')).mode & 0o777).to.equal(0o600);
+      await t.store.put(manifestKey(sha256(body)), body);
+      await restoreTree(t.store, sha256(body), join(t.dir, 'out'));
+      expect(readFileSync(join(t.dir, 'out', 'd', 'x.txt'), 'utf8')).to.equal('x');
+      expect(statSync(join(t.dir, 'out', 'd', 'x.txt')).mode & 0o777).to.equal(0o600);
     });
   });
 
