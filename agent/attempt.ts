@@ -4,6 +4,7 @@ import pRetry from 'p-retry';
 import { DstackError, JobFailedError, TransportError, toError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import type { Store } from '../common/ports.js';
+import type { SecretStore } from '../common/secrets.js';
 import { StopRequestSchema } from '../common/records/runs.js';
 import { readJson, runKeys, type FinalRecord, type StopRequest } from '../common/runs.js';
 import type { JobSpec } from '../common/spec/job-spec.js';
@@ -13,6 +14,7 @@ import { LogShipper } from './log-shipper.js';
 import { prepareRun } from './providers.js';
 import { useRequirementsEnv } from './python-env.js';
 import { rebuildCode } from './workspace.js';
+import { fetchSecrets } from './secrets.js';
 
 export interface AttemptOptions {
   store: Store;
@@ -21,6 +23,8 @@ export interface AttemptOptions {
   /** A fresh directory for this attempt; removed when it ends. */
   jobDir: string;
   jobEnv: NodeJS.ProcessEnv;
+  /** The repo's secrets and the run's pinned env values, set as env vars and masked in the output. */
+  secrets?: SecretStore;
   /** The cache of venvs for `requirements`, shared by the agents of this machine. */
   venvRoot: string;
   stopGraceMs: number;
@@ -96,7 +100,10 @@ export class Attempt {
     let started = false;
     try {
       await rebuildCode(store, spec.code, codeDir);
-      const prepared = await prepareRun(spec, jobDir, codeDir, this.o.jobEnv);
+      // Fetched before anything the job's repo controls prints, so every line after this is masked.
+      const secretEnv = this.o.secrets ? await fetchSecrets(this.o.secrets, spec) : {};
+      shipper.mask(Object.values(secretEnv));
+      const prepared = await prepareRun(spec, jobDir, codeDir, this.o.jobEnv, secretEnv);
       await restoreDeps(store, spec, codeDir, (line) => shipper.write('err', line));
       // A later attempt resumes: what the earlier ones saved (checkpoints included) is put back first.
       if (attempt > 1) await restoreCheckpoint(store, spec, codeDir, (line) => shipper.write('err', line));
@@ -124,6 +131,7 @@ export class Attempt {
         sync();
       }
       const exit = await proc.exited;
+      shipper.endOutput();
       const stop = this.stopRequest;
       const final = stop ? finalRecord('stopped', exit.code, stopReason(stop), attempt) : exitFinal(exit, attempt);
       // Forced off (a second SIGTERM, a spot notice) before it finished: what it saves is the

@@ -1,11 +1,12 @@
 import { encodeLogChunk, type LogRecord } from '../common/log-records.js';
 import type { Store } from '../common/ports.js';
+import { Masker } from './secrets.js';
 
 /**
  * Stores a job's stdout and stderr as log chunks in the Store, byte for byte and in arrival order,
  * flushing every `flushMs` (or sooner when the buffer passes `maxBufferBytes`), so readers stay
  * under a second behind. Output is never decoded here: a character split across two pipe reads
- * is stored as the job wrote it.
+ * is stored as the job wrote it. Once `mask` is called, each secret value is stored as `***`.
  */
 export class LogShipper {
   private buffer: LogRecord[] = [];
@@ -16,6 +17,7 @@ export class LogShipper {
   private chain: Promise<void> = Promise.resolve();
   private timer: NodeJS.Timeout | undefined;
   private failure: unknown;
+  private maskers: { out: Masker; err: Masker } | undefined;
 
   constructor(
     private readonly store: Store,
@@ -24,10 +26,29 @@ export class LogShipper {
     private readonly maxBufferBytes = 256 * 1024,
   ) {}
 
+  /** From now on, every write (the job's and dstack's own lines) has these values replaced by `***`. */
+  mask(values: Iterable<string>): void {
+    const list = [...values];
+    this.maskers = { out: new Masker(list), err: new Masker(list) };
+  }
+
+  /** The output has ended: the bytes each masker held back (a possible start of a value) are stored. */
+  endOutput(): void {
+    const maskers = this.maskers;
+    if (!maskers) return;
+    this.maskers = undefined;
+    this.append('out', maskers.out.end());
+    this.append('err', maskers.err.end());
+  }
+
   /** Buffers output; a string (dstack's own lines) is stored as UTF-8, a Buffer as it is. */
   write(stream: 'out' | 'err', data: Buffer | string): void {
     // Copied: a stream may reuse the Buffer it handed out.
     const bytes = typeof data === 'string' ? Buffer.from(data, 'utf8') : Buffer.from(data);
+    this.append(stream, this.maskers ? this.maskers[stream].write(bytes) : bytes);
+  }
+
+  private append(stream: 'out' | 'err', bytes: Buffer): void {
     if (bytes.length === 0) return;
     if (this.open?.s !== stream) {
       this.closeRecord();
@@ -66,6 +87,7 @@ export class LogShipper {
 
   /** Flushes the rest; rejects if any chunk could not be stored. */
   async close(): Promise<void> {
+    this.endOutput();
     await this.flush();
     if (this.failure !== undefined) throw this.failure;
   }

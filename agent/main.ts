@@ -69,6 +69,7 @@ async function main(): Promise<number> {
     idleTimeoutMs: config.local.agentIdleTimeoutSec * 1000,
     maxAttempts: config.local.maxAttempts,
     jobEnv,
+    ...(backend.secrets ? { secrets: backend.secrets } : {}),
     onState: setState,
     ...(instance ? { instance } : {}),
     artifactSyncMs: config.local.artifactSyncSec * 1000,

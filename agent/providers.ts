@@ -20,8 +20,9 @@ const RUNNABLE = new Set(['bash', 'python']);
 /**
  * Prepares the bash and python providers: the interpreter the job asks for (as `python`, `python3`
  * and `pip` first on PATH), the job's environment, and the script of its commands under `set -e`.
+ * `extraEnv` (the secrets) is merged last.
  */
-export async function prepareRun(spec: JobSpec, jobDir: string, codeDir: string, baseEnv: NodeJS.ProcessEnv): Promise<PreparedRun> {
+export async function prepareRun(spec: JobSpec, jobDir: string, codeDir: string, baseEnv: NodeJS.ProcessEnv, extraEnv: Record<string, string> = {}): Promise<PreparedRun> {
   if (!RUNNABLE.has(spec.provider)) {
     throw new JobFailedError(`provider \`${spec.provider}\` is not supported by this agent yet: use \`provider: bash\` or \`provider: python\``);
   }
@@ -57,6 +58,8 @@ export async function prepareRun(spec: JobSpec, jobDir: string, codeDir: string,
     env[`PORT_${i}`] = port;
     env[`JOB_PORT_${i}`] = port;
   }
+  // The secrets (`extraEnv`) go last: a secret named like a workflow variable is the one the job sees.
+  Object.assign(env, extraEnv);
   const script = join(jobDir, 'run.sh');
   await writeFile(script, ['set -e', ...substitute(spec.commands, vars), ''].join('\n'));
   const cwd = join(codeDir, spec.workingDir);

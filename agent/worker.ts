@@ -1,3 +1,4 @@
+import type { SecretStore } from '../common/secrets.js';
 import { mkdir } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
@@ -35,6 +36,8 @@ export interface AgentOptions {
   maxAttempts: number;
   /** The environment jobs start from. */
   jobEnv: NodeJS.ProcessEnv;
+  /** Where the jobs' secrets are read from; none: jobs get no secrets. */
+  secrets?: SecretStore;
   /** How often `mount: true` artifacts are saved while a job runs. */
   artifactSyncMs: number;
   hostFacts: HostFacts;
@@ -287,6 +290,7 @@ export class Agent {
       attempt,
       jobDir,
       jobEnv: this.o.jobEnv,
+      ...(this.o.secrets ? { secrets: this.o.secrets } : {}),
       venvRoot: this.o.venvRoot ?? join(this.o.workRoot, 'venvs'),
       stopGraceMs: this.o.stopGraceMs,
       tickMs: this.o.tickMs,

@@ -4,6 +4,8 @@ import { LocalAgentRegistry } from './local/local-compute.js';
 import { LocalQueue } from './local/local-queue.js';
 import { LocalStore } from './local/local-store.js';
 import type { Queue, Store } from './ports.js';
+import { LocalSecretStore } from './local/local-secrets.js';
+import type { SecretStore } from './secrets.js';
 
 /** The transports a process uses, plus the local directory for agents, their logs and work. */
 export interface Backend {
@@ -13,6 +15,11 @@ export interface Backend {
   queueFor: (profileId: string) => Promise<Queue>;
   store: Store;
   registry: LocalAgentRegistry;
+  /**
+   * Secrets: files under `<home>/local/secrets` when the agents run on this machine (the local
+   * backend, or `agents: local`). Undefined on AWS with EC2 agents, until a Secrets Manager store exists.
+   */
+  secrets?: SecretStore;
   /** `<home>/local`: agent registry, agent logs, job directories (and, locally, the queue and store). */
   root: string;
 }
@@ -24,10 +31,12 @@ export async function openBackend(config: DstackConfig): Promise<Backend> {
   if (config.backend === 'aws') {
     const { awsSettings, openAws } = await import('./aws/index.js');
     const { queue, store, queueFor } = await openAws(awsSettings(config.aws, maxReceives(config), join(config.home, 'config.yaml')));
-    return { queue, store, registry, root, queueFor: config.aws?.agents === 'ec2' ? queueFor : () => Promise.resolve(queue) };
+    const secrets = config.aws?.agents === 'local' ? { secrets: new LocalSecretStore(join(root, 'secrets')) } : {};
+    return { queue, store, registry, root, ...secrets, queueFor: config.aws?.agents === 'ec2' ? queueFor : () => Promise.resolve(queue) };
   }
   const queue = new LocalQueue({ root: join(root, 'queues'), name: 'jobs', maxReceives: maxReceives(config), pollMs: 250 });
-  return { root, registry, queue, queueFor: () => Promise.resolve(queue), store: new LocalStore(join(root, 'store')) };
+  const secrets = new LocalSecretStore(join(root, 'secrets'));
+  return { root, registry, queue, secrets, queueFor: () => Promise.resolve(queue), store: new LocalStore(join(root, 'store')) };
 }
 
 /**

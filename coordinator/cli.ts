@@ -118,6 +118,46 @@ export function buildCli(argv: string[], deps: CliDeps): { parse: () => Promise<
         )
         .demandCommand(1, 'name a tags command: add, list or delete'),
     )
+    .command('secrets', "Manage the repo's secrets (env vars of its jobs, masked in logs): add, list, update, delete", (y) =>
+      y
+        .command(
+          'add <name> [value]',
+          'Add a secret (no VALUE: asked for on a terminal, else read from stdin)',
+          (yy) => yy.positional('name', { type: 'string', demandOption: true }).positional('value', { type: 'string' }),
+          async (a) => {
+            const { secretsAddCommand } = await import('./commands/secrets.js');
+            code = await secretsAddCommand(await ctx(), { name: a.name, value: a.value });
+          },
+        )
+        .command(
+          'list',
+          'List the names of the secrets (never their values)',
+          (yy) => yy,
+          async () => {
+            const { secretsListCommand } = await import('./commands/secrets.js');
+            code = await secretsListCommand(await ctx());
+          },
+        )
+        .command(
+          'update <name> [value]',
+          'Change the value of a secret (no VALUE: asked for on a terminal, else read from stdin)',
+          (yy) => yy.positional('name', { type: 'string', demandOption: true }).positional('value', { type: 'string' }),
+          async (a) => {
+            const { secretsUpdateCommand } = await import('./commands/secrets.js');
+            code = await secretsUpdateCommand(await ctx(), { name: a.name, value: a.value });
+          },
+        )
+        .command(
+          'delete <name>',
+          'Delete a secret',
+          (yy) => yy.positional('name', { type: 'string', demandOption: true }).option('yes', { alias: 'y', type: 'boolean' }),
+          async (a) => {
+            const { secretsDeleteCommand } = await import('./commands/secrets.js');
+            code = await secretsDeleteCommand(await ctx(), { name: a.name, yes: a.yes ?? false });
+          },
+        )
+        .demandCommand(1, 'name a secrets command: add, list, update or delete'),
+    )
     .command('artifacts', 'List or download the artifacts of a run', (y) =>
       y
         .command(

@@ -1,5 +1,6 @@
 import type { DstackConfig } from '../common/config.js';
 import type { Compute, Queue, Store } from '../common/ports.js';
+import type { SecretStore } from '../common/secrets.js';
 import type { Output } from './output.js';
 
 /** What every command gets from the composition root; commands read no environment of their own. */
@@ -8,6 +9,10 @@ export interface Context {
   /** The queue of a placement profile (`default` outside EC2). */
   queueFor: (profileId: string) => Promise<Queue>;
   store: Store;
+  /** The secret store; undefined where the backend has none yet (AWS with EC2 agents). */
+  secrets?: SecretStore;
+  /** Reads a secret value: a hidden prompt on a terminal, else all of stdin less one final newline. */
+  readSecret?: (prompt: string) => Promise<string>;
   compute: Compute;
   out: Output;
   cwd: string;

@@ -14,6 +14,7 @@ import { consoleOutput, type Output } from './output.js';
 import type { ConfigContext } from './commands/config.js';
 import { buildCli } from './cli.js';
 import { toolVersion } from '../common/version.js';
+import { readSecretValue } from './secret-input.js';
 
 /** argv that starts an agent: the built agent next to this file, or through tsx when run from source. */
 function agentCommand(): string[] {
@@ -67,6 +68,8 @@ async function makeContext(out: Output): Promise<Context> {
     config,
     queueFor: backend.queueFor,
     store: backend.store,
+    ...(backend.secrets ? { secrets: backend.secrets } : {}),
+    readSecret: (prompt) => readSecretValue(process.stdin, process.stderr, prompt),
     compute,
     out,
     cwd: process.cwd(),

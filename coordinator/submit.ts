@@ -24,6 +24,8 @@ export interface SubmitInput {
   useCache: boolean;
   /** Where the job runs: `ctx.compute.plan` of its resources, made before anything was stored. */
   placement: Placement;
+  /** The values of the spec's `runSecrets`, stored in the secret store under the new run before its job is sent. */
+  runSecrets?: Record<string, string>;
 }
 
 export interface Submitted {
@@ -76,6 +78,11 @@ export async function submitRun(ctx: Context, input: SubmitInput): Promise<Submi
       cacheOf: hit.runName,
     });
     return { record, cacheOf: hit.runName };
+  }
+  const pinned = Object.entries(input.runSecrets ?? {});
+  if (pinned.length > 0) {
+    if (!ctx.secrets) throw new UsageError('this backend has no secret store for the values of bare env names: use NAME=VALUE');
+    for (const [name, value] of pinned) await ctx.secrets.put({ repoId, runName }, name, value);
   }
   const messageId = await queue.send(JSON.stringify(spec));
   await ctx.store.put(enqueuedKey(repoId, runName), JSON.stringify({ messageId, sentAt: new Date().toISOString() }));
@@ -145,10 +152,11 @@ export async function reconcileQuietly(ctx: Context): Promise<void> {
  */
 export function cacheKey(spec: JobSpec): string {
   const { commit, diffSha256, untrackedSha256 } = spec.code;
-  const { provider, commands, python, requirements, env, workingDir, artifacts, image, resources, portCount, pinnedDeps } = spec;
-  // `requirements` is undefined (left out by JSON) unless set, so keys of runs without it are unchanged.
+  const { provider, commands, python, requirements, env, runSecrets, workingDir, artifacts, image, resources, portCount, pinnedDeps } = spec;
+  // `requirements` and `runSecrets` are undefined (left out by JSON) unless set, so keys of runs without them are unchanged.
+  // The values of `runSecrets` are not in the key: a secret is no input of the computation.
   return sha256(
-    JSON.stringify({ commit, diffSha256, untrackedSha256, provider, commands, python, requirements, env, workingDir, artifacts, image, resources, portCount, pinnedDeps }),
+    JSON.stringify({ commit, diffSha256, untrackedSha256, provider, commands, python, requirements, env, runSecrets, workingDir, artifacts, image, resources, portCount, pinnedDeps }),
   );
 }
 

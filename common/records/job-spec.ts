@@ -40,7 +40,7 @@ const CodeRefSchema = z.object({
 });
 
 export const JobSpecSchema = z.object({
-  specVersion: z.union([z.literal(1), z.literal(2)]),
+  specVersion: z.union([z.literal(1), z.literal(2), z.literal(3)]),
   repoId: z.string().min(1),
   runName: z.string().min(1),
   jobId: z.string(),
@@ -50,6 +50,7 @@ export const JobSpecSchema = z.object({
   python: z.string().optional(),
   requirements: z.string().optional(),
   env: z.record(z.string(), z.string()),
+  runSecrets: z.array(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/)).optional(),
   workingDir: z.string(),
   artifacts: z.array(ArtifactSpecSchema),
   deps: z.array(DepSpecSchema),
@@ -65,7 +66,7 @@ export const JobSpecSchema = z.object({
 });
 
 /** The spec versions the schema reads, for the agent's check before anything else is trusted. */
-export const KNOWN_SPEC_VERSIONS: ReadonlySet<number> = new Set([1, 2]);
+export const KNOWN_SPEC_VERSIONS: ReadonlySet<number> = new Set([1, 2, 3]);
 
 /** Parses a job spec whose version is known; the problems (`path: message`, at most 3) if it is not one. */
 export function parseJobSpec(value: unknown): { spec: JobSpec } | { problems: string } {

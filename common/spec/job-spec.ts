@@ -32,8 +32,11 @@ export interface ResourceSpec {
 
 /** Everything an agent needs to run one job; what `dstack run --dry-run` prints. */
 export interface JobSpec {
-  /** 2 when the spec has `requirements`, which an agent that knows only 1 would not install. */
-  specVersion: 1 | 2;
+  /**
+   * 2 when the spec has `requirements`, which an agent that knows only 1 would not install; 3 when it
+   * has `runSecrets`, which an older agent would drop.
+   */
+  specVersion: 1 | 2 | 3;
   repoId: string;
   runName: string;
   jobId: string;
@@ -49,6 +52,11 @@ export interface JobSpec {
    */
   requirements?: string;
   env: Record<string, string>;
+  /**
+   * Bare env names (`env: [WANDB_API_KEY]`, `-e NAME`) whose values were taken from the submitting
+   * shell and stored in the secret store under this run: names only, the agent fetches the values.
+   */
+  runSecrets?: string[];
   /** Relative to the repo root. */
   workingDir: string;
   artifacts: ArtifactSpec[];

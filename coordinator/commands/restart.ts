@@ -1,3 +1,4 @@
+import { UsageError } from '../../common/errors.js';
 import { loadRun } from '../../common/runs.js';
 import { repoInfo } from '../code-capture.js';
 import type { Context } from '../context.js';
@@ -10,12 +11,20 @@ export interface RestartOptions {
 
 /**
  * `dstack restart RUN`: the same code snapshot, resolved spec, overrides and pinned deps, under a
- * new name that points back to RUN. The workflow file and the deps' later runs play no part.
+ * new name that points back to RUN. The workflow file and the deps' later runs play no part. Bare env
+ * names get the values pinned to RUN; the repo's named secrets, their current values (the agent reads them).
  */
 export async function restartCommand(ctx: Context, o: RestartOptions): Promise<number> {
   const info = await repoInfo(ctx.cwd);
   const { record } = await loadRun(ctx.store, info.repoId, o.run);
+  const runSecrets: Record<string, string> = {};
+  for (const name of record.spec.runSecrets ?? []) {
+    const value = ctx.secrets ? await ctx.secrets.get({ repoId: record.repoId, runName: record.runName }, name) : undefined;
+    if (value === undefined) throw new UsageError(`the value of \`${name}\` pinned to run ${record.runName} is gone: run the workflow again`);
+    runSecrets[name] = value;
+  }
   const submitted = await submitRun(ctx, {
+    runSecrets,
     repoId: record.repoId,
     workflow: record.workflow,
     spec: (runName, jobId) => {

@@ -11,6 +11,7 @@ import { applyOverrides, type Overrides } from '../overrides.js';
 import { attach, checkTagName, submitRun, tagTaken } from '../submit.js';
 import { formatBytes, formatTable } from '../output.js';
 import { didYouMean } from '../workflow-names.js';
+import { bareEnvNames, pinBareEnv } from '../run-secrets.js';
 
 const formatMiB = (mib: number): string => formatBytes(mib * 2 ** 20);
 
@@ -40,8 +41,15 @@ export async function runCommand(ctx: Context, o: RunOptions): Promise<number> {
     throw new NotFoundError(`workflow \`${o.workflow}\` is not defined in .dstack/workflows.yaml or .dstack/workflows/*.yaml; ${known}`);
   }
   // Everything that can fail on bad input is checked before anything is stored.
-  const base = (runName: string, jobId: string, code: Parameters<typeof buildJobSpec>[0]['code']) =>
-    applyOverrides(buildJobSpec({ located, repoId: info.repoId, runName, jobId, args: o.args, shellEnv: ctx.shellEnv, code, now: new Date() }), o.overrides, ctx.shellEnv);
+  // Bare env names take the shell's value, which is pinned to the run in the secret store, never kept
+  // in the spec (on a backend without a secret store, it stays in the spec as before).
+  const bare = ctx.secrets ? bareEnvNames(located.workflow.env, o.overrides.env) : new Set<string>();
+  const pinned = (runName: string, jobId: string, code: Parameters<typeof buildJobSpec>[0]['code']) =>
+    pinBareEnv(
+      applyOverrides(buildJobSpec({ located, repoId: info.repoId, runName, jobId, args: o.args, shellEnv: ctx.shellEnv, code, now: new Date() }), o.overrides, ctx.shellEnv),
+      bare,
+    );
+  const base = (runName: string, jobId: string, code: Parameters<typeof buildJobSpec>[0]['code']) => pinned(runName, jobId, code).spec;
   const captured = await captureCode(info, { untrackedWarnBytes: ctx.config.local.untrackedWarnBytes, warn: (line) => ctx.out.note(line) });
   const probe = base('x-y-1', 'x', captured.ref);
   if (o.dryRun) {
@@ -80,6 +88,7 @@ export async function runCommand(ctx: Context, o: RunOptions): Promise<number> {
     ...(o.tag ? { tag: o.tag, forceTag: o.force ?? false } : {}),
     useCache: o.useCache,
     placement,
+    runSecrets: pinned('x-y-1', 'x', code).values,
   });
   return attach(ctx, submitted, o.detach);
 }
