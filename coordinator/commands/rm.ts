@@ -43,6 +43,9 @@ export async function rmCommand(ctx: Context, o: RmOptions): Promise<number> {
   const what = o.run ? `the run ${o.run}` : `${targets.length} finished run(s)`;
   if (!(await ctx.confirm(`Delete ${what}?`, o.yes))) return 1;
   for (const { runName, indexed } of targets) {
+    // The values of its bare env names go first: a run that no longer exists cannot be restarted.
+    const scope = { repoId, runName };
+    if (ctx.secrets) for (const name of await ctx.secrets.list(scope)) await ctx.secrets.delete(scope, name);
     const objects = await ctx.store.list(runKeys.prefix(repoId, runName));
     // The index keys and the record go last, so an interrupted rm leaves a run that can be removed again.
     const record = runKeys.record(repoId, runName);

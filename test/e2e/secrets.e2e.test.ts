@@ -133,6 +133,15 @@ describe('e2e: secrets on the local backend', function () {
     expect(filesHolding(t.home, shellValue).length).to.be.greaterThan(0);
   });
 
+  it('rm of a run deletes the values pinned to it', async () => {
+    const r = await cli(['run', 'pinned'], { FROM_SHELL: shellValue });
+    expect(r.code, r.stderr).to.equal(0);
+    const before = filesHolding(t.home, shellValue).length;
+    const rm = await cli(['rm', runName(r), '-y']);
+    expect(rm.code, rm.stderr).to.equal(0);
+    expect(filesHolding(t.home, shellValue).length).to.equal(before - 1);
+  });
+
   it('deletes a secret with -y', async () => {
     const del = await cli(['secrets', 'delete', 'API_TOKEN', '-y']);
     expect(del.code, del.stderr).to.equal(0);
