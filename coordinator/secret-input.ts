@@ -10,8 +10,9 @@ export async function readSecretValue(stdin: NodeJS.ReadStream, stderr: NodeJS.W
     for await (const chunk of stdin) parts.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(String(chunk)));
     return Buffer.concat(parts).toString('utf8').replace(/\r?\n$/, '');
   }
-  stderr.write(prompt);
+  // Echo off before the prompt shows: what is typed after it is never echoed.
   stdin.setRawMode(true);
+  stderr.write(prompt);
   stdin.resume();
   try {
     return await new Promise<string>((resolve, reject) => {

@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
@@ -142,9 +142,41 @@ describe('e2e: secrets on the local backend', function () {
     expect(filesHolding(t.home, shellValue).length).to.equal(before - 1);
   });
 
+  it('asks for the value at a hidden prompt on a terminal', async function () {
+    try {
+      execFileSync('script', ['--version'], { stdio: 'ignore' });
+    } catch {
+      this.skip();
+    }
+    const value = `typed-${randomBytes(6).toString('hex')}`;
+    // util-linux `script` gives the CLI a pseudo-terminal; what the terminal shows comes back on stdout.
+    const child = spawn('script', ['-qec', `${process.execPath} ${CLI} secrets add TYPED`, '/dev/null'], {
+      cwd: t.repo,
+      env: { ...process.env, DSTACK_HOME: t.home },
+      stdio: ['pipe', 'pipe', 'inherit'],
+    });
+    let screen = '';
+    const prompted = new Promise<void>((resolve) =>
+      child.stdout.on('data', (d: Buffer) => {
+        screen += d.toString();
+        if (screen.includes('Value of TYPED:')) resolve();
+      }),
+    );
+    const exited = new Promise<number>((resolve) => child.on('close', (code) => resolve(code ?? -1)));
+    await prompted;
+    child.stdin.write(`${value}\r`);
+    expect(await exited, screen).to.equal(0);
+    expect(screen).to.include('Secret TYPED added.');
+    expect(screen).to.not.include(value);
+    const [file, ...more] = filesHolding(t.home, value);
+    expect(more).to.deep.equal([]);
+    expect(file).to.match(/^local\/secrets\/[0-9a-f]{64}\/TYPED$/);
+    expect(readFileSync(join(t.home, file ?? ''), 'utf8')).to.equal(value);
+  });
+
   it('deletes a secret with -y', async () => {
     const del = await cli(['secrets', 'delete', 'API_TOKEN', '-y']);
     expect(del.code, del.stderr).to.equal(0);
-    expect((await cli(['secrets', 'list'])).stdout).to.equal('');
+    expect((await cli(['secrets', 'list'])).stdout).to.equal('TYPED\n');
   });
 });
