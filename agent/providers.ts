@@ -5,6 +5,7 @@ import { createServer } from 'node:net';
 import { JobFailedError } from '../common/errors.js';
 import { exec } from '../common/exec.js';
 import { substitute, type JobSpec } from '../common/spec/job-spec.js';
+import { baseEnv as cleanBase, buildJobEnv } from './environment.js';
 
 /** What the agent runs for a job: a bash script, in a directory, with an environment. */
 export interface PreparedRun {
@@ -47,16 +48,17 @@ export async function prepareRun(spec: JobSpec, jobDir: string, codeDir: string,
   }
   // `${{ run.name }}` is filled in here, so that a restarted run sees its own name.
   const vars = { 'run.name': spec.runName };
-  const env: NodeJS.ProcessEnv = { ...baseEnv, ...substitute(spec.env, vars) };
-  env.PATH = [binDir, baseEnv.PATH ?? '/usr/bin:/bin'].join(delimiter);
-  env.RUN_NAME = spec.runName;
-  env.JOB_ID = spec.jobId;
-  env.PYTHONUNBUFFERED = '1';
-  for (let i = 0; i < spec.portCount; i++) {
-    const port = String(await freePort());
-    env[`PORT_${i}`] = port;
-    env[`JOB_PORT_${i}`] = port;
-  }
+  const ports: number[] = [];
+  for (let i = 0; i < spec.portCount; i++) ports.push(await freePort());
+  const env: NodeJS.ProcessEnv = buildJobEnv({
+    // Filtered again here: whatever the caller passes, only the base variables reach the job.
+    base: cleanBase(baseEnv),
+    workflowEnv: substitute(spec.env, vars),
+    binDir,
+    runName: spec.runName,
+    jobId: spec.jobId,
+    ports,
+  });
   const script = join(jobDir, 'run.sh');
   await writeFile(script, ['set -e', ...substitute(spec.commands, vars), ''].join('\n'));
   const cwd = join(codeDir, spec.workingDir);
