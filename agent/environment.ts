@@ -11,7 +11,7 @@ export const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/
 
 /**
  * What a job takes from the agent's environment, by name, when set: who and where it runs as, its
- * locale, and how it reaches the network (a proxy). PATH is the agent's, because the Python lookup
+ * locale, and how it reaches the network (a proxy, the CA certificates to trust). PATH is the agent's, because the Python lookup
  * searches it: the job finds the same interpreters and tools.
  */
 export const BASE_VARS = [
@@ -31,6 +31,9 @@ export const BASE_VARS = [
   'HTTP_PROXY',
   'HTTPS_PROXY',
   'NO_PROXY',
+  'SSL_CERT_FILE',
+  'SSL_CERT_DIR',
+  'REQUESTS_CA_BUNDLE',
 ] as const;
 
 /** The clean base of every job's environment, from the agent's environment. */
