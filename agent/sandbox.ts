@@ -1,4 +1,5 @@
-import { lstat, mkdir, realpath } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { access, lstat, mkdir, realpath } from 'node:fs/promises';
 import { isAbsolute } from 'node:path';
 import { exec } from '../common/exec.js';
 import type { SANDBOX_MODES } from '../common/config.js';
@@ -31,6 +32,7 @@ export async function detectSandbox(mode: SandboxMode, path: string, o: Omit<San
   if (mode === 'off') return undefined;
   for (const dir of path.split(':').filter((d) => d.length > 0)) {
     const bwrap = `${dir}/bwrap`;
+    if (!(await access(bwrap, constants.X_OK).then(() => true, () => false))) continue;
     const probe = await exec('env', ['--ignore-signal=TERM', bwrap, '--ro-bind', '/', '/', '--dev', '/dev', '--proc', '/proc', '--die-with-parent', '--', 'true']).catch(
       () => undefined,
     );
