@@ -20,9 +20,10 @@ const RUNNABLE = new Set(['bash', 'python']);
 
 /**
  * Prepares the bash and python providers: the interpreter the job asks for (as `python`, `python3`
- * and `pip` first on PATH), the job's environment, and the script of its commands under `set -e`.
+ * and `pip` first on PATH), the job's environment (see environment.ts; `extraEnv` is the secrets), and
+ * the script of its commands under `set -e`.
  */
-export async function prepareRun(spec: JobSpec, jobDir: string, codeDir: string, baseEnv: NodeJS.ProcessEnv): Promise<PreparedRun> {
+export async function prepareRun(spec: JobSpec, jobDir: string, codeDir: string, baseEnv: NodeJS.ProcessEnv, extraEnv: Record<string, string> = {}): Promise<PreparedRun> {
   if (!RUNNABLE.has(spec.provider)) {
     throw new JobFailedError(`provider \`${spec.provider}\` is not supported by this agent yet: use \`provider: bash\` or \`provider: python\``);
   }
@@ -58,6 +59,7 @@ export async function prepareRun(spec: JobSpec, jobDir: string, codeDir: string,
     runName: spec.runName,
     jobId: spec.jobId,
     ports,
+    extraEnv,
   });
   const script = join(jobDir, 'run.sh');
   await writeFile(script, ['set -e', ...substitute(spec.commands, vars), ''].join('\n'));
