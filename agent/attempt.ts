@@ -15,6 +15,7 @@ import { prepareRun } from './providers.js';
 import { useRequirementsEnv } from './python-env.js';
 import { rebuildCode } from './workspace.js';
 import { fetchSecrets } from './secrets.js';
+import { sandboxed, type Sandbox } from './sandbox.js';
 
 export interface AttemptOptions {
   store: Store;
@@ -39,6 +40,8 @@ export interface AttemptOptions {
   signal: AbortSignal;
   /** A file with an epoch-ms time after which the job's process group is killed even if this process is frozen. */
   deadlineFile?: string;
+  /** Run the job under bwrap (see sandbox.ts). */
+  sandbox?: Sandbox;
   log: Logger;
 }
 
@@ -112,7 +115,8 @@ export class Attempt {
       await useRequirementsEnv(spec, prepared, { venvRoot: this.o.venvRoot, jobDir, say: (d) => shipper.write('err', d), signal: setupSignal });
       if (signal.aborted) throw signal.reason;
       if (this.forced) throw new HandedBack('the agent was stopped before the job started');
-      const proc = startJob(prepared.script, { cwd: prepared.cwd, env: prepared.env, ...(this.o.deadlineFile ? { deadlineFile: this.o.deadlineFile } : {}) });
+      const command = this.o.sandbox ? await sandboxed(this.o.sandbox, prepared.script, jobDir, spec) : undefined;
+      const proc = startJob(prepared.script, { cwd: prepared.cwd, env: prepared.env, ...(this.o.deadlineFile ? { deadlineFile: this.o.deadlineFile } : {}), ...(command ? { command } : {}) });
       this.proc = proc;
       started = true;
       proc.stdout.on('data', (d: Buffer) => shipper.write('out', d));

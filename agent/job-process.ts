@@ -40,11 +40,14 @@ export interface StartOptions {
   env: NodeJS.ProcessEnv;
   /** A file holding an epoch-ms time after which the job's group is killed, even if this process is frozen. */
   deadlineFile?: string;
+  /** Runs the script through this command line (the sandbox) instead of `bash SCRIPT`. */
+  command?: { command: string; args: string[] };
 }
 
 /** Starts `bash SCRIPT` in its own process group, with a watchdog tied to this process's life and the deadline file. */
 export function startJob(script: string, options: StartOptions): JobProcess {
-  const child = spawn('bash', [script], { cwd: options.cwd, env: options.env, detached: true, stdio: ['ignore', 'pipe', 'pipe'], shell: false });
+  const [cmd, args] = options.command ? [options.command.command, options.command.args] : ['bash', [script]];
+  const child = spawn(cmd, args, { cwd: options.cwd, env: options.env, detached: true, stdio: ['ignore', 'pipe', 'pipe'], shell: false });
   const exited = new Promise<JobExit>((resolve, reject) => {
     child.once('error', reject);
     // When bash ends, whatever it left running in its group ends too (as a container would),

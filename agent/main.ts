@@ -10,6 +10,8 @@ import { openBackend } from '../common/backend.js';
 import { GC_GRACE_MS, collectGarbage, localTargets } from '../common/gc.js';
 import { orphanGraceMs } from '../common/orphans.js';
 import { Agent } from './worker.js';
+import { baseEnv } from './environment.js';
+import { detectSandbox } from './sandbox.js';
 import { Imds } from './imds.js';
 import { watchSpot } from './spot-watch.js';
 import type { InstanceFacts } from '../common/runs.js';
@@ -51,17 +53,26 @@ async function main(): Promise<number> {
   const setState = (state: 'idle' | 'busy'): Promise<void> =>
     backend.registry.write({ id: agentId, pid: process.pid, state, startedAt }).catch(() => undefined);
   const instance = imds && instanceId ? await instanceFacts(imds, instanceId) : undefined;
-  const jobEnv: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('DSTACK_') && v !== undefined) jobEnv[k] = v;
+  // Only the clean base (PATH, HOME, locale, proxy) of the agent's own environment reaches jobs.
+  const jobEnv = baseEnv(process.env);
 
+  const workRoot = join(backend.root, 'work', agentId);
+  const venvRoot = join(backend.root, 'venvs');
+  // The job sees neither the agent's credentials and state nor other jobs' folders; the venvs for `requirements` stay readable.
+  const sandbox = await detectSandbox(config.local.sandbox, process.env.PATH ?? '', {
+    hidden: [join(homedir(), '.aws'), join(homedir(), '.ssh'), home, join(backend.root, 'work')],
+    readOnly: [venvRoot],
+  });
+  log.log('info', sandbox ? `jobs run in a sandbox (${sandbox.bwrap})` : `jobs run without a sandbox (local.sandbox: ${config.local.sandbox}${config.local.sandbox === 'auto' ? ', bwrap not found or not working' : ''})`);
   const agent = new Agent({
     queue: backend.queue,
     store: backend.store,
     log,
     agentId,
     host: hostname(),
-    workRoot: join(backend.root, 'work', agentId),
-    venvRoot: join(backend.root, 'venvs'),
+    workRoot,
+    venvRoot,
+    ...(sandbox ? { sandbox } : {}),
     visibilityMs: config.local.visibilityTimeoutSec * 1000,
     heartbeatMs: Math.max(200, (config.local.visibilityTimeoutSec * 1000) / 3),
     tickMs: 250,

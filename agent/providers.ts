@@ -5,6 +5,7 @@ import { createServer } from 'node:net';
 import { JobFailedError } from '../common/errors.js';
 import { exec } from '../common/exec.js';
 import { substitute, type JobSpec } from '../common/spec/job-spec.js';
+import { baseEnv as cleanBase, buildJobEnv } from './environment.js';
 
 /** What the agent runs for a job: a bash script, in a directory, with an environment. */
 export interface PreparedRun {
@@ -19,8 +20,8 @@ const RUNNABLE = new Set(['bash', 'python']);
 
 /**
  * Prepares the bash and python providers: the interpreter the job asks for (as `python`, `python3`
- * and `pip` first on PATH), the job's environment, and the script of its commands under `set -e`.
- * `extraEnv` (the secrets) is merged last.
+ * and `pip` first on PATH), the job's environment (see environment.ts; `extraEnv` is the secrets), and
+ * the script of its commands under `set -e`.
  */
 export async function prepareRun(spec: JobSpec, jobDir: string, codeDir: string, baseEnv: NodeJS.ProcessEnv, extraEnv: Record<string, string> = {}): Promise<PreparedRun> {
   if (!RUNNABLE.has(spec.provider)) {
@@ -48,18 +49,18 @@ export async function prepareRun(spec: JobSpec, jobDir: string, codeDir: string,
   }
   // `${{ run.name }}` is filled in here, so that a restarted run sees its own name.
   const vars = { 'run.name': spec.runName };
-  const env: NodeJS.ProcessEnv = { ...baseEnv, ...substitute(spec.env, vars) };
-  env.PATH = [binDir, baseEnv.PATH ?? '/usr/bin:/bin'].join(delimiter);
-  env.RUN_NAME = spec.runName;
-  env.JOB_ID = spec.jobId;
-  env.PYTHONUNBUFFERED = '1';
-  for (let i = 0; i < spec.portCount; i++) {
-    const port = String(await freePort());
-    env[`PORT_${i}`] = port;
-    env[`JOB_PORT_${i}`] = port;
-  }
-  // The secrets (`extraEnv`) go last: a secret named like a workflow variable is the one the job sees.
-  Object.assign(env, extraEnv);
+  const ports: number[] = [];
+  for (let i = 0; i < spec.portCount; i++) ports.push(await freePort());
+  const env: NodeJS.ProcessEnv = buildJobEnv({
+    // Filtered again here: whatever the caller passes, only the base variables reach the job.
+    base: cleanBase(baseEnv),
+    workflowEnv: substitute(spec.env, vars),
+    binDir,
+    runName: spec.runName,
+    jobId: spec.jobId,
+    ports,
+    extraEnv,
+  });
   const script = join(jobDir, 'run.sh');
   await writeFile(script, ['set -e', ...substitute(spec.commands, vars), ''].join('\n'));
   const cwd = join(codeDir, spec.workingDir);

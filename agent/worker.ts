@@ -11,6 +11,7 @@ import { readJson, runKeys, settleRun, type AttemptRecord, type HostFacts, type 
 import type { JobSpec } from '../common/spec/job-spec.js';
 import { Attempt, finalRecord } from './attempt.js';
 import { Lease, type Clock } from './lease.js';
+import type { Sandbox } from './sandbox.js';
 
 export interface AgentOptions {
   queue: Queue;
@@ -34,10 +35,12 @@ export interface AgentOptions {
   /** The agent returns from `run()` after this long without a job. */
   idleTimeoutMs: number;
   maxAttempts: number;
-  /** The environment jobs start from. */
+  /** The environment jobs start from: only its base variables are used (see environment.ts). */
   jobEnv: NodeJS.ProcessEnv;
   /** Where the jobs' secrets are read from; none: jobs get no secrets. */
   secrets?: SecretStore;
+  /** Jobs run under bwrap when set (`local.sandbox`). */
+  sandbox?: Sandbox;
   /** How often `mount: true` artifacts are saved while a job runs. */
   artifactSyncMs: number;
   hostFacts: HostFacts;
@@ -297,6 +300,7 @@ export class Agent {
       artifactSyncMs: this.o.artifactSyncMs,
       signal: lease.signal,
       deadlineFile,
+      ...(this.o.sandbox ? { sandbox: this.o.sandbox } : {}),
       log,
     });
     let result;

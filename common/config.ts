@@ -8,6 +8,8 @@ import { ConfigError, errnoCode, formatProblem } from './errors.js';
 export const BACKENDS = ['local', 'aws'] as const;
 /** Backend aws: who runs the agents (see `aws.agents`). */
 export const AGENT_MODES = ['ec2', 'local', 'none'] as const;
+/** `local.sandbox`: `auto` runs local jobs under bubblewrap when it works, `off` never. */
+export const SANDBOX_MODES = ['auto', 'off'] as const;
 
 const LocalSchema = z.strictObject({
   /** Local agents (and so jobs) that may run at once. */
@@ -24,6 +26,11 @@ const LocalSchema = z.strictObject({
   artifactSyncSec: z.number().min(1).max(3600).default(30),
   /** `dstack run` warns, naming the biggest, when the untracked files it uploads add up to more than this. */
   untrackedWarnBytes: z.number().int().min(0).default(100 * 1024 * 1024),
+  /**
+   * Local jobs run under bubblewrap: `auto` when `bwrap` is installed and works, `off` never. The
+   * sandbox hides ~/.aws, ~/.ssh, DSTACK_HOME and other jobs' folders, and keeps the host read-only.
+   */
+  sandbox: z.enum(SANDBOX_MODES).default('auto'),
 });
 
 const AwsSchema = z.strictObject({

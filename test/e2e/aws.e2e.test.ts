@@ -73,7 +73,7 @@ describe('e2e: backend aws on fauxqs, agents as local processes', function () {
     expect(c.stdout).to.match(/^Saved .*config\.yaml \(backend aws: bucket dstack-[0-9a-f]+ in us-east-1, queues q-[0-9a-f]+-jobs\(-dlq\)\)\.\n$/);
     // Short leases so that a killed agent's job comes back quickly.
     const file = join(home, 'config.yaml');
-    const text = readFileSync(file, 'utf8').replace('local:\n', 'local:\n  visibilityTimeoutSec: 3\n  agentIdleTimeoutSec: 30\n  stopGraceSec: 1\n');
+    const text = readFileSync(file, 'utf8').replace('local:\n', 'local:\n  visibilityTimeoutSec: 3\n  agentIdleTimeoutSec: 30\n  stopGraceSec: 1\n  sandbox: off\n');
     await import('node:fs/promises').then((fs) => fs.writeFile(file, text));
   });
   after(async () => {

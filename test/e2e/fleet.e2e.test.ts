@@ -17,7 +17,8 @@ ${checkpointingWorkflow(12, true)}  - name: sleepy
     provider: bash
     commands:
       - echo "taking the agent down"
-      - kill -9 $PPID
+      # The agent is the nearest node above the job's shell (under the local sandbox, bwrap is between).
+      - p=$PPID; while [ "$(cat /proc/$p/comm)" != node ]; do p=$(cut -d' ' -f4 /proc/$p/stat); done; kill -9 $p
   - name: hello
     provider: bash
     commands: [echo hello]

@@ -29,7 +29,8 @@ describe('e2e: a stalled agent loses its job', function () {
   let scratch: string;
   beforeEach(() => {
     repo = makeRepo({ '.dstack/workflows.yaml': WORKFLOWS });
-    home = makeHome({ visibilityTimeoutSec: LEASE_SEC, maxParallelJobs: 1 });
+    // sandbox off: the job writes its marker into the test's scratch folder, outside its own.
+    home = makeHome({ visibilityTimeoutSec: LEASE_SEC, maxParallelJobs: 1, sandbox: 'off' });
     scratch = tempDir('scratch');
   });
   afterEach(async () => {

@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { appendFileSync, existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { dstack, killAgents, makeHome, makeRepo, removeAll, spawnCli, tempDir, waitFor, type SpawnedCli } from '../support/cli.js';
 import { alive } from '../support/process.js';
@@ -51,6 +51,14 @@ function startAttached(args: string[], cwd: string, home: string, env: Record<st
   return spawnCli(['run', ...args], { cwd, home, env });
 }
 
+/**
+ * The \`slow\` job writes markers into the test's scratch folder, outside its own folder, which the
+ * sandbox (on by default where bwrap works) keeps read-only and hidden behind a private /tmp.
+ */
+function sandboxOff(home: string): void {
+  appendFileSync(join(home, 'config.yaml'), '  sandbox: off\n');
+}
+
 function runNameFrom(stderr: string): string | undefined {
   return /Run ([a-z]+-[a-z]+-\d+)/.exec(stderr)?.[1];
 }
@@ -71,6 +79,7 @@ describe('e2e: agent failure, stop, detach and rm', function () {
   });
 
   it('kill -9 of the agent mid-job: another agent finishes the job, once', async () => {
+    sandboxOff(home);
     const marker = join(scratch, 'marker.txt');
     const run = startAttached(['slow'], repo, home, { MARKER: marker });
     const name = await waitFor(() => runNameFrom(run.out.stderr), 10_000, 'the run name');
@@ -164,6 +173,7 @@ describe('e2e: agent failure, stop, detach and rm', function () {
   });
 
   it('logs -f follows a running job to its end', async () => {
+    sandboxOff(home);
     const sub = await dstack(['run', '-d', 'slow'], { cwd: repo, home, env: { MARKER: join(scratch, 'm2') } });
     const name = /Run ([a-z]+-[a-z]+-\d+)/.exec(sub.stdout)?.[1] ?? '';
     const follow = await dstack(['logs', name, '-f'], { cwd: repo, home });

@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { appendFileSync, existsSync, lstatSync, mkdirSync, readFileSync, truncateSync, readdirSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, truncateSync, readdirSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { dstack, killAgents, makeHome, makeRepo, removeAll, tempDir } from '../support/cli.js';
 
@@ -37,7 +37,8 @@ describe('e2e: nothing escapes its folder (artifact paths, links, code capture)'
   let outside: string;
   const run = (args: string[], cwd = repo) => dstack(args, { cwd, home });
   before(() => {
-    outside = tempDir('outside');
+    // Not under /tmp, which the local sandbox replaces with the job's own: the links job reads through its links.
+    outside = mkdtempSync(join('/var/tmp', 'dstack-outside-'));
     writeFileSync(join(outside, 'secret.txt'), 'the secret 7f3a9c\n');
     writeFileSync(join(outside, 'shared.txt'), 'shared outside the repo\n');
     repo = makeRepo({

@@ -1,0 +1,76 @@
+import { constants } from 'node:fs';
+import { access, lstat, mkdir, realpath } from 'node:fs/promises';
+import { isAbsolute } from 'node:path';
+import { exec } from '../common/exec.js';
+import type { SANDBOX_MODES } from '../common/config.js';
+import type { JobSpec } from '../common/spec/job-spec.js';
+
+/** `local.sandbox`: `auto` runs local jobs under bubblewrap when it works on this machine; `off` never. */
+export type SandboxMode = (typeof SANDBOX_MODES)[number];
+
+/** What the agent's sandbox hides and keeps read-only, for every job; decided once, at agent start. */
+export interface Sandbox {
+  /** The bwrap binary. */
+  bwrap: string;
+  /** Hidden under an empty tmpfs (folders) or /dev/null (files): ~/.aws, ~/.ssh, DSTACK_HOME, the agents' work folders. */
+  hidden: string[];
+  /** Shown again, read-only, inside what is hidden: the venv cache. */
+  readOnly: string[];
+}
+
+/** A command line that runs `bash SCRIPT` in the job's sandbox. */
+export interface SandboxedCommand {
+  command: string;
+  args: string[];
+}
+
+/**
+ * The sandbox this agent can use: with `auto`, bwrap on PATH that starts (user namespaces may be
+ * off), and an `env` that can ignore SIGTERM (coreutils 8.31+); `undefined` when off or unavailable.
+ */
+export async function detectSandbox(mode: SandboxMode, path: string, o: Omit<Sandbox, 'bwrap'>): Promise<Sandbox | undefined> {
+  if (mode === 'off') return undefined;
+  for (const dir of path.split(':').filter((d) => d.length > 0)) {
+    const bwrap = `${dir}/bwrap`;
+    if (!(await access(bwrap, constants.X_OK).then(() => true, () => false))) continue;
+    const probe = await exec('env', ['--ignore-signal=TERM', bwrap, '--ro-bind', '/', '/', '--dev', '/dev', '--proc', '/proc', '--die-with-parent', '--', 'true']).catch(
+      () => undefined,
+    );
+    if (probe?.code === 0) return { bwrap, ...o };
+  }
+  return undefined;
+}
+
+/**
+ * `bash SCRIPT` under bwrap: the host read-only, its own /dev, /proc and /tmp, the hidden paths
+ * hidden, and the job's folder and its absolute artifact paths writable (created when missing, if
+ * the agent can). The network is shared. bwrap ignores SIGTERM (through `env`), so a SIGTERM to the
+ * job's group reaches only the job, which may trap it and exit in its own time; the job starts with
+ * SIGTERM's default action again. bwrap exits with the job's code, and dies with the agent.
+ */
+export async function sandboxed(s: Sandbox, script: string, jobDir: string, spec: Pick<JobSpec, 'artifacts' | 'pinnedDeps'>): Promise<SandboxedCommand> {
+  const args = ['--ignore-signal=TERM', s.bwrap, '--die-with-parent', '--ro-bind', '/', '/', '--dev', '/dev', '--proc', '/proc', '--tmpfs', '/tmp'];
+  for (const path of s.hidden) {
+    const real = await realpath(path).catch(() => undefined);
+    if (real === undefined) continue;
+    args.push(...((await lstat(real)).isDirectory() ? ['--tmpfs', real] : ['--ro-bind', '/dev/null', real]));
+  }
+  for (const path of s.readOnly) {
+    const real = await realpath(path).catch(() => undefined);
+    if (real !== undefined) args.push('--ro-bind', real, real);
+  }
+  const writable = [jobDir];
+  // A declared absolute artifact (a conda env, say) is the job's to write, and a dep's absolute
+  // artifact was restored at its path for the job to use, as they are without the sandbox.
+  const absolute = [...spec.artifacts.map((a) => a.path), ...spec.pinnedDeps.flatMap((d) => d.artifacts.map((a) => a.path))].filter((p) => isAbsolute(p));
+  for (const path of new Set(absolute)) {
+    await mkdir(path, { recursive: true }).catch(() => undefined);
+    writable.push(path);
+  }
+  for (const path of writable) {
+    const real = await realpath(path).catch(() => undefined);
+    if (real !== undefined) args.push('--bind', real, real);
+  }
+  const realScript = await realpath(script);
+  return { command: 'env', args: [...args, '--', 'env', '--default-signal=TERM', 'bash', realScript] };
+}
