@@ -19,7 +19,7 @@ interface Runnable {
 const OWN_RUNNABLE: Record<string, Runnable> = {
   'bash.yaml:hello': { expect: /^Hello, fixtures!$/m },
   'bash.yaml:one-string': { expect: /^first\nsecond$/m },
-  'bash.yaml:env-list': { env: { FIXTURE_BARE: 'from the shell' }, expect: /^GREETING=hi there\nFIXTURE_BARE=from the shell$/m },
+  'bash.yaml:env-list': { env: { FIXTURE_BARE: 'from the shell' }, expect: /^GREETING=hi there\nFIXTURE_BARE=\*\*\*\nFIXTURE_BARE_LEN=14$/m },
   'bash.yaml:env-map': { expect: /^COUNT=3 MODE=fast$/m },
   'bash.yaml:in-subdir': { files: { 'sub/dir/here.txt': 'read from sub/dir\n' }, expect: /^read from sub\/dir$/m },
   'bash.yaml:args': { args: ['-l', 'Hello, world!'], expect: /^\[-l\]\n\[Hello, world!\]\nrun [a-z]+-[a-z]+-\d+$/m },
