@@ -11,7 +11,8 @@ export const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/
 
 /**
  * What a job takes from the agent's environment, by name, when set: who and where it runs as, its
- * locale, and how it reaches the network (a proxy, the CA certificates to trust). PATH is the agent's, because the Python lookup
+ * locale, how it reaches the network (a proxy, the CA certificates to trust), and the machine's
+ * Python/Conda/CUDA setup. PATH is the agent's, because the Python lookup
  * searches it: the job finds the same interpreters and tools.
  */
 export const BASE_VARS = [
@@ -34,6 +35,12 @@ export const BASE_VARS = [
   'SSL_CERT_FILE',
   'SSL_CERT_DIR',
   'REQUESTS_CA_BUNDLE',
+  // The Python, Conda and CUDA setup of the machine (the AMI's unit sets PIP_CACHE_DIR, so jobs share one pip cache).
+  'PIP_CACHE_DIR',
+  'CONDA_PKGS_DIRS',
+  'CONDA_ENVS_PATH',
+  'CUDA_HOME',
+  'LD_LIBRARY_PATH',
 ] as const;
 
 /** The clean base of every job's environment, from the agent's environment. */

@@ -7,6 +7,7 @@ import { dstack, killAgents, makeHome, makeRepo, removeAll, tempDir, waitFor } f
 /** What a job may find in its environment: the README's lists. */
 const BASE = ['PATH', 'HOME', 'USER', 'LOGNAME', 'SHELL', 'LANG', 'LANGUAGE', 'LC_ALL', 'LC_CTYPE', 'TZ'];
 const NETWORK = ['http_proxy', 'https_proxy', 'no_proxy', 'HTTP_PROXY', 'HTTPS_PROXY', 'NO_PROXY', 'SSL_CERT_FILE', 'SSL_CERT_DIR', 'REQUESTS_CA_BUNDLE'];
+const PYTHON_SETUP = ['PIP_CACHE_DIR', 'CONDA_PKGS_DIRS', 'CONDA_ENVS_PATH', 'CUDA_HOME', 'LD_LIBRARY_PATH'];
 const JOB_VARS = ['RUN_NAME', 'JOB_ID', 'PYTHONUNBUFFERED', 'VIRTUAL_ENV', 'PORT_0', 'JOB_PORT_0'];
 /** Set by bash itself for the commands it runs. */
 const SHELL_VARS = ['PWD', 'OLDPWD', 'SHLVL', '_'];
@@ -51,7 +52,7 @@ describe("e2e: a job's environment is its own", function () {
         .filter((e) => e.length > 0)
         .map((e) => [e.slice(0, e.indexOf('=')), e.slice(e.indexOf('=') + 1)] as const),
     );
-    const allowed = new Set([...BASE, ...NETWORK, ...JOB_VARS, ...SHELL_VARS, 'GREETING', 'WHO']);
+    const allowed = new Set([...BASE, ...NETWORK, ...PYTHON_SETUP, ...JOB_VARS, ...SHELL_VARS, 'GREETING', 'WHO']);
     expect([...vars.keys()].filter((k) => !allowed.has(k))).to.deep.equal([]);
     expect(vars.get('GREETING')).to.equal('hello');
     expect(vars.get('WHO')).to.equal(vars.get('RUN_NAME'));
