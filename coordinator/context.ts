@@ -1,4 +1,5 @@
 import type { DstackConfig } from '../common/config.js';
+import type { GcOptions } from '../common/gc.js';
 import type { Compute, Queue, Store } from '../common/ports.js';
 import type { SecretStore } from '../common/secrets.js';
 import type { Output } from './output.js';
@@ -14,6 +15,8 @@ export interface Context {
   /** Reads a secret value: a hidden prompt on a terminal, else all of stdin less one final newline. */
   readSecret?: (prompt: string) => Promise<string>;
   compute: Compute;
+  /** What `dstack gc` cleans on this machine besides the Store (work folders, temp dirs), from the open backend. */
+  gcTargets: () => Promise<Pick<GcOptions, 'workRoot' | 'liveAgents' | 'tempDirs'>>;
   out: Output;
   cwd: string;
   /** This build's version, recorded with every run. */

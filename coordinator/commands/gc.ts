@@ -1,5 +1,4 @@
-import { openBackend } from '../../common/backend.js';
-import { collectGarbage, localTargets } from '../../common/gc.js';
+import { collectGarbage } from '../../common/gc.js';
 import { orphanGraceMs } from '../../common/orphans.js';
 import type { Context } from '../context.js';
 import { formatBytes } from '../output.js';
@@ -10,8 +9,7 @@ import { formatBytes } from '../output.js';
  * what it removed and the bytes freed.
  */
 export async function gcCommand(ctx: Context, o: { dryRun: boolean }): Promise<number> {
-  const backend = await openBackend(ctx.config);
-  const report = await collectGarbage({ store: ctx.store, ...localTargets(backend), orphanGraceMs: orphanGraceMs(ctx.config), dryRun: o.dryRun });
+  const report = await collectGarbage({ store: ctx.store, ...(await ctx.gcTargets()), orphanGraceMs: orphanGraceMs(ctx.config), dryRun: o.dryRun });
   const verb = o.dryRun ? 'would remove' : 'removed';
   for (const item of report.removed) ctx.out.line(`${verb} ${item.kind} ${item.what} (${formatBytes(item.sizeBytes)})`);
   // Unreferenced blobs and manifests go only at a second sweep (common/gc.ts); say which wait, and until when.

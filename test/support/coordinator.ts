@@ -32,6 +32,7 @@ export async function coordinatorContext(o: { configYaml: string; home: string; 
     config,
     queueFor: backend.queueFor,
     store: backend.store,
+    gcTargets: async () => (await import('../../common/gc.js')).localTargets(backend),
     compute: o.compute,
     out: captureOutput(),
     cwd: o.cwd,
