@@ -65,7 +65,8 @@ async function main(): Promise<number> {
   });
   log.log('info', sandbox ? `jobs run in a sandbox (${sandbox.bwrap})` : `jobs run without a sandbox (local.sandbox: ${config.local.sandbox}${config.local.sandbox === 'auto' ? ', bwrap not found or not working' : ''})`);
   const agent = new Agent({
-    queue: backend.queue,
+    // With `aws.agents: local` this is the queue of the agent's owner (the ARN of its credentials).
+    queue: await backend.queueFor('default'),
     store: backend.store,
     log,
     agentId,

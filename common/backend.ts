@@ -6,13 +6,20 @@ import { LocalStore } from './local/local-store.js';
 import type { Queue, Store } from './ports.js';
 import { LocalSecretStore } from './local/local-secrets.js';
 import type { SecretStore } from './secrets.js';
+import { localOwner, once, ownerQueueId } from './owner.js';
 
 /** The transports a process uses, plus the local directory for agents, their logs and work. */
 export interface Backend {
   /** The default queue: the one local agents (and agents started by hand) serve. */
   queue: Queue;
-  /** The queue of one placement profile; `default`, and every profile outside EC2, is `queue`. */
+  /**
+   * The queue of one placement profile; `default`, and every profile outside EC2, is `queue`, except
+   * with `aws.agents: local`: there every profile is the owner's own queue (see `openBackend`), and
+   * an agent serves `queueFor('default')`.
+   */
   queueFor: (profileId: string) => Promise<Queue>;
+  /** Who this process acts as: the caller's ARN on AWS (asked of STS once, when first needed), `user@host` locally. */
+  owner: () => Promise<string>;
   store: Store;
   registry: LocalAgentRegistry;
   /**
@@ -32,11 +39,23 @@ export async function openBackend(config: DstackConfig): Promise<Backend> {
     const { awsSettings, openAws } = await import('./aws/index.js');
     const { queue, store, queueFor } = await openAws(awsSettings(config.aws, maxReceives(config), join(config.home, 'config.yaml')));
     const secrets = config.aws?.agents === 'local' ? { secrets: new LocalSecretStore(join(root, 'secrets')) } : {};
-    return { queue, store, registry, root, ...secrets, queueFor: config.aws?.agents === 'ec2' ? queueFor : () => Promise.resolve(queue) };
+    const aws = config.aws;
+    const owner = once(async () => {
+      const { callerArn } = await import('./aws/identity.js');
+      return callerArn({ region: aws?.region ?? 'us-east-1', ...(aws?.profile ? { profile: aws.profile } : {}), ...(aws?.endpoints?.sts ? { endpoint: aws.endpoints.sts } : {}) });
+    });
+    // `agents: local`: each owner's jobs go to a queue of its own (`<queuePrefix>-u<hash of the ARN>-jobs`), which
+    // only that owner's agents serve, so users sharing a bucket and queue prefix never run each other's jobs.
+    // `agents: ec2` keeps one queue per profile for every owner of the account: the fleet is the account's,
+    // its instances run whoever's jobs, and they hold no user's credentials. `none` serves the shared queue.
+    const ownQueue = once(async () => queueFor(ownerQueueId(await owner())));
+    const byMode = { ec2: queueFor, local: () => ownQueue(), none: () => Promise.resolve(queue) };
+    return { queue, store, registry, root, ...secrets, owner, queueFor: byMode[aws?.agents ?? 'ec2'] };
   }
   const queue = new LocalQueue({ root: join(root, 'queues'), name: 'jobs', maxReceives: maxReceives(config), pollMs: 250 });
   const secrets = new LocalSecretStore(join(root, 'secrets'));
-  return { root, registry, queue, secrets, queueFor: () => Promise.resolve(queue), store: new LocalStore(join(root, 'store')) };
+  const owner = localOwner();
+  return { root, registry, queue, secrets, owner: () => Promise.resolve(owner), queueFor: () => Promise.resolve(queue), store: new LocalStore(join(root, 'store')) };
 }
 
 /**

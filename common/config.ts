@@ -40,8 +40,8 @@ const AwsSchema = z.strictObject({
   /** Queues are `<queuePrefix>-jobs` and `<queuePrefix>-jobs-dlq`. */
   queuePrefix: z.string().regex(/^[A-Za-z0-9_-]{1,60}$/).default('dstack'),
   subnet: z.string().min(1).optional(),
-  /** For S3-compatible stores and emulators. */
-  endpoints: z.strictObject({ sqs: z.url().optional(), s3: z.url().optional() }).optional(),
+  /** For S3-compatible stores and emulators; `sts` answers GetCallerIdentity, which names the owner of runs. */
+  endpoints: z.strictObject({ sqs: z.url().optional(), s3: z.url().optional(), sts: z.url().optional() }).optional(),
   /** SQS's 12-hour visibility cap; a lease near it is handed over (see SqsQueue). Lower only to test the hand-over. */
   visibilityCapSec: z.number().int().min(5).max(43200).default(43200),
   /** The most EC2 instances the fleet may run. */

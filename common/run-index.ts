@@ -5,12 +5,14 @@ import type { FinalRecord, FinalStatus, RunRecord } from './runs.js';
  * The run index: what `ps` shows about a run is encoded in the keys of two empty objects, as dstack
  * 0.0.14 did, so a listing (1,000 keys a page on S3) is enough and no run's objects are read.
  *
- *   repos/<repo>/index/submitted/<submittedAt>,<run>,<workflow>,<maxAttempts>
+ *   repos/<repo>/index/submitted/<submittedAt>,<run>,<workflow>,<maxAttempts>[,<owner>]
  *   repos/<repo>/index/ended/<run>,<status>,<attempt>,<exitCode>,<reason>
  *
  * Values are URI-encoded, so `,` never occurs inside one. The submitted key is written right after
  * the run name is reserved; the ended key right after the final status is created. Only a run with
  * no ended key is read in full, and a reader that finds it finished writes the missing key.
+ * The owner field (absent in keys written before owners existed) is for display: it may be cut
+ * short, so decisions about who may stop or remove a run read the run record.
  */
 export const indexKeys = {
   submitted: (repoId: string): string => `repos/${repoId}/index/submitted/`,
@@ -23,6 +25,8 @@ export interface RunSummary {
   workflow: string;
   submittedAt: string;
   maxAttempts: number;
+  /** Who submitted it, as the index has it (cut short past 90 encoded characters); undefined in older keys. */
+  owner?: string;
   /** Set once the run has ended. */
   ended: { status: FinalStatus; attempt: number | null; exitCode: number | null; reason: string } | null;
 }
@@ -38,10 +42,13 @@ function encode(value: string, maxChars: number): string {
   return encoded;
 }
 
-type Submitted = Pick<RunRecord, 'submittedAt' | 'runName' | 'workflow' | 'maxAttempts'>;
+type Submitted = Pick<RunRecord, 'submittedAt' | 'runName' | 'workflow' | 'maxAttempts' | 'owner'>;
 
 export function submittedKey(repoId: string, run: Submitted): string {
-  return `${indexKeys.submitted(repoId)}${[run.submittedAt, run.runName, encode(run.workflow, 100), String(run.maxAttempts)].join(',')}`;
+  const fields = [run.submittedAt, run.runName, encode(run.workflow, 100), String(run.maxAttempts)];
+  // A run without an owner keeps the four-field key of older versions, so it is found again by `rm` and gc.
+  if (run.owner !== undefined) fields.push(encode(run.owner, 90));
+  return `${indexKeys.submitted(repoId)}${fields.join(',')}`;
 }
 
 export function endedKey(repoId: string, runName: string, final: FinalRecord): string {
@@ -65,9 +72,16 @@ export async function listSummaries(store: Store, repoId: string): Promise<RunSu
   }
   const out: RunSummary[] = [];
   for (const o of submitted) {
-    const [submittedAt, runName, workflow, maxAttempts] = o.key.slice(indexKeys.submitted(repoId).length).split(',');
+    const [submittedAt, runName, workflow, maxAttempts, owner] = o.key.slice(indexKeys.submitted(repoId).length).split(',');
     if (!submittedAt || !runName) continue;
-    out.push({ runName, submittedAt, workflow: decode(workflow ?? ''), maxAttempts: Number(maxAttempts ?? 0), ended: endedByRun.get(runName) ?? null });
+    out.push({
+      runName,
+      submittedAt,
+      workflow: decode(workflow ?? ''),
+      maxAttempts: Number(maxAttempts ?? 0),
+      ...(owner ? { owner: decode(owner) } : {}),
+      ended: endedByRun.get(runName) ?? null,
+    });
   }
   return out.reverse();
 }

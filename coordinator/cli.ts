@@ -238,10 +238,11 @@ export function buildCli(argv: string[], deps: CliDeps): { parse: () => Promise<
           .positional('run', { type: 'string' })
           .option('all', { alias: 'a', type: 'boolean', describe: 'Stop every unfinished run' })
           .option('abort', { alias: 'x', type: 'boolean', describe: 'Kill at once (SIGKILL) instead of stopping gracefully' })
-          .option('yes', { alias: 'y', type: 'boolean', describe: 'Do not ask for confirmation' }),
+          .option('yes', { alias: 'y', type: 'boolean', describe: 'Do not ask for confirmation' })
+          .option('force', { type: 'boolean', describe: "Stop another owner's run (-a: other owners' runs too)" }),
       async (a) => {
         const { stopCommand } = await import('./commands/stop.js');
-        code = await stopCommand(await ctx(), { run: a.run, all: a.all ?? false, abort: a.abort ?? false, yes: a.yes ?? false });
+        code = await stopCommand(await ctx(), { run: a.run, all: a.all ?? false, abort: a.abort ?? false, yes: a.yes ?? false, force: a.force ?? false });
       },
     )
     .command(
@@ -252,7 +253,7 @@ export function buildCli(argv: string[], deps: CliDeps): { parse: () => Promise<
           .positional('run', { type: 'string' })
           .option('all', { alias: 'a', type: 'boolean', describe: 'Delete every finished run' })
           .option('yes', { alias: 'y', type: 'boolean', describe: 'Do not ask for confirmation' })
-          .option('force', { type: 'boolean', describe: 'Delete a run that tags point to, and those tags' }),
+          .option('force', { type: 'boolean', describe: "Delete a run that tags point to (and those tags), or another owner's run" }),
       async (a) => {
         const { rmCommand } = await import('./commands/rm.js');
         code = await rmCommand(await ctx(), { run: a.run, all: a.all ?? false, yes: a.yes ?? false, force: a.force ?? false });

@@ -10,6 +10,8 @@ export interface Context {
   /** The queue of a placement profile (`default` outside EC2). */
   queueFor: (profileId: string) => Promise<Queue>;
   store: Store;
+  /** Who runs this CLI: the caller's ARN on AWS (STS, asked once and only when a command needs it), `user@host` locally. */
+  owner: () => Promise<string>;
   /** The secret store; undefined where the backend has none yet (AWS with EC2 agents). */
   secrets?: SecretStore;
   /** Reads a secret value: a hidden prompt on a terminal, else all of stdin less one final newline. */

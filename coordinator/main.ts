@@ -68,6 +68,7 @@ async function makeContext(out: Output): Promise<Context> {
     config,
     queueFor: backend.queueFor,
     store: backend.store,
+    owner: backend.owner,
     gcTargets: async () => (await import('../common/gc.js')).localTargets(backend),
     ...(backend.secrets ? { secrets: backend.secrets } : {}),
     readSecret: (prompt) => readSecretValue(process.stdin, process.stderr, prompt),

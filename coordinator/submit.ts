@@ -45,6 +45,7 @@ export async function submitRun(ctx: Context, input: SubmitInput): Promise<Submi
   // recorded but never queued is then a few store writes and the send.
   await rememberProfile(ctx, placement);
   const queue = await ctx.queueFor(placement.profileId);
+  const owner = await ctx.owner();
   const record = await createRun(ctx.store, (runName) => {
     const spec = input.spec(runName, jobId);
     if (spec.cache) spec.cacheKey = cacheKey(spec);
@@ -60,6 +61,7 @@ export async function submitRun(ctx: Context, input: SubmitInput): Promise<Submi
       toolVersion: ctx.toolVersion,
       placement,
       marksEnqueued: true,
+      owner,
       ...(input.restartOf ? { restartOf: input.restartOf } : {}),
       ...(input.tag ? { tag: input.tag } : {}),
     };

@@ -51,6 +51,12 @@ export const RunRecordSchema = z.object({
    * marker nor an attempt, past a grace, was never queued (its CLI died) and is settled as failed.
    */
   marksEnqueued: z.boolean().optional(),
+  /**
+   * Who submitted it: on AWS the caller's ARN (STS GetCallerIdentity), locally `user@host`. Absent
+   * in records written before owners existed: such a run has an unknown owner, and anyone may stop
+   * or remove it.
+   */
+  owner: z.string().min(1).optional(),
 });
 export type RunRecord = z.infer<typeof RunRecordSchema>;
 

@@ -6,6 +6,7 @@ import type { Context } from '../context.js';
 import { ago } from '../output.js';
 import { reconcileQuietly } from '../submit.js';
 import { orphanGraceMs, settleOrphans } from '../../common/orphans.js';
+import { ownerLabel } from '../../common/owner.js';
 
 export interface PsOptions {
   run: string | undefined;
@@ -49,16 +50,23 @@ export async function psCommand(ctx: Context, o: PsOptions): Promise<number> {
     ctx.out.line('No runs yet in this repo. Start one with `dstack run WORKFLOW`.');
     return 0;
   }
-  const header = ['RUN', 'WORKFLOW', 'SUBMITTED', 'STATUS', 'ATTEMPT'];
+  // The owner column appears once the listed runs have more than one known owner (a shared bucket).
+  const ownerOf = (r: RunRow): string | undefined => r.view?.record.owner ?? r.summary.owner;
+  const owners = new Set(rows.flatMap((r) => ownerOf(r) ?? []));
+  const byOwner = owners.size > 1;
+  const header = ['RUN', 'WORKFLOW', ...(byOwner ? ['OWNER'] : []), 'SUBMITTED', 'STATUS', 'ATTEMPT'];
   // The fleet columns appear once any listed run has run on EC2 (or the fleet simulator).
   const fleet = rows.some((r) => r.view?.attempts.some((a) => a.instance));
   if (fleet) header.push('INSTANCE', 'HEARTBEAT', 'COST');
   header.push('REASON');
   ctx.out.table(
     header,
-    rows.map(({ summary: s, status, view }) => {
+    rows.map((row) => {
+      const { summary: s, status, view } = row;
       const attempt = view ? view.attempts.length : (s.ended?.attempt ?? 0);
-      const cells = [s.runName, s.workflow, ago(s.submittedAt, now), capitalize(status), attempt === 0 ? '-' : `${attempt} of ${s.maxAttempts}`];
+      const owner = ownerOf(row);
+      const cells = [s.runName, s.workflow, ...(byOwner ? [owner === undefined ? '-' : ownerLabel(owner)] : [])];
+      cells.push(ago(s.submittedAt, now), capitalize(status), attempt === 0 ? '-' : `${attempt} of ${s.maxAttempts}`);
       if (fleet) cells.push(...fleetCells(view, status, now));
       cells.push(view?.final?.reason ?? s.ended?.reason ?? '');
       return cells;
@@ -92,9 +100,9 @@ export function runCost(view: RunView, now: number): number | null {
 }
 
 function summaryOf(view: RunView): RunSummary {
-  const { runName, workflow, submittedAt, maxAttempts } = view.record;
+  const { runName, workflow, submittedAt, maxAttempts, owner } = view.record;
   const f = view.final;
-  return { runName, workflow, submittedAt, maxAttempts, ended: f ? { status: f.status, attempt: f.attempt, exitCode: f.exitCode, reason: f.reason ?? '' } : null };
+  return { runName, workflow, submittedAt, maxAttempts, ...(owner ? { owner } : {}), ended: f ? { status: f.status, attempt: f.attempt, exitCode: f.exitCode, reason: f.reason ?? '' } : null };
 }
 
 /** The run's whole record: what reproduces it (code, spec, pinned deps, overrides) and what happened. */
@@ -102,6 +110,8 @@ function toJson(r: RunView): Record<string, unknown> {
   return {
     runName: r.record.runName,
     workflow: r.record.workflow,
+    // null for runs recorded before owners existed.
+    owner: r.record.owner ?? null,
     status: r.status,
     submittedAt: r.record.submittedAt,
     startedAt: r.attempts[0]?.startedAt ?? null,

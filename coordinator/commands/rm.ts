@@ -1,34 +1,42 @@
 import { UsageError } from '../../common/errors.js';
 import { CorruptRecordError } from '../../common/records/read.js';
-import { TagRecordSchema } from '../../common/records/runs.js';
+import { RunRecordSchema, TagRecordSchema } from '../../common/records/runs.js';
 import { indexKeysByName, indexKeysOf } from '../../common/run-index.js';
 import { isFinished, listRuns, loadRun, mayBeRunning, readJson, runKeys, type RunRecord } from '../../common/runs.js';
 import type { Store } from '../../common/ports.js';
 import { repoInfo } from '../code-capture.js';
 import type { Context } from '../context.js';
+import { refuseOthers, splitByOwner } from '../owners.js';
 
 export interface RmOptions {
   run: string | undefined;
   all: boolean;
   yes: boolean;
-  /** Delete runs that tags point to, and those tags with them. */
+  /** Delete runs that tags point to, and those tags with them, and other owners' runs. */
   force?: boolean;
 }
 
 /** What rm needs of a run: its name, and the record fields its index keys are made of unless the record is damaged. */
-type Target = { runName: string; indexed: Pick<RunRecord, 'runName' | 'submittedAt' | 'workflow' | 'maxAttempts'> | null };
+type Target = { runName: string; indexed: Pick<RunRecord, 'runName' | 'submittedAt' | 'workflow' | 'maxAttempts' | 'owner'> | null; owner?: string | undefined };
 
-/** `dstack rm (RUN | -a) [-y] [--force]`: deletes finished runs, their records and logs (also runs whose records are damaged); a tagged run only with --force. */
+/**
+ * `dstack rm (RUN | -a) [-y] [--force]`: deletes finished runs, their records and logs (also runs
+ * whose records are damaged); a tagged run, or another owner's run, only with --force (-a leaves
+ * other owners' runs alone).
+ */
 export async function rmCommand(ctx: Context, o: RmOptions): Promise<number> {
   if (!o.run && !o.all) throw new UsageError('name a run or use --all: dstack rm (RUN | -a) [-y] [--force]');
   const info = await repoInfo(ctx.cwd);
   const repoId = info.repoId;
   let targets: Target[];
   if (o.run) {
-    targets = [await oneTarget(ctx, repoId, o.run)];
+    targets = [await oneTarget(ctx, repoId, o.run, o.force ?? false)];
   } else {
     const rows = await listRuns(ctx.store, repoId, { onCorrupt: (e) => ctx.out.note(`warning: ${e.message}; remove that run by name`) });
-    targets = rows.filter((r) => isFinished(r.status)).map((r) => ({ runName: r.summary.runName, indexed: r.summary }));
+    const finished = await Promise.all(rows.filter((r) => isFinished(r.status)).map((r) => withOwner(ctx.store, repoId, { runName: r.summary.runName, indexed: r.summary })));
+    const { mine, others } = await splitByOwner(ctx, finished, o.force ?? false);
+    if (others.length > 0) ctx.out.note(`Leaving ${others.length} run(s) of other owners alone (add --force to delete them too).`);
+    targets = mine;
   }
   if (targets.length === 0) {
     ctx.out.line('No finished runs to delete.');
@@ -77,10 +85,25 @@ async function tagsByRun(store: Store, repoId: string, onCorrupt: (e: CorruptRec
   return out;
 }
 
-/** The named run, if it is finished; a run with a damaged record is named in one line, and may go unless it may still be running. */
-async function oneTarget(ctx: Context, repoId: string, run: string): Promise<Target> {
+/**
+ * The target with its owner from its record: the index may hold a shortened owner. Runs indexed
+ * without one were recorded before owners existed, and their records have none either.
+ */
+async function withOwner(store: Store, repoId: string, t: Target): Promise<Target> {
+  if (t.indexed?.owner === undefined) return t;
+  const record = await readJson(store, runKeys.record(repoId, t.runName), RunRecordSchema).catch((e: unknown) => {
+    if (e instanceof CorruptRecordError) return null;
+    throw e;
+  });
+  // A damaged record is kept by the owner the index names: -a never deletes what may be someone else's.
+  return { ...t, owner: record?.owner ?? t.indexed.owner };
+}
+
+/** The named run, if it is finished and the caller's (or --force); a run with a damaged record is named in one line, and may go unless it may still be running. */
+async function oneTarget(ctx: Context, repoId: string, run: string, force: boolean): Promise<Target> {
   try {
     const view = await loadRun(ctx.store, repoId, run);
+    await refuseOthers(ctx, view.record, 'delete', force);
     if (!isFinished(view.status)) throw new UsageError(`run ${run} is not finished yet: stop it first with \`dstack stop ${run}\``);
     return { runName: run, indexed: view.record };
   } catch (e) {

@@ -3,21 +3,36 @@ import { isFinished, listRuns, loadRun, readJson, runKeys, settleRun, type Final
 import { repoInfo } from '../code-capture.js';
 import type { Context } from '../context.js';
 import { FinalRecordSchema } from '../../common/records/runs.js';
+import { refuseOthers, splitByOwner } from '../owners.js';
 
 export interface StopOptions {
   run: string | undefined;
   all: boolean;
   abort: boolean;
   yes: boolean;
+  /** Stop other owners' runs too. */
+  force?: boolean;
 }
 
-/** `dstack stop (RUN | -a) [-x] [-y]`: a queued run is stopped at once; a running one gets SIGTERM (or SIGKILL with -x). */
+/**
+ * `dstack stop (RUN | -a) [-x] [-y] [--force]`: a queued run is stopped at once; a running one gets
+ * SIGTERM (or SIGKILL with -x). Another owner's run is refused, and left out of -a, unless --force.
+ */
 export async function stopCommand(ctx: Context, o: StopOptions): Promise<number> {
-  if (!o.run && !o.all) throw new UsageError('name a run or use --all: dstack stop (RUN | -a) [-x] [-y]');
+  if (!o.run && !o.all) throw new UsageError('name a run or use --all: dstack stop (RUN | -a) [-x] [-y] [--force]');
   const info = await repoInfo(ctx.cwd);
-  const targets = o.run
-    ? [await loadRun(ctx.store, info.repoId, o.run)]
-    : (await listRuns(ctx.store, info.repoId)).flatMap((r) => (r.view && !isFinished(r.status) ? [r.view] : []));
+  const force = o.force ?? false;
+  let targets: RunView[];
+  if (o.run) {
+    const view = await loadRun(ctx.store, info.repoId, o.run);
+    await refuseOthers(ctx, view.record, 'stop', force);
+    targets = [view];
+  } else {
+    const unfinished = (await listRuns(ctx.store, info.repoId)).flatMap((r) => (r.view && !isFinished(r.status) ? [r.view] : []));
+    const { mine, others } = await splitByOwner(ctx, unfinished.map((view) => ({ view, owner: view.record.owner })), force);
+    if (others.length > 0) ctx.out.note(`Leaving ${others.length} run(s) of other owners alone (add --force to stop them too).`);
+    targets = mine.map((t) => t.view);
+  }
   if (targets.length === 0) {
     ctx.out.line('No unfinished runs to stop.');
     return 0;

@@ -24,14 +24,15 @@ export function captureOutput(): Output & { text: () => string } {
   };
 }
 
-/** A coordinator in this process, with a Compute of the test's choice (the fleet simulator, a mocked EC2 fleet). */
-export async function coordinatorContext(o: { configYaml: string; home: string; cwd: string; compute: Compute }): Promise<Context & { config: DstackConfig; out: ReturnType<typeof captureOutput> }> {
+/** A coordinator in this process, with a Compute of the test's choice (the fleet simulator, a mocked EC2 fleet), acting as `owner` if given. */
+export async function coordinatorContext(o: { configYaml: string; home: string; cwd: string; compute: Compute; owner?: string }): Promise<Context & { config: DstackConfig; out: ReturnType<typeof captureOutput> }> {
   const config = parseConfig(o.configYaml, 'test config', o.home);
   const backend = await openBackend(config);
   return {
     config,
     queueFor: backend.queueFor,
     store: backend.store,
+    owner: o.owner === undefined ? backend.owner : () => Promise.resolve(o.owner ?? ''),
     gcTargets: async () => (await import('../../common/gc.js')).localTargets(backend),
     compute: o.compute,
     out: captureOutput(),

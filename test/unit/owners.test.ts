@@ -1,0 +1,180 @@
+import { expect } from 'chai';
+import { ConfigError, UsageError } from '../../common/errors.js';
+import { callerArn } from '../../common/aws/identity.js';
+import { ExternalAgents } from '../../common/local/local-compute.js';
+import { localOwner, ownerLabel, ownerQueueId } from '../../common/owner.js';
+import { RunRecordSchema } from '../../common/records/runs.js';
+import { loadRun, runKeys, settleRun } from '../../common/runs.js';
+import { listSummaries } from '../../common/run-index.js';
+import { openBackend } from '../../common/backend.js';
+import { parseConfig } from '../../common/config.js';
+import { repoInfo } from '../../coordinator/code-capture.js';
+import { psCommand } from '../../coordinator/commands/ps.js';
+import { rmCommand } from '../../coordinator/commands/rm.js';
+import { stopCommand } from '../../coordinator/commands/stop.js';
+import { makeRepo, removeAll, tempDir } from '../support/cli.js';
+import { coordinatorContext, submit } from '../support/coordinator.js';
+import { StsFake } from '../support/sts-fake.js';
+
+const ALICE = 'arn:aws:iam::111122223333:user/alice';
+const BOB = 'arn:aws:iam::111122223333:user/bob';
+
+type Ctx = Awaited<ReturnType<typeof coordinatorContext>>;
+
+describe('owners: ps shows them, stop and rm refuse another owner\'s run without --force', () => {
+  let repo: string;
+  let home: string;
+  let alice: Ctx;
+  let bob: Ctx;
+  beforeEach(async () => {
+    repo = makeRepo({ '.dstack/workflows.yaml': 'workflows:\n  - name: hi\n    provider: bash\n    commands: [echo hi]\n' });
+    home = tempDir('home');
+    // Two users of one store (a shared bucket): no agents, so submitted runs stay queued.
+    alice = await coordinatorContext({ configYaml: '', home, cwd: repo, compute: new ExternalAgents(), owner: ALICE });
+    bob = await coordinatorContext({ configYaml: '', home, cwd: repo, compute: new ExternalAgents(), owner: BOB });
+  });
+  afterEach(() => removeAll(repo, home));
+
+  const refusal = async (p: Promise<number>): Promise<Error> => {
+    const err = await p.then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).to.be.instanceOf(UsageError);
+    return err as Error;
+  };
+  const status = async (run: string): Promise<string> => (await loadRun(alice.store, (await repoInfo(repo)).repoId, run)).status;
+  /** Ends a run as done, as an agent would. */
+  const finish = async (run: string): Promise<void> =>
+    void (await settleRun(alice.store, (await repoInfo(repo)).repoId, run, { status: 'done', exitCode: 0, reason: null, finishedAt: new Date().toISOString(), attempt: 1 }));
+
+  it('every run records its owner; ps shows no OWNER column while all listed runs are one owner\'s, and --json always carries it', async () => {
+    const a = await submit(alice, 'hi');
+    const r = RunRecordSchema.parse(JSON.parse((await alice.store.get(runKeys.record((await repoInfo(repo)).repoId, a)))!.toString()));
+    expect(r.owner).to.equal(ALICE);
+    expect(await psCommand(alice, { run: undefined, all: false, json: false })).to.equal(0);
+    const table = alice.out.text().split('\n').filter((l) => l.startsWith('RUN'));
+    expect(table.at(-1)).to.not.contain('OWNER');
+    expect(await psCommand(alice, { run: undefined, all: false, json: true })).to.equal(0);
+    const json = JSON.parse(alice.out.text().trim().split('\n').at(-1)!) as Array<{ runName: string; owner: string | null }>;
+    expect(json.map((j) => [j.runName, j.owner])).to.deep.equal([[a, ALICE]]);
+  });
+
+  it('ps shows an OWNER column once two owners\' runs are listed, finished ones (from the index) included', async () => {
+    const a = await submit(alice, 'hi');
+    const b = await submit(bob, 'hi');
+    await finish(a);
+    await finish(b);
+    expect(await psCommand(alice, { run: undefined, all: true, json: false })).to.equal(0);
+    const lines = alice.out.text().trim().split('\n');
+    expect(lines.find((l) => l.startsWith('RUN'))).to.match(/^RUN {2}WORKFLOW {2}OWNER {2}SUBMITTED/);
+    expect(lines.find((l) => l.startsWith(a))).to.match(new RegExp(`^${a} {2}hi {2}user/alice {2}`));
+    expect(lines.find((l) => l.startsWith(b))).to.match(new RegExp(`^${b} {2}hi {2}user/bob {2}`));
+  });
+
+  it('stop of another owner\'s run is refused in one line naming the owner and --force; --force stops it', async () => {
+    const b = await submit(bob, 'hi');
+    const err = await refusal(stopCommand(alice, { run: b, all: false, abort: false, yes: true }));
+    expect(err.message).to.equal(`run ${b} belongs to ${BOB}, not to you (${ALICE}): add --force to stop it anyway`);
+    expect(await status(b)).to.equal('submitted');
+    expect(await stopCommand(alice, { run: b, all: false, abort: false, yes: true, force: true })).to.equal(0);
+    expect(await status(b)).to.equal('stopped');
+  });
+
+  it('stop -a stops only the caller\'s runs and says how many of other owners it left; with --force, all', async () => {
+    const a = await submit(alice, 'hi');
+    const b = await submit(bob, 'hi');
+    expect(await stopCommand(alice, { run: undefined, all: true, abort: false, yes: true })).to.equal(0);
+    expect(await status(a)).to.equal('stopped');
+    expect(await status(b)).to.equal('submitted');
+    expect(alice.out.text()).to.contain('Leaving 1 run(s) of other owners alone (add --force to stop them too).');
+    expect(await stopCommand(alice, { run: undefined, all: true, abort: false, yes: true, force: true })).to.equal(0);
+    expect(await status(b)).to.equal('stopped');
+  });
+
+  it('rm of another owner\'s run is refused unless --force; rm -a leaves other owners\' runs', async () => {
+    const a = await submit(alice, 'hi');
+    const b = await submit(bob, 'hi');
+    await finish(a);
+    await finish(b);
+    const err = await refusal(rmCommand(alice, { run: b, all: false, yes: true }));
+    expect(err.message).to.equal(`run ${b} belongs to ${BOB}, not to you (${ALICE}): add --force to delete it anyway`);
+    expect(await rmCommand(alice, { run: undefined, all: true, yes: true })).to.equal(0);
+    expect(alice.out.text()).to.contain(`Deleted ${a}.`).and.contain('Leaving 1 run(s) of other owners alone (add --force to delete them too).');
+    expect(await status(b)).to.equal('done');
+    expect(await rmCommand(alice, { run: b, all: false, yes: true, force: true })).to.equal(0);
+    expect(alice.out.text()).to.contain(`Deleted ${b}.`);
+    expect(await listSummaries(alice.store, (await repoInfo(repo)).repoId)).to.deep.equal([]);
+  });
+
+  it('runs recorded before owners existed read as unknown owner: ps shows -, and anyone may stop or remove them without asking who they are', async () => {
+    const a = await submit(alice, 'hi');
+    const { repoId } = await repoInfo(repo);
+    const key = runKeys.record(repoId, a);
+    const old = JSON.parse((await alice.store.get(key))!.toString()) as Record<string, unknown>;
+    delete old.owner;
+    await alice.store.put(key, JSON.stringify(old));
+    const b = await submit(bob, 'hi');
+    // Nobody has to be asked: a CLI that cannot tell who it is still stops and removes an ownerless run.
+    const anonymous = { ...bob, owner: () => Promise.reject(new ConfigError('no identity')) };
+    expect(await stopCommand(anonymous, { run: a, all: false, abort: false, yes: true })).to.equal(0);
+    expect(await psCommand(alice, { run: undefined, all: false, json: true })).to.equal(0);
+    const json = JSON.parse(alice.out.text().trim().split('\n').at(-1)!) as Array<{ runName: string; owner: string | null }>;
+    expect(json.map((j) => [j.runName, j.owner])).to.deep.equal([[b, BOB]]);
+    expect(await rmCommand(anonymous, { run: a, all: false, yes: true })).to.equal(0);
+    expect(anonymous.out.text()).to.contain(`Deleted ${a}.`);
+  });
+
+  it('the local backend\'s owner is user@host', async () => {
+    const backend = await openBackend(parseConfig('', 'test', home));
+    expect(await backend.owner()).to.equal(localOwner()).and.match(/^[^@]+@[^@]+$/);
+  });
+
+  it('an owner is shown short (ARN without its account head), and its queue id is a short hash', () => {
+    expect(ownerLabel('arn:aws:sts::111122223333:assumed-role/Admin/alice@corp.com')).to.equal('assumed-role/Admin/alice@corp.com');
+    expect(ownerLabel('alice@laptop')).to.equal('alice@laptop');
+    expect(ownerQueueId(ALICE)).to.match(/^u[0-9a-f]{8}$/).and.not.equal(ownerQueueId(BOB));
+  });
+});
+
+describe('owners: STS GetCallerIdentity on the wire (fake STS, Query protocol)', () => {
+  let sts: StsFake;
+  let endpoint: string;
+  const saved = { id: process.env.AWS_ACCESS_KEY_ID, secret: process.env.AWS_SECRET_ACCESS_KEY };
+  before(async () => {
+    process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+    sts = new StsFake({
+      AKIAALICE: { arn: ALICE, userId: 'AIDAALICE', account: '111122223333' },
+      AKIABOB: { arn: BOB, userId: 'AIDABOB', account: '111122223333' },
+    });
+    endpoint = await sts.start();
+  });
+  after(async () => {
+    await sts.stop();
+    for (const [name, value] of [['AWS_ACCESS_KEY_ID', saved.id], ['AWS_SECRET_ACCESS_KEY', saved.secret]] as const) {
+      if (value === undefined) delete process.env[name];
+      else process.env[name] = value;
+    }
+  });
+  const as = (keyId: string): void => {
+    process.env.AWS_ACCESS_KEY_ID = keyId;
+    process.env.AWS_SECRET_ACCESS_KEY = `secret-of-${keyId}`;
+  };
+
+  it('names the caller by the access key that signed the request', async () => {
+    as('AKIAALICE');
+    expect(await callerArn({ region: 'us-east-1', endpoint })).to.equal(ALICE);
+    as('AKIABOB');
+    expect(await callerArn({ region: 'us-east-1', endpoint })).to.equal(BOB);
+  });
+
+  it('credentials STS does not know give one line that says so', async () => {
+    as('AKIANOBODY');
+    const err = await callerArn({ region: 'us-east-1', endpoint }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).to.be.instanceOf(ConfigError);
+    expect((err as Error).message).to.match(/^AWS rejected the credentials \(InvalidClientTokenId\) while asking STS who you are: /);
+  });
+});
