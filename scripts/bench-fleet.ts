@@ -38,7 +38,7 @@ export async function benchFleet(dir: string, reps: number): Promise<string[]> {
   for (const args of [['init', '-q'], ['add', '-A'], ['-c', 'user.name=b', '-c', 'user.email=b@b', 'commit', '-qm', 'bench']]) execFileSync('git', args, { cwd: repo, stdio: 'ignore' });
   // A fresh queue prefix per repetition: fauxqs hands messages to the open long polls of agents killed
   // in the previous one, which would hide a released job for a lease.
-  const yaml = (rep: number): string => `backend: aws\naws:\n  region: us-east-1\n  bucket: bench-fleet\n  queuePrefix: bench${rep}\n  endpoints: { sqs: "${server.address}", s3: "${server.address}" }\n  agents: ec2\n  maxInstances: 8\nlocal:\n  visibilityTimeoutSec: 10\n  agentIdleTimeoutSec: 120\n  stopGraceSec: 2\n`;
+  const yaml = (rep: number): string => `backend: aws\naws:\n  region: us-east-1\n  bucket: bench-fleet\n  queuePrefix: bench${rep}\n  endpoints: { sqs: "${server.address}", s3: "${server.address}", sts: "${server.address}" }\n  agents: ec2\n  maxInstances: 8\nlocal:\n  visibilityTimeoutSec: 10\n  agentIdleTimeoutSec: 120\n  stopGraceSec: 2\n`;
   let ctx: Awaited<ReturnType<typeof coordinatorContext>>;
   const sim: FleetSimulator = new FleetSimulator({ userData: (id) => agentUserData(ctx.config, id), maxInstances: 8, env: { AWS_REGION: 'us-east-1' } });
   const { repoId } = await repoInfo(repo);

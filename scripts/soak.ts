@@ -297,7 +297,7 @@ async function s3OutageLoop(n: number): Promise<Tally> {
   try {
     const c = await rig.cli([
       'config', '--backend', 'aws', '--region', 'us-east-1', '--bucket', uniqueName('soak'), '--queue-prefix', uniqueName('soak'),
-      '--sqs-endpoint', emulator.endpoint, '--s3-endpoint', s3, '--max-parallel-jobs', '2', '--agents', 'local',
+      '--sqs-endpoint', emulator.endpoint, '--s3-endpoint', s3, '--sts-endpoint', emulator.endpoint, '--max-parallel-jobs', '2', '--agents', 'local',
     ]);
     if (c.code !== 0) throw new Error(`dstack config: ${c.stderr}`);
     // A lease longer than the outage: the job must ride it out.

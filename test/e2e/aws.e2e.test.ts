@@ -10,6 +10,10 @@ import { S3Proxy } from '../support/s3-proxy.js';
 import { ImdsServer } from '../support/imds-server.js';
 import { alive } from '../support/process.js';
 import { AGENT } from '../support/cli.js';
+import { ownerQueueId } from '../../common/owner.js';
+
+/** Who fauxqs's STS says every caller is. */
+const FAUXQS_OWNER = 'arn:aws:iam::000000000000:root';
 
 const WORKFLOWS = `workflows:
   - name: hello
@@ -67,7 +71,7 @@ describe('e2e: backend aws on fauxqs, agents as local processes', function () {
     env = { AWS_ACCESS_KEY_ID: 'test', AWS_SECRET_ACCESS_KEY: 'test', AWS_REGION: 'us-east-1' };
     const c = await run([
       'config', '--backend', 'aws', '--region', 'us-east-1', '--bucket', uniqueName('dstack'), '--queue-prefix', uniqueName('q'),
-      '--sqs-endpoint', emulator.endpoint, '--s3-endpoint', s3, '--max-parallel-jobs', '2', '--agents', 'local',
+      '--sqs-endpoint', emulator.endpoint, '--s3-endpoint', s3, '--sts-endpoint', emulator.endpoint, '--max-parallel-jobs', '2', '--agents', 'local',
     ]);
     expect(c.code, c.stderr).to.equal(0);
     expect(c.stdout).to.match(/^Saved .*config\.yaml \(backend aws: bucket dstack-[0-9a-f]+ in us-east-1, queues q-[0-9a-f]+-jobs\(-dlq\)\)\.\n$/);
@@ -202,9 +206,10 @@ describe('e2e: backend aws on fauxqs, agents as local processes', function () {
       }, 60_000, 'the long job to finish');
       expect(final.attempts).to.have.length(1);
       expect(readFileSync(marker, 'utf8')).to.equal('start\nend\n');
-      // The last handed-over copy is dropped by whoever receives it: the queue drains.
+      // The last handed-over copy is dropped by whoever receives it: the queue drains. With `agents: local` the
+      // queue is the owner's: fauxqs's STS answers every caller with its account's root.
       const sqs = new SQSClient({ region: 'us-east-1', endpoint: emulator.endpoint });
-      const { QueueUrl } = await sqs.send(new GetQueueUrlCommand({ QueueName: `${prefix}-jobs` }));
+      const { QueueUrl } = await sqs.send(new GetQueueUrlCommand({ QueueName: `${prefix}-${ownerQueueId(FAUXQS_OWNER)}-jobs` }));
       await waitFor(async () => {
         const a = await sqs.send(new GetQueueAttributesCommand({ QueueUrl, AttributeNames: ['All'] }));
         const n = (['ApproximateNumberOfMessages', 'ApproximateNumberOfMessagesNotVisible', 'ApproximateNumberOfMessagesDelayed'] as const).map((k) => Number(a.Attributes?.[k] ?? 0));

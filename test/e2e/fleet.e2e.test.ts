@@ -37,7 +37,7 @@ aws:
   region: us-east-1
   bucket: ${bucket}
   queuePrefix: ${prefix}
-  endpoints: { sqs: "${endpoint}", s3: "${endpoint}" }
+  endpoints: { sqs: "${endpoint}", s3: "${endpoint}", sts: "${endpoint}" }
   agents: ec2
   maxInstances: 3
 local:

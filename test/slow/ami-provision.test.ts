@@ -112,7 +112,7 @@ describe('slow: the agent image, provisioned in a Debian chroot, runs a job from
     const cliEnv = { AWS_ACCESS_KEY_ID: 'test', AWS_SECRET_ACCESS_KEY: 'test', AWS_REGION: 'us-east-1' };
     const c = await dstack(
       ['config', '--backend', 'aws', '--region', 'us-east-1', '--bucket', uniqueName('dstack'), '--queue-prefix', uniqueName('ami'),
-        '--sqs-endpoint', emulator.endpoint, '--s3-endpoint', emulator.endpoint, '--agents', 'none'],
+        '--sqs-endpoint', emulator.endpoint, '--s3-endpoint', emulator.endpoint, '--sts-endpoint', emulator.endpoint, '--agents', 'none'],
       { cwd: repo, home, env: cliEnv },
     );
     expect(c.code, c.stderr).to.equal(0);
