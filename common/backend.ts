@@ -10,7 +10,10 @@ import { localOwner, once, ownerQueueId } from './owner.js';
 
 /** The transports a process uses, plus the local directory for agents, their logs and work. */
 export interface Backend {
-  /** The default queue: the one local agents (and agents started by hand) serve. */
+  /**
+   * The shared default queue (`<queuePrefix>-jobs` on AWS). Agents serve `queueFor('default')`: this
+   * queue, except with `aws.agents: local`, where it is their owner's.
+   */
   queue: Queue;
   /**
    * The queue of one placement profile; `default`, and every profile outside EC2, is `queue`, except
