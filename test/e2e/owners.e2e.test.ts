@@ -112,6 +112,14 @@ describe('e2e: two owners, one bucket (fauxqs, fake STS, agents: local)', functi
     expect(lines.find((l) => l.startsWith(runA))).to.match(new RegExp(`^${runA}\\s+whoami\\s+user/alice\\s`));
     expect(lines.find((l) => l.startsWith(runB))).to.match(new RegExp(`^${runB}\\s+whoami\\s+user/bob\\s`));
 
+    // Restarting B's run makes a run of A's own, sent to A's queue.
+    const re = await as('a', ['restart', runB]);
+    expect(re.code, re.stderr).to.equal(0);
+    const runR = nameOf(re.stderr);
+    const viewR = await psJson('a', runR);
+    expect(viewR.owner).to.equal(ALICE);
+    expect(agentOf('a', viewR.attempts[0]?.agentId ?? '?'), `A's restart ${runR} ran on A's agent`).to.equal(true);
+
     // A may neither stop nor remove B's runs without --force.
     const sleeper = await as('b', ['run', 'sleeper', '-d']);
     expect(sleeper.code, sleeper.stderr).to.equal(0);
