@@ -37,6 +37,8 @@ const ACTIONS: Record<string, string[]> = {
   // A fleet from a launch template runs and tags instances and passes the agent role.
   CreateFleet: ['ec2:CreateFleet', 'ec2:RunInstances', 'ec2:CreateTags', 'iam:PassRole'],
   GetProducts: ['pricing:GetProducts'],
+  // STS: who owns the runs; AWS allows it to every caller, even with an explicit deny.
+  GetCallerIdentity: [],
 };
 
 /** The SDK calls a source file makes: `new XCommand(`, `paginateX(` and lib-storage's `new Upload(`. */
