@@ -125,6 +125,20 @@ describe('owners: ps shows them, stop and rm refuse another owner\'s run without
     expect(anonymous.out.text()).to.contain(`Deleted ${a}.`);
   });
 
+  it('the run index carries the owner for ps -a, cut short when long; index keys of older versions read as no owner', async () => {
+    const { repoId } = await repoInfo(repo);
+    const long = `arn:aws:sts::111122223333:assumed-role/AWSReservedSSO_AdministratorAccess_0123456789abcdef/${'x'.repeat(60)}@example.com`;
+    const a = await submit({ ...alice, owner: () => Promise.resolve(long) }, 'hi');
+    await alice.store.put(`repos/${repoId}/index/submitted/2020-01-01T00:00:00.000Z,old-run-1,hi,3`, '');
+    const summaries = await listSummaries(alice.store, repoId);
+    const mine = summaries.find((x) => x.runName === a);
+    expect(long.startsWith(mine?.owner ?? '-')).to.equal(true);
+    expect(encodeURIComponent(mine?.owner ?? '').length).to.be.at.most(90);
+    const old = summaries.find((x) => x.runName === 'old-run-1');
+    expect(old).to.deep.include({ workflow: 'hi', maxAttempts: 3 });
+    expect(old?.owner).to.equal(undefined);
+  });
+
   it('the local backend\'s owner is user@host', async () => {
     const backend = await openBackend(parseConfig('', 'test', home));
     expect(await backend.owner()).to.equal(localOwner()).and.match(/^[^@]+@[^@]+$/);
