@@ -11,8 +11,11 @@ import type { SecretStore } from './secrets.js';
 export interface Backend {
   /** The default queue: the one local agents (and agents started by hand) serve. */
   queue: Queue;
-  /** The queue of one placement profile; `default`, and every profile outside EC2, is `queue`. */
-  queueFor: (profileId: string) => Promise<Queue>;
+  /**
+   * The queue of one placement profile; `default`, and every profile outside EC2, is `queue`. It
+   * opens an existing queue; `create` (for `run`'s own job) creates a profile's queue when missing.
+   */
+  queueFor: (profileId: string, options?: { create?: boolean }) => Promise<Queue>;
   store: Store;
   registry: LocalAgentRegistry;
   /**
@@ -24,7 +27,10 @@ export interface Backend {
   root: string;
 }
 
-/** Picks the local or AWS transports from the config. The AWS SDK is loaded only for the AWS backend. */
+/**
+ * Picks the local or AWS transports from the config. The AWS SDK is loaded only for the AWS backend.
+ * On AWS it opens what `dstack config` created (see `provisionBackend`) and creates nothing.
+ */
 export async function openBackend(config: DstackConfig): Promise<Backend> {
   const root = join(config.home, 'local');
   const registry = new LocalAgentRegistry(join(root, 'agents'));
@@ -37,6 +43,19 @@ export async function openBackend(config: DstackConfig): Promise<Backend> {
   const queue = new LocalQueue({ root: join(root, 'queues'), name: 'jobs', maxReceives: maxReceives(config), pollMs: 250 });
   const secrets = new LocalSecretStore(join(root, 'secrets'));
   return { root, registry, queue, secrets, queueFor: () => Promise.resolve(queue), store: new LocalStore(join(root, 'store')) };
+}
+
+/**
+ * What `dstack config` does before it saves a config: on AWS, creates the bucket and the job queues
+ * where missing (so every other command only opens them); locally, opens the backend.
+ */
+export async function provisionBackend(config: DstackConfig): Promise<void> {
+  if (config.backend === 'aws') {
+    const { awsSettings, provisionAws } = await import('./aws/index.js');
+    await provisionAws(awsSettings(config.aws, maxReceives(config), join(config.home, 'config.yaml')));
+    return;
+  }
+  await openBackend(config);
 }
 
 /**

@@ -7,8 +7,8 @@ import type { Output } from './output.js';
 /** What every command gets from the composition root; commands read no environment of their own. */
 export interface Context {
   config: DstackConfig;
-  /** The queue of a placement profile (`default` outside EC2). */
-  queueFor: (profileId: string) => Promise<Queue>;
+  /** The queue of a placement profile (`default` outside EC2); `create` only for `run`'s own job. */
+  queueFor: (profileId: string, options?: { create?: boolean }) => Promise<Queue>;
   store: Store;
   /** The secret store; undefined where the backend has none yet (AWS with EC2 agents). */
   secrets?: SecretStore;

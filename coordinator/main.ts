@@ -8,7 +8,7 @@ import { loadConfig } from '../common/config.js';
 import { DstackError, UsageError, errnoCode, toError } from '../common/errors.js';
 import { ExternalAgents, LocalCompute } from '../common/local/local-compute.js';
 import type { Compute } from '../common/ports.js';
-import { openBackend } from '../common/backend.js';
+import { openBackend, provisionBackend } from '../common/backend.js';
 import type { Context } from './context.js';
 import { consoleOutput, type Output } from './output.js';
 import type { ConfigContext } from './commands/config.js';
@@ -93,7 +93,7 @@ function configContext(out: Output): ConfigContext {
     out,
     env: process.env,
     ...(ask ? { ask } : {}),
-    check: async () => void (await openBackend(await loadConfig(home, process.env))),
+    check: (config) => provisionBackend(config),
   };
 }
 

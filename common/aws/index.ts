@@ -3,7 +3,7 @@ import { ConfigError } from '../errors.js';
 import type { Queue, Store } from '../ports.js';
 import { profileQueuePrefix } from '../fleet/match.js';
 import { S3Store } from './s3-store.js';
-import { awsClients, ensureAws, type AwsSettings } from './setup.js';
+import { awsClients, ensureAws, ensureQueues, findQueues, openExisting, queueNames, type AwsSettings } from './setup.js';
 import { SqsQueue } from './sqs-queue.js';
 
 export function awsSettings(aws: AwsConfig | undefined, maxReceives: number, configFile: string): AwsSettings {
@@ -19,25 +19,39 @@ export function awsSettings(aws: AwsConfig | undefined, maxReceives: number, con
   };
 }
 
+/** `dstack config`'s provisioning: creates the bucket and the job queues where missing, and sets the redrive policy. */
+export async function provisionAws(settings: AwsSettings): Promise<void> {
+  await ensureAws(awsClients(settings), settings);
+}
+
 /**
- * The Queue and Store on SQS and S3; creates the bucket and queues if they are missing.
- * `queueFor(profileId)` opens (and creates) the queue of one placement profile,
- * `<queuePrefix>-<profileId>-jobs`, which only that profile's fleet serves.
+ * The Queue and Store on SQS and S3 that `dstack config` created; opening them changes nothing
+ * (HeadBucket, GetQueueUrl), and a missing one is a ConfigError that says to run `dstack config`.
+ * `queueFor(profileId)` opens the queue of one placement profile, `<queuePrefix>-<profileId>-jobs`,
+ * which only that profile's fleet serves; with `create` (what `run` does for its own job) it
+ * creates that queue when it is missing.
  */
-export async function openAws(settings: AwsSettings): Promise<{ queue: Queue; store: Store; queueFor: (profileId: string) => Promise<Queue> }> {
+export async function openAws(
+  settings: AwsSettings,
+): Promise<{ queue: Queue; store: Store; queueFor: (profileId: string, options?: { create?: boolean }) => Promise<Queue> }> {
   const clients = awsClients(settings);
   const store = new S3Store({ s3: clients.s3, bucket: settings.bucket, prefix: 'dstack/' });
-  const open = async (prefix: string): Promise<Queue> => {
-    const { queueUrl, dlqUrl } = await ensureAws(clients, { ...settings, queuePrefix: prefix });
-    return new SqsQueue({ sqs: clients.sqs, queueUrl, dlqUrl, claims: store, ...(settings.visibilityCapMs ? { visibilityCapMs: settings.visibilityCapMs } : {}) });
-  };
-  const queue = await open(settings.queuePrefix);
+  const queueAt = ({ queueUrl, dlqUrl }: { queueUrl: string; dlqUrl: string }): Queue =>
+    new SqsQueue({ sqs: clients.sqs, queueUrl, dlqUrl, claims: store, ...(settings.visibilityCapMs ? { visibilityCapMs: settings.visibilityCapMs } : {}) });
+  const queue = queueAt(await openExisting(clients, settings));
   const opened = new Map<string, Promise<Queue>>();
-  const queueFor = (profileId: string): Promise<Queue> => {
+  const queueFor = (profileId: string, options: { create?: boolean } = {}): Promise<Queue> => {
     if (profileId === 'default') return Promise.resolve(queue);
+    const s = { ...settings, queuePrefix: profileQueuePrefix(settings.queuePrefix, profileId) };
     let q = opened.get(profileId);
     if (!q) {
-      q = open(profileQueuePrefix(settings.queuePrefix, profileId));
+      // The bucket is open already: only the profile's queues are looked up (and, for `run`, created).
+      const open = findQueues(clients, s).then((urls) => {
+        if (urls) return urls;
+        if (options.create) return ensureQueues(clients, s);
+        throw new ConfigError(`queue ${queueNames(s.queuePrefix).jobs} of placement profile ${profileId} does not exist: \`dstack run\` creates it with the profile's first job`);
+      });
+      q = open.then(queueAt);
       opened.set(profileId, q);
       // Not remembered when it fails: the next call tries again.
       q.catch(() => opened.delete(profileId));

@@ -1,4 +1,4 @@
-import { openBackend } from '../../common/backend.js';
+import { openBackend, provisionBackend } from '../../common/backend.js';
 import { parseConfig, type DstackConfig } from '../../common/config.js';
 import type { Compute, Store } from '../../common/ports.js';
 import { loadRun, type RunView } from '../../common/runs.js';
@@ -24,9 +24,19 @@ export function captureOutput(): Output & { text: () => string } {
   };
 }
 
-/** A coordinator in this process, with a Compute of the test's choice (the fleet simulator, a mocked EC2 fleet). */
-export async function coordinatorContext(o: { configYaml: string; home: string; cwd: string; compute: Compute }): Promise<Context & { config: DstackConfig; out: ReturnType<typeof captureOutput> }> {
+/**
+ * A coordinator in this process, with a Compute of the test's choice (the fleet simulator, a mocked
+ * EC2 fleet). It provisions the backend first, as `dstack config` does, unless `provision` is false.
+ */
+export async function coordinatorContext(o: {
+  configYaml: string;
+  home: string;
+  cwd: string;
+  compute: Compute;
+  provision?: boolean;
+}): Promise<Context & { config: DstackConfig; out: ReturnType<typeof captureOutput> }> {
   const config = parseConfig(o.configYaml, 'test config', o.home);
+  if (o.provision ?? true) await provisionBackend(config);
   const backend = await openBackend(config);
   return {
     config,
