@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -116,6 +116,17 @@ describe('e2e: dstack config on AWS says what is wrong, and only it provisions',
     expect(r.code).to.equal(1);
     expect(r.stderr).to.match(/^access denied to bucket /);
     expect(readFileSync(join(home, 'config.yaml'), 'utf8')).to.equal(old);
+  });
+
+  it('a config.yaml that is a symlink (dotfiles) is updated where it points, and stays a link', async () => {
+    const home = dir('linked');
+    const dotfiles = dir('dotfiles');
+    writeFileSync(join(dotfiles, 'dstack.yaml'), '# mine\nbackend: local\n');
+    symlinkSync(join(dotfiles, 'dstack.yaml'), join(home, 'config.yaml'));
+    const r = await dstack(['config', '--max-parallel-jobs', '3'], { cwd: repo, home });
+    expect(r.code, r.stderr).to.equal(0);
+    expect(lstatSync(join(home, 'config.yaml')).isSymbolicLink()).to.equal(true);
+    expect(readFileSync(join(dotfiles, 'dstack.yaml'), 'utf8')).to.equal('# mine\nbackend: local\nlocal:\n  maxParallelJobs: 3\n');
   });
 
   it('ps, run and the agent only open: with no bucket or queues they say to run `dstack config` and create nothing; `dstack config` does', async () => {
