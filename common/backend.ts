@@ -11,11 +11,8 @@ import type { SecretStore } from './secrets.js';
 export interface Backend {
   /** The default queue: the one local agents (and agents started by hand) serve. */
   queue: Queue;
-  /**
-   * The queue of one placement profile; `default`, and every profile outside EC2, is `queue`. It
-   * opens an existing queue; `create` (for `run`'s own job) creates a profile's queue when missing.
-   */
-  queueFor: (profileId: string, options?: { create?: boolean }) => Promise<Queue>;
+  /** The queue of one placement profile; `default`, and every profile outside EC2, is `queue`. It only opens: `run` creates a profile's queue (common/provision.ts). */
+  queueFor: (profileId: string) => Promise<Queue>;
   store: Store;
   registry: LocalAgentRegistry;
   /**
@@ -29,7 +26,7 @@ export interface Backend {
 
 /**
  * Picks the local or AWS transports from the config. The AWS SDK is loaded only for the AWS backend.
- * On AWS it opens what `dstack config` created (see `provisionBackend`) and creates nothing.
+ * On AWS it opens what `dstack config` created (common/provision.ts) and creates nothing.
  */
 export async function openBackend(config: DstackConfig): Promise<Backend> {
   const root = join(config.home, 'local');
@@ -46,25 +43,12 @@ export async function openBackend(config: DstackConfig): Promise<Backend> {
 }
 
 /**
- * What `dstack config` does before it saves a config: on AWS, creates the bucket and the job queues
- * where missing (so every other command only opens them); locally, opens the backend.
- */
-export async function provisionBackend(config: DstackConfig): Promise<void> {
-  if (config.backend === 'aws') {
-    const { awsSettings, provisionAws } = await import('./aws/index.js');
-    await provisionAws(awsSettings(config.aws, maxReceives(config), join(config.home, 'config.yaml')));
-    return;
-  }
-  await openBackend(config);
-}
-
-/**
  * Deliveries before the transport dead-letters a message on its own. Attempts are counted in the
  * Store, and the agent that receives a job past its last attempt records why it failed and
  * dead-letters it; this is only the backstop for messages no agent can even read. It leaves room
  * for deliveries that reach no agent: a receive whose response is lost, or the open long poll of an
  * agent killed with SIGKILL, still counts as a receive.
  */
-function maxReceives(config: DstackConfig): number {
+export function maxReceives(config: DstackConfig): number {
   return config.local.maxAttempts + 5;
 }

@@ -8,7 +8,8 @@ import { loadConfig } from '../common/config.js';
 import { DstackError, UsageError, errnoCode, toError } from '../common/errors.js';
 import { ExternalAgents, LocalCompute } from '../common/local/local-compute.js';
 import type { Compute } from '../common/ports.js';
-import { openBackend, provisionBackend } from '../common/backend.js';
+import { openBackend } from '../common/backend.js';
+import { creatingQueueFor, provisionBackend } from '../common/provision.js';
 import type { Context } from './context.js';
 import { consoleOutput, type Output } from './output.js';
 import type { ConfigContext } from './commands/config.js';
@@ -66,7 +67,7 @@ async function makeContext(out: Output): Promise<Context> {
   };
   return {
     config,
-    queueFor: backend.queueFor,
+    queueFor: creatingQueueFor(config, backend.queueFor),
     store: backend.store,
     gcTargets: async () => (await import('../common/gc.js')).localTargets(backend),
     ...(backend.secrets ? { secrets: backend.secrets } : {}),

@@ -3,7 +3,7 @@ import { ConfigError } from '../errors.js';
 import type { Queue, Store } from '../ports.js';
 import { profileQueuePrefix } from '../fleet/match.js';
 import { S3Store } from './s3-store.js';
-import { awsClients, ensureAws, ensureQueues, findQueues, openExisting, queueNames, type AwsSettings } from './setup.js';
+import { awsClients, findQueues, openExisting, queueNames, type AwsSettings } from './setup.js';
 import { SqsQueue } from './sqs-queue.js';
 
 export function awsSettings(aws: AwsConfig | undefined, maxReceives: number, configFile: string): AwsSettings {
@@ -19,39 +19,29 @@ export function awsSettings(aws: AwsConfig | undefined, maxReceives: number, con
   };
 }
 
-/** `dstack config`'s provisioning: creates the bucket and the job queues where missing, and sets the redrive policy. */
-export async function provisionAws(settings: AwsSettings): Promise<void> {
-  await ensureAws(awsClients(settings), settings);
-}
-
 /**
  * The Queue and Store on SQS and S3 that `dstack config` created; opening them changes nothing
  * (HeadBucket, GetQueueUrl), and a missing one is a ConfigError that says to run `dstack config`.
  * `queueFor(profileId)` opens the queue of one placement profile, `<queuePrefix>-<profileId>-jobs`,
- * which only that profile's fleet serves; with `create` (what `run` does for its own job) it
- * creates that queue when it is missing.
+ * which only that profile's fleet serves (`run` creates it: see common/provision.ts).
  */
-export async function openAws(
-  settings: AwsSettings,
-): Promise<{ queue: Queue; store: Store; queueFor: (profileId: string, options?: { create?: boolean }) => Promise<Queue> }> {
+export async function openAws(settings: AwsSettings): Promise<{ queue: Queue; store: Store; queueFor: (profileId: string) => Promise<Queue> }> {
   const clients = awsClients(settings);
   const store = new S3Store({ s3: clients.s3, bucket: settings.bucket, prefix: 'dstack/' });
   const queueAt = ({ queueUrl, dlqUrl }: { queueUrl: string; dlqUrl: string }): Queue =>
     new SqsQueue({ sqs: clients.sqs, queueUrl, dlqUrl, claims: store, ...(settings.visibilityCapMs ? { visibilityCapMs: settings.visibilityCapMs } : {}) });
   const queue = queueAt(await openExisting(clients, settings));
   const opened = new Map<string, Promise<Queue>>();
-  const queueFor = (profileId: string, options: { create?: boolean } = {}): Promise<Queue> => {
+  const queueFor = (profileId: string): Promise<Queue> => {
     if (profileId === 'default') return Promise.resolve(queue);
-    const s = { ...settings, queuePrefix: profileQueuePrefix(settings.queuePrefix, profileId) };
     let q = opened.get(profileId);
     if (!q) {
-      // The bucket is open already: only the profile's queues are looked up (and, for `run`, created).
-      const open = findQueues(clients, s).then((urls) => {
-        if (urls) return urls;
-        if (options.create) return ensureQueues(clients, s);
+      const s = { ...settings, queuePrefix: profileQueuePrefix(settings.queuePrefix, profileId) };
+      // The bucket is open already: only the profile's queues are looked up.
+      q = findQueues(clients, s).then((urls) => {
+        if (urls) return queueAt(urls);
         throw new ConfigError(`queue ${queueNames(s.queuePrefix).jobs} of placement profile ${profileId} does not exist: \`dstack run\` creates it with the profile's first job`);
       });
-      q = open.then(queueAt);
       opened.set(profileId, q);
       // Not remembered when it fails: the next call tries again.
       q.catch(() => opened.delete(profileId));

@@ -1,5 +1,5 @@
-import { CreateBucketCommand, HeadBucketCommand, S3Client, type BucketLocationConstraint } from '@aws-sdk/client-s3';
-import { CreateQueueCommand, GetQueueAttributesCommand, GetQueueUrlCommand, SetQueueAttributesCommand, SQSClient } from '@aws-sdk/client-sqs';
+import { HeadBucketCommand, S3Client } from '@aws-sdk/client-s3';
+import { GetQueueUrlCommand, SQSClient } from '@aws-sdk/client-sqs';
 import { ConfigError } from '../errors.js';
 import { awsCode, awsStatus, wrapAws } from './errors.js';
 
@@ -34,7 +34,7 @@ export function awsClients(s: AwsSettings): AwsClients {
  * Turns credential, region and access failures into one line that says what to fix. `bucket` names
  * the bucket when the call was on it: S3 answers HEAD requests with a bare 403 that carries no code.
  */
-function explain(e: unknown, s: AwsSettings, what: string, bucket?: string): Error {
+export function explain(e: unknown, s: AwsSettings, what: string, bucket?: string): Error {
   const code = awsCode(e);
   const profile = s.profile ? ` of profile \`${s.profile}\`` : '';
   // The SDK found no credentials anywhere (environment, ~/.aws, SSO, process, instance or container role).
@@ -56,7 +56,7 @@ function explain(e: unknown, s: AwsSettings, what: string, bucket?: string): Err
   return wrapAws(e, what);
 }
 
-const isMissingBucket = (e: unknown): boolean => awsStatus(e) === 404 || awsCode(e) === 'NotFound' || awsCode(e) === 'NoSuchBucket';
+export const isMissingBucket = (e: unknown): boolean => awsStatus(e) === 404 || awsCode(e) === 'NotFound' || awsCode(e) === 'NoSuchBucket';
 const isMissingQueue = (e: unknown): boolean => /NonExistentQueue|QueueDoesNotExist/.test(awsCode(e));
 
 /** The job queue of a queue prefix, and its dead-letter queue. */
@@ -85,64 +85,11 @@ export async function findQueues(c: AwsClients, s: AwsSettings): Promise<{ queue
 }
 
 /** A queue's URL; undefined when there is no such queue. */
-async function openQueue(c: AwsClients, s: AwsSettings, name: string): Promise<string | undefined> {
+export async function openQueue(c: AwsClients, s: AwsSettings, name: string): Promise<string | undefined> {
   try {
     return (await c.sqs.send(new GetQueueUrlCommand({ QueueName: name }))).QueueUrl;
   } catch (e) {
     if (isMissingQueue(e)) return undefined;
     throw explain(e, s, `open queue ${name}`);
-  }
-}
-
-/**
- * Creates the bucket and the job queue with its dead-letter queue, where they do not exist yet, and
- * sets the redrive policy: what `dstack config` does (and `run`, for a placement profile's queue).
- */
-export async function ensureAws(c: AwsClients, s: AwsSettings): Promise<{ queueUrl: string; dlqUrl: string }> {
-  await ensureBucket(c, s);
-  return ensureQueues(c, s);
-}
-
-async function ensureBucket(c: AwsClients, s: AwsSettings): Promise<void> {
-  try {
-    await c.s3.send(new HeadBucketCommand({ Bucket: s.bucket }));
-  } catch (e) {
-    if (!isMissingBucket(e)) throw explain(e, s, `open bucket ${s.bucket}`, s.bucket);
-    try {
-      await c.s3.send(
-        new CreateBucketCommand({
-          Bucket: s.bucket,
-          ...(s.region === 'us-east-1' ? {} : { CreateBucketConfiguration: { LocationConstraint: s.region as BucketLocationConstraint } }),
-        }),
-      );
-    } catch (e2) {
-      if (awsCode(e2) !== 'BucketAlreadyOwnedByYou') throw explain(e2, s, `create bucket ${s.bucket}`, s.bucket);
-    }
-  }
-}
-
-/** Creates the job queue of `s.queuePrefix` and its dead-letter queue where missing, and sets the redrive policy. */
-export async function ensureQueues(c: AwsClients, s: AwsSettings): Promise<{ queueUrl: string; dlqUrl: string }> {
-  const names = queueNames(s.queuePrefix);
-  const dlqUrl = await ensureQueue(c, s, names.dlq, { MessageRetentionPeriod: String(14 * 86400) });
-  const dlq = await c.sqs.send(new GetQueueAttributesCommand({ QueueUrl: dlqUrl, AttributeNames: ['QueueArn'] })).catch((e: unknown) => {
-    throw explain(e, s, `read the ARN of queue ${names.dlq}`);
-  });
-  const redrive = JSON.stringify({ deadLetterTargetArn: dlq.Attributes?.QueueArn, maxReceiveCount: String(s.maxReceives) });
-  const queueUrl = await ensureQueue(c, s, names.jobs, { RedrivePolicy: redrive, ReceiveMessageWaitTimeSeconds: '20', VisibilityTimeout: '60' });
-  await c.sqs.send(new SetQueueAttributesCommand({ QueueUrl: queueUrl, Attributes: { RedrivePolicy: redrive } })).catch((e: unknown) => {
-    throw explain(e, s, 'set the redrive policy');
-  });
-  return { queueUrl, dlqUrl };
-}
-
-async function ensureQueue(c: AwsClients, s: AwsSettings, name: string, attributes: Record<string, string>): Promise<string> {
-  const url = await openQueue(c, s, name);
-  if (url) return url;
-  try {
-    const r = await c.sqs.send(new CreateQueueCommand({ QueueName: name, Attributes: attributes }));
-    return r.QueueUrl ?? '';
-  } catch (e) {
-    throw explain(e, s, `create queue ${name}`);
   }
 }

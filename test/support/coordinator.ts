@@ -1,4 +1,5 @@
-import { openBackend, provisionBackend } from '../../common/backend.js';
+import { openBackend } from '../../common/backend.js';
+import { creatingQueueFor, provisionBackend } from '../../common/provision.js';
 import { parseConfig, type DstackConfig } from '../../common/config.js';
 import type { Compute, Store } from '../../common/ports.js';
 import { loadRun, type RunView } from '../../common/runs.js';
@@ -40,7 +41,7 @@ export async function coordinatorContext(o: {
   const backend = await openBackend(config);
   return {
     config,
-    queueFor: backend.queueFor,
+    queueFor: creatingQueueFor(config, backend.queueFor),
     store: backend.store,
     gcTargets: async () => (await import('../../common/gc.js')).localTargets(backend),
     compute: o.compute,
