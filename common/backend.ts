@@ -18,7 +18,8 @@ export interface Backend {
   /**
    * The queue of one placement profile; `default`, and every profile outside EC2, is `queue`, except
    * with `aws.agents: local`: there every profile is the owner's own queue (see `openBackend`), and
-   * an agent serves `queueFor('default')`.
+   * an agent serves `queueFor('default')`. It only opens: `run` creates what its job needs
+   * (common/provision.ts).
    */
   queueFor: (profileId: string) => Promise<Queue>;
   /** Who this process acts as: the caller's ARN on AWS (asked of STS once, when first needed), `user@host` locally. */
@@ -34,7 +35,10 @@ export interface Backend {
   root: string;
 }
 
-/** Picks the local or AWS transports from the config. The AWS SDK is loaded only for the AWS backend. */
+/**
+ * Picks the local or AWS transports from the config. The AWS SDK is loaded only for the AWS backend.
+ * On AWS it opens what `dstack config` created (common/provision.ts) and creates nothing.
+ */
 export async function openBackend(config: DstackConfig): Promise<Backend> {
   const root = join(config.home, 'local');
   const registry = new LocalAgentRegistry(join(root, 'agents'));
@@ -43,10 +47,7 @@ export async function openBackend(config: DstackConfig): Promise<Backend> {
     const { queue, store, queueFor } = await openAws(awsSettings(config.aws, maxReceives(config), join(config.home, 'config.yaml')));
     const secrets = config.aws?.agents === 'local' ? { secrets: new LocalSecretStore(join(root, 'secrets')) } : {};
     const aws = config.aws;
-    const owner = once(async () => {
-      const { callerArn } = await import('./aws/identity.js');
-      return callerArn({ region: aws?.region ?? 'us-east-1', ...(aws?.profile ? { profile: aws.profile } : {}), ...(aws?.endpoints?.sts ? { endpoint: aws.endpoints.sts } : {}) });
-    });
+    const owner = awsOwner(config);
     // `agents: local`: each owner's jobs go to a queue of its own (`<queuePrefix>-u<hash of the ARN>-jobs`), which
     // only that owner's agents serve, so users sharing a bucket and queue prefix never run each other's jobs.
     // `agents: ec2` keeps one queue per profile for every owner of the account: the fleet is the account's,
@@ -61,6 +62,15 @@ export async function openBackend(config: DstackConfig): Promise<Backend> {
   return { root, registry, queue, secrets, owner: () => Promise.resolve(owner), queueFor: () => Promise.resolve(queue), store: new LocalStore(join(root, 'store')) };
 }
 
+/** The caller's ARN from STS GetCallerIdentity, asked for once (the AWS backend's owner). */
+export function awsOwner(config: DstackConfig): () => Promise<string> {
+  const aws = config.aws;
+  return once(async () => {
+    const { callerArn } = await import('./aws/identity.js');
+    return callerArn({ region: aws?.region ?? 'us-east-1', ...(aws?.profile ? { profile: aws.profile } : {}), ...(aws?.endpoints?.sts ? { endpoint: aws.endpoints.sts } : {}) });
+  });
+}
+
 /**
  * Deliveries before the transport dead-letters a message on its own. Attempts are counted in the
  * Store, and the agent that receives a job past its last attempt records why it failed and
@@ -68,6 +78,6 @@ export async function openBackend(config: DstackConfig): Promise<Backend> {
  * for deliveries that reach no agent: a receive whose response is lost, or the open long poll of an
  * agent killed with SIGKILL, still counts as a receive.
  */
-function maxReceives(config: DstackConfig): number {
+export function maxReceives(config: DstackConfig): number {
   return config.local.maxAttempts + 5;
 }

@@ -197,7 +197,7 @@ export function buildCli(argv: string[], deps: CliDeps): { parse: () => Promise<
     )
     .command(
       'coordinator',
-      'Keep reconciling: replace lost capacity while jobs are queued (run and ps reconcile once)',
+      'Keep reconciling: replace lost capacity while jobs are queued (run does it for its own job)',
       (y) => y.option('interval', { type: 'number', default: 10, describe: 'Seconds between passes' }),
       async (a) => {
         const { coordinatorCommand } = await import('./fleet.js');

@@ -7,8 +7,8 @@ import type { Output } from './output.js';
 /** What every command gets from the composition root; commands read no environment of their own. */
 export interface Context {
   config: DstackConfig;
-  /** The queue of a placement profile (`default` outside EC2). */
-  queueFor: (profileId: string) => Promise<Queue>;
+  /** The queue of a placement profile (`default` outside EC2); `create` only for `run`'s own job. */
+  queueFor: (profileId: string, options?: { create?: boolean }) => Promise<Queue>;
   store: Store;
   /** Who runs this CLI: the caller's ARN on AWS (STS, asked once and only when a command needs it), `user@host` locally. */
   owner: () => Promise<string>;

@@ -19,8 +19,7 @@ export async function rememberProfile(ctx: Pick<Context, 'store'>, p: Placement)
  * fleet itself never replaces instances. Returns the demand it acted on.
  */
 export async function reconcile(ctx: Pick<Context, 'store' | 'compute' | 'queueFor'>): Promise<Demand[]> {
-  const keys = await ctx.store.list(PROFILES);
-  const placements = (await Promise.all(keys.map((k) => readJson(ctx.store, k.key, PlacementSchema)))).filter((p): p is Placement => p !== null);
+  const placements = await rememberedProfiles(ctx);
   const demand = await Promise.all(
     placements.map(async (placement) => {
       const counts = await (await ctx.queueFor(placement.profileId)).counts();
@@ -29,6 +28,26 @@ export async function reconcile(ctx: Pick<Context, 'store' | 'compute' | 'queueF
   );
   await ctx.compute.ensureCapacity(demand);
   return demand;
+}
+
+async function rememberedProfiles(ctx: Pick<Context, 'store'>): Promise<Placement[]> {
+  const keys = await ctx.store.list(PROFILES);
+  return (await Promise.all(keys.map((k) => readJson(ctx.store, k.key, PlacementSchema)))).filter((p): p is Placement => p !== null);
+}
+
+/**
+ * The profiles whose queue has jobs waiting while no agent serves it, and how many wait: what `ps`
+ * points out. It only reads (queue counts, the agent list) and starts nothing.
+ */
+export async function starvedProfiles(ctx: Pick<Context, 'store' | 'compute' | 'queueFor'>): Promise<Array<{ profileId: string; waiting: number }>> {
+  const placements = await rememberedProfiles(ctx);
+  if (placements.length === 0) return [];
+  const [agents, waiting] = await Promise.all([
+    ctx.compute.listAgents(),
+    Promise.all(placements.map(async (p) => ({ profileId: p.profileId, waiting: (await (await ctx.queueFor(p.profileId)).counts()).visible }))),
+  ]);
+  // A local agent (no profile) takes any job.
+  return waiting.filter((w) => w.waiting > 0 && !agents.some((a) => a.profileId === undefined || a.profileId === w.profileId));
 }
 
 /** `dstack coordinator`: reconciles every `intervalSec` until Ctrl-C, saying what it sees when that changes. */

@@ -9,6 +9,7 @@ import { DstackError, UsageError, errnoCode, toError } from '../common/errors.js
 import { ExternalAgents, LocalCompute } from '../common/local/local-compute.js';
 import type { Compute } from '../common/ports.js';
 import { openBackend } from '../common/backend.js';
+import { creatingQueueFor, provisionBackend } from '../common/provision.js';
 import type { Context } from './context.js';
 import { consoleOutput, type Output } from './output.js';
 import type { ConfigContext } from './commands/config.js';
@@ -66,7 +67,7 @@ async function makeContext(out: Output): Promise<Context> {
   };
   return {
     config,
-    queueFor: backend.queueFor,
+    queueFor: creatingQueueFor(config, backend),
     store: backend.store,
     owner: backend.owner,
     gcTargets: async () => (await import('../common/gc.js')).localTargets(backend),
@@ -94,7 +95,7 @@ function configContext(out: Output): ConfigContext {
     out,
     env: process.env,
     ...(ask ? { ask } : {}),
-    check: async () => void (await openBackend(await loadConfig(home, process.env))),
+    check: (config) => provisionBackend(config),
   };
 }
 

@@ -5,7 +5,7 @@ import { enqueuedKey } from '../common/orphans.js';
 import type { JobSpec } from '../common/spec/job-spec.js';
 import type { Context } from './context.js';
 import { followRun } from './follow.js';
-import { reconcile, rememberProfile } from './fleet.js';
+import { rememberProfile } from './fleet.js';
 import { ConflictError, UsageError, toError } from '../common/errors.js';
 import type { Placement, Queue } from '../common/ports.js';
 import { ArtifactIndexSchema, CacheEntrySchema, FinalRecordSchema, TagRecordSchema } from '../common/records/runs.js';
@@ -42,9 +42,10 @@ export async function submitRun(ctx: Context, input: SubmitInput): Promise<Submi
   const jobId = randomBytes(6).toString('hex');
   const { placement } = input;
   // Whatever can be done before the run exists is: the window in which a killed CLI leaves a run
-  // recorded but never queued is then a few store writes and the send.
+  // recorded but never queued is then a few store writes and the send. The profile's queue exists
+  // (`run` creates it for its own job) before the profile is remembered for reconciling.
+  const queue = await ctx.queueFor(placement.profileId, { create: true });
   await rememberProfile(ctx, placement);
-  const queue = await ctx.queueFor(placement.profileId);
   const owner = await ctx.owner();
   const record = await createRun(ctx.store, (runName) => {
     const spec = input.spec(runName, jobId);
@@ -134,15 +135,6 @@ async function ensureOwnCapacity(ctx: Context, placement: Placement, queue: Queu
   try {
     const counts = await queue.counts();
     await ctx.compute.ensureCapacity([{ placement, backlog: counts.visible + counts.inFlight }]);
-  } catch (e) {
-    ctx.out.note(`warning: ${toError(e).message}`);
-  }
-}
-
-/** Reconciles every profile (for `ps`); a failure is a warning, since listing must still work. */
-export async function reconcileQuietly(ctx: Context): Promise<void> {
-  try {
-    await reconcile(ctx);
   } catch (e) {
     ctx.out.note(`warning: ${toError(e).message}`);
   }

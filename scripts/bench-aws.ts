@@ -5,7 +5,8 @@ import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { saveTree } from '../common/artifacts/save.js';
 import { S3Store } from '../common/aws/s3-store.js';
-import { awsClients, ensureAws } from '../common/aws/setup.js';
+import { ensureAws } from '../common/aws/provision.js';
+import { awsClients } from '../common/aws/setup.js';
 
 async function timed(fn: () => Promise<unknown> | unknown): Promise<number> {
   const t = process.hrtime.bigint();

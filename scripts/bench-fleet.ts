@@ -54,6 +54,8 @@ export async function benchFleet(dir: string, reps: number): Promise<string[]> {
     const placement = await sim.plan({ interruptible: true, local: false });
     for (let i = 0; i < reps; i++) {
       ctx = await coordinatorContext({ configYaml: yaml(i), home: join(dir, 'home'), cwd: repo, compute: sim });
+      // The agent only opens its profile's queue: `run` creates it with the profile's first job, so here it is made first.
+      await ctx.queueFor(placement.profileId, { create: true });
       // Baseline: an idle agent takes a newly submitted job.
       const a = await sim.launch(placement);
       await until(async () => (a.output.includes('agent started') ? true : undefined), 20_000);

@@ -1,5 +1,5 @@
-import { CreateBucketCommand, HeadBucketCommand, S3Client, type BucketLocationConstraint } from '@aws-sdk/client-s3';
-import { CreateQueueCommand, GetQueueAttributesCommand, GetQueueUrlCommand, SetQueueAttributesCommand, SQSClient } from '@aws-sdk/client-sqs';
+import { HeadBucketCommand, S3Client } from '@aws-sdk/client-s3';
+import { GetQueueUrlCommand, SQSClient } from '@aws-sdk/client-sqs';
 import { ConfigError } from '../errors.js';
 import { awsCode, awsStatus, wrapAws } from './errors.js';
 
@@ -30,56 +30,66 @@ export function awsClients(s: AwsSettings): AwsClients {
   };
 }
 
-/** Turns credential and region failures into one line that says what to fix. */
-function explain(e: unknown, s: AwsSettings, what: string): Error {
+/**
+ * Turns credential, region and access failures into one line that says what to fix. `bucket` names
+ * the bucket when the call was on it: S3 answers HEAD requests with a bare 403 that carries no code.
+ */
+export function explain(e: unknown, s: AwsSettings, what: string, bucket?: string): Error {
   const code = awsCode(e);
-  if (/InvalidClientTokenId|SignatureDoesNotMatch|InvalidAccessKeyId|UnrecognizedClientException|CredentialsProviderError|ExpiredToken/.test(code)) {
-    return new ConfigError(`AWS rejected the credentials${s.profile ? ` of profile \`${s.profile}\`` : ''} (${code}) while trying to ${what}: check \`aws configure\` or run \`dstack config\``);
+  const profile = s.profile ? ` of profile \`${s.profile}\`` : '';
+  // The SDK found no credentials anywhere (environment, ~/.aws, SSO, process, instance or container role).
+  if (code === 'CredentialsProviderError') {
+    return new ConfigError(
+      `no AWS credentials found${s.profile ? ` for profile \`${s.profile}\`` : ''} while trying to ${what}: run \`aws configure\`, or set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (\`dstack config --profile NAME\` picks a profile)`,
+      { cause: e },
+    );
+  }
+  if (/InvalidClientTokenId|SignatureDoesNotMatch|InvalidAccessKeyId|UnrecognizedClientException|ExpiredToken/.test(code)) {
+    return new ConfigError(`AWS rejected the credentials${profile} (${code}) while trying to ${what}: check \`aws configure\` or run \`dstack config\``, { cause: e });
   }
   if (/ENOTFOUND|EAI_AGAIN|ECONNREFUSED|UnknownEndpoint|InvalidRegion/.test(code) || /ENOTFOUND|ECONNREFUSED/.test(String((e as Error)?.message))) {
-    return new ConfigError(`cannot reach AWS in region \`${s.region}\` (${code}) while trying to ${what}: check the region and endpoints with \`dstack config\``);
+    return new ConfigError(`cannot reach AWS in region \`${s.region}\` (${code}) while trying to ${what}: check the region and endpoints with \`dstack config\``, { cause: e });
+  }
+  if (bucket !== undefined && awsStatus(e) === 403) {
+    return new ConfigError(`access denied to bucket ${bucket}: wrong account or missing s3:ListBucket (HTTP 403 while trying to ${what}${profile ? ` with the credentials${profile}` : ''})`, { cause: e });
   }
   return wrapAws(e, what);
 }
 
-/** Creates the bucket and the job queue with its dead-letter queue, where they do not exist yet. */
-export async function ensureAws(c: AwsClients, s: AwsSettings): Promise<{ queueUrl: string; dlqUrl: string }> {
-  try {
-    await c.s3.send(new HeadBucketCommand({ Bucket: s.bucket }));
-  } catch (e) {
-    if (awsStatus(e) !== 404 && awsCode(e) !== 'NotFound' && awsCode(e) !== 'NoSuchBucket') throw explain(e, s, `open bucket ${s.bucket}`);
-    try {
-      await c.s3.send(
-        new CreateBucketCommand({
-          Bucket: s.bucket,
-          ...(s.region === 'us-east-1' ? {} : { CreateBucketConfiguration: { LocationConstraint: s.region as BucketLocationConstraint } }),
-        }),
-      );
-    } catch (e2) {
-      if (awsCode(e2) !== 'BucketAlreadyOwnedByYou') throw explain(e2, s, `create bucket ${s.bucket}`);
-    }
+export const isMissingBucket = (e: unknown): boolean => awsStatus(e) === 404 || awsCode(e) === 'NotFound' || awsCode(e) === 'NoSuchBucket';
+const isMissingQueue = (e: unknown): boolean => /NonExistentQueue|QueueDoesNotExist/.test(awsCode(e));
+
+/** The job queue of a queue prefix, and its dead-letter queue. */
+export const queueNames = (queuePrefix: string): { jobs: string; dlq: string } => ({ jobs: `${queuePrefix}-jobs`, dlq: `${queuePrefix}-jobs-dlq` });
+
+/**
+ * Opens the bucket and job queues that `dstack config` created, changing nothing: HeadBucket and
+ * GetQueueUrl only. When one is missing it says, in one line, to run `dstack config`.
+ */
+export async function openExisting(c: AwsClients, s: AwsSettings): Promise<{ queueUrl: string; dlqUrl: string }> {
+  const [bucket, queues] = await Promise.allSettled([c.s3.send(new HeadBucketCommand({ Bucket: s.bucket })), findQueues(c, s)]);
+  if (bucket.status === 'rejected') {
+    if (isMissingBucket(bucket.reason)) throw new ConfigError(`bucket ${s.bucket} does not exist (region ${s.region}): run \`dstack config\` to create it`);
+    throw explain(bucket.reason, s, `open bucket ${s.bucket}`, s.bucket);
   }
-  const dlqUrl = await ensureQueue(c, s, `${s.queuePrefix}-jobs-dlq`, { MessageRetentionPeriod: String(14 * 86400) });
-  const dlq = await c.sqs.send(new GetQueueAttributesCommand({ QueueUrl: dlqUrl, AttributeNames: ['QueueArn'] }));
-  const redrive = JSON.stringify({ deadLetterTargetArn: dlq.Attributes?.QueueArn, maxReceiveCount: String(s.maxReceives) });
-  const queueUrl = await ensureQueue(c, s, `${s.queuePrefix}-jobs`, { RedrivePolicy: redrive, ReceiveMessageWaitTimeSeconds: '20', VisibilityTimeout: '60' });
-  await c.sqs.send(new SetQueueAttributesCommand({ QueueUrl: queueUrl, Attributes: { RedrivePolicy: redrive } })).catch((e: unknown) => {
-    throw explain(e, s, 'set the redrive policy');
-  });
-  return { queueUrl, dlqUrl };
+  if (queues.status === 'rejected') throw queues.reason;
+  if (!queues.value) throw new ConfigError(`queue ${queueNames(s.queuePrefix).jobs} (or its -dlq) does not exist (region ${s.region}): run \`dstack config\` to create it`);
+  return queues.value;
 }
 
-async function ensureQueue(c: AwsClients, s: AwsSettings, name: string, attributes: Record<string, string>): Promise<string> {
+/** The URLs of the job queue of `s.queuePrefix` and its dead-letter queue (GetQueueUrl); undefined when either is missing. */
+export async function findQueues(c: AwsClients, s: AwsSettings): Promise<{ queueUrl: string; dlqUrl: string } | undefined> {
+  const names = queueNames(s.queuePrefix);
+  const [queueUrl, dlqUrl] = await Promise.all([openQueue(c, s, names.jobs), openQueue(c, s, names.dlq)]);
+  return queueUrl && dlqUrl ? { queueUrl, dlqUrl } : undefined;
+}
+
+/** A queue's URL; undefined when there is no such queue. */
+export async function openQueue(c: AwsClients, s: AwsSettings, name: string): Promise<string | undefined> {
   try {
-    const r = await c.sqs.send(new GetQueueUrlCommand({ QueueName: name }));
-    if (r.QueueUrl) return r.QueueUrl;
+    return (await c.sqs.send(new GetQueueUrlCommand({ QueueName: name }))).QueueUrl;
   } catch (e) {
-    if (!/NonExistentQueue|QueueDoesNotExist/.test(awsCode(e))) throw explain(e, s, `open queue ${name}`);
-  }
-  try {
-    const r = await c.sqs.send(new CreateQueueCommand({ QueueName: name, Attributes: attributes }));
-    return r.QueueUrl ?? '';
-  } catch (e) {
-    throw explain(e, s, `create queue ${name}`);
+    if (isMissingQueue(e)) return undefined;
+    throw explain(e, s, `open queue ${name}`);
   }
 }

@@ -1,7 +1,8 @@
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { mkdir, readFile, realpath, rename, rm, rmdir, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { Document, parseDocument } from 'yaml';
-import { AGENT_MODES, BACKENDS, loadConfig } from '../../common/config.js';
+import { AGENT_MODES, BACKENDS, parseConfig, type DstackConfig } from '../../common/config.js';
 import { errnoCode } from '../../common/errors.js';
 import type { Output } from '../output.js';
 
@@ -12,8 +13,8 @@ export interface ConfigContext {
   env: Record<string, string | undefined>;
   /** Asks on a terminal, offering a default; undefined when there is no terminal. */
   ask?: (question: string, fallback: string) => Promise<string>;
-  /** Opens the configured backend (creating the bucket and queues on AWS). */
-  check: () => Promise<void>;
+  /** Provisions the backend of a config not yet saved (creating the bucket and queues on AWS); throws what is wrong. */
+  check: (config: DstackConfig) => Promise<void>;
 }
 
 interface ConfigFlag {
@@ -47,8 +48,9 @@ export type ConfigOptions = Partial<Record<keyof typeof CONFIG_FLAGS, string | n
 
 /**
  * Writes `~/.dstack/config.yaml` from flags, or asks for each setting on a terminal when no flag is
- * given; keeps what is already there (comments included), validates, then opens the backend once so
- * that a missing bucket or queue is created and bad credentials or region are reported now.
+ * given; keeps what is already there (comments included). The new config is validated and its
+ * backend provisioned (the bucket and queues created on AWS, bad credentials or region reported)
+ * before anything is written, so a failed config leaves the old file, or none, as it was.
  */
 export async function configCommand(ctx: ConfigContext, o: ConfigOptions): Promise<number> {
   const file = join(ctx.home, 'config.yaml');
@@ -78,18 +80,33 @@ export async function configCommand(ctx: ConfigContext, o: ConfigOptions): Promi
     const value = o[flag as keyof ConfigOptions];
     if (value !== undefined) doc.setIn(f.path, value);
   }
-  await mkdir(ctx.home, { recursive: true });
-  const previous = text;
-  await writeFile(file, doc.toString());
+  const next = doc.toString();
+  const config = parseConfig(next, file, ctx.home, ctx.env);
+  await ctx.check(config);
+  await writeAtomically(ctx.home, file, next);
+  const where = config.backend === 'aws' ? `: bucket ${config.aws?.bucket ?? '?'} in ${config.aws?.region ?? '?'}, queues ${config.aws?.queuePrefix ?? 'dstack'}-jobs(-dlq)` : '';
+  ctx.out.line(`Saved ${file} (backend ${config.backend}${where}).`);
+  return 0;
+}
+
+/**
+ * Replaces `file` whole (a temp file renamed over it): a reader, or a crash, sees the old file or the
+ * new one. A symlinked config (dotfiles) is written where the link points, and stays a link.
+ */
+async function writeAtomically(dir: string, file: string, text: string): Promise<void> {
+  const made = await mkdir(dir, { recursive: true });
+  const target = await realpath(file).catch((e: unknown) => {
+    if (errnoCode(e) === 'ENOENT') return file;
+    throw e;
+  });
+  const temp = join(dirname(target), `.config.yaml.${randomBytes(4).toString('hex')}.tmp`);
   try {
-    const config = await loadConfig(ctx.home, ctx.env);
-    await ctx.check();
-    const where = config.backend === 'aws' ? `: bucket ${config.aws?.bucket ?? '?'} in ${config.aws?.region ?? '?'}, queues ${config.aws?.queuePrefix ?? 'dstack'}-jobs(-dlq)` : '';
-    ctx.out.line(`Saved ${file} (backend ${config.backend}${where}).`);
-    return 0;
+    await writeFile(temp, text);
+    await rename(temp, target);
   } catch (e) {
-    // Nothing half-done: the old file comes back, and the error says what to fix.
-    await writeFile(file, previous);
+    await rm(temp, { force: true });
+    // A home made just now for this file goes too.
+    if (made) await rmdir(made).catch(() => undefined);
     throw e;
   }
 }

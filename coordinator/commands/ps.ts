@@ -4,7 +4,8 @@ import { isFinished, listRuns, loadRun, type RunRow, type RunView } from '../../
 import { repoInfo } from '../code-capture.js';
 import type { Context } from '../context.js';
 import { ago } from '../output.js';
-import { reconcileQuietly } from '../submit.js';
+import { starvedProfiles } from '../fleet.js';
+import { toError } from '../../common/errors.js';
 import { orphanGraceMs, settleOrphans } from '../../common/orphans.js';
 import { ownerLabel } from '../../common/owner.js';
 
@@ -14,11 +15,19 @@ export interface PsOptions {
   json: boolean;
 }
 
-/** `dstack ps`: unfinished runs (or else the last one); `-a` for all; `RUN` for one; `--json` for scripts. */
+/**
+ * `dstack ps`: unfinished runs (or else the last one); `-a` for all; `RUN` for one; `--json` for
+ * scripts. It only reads: it starts no agent and creates nothing, and says so (on stderr) when jobs
+ * wait with no agent to take them.
+ */
 export async function psCommand(ctx: Context, o: PsOptions): Promise<number> {
+  const code = await listCommand(ctx, o);
+  await noteStarved(ctx);
+  return code;
+}
+
+async function listCommand(ctx: Context, o: PsOptions): Promise<number> {
   const info = await repoInfo(ctx.cwd);
-  // Listing is also a moment to replace lost capacity while jobs wait.
-  await reconcileQuietly(ctx);
   const now = Date.now();
   let rows: RunRow[];
   if (o.run) {
@@ -73,6 +82,21 @@ export async function psCommand(ctx: Context, o: PsOptions): Promise<number> {
     }),
   );
   return 0;
+}
+
+/** One line per profile whose jobs wait with no agent, pointing to `dstack coordinator`; a failure to tell is a warning. */
+async function noteStarved(ctx: Context): Promise<void> {
+  // With `agents: none` agents are started by hand: there is nothing dstack could start.
+  if (ctx.config.backend === 'aws' && ctx.config.aws?.agents === 'none') return;
+  try {
+    for (const { profileId, waiting } of await starvedProfiles(ctx)) {
+      const jobs = waiting === 1 ? '1 job waits' : `${waiting} jobs wait`;
+      const profile = profileId === 'default' ? '' : ` for profile ${profileId}`;
+      ctx.out.note(`${jobs}${profile} and no agent is there to take ${waiting === 1 ? 'it' : 'them'}: run \`dstack coordinator\` to start capacity (ps starts none)`);
+    }
+  } catch (e) {
+    ctx.out.note(`warning: could not check for waiting jobs: ${toError(e).message}`);
+  }
 }
 
 /** Instance (id, type, market) of the last attempt, age of its heartbeat while it runs, and cost so far over all attempts. */

@@ -1,6 +1,7 @@
 import { DeleteQueueCommand } from '@aws-sdk/client-sqs';
 import { S3Store } from '../../common/aws/s3-store.js';
-import { awsClients, ensureAws, type AwsSettings } from '../../common/aws/setup.js';
+import { ensureAws } from '../../common/aws/provision.js';
+import { awsClients, type AwsSettings } from '../../common/aws/setup.js';
 import { SqsQueue } from '../../common/aws/sqs-queue.js';
 import { startEmulator, uniqueName, type Emulator } from '../support/fauxqs.js';
 import { S3Proxy } from '../support/s3-proxy.js';

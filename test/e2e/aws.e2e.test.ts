@@ -141,8 +141,12 @@ describe('e2e: backend aws on fauxqs, agents as local processes', function () {
     const edgeHome = tempDir('edgehome');
     const agentHome = tempDir('agenthome');
     const base = readFileSync(join(home, 'config.yaml'), 'utf8');
-    const config = base.replace(/queuePrefix: \S+/, `queuePrefix: ${uniqueName('ud')}`).replace('agents: local', 'agents: none');
+    const udPrefix = uniqueName('ud');
+    const config = base.replace(/queuePrefix: \S+/, `queuePrefix: ${udPrefix}`).replace('agents: local', 'agents: none');
     await import('node:fs/promises').then((fs) => fs.writeFile(join(edgeHome, 'config.yaml'), config));
+    // `dstack config` creates the new queues; the agent and `run` only open them.
+    const c = await dstack(['config', '--queue-prefix', udPrefix], { cwd: repo, home: edgeHome, env });
+    expect(c.code, c.stderr).to.equal(0);
     const imds = new ImdsServer('i-0123456789abcdef0', config);
     const imdsUrl = await imds.start();
     const agent = spawn(process.execPath, [AGENT], {
@@ -191,6 +195,8 @@ describe('e2e: backend aws on fauxqs, agents as local processes', function () {
     doc.setIn(['aws', 'visibilityCapSec'], 6);
     doc.setIn(['local', 'visibilityTimeoutSec'], 2);
     await import('node:fs/promises').then((fs) => fs.writeFile(join(capHome, 'config.yaml'), doc.toString()));
+    const c = await dstack(['config', '--queue-prefix', prefix], { cwd: repo, home: capHome, env });
+    expect(c.code, c.stderr).to.equal(0);
     const scratch = tempDir('marker');
     const marker = join(scratch, 'marker');
     try {

@@ -1,4 +1,5 @@
 import { openBackend } from '../../common/backend.js';
+import { creatingQueueFor, provisionBackend } from '../../common/provision.js';
 import { parseConfig, type DstackConfig } from '../../common/config.js';
 import type { Compute, Store } from '../../common/ports.js';
 import { loadRun, type RunView } from '../../common/runs.js';
@@ -24,13 +25,24 @@ export function captureOutput(): Output & { text: () => string } {
   };
 }
 
-/** A coordinator in this process, with a Compute of the test's choice (the fleet simulator, a mocked EC2 fleet), acting as `owner` if given. */
-export async function coordinatorContext(o: { configYaml: string; home: string; cwd: string; compute: Compute; owner?: string }): Promise<Context & { config: DstackConfig; out: ReturnType<typeof captureOutput> }> {
+/**
+ * A coordinator in this process, with a Compute of the test's choice (the fleet simulator, a mocked
+ * EC2 fleet), acting as `owner` if given. It provisions the backend first, as `dstack config` does, unless `provision` is false.
+ */
+export async function coordinatorContext(o: {
+  configYaml: string;
+  home: string;
+  cwd: string;
+  compute: Compute;
+  provision?: boolean;
+  owner?: string;
+}): Promise<Context & { config: DstackConfig; out: ReturnType<typeof captureOutput> }> {
   const config = parseConfig(o.configYaml, 'test config', o.home);
+  if (o.provision ?? true) await provisionBackend(config);
   const backend = await openBackend(config);
   return {
     config,
-    queueFor: backend.queueFor,
+    queueFor: creatingQueueFor(config, backend),
     store: backend.store,
     owner: o.owner === undefined ? backend.owner : () => Promise.resolve(o.owner ?? ''),
     gcTargets: async () => (await import('../../common/gc.js')).localTargets(backend),

@@ -3,10 +3,18 @@ import type { AddressInfo } from 'node:net';
 
 export type Fault = '500' | 'drop';
 
+/** A request the proxy saw: S3's method and path, or SQS's action (its JSON protocol's X-Amz-Target, less `AmazonSQS.`). */
+export interface SeenRequest {
+  method: string;
+  path: string;
+  sqsAction?: string;
+}
+
 /**
  * A loopback proxy in front of fauxqs's S3 for tests. It adds what fauxqs 1.9 lacks and real S3
  * has, conditional PUT (`If-None-Match: *` answers 412 when the key exists, checked and written one
- * at a time per key), and it can inject faults: 5xx answers or dropped connections.
+ * at a time per key), and it can inject faults: 5xx answers or dropped connections. It records every
+ * request it forwards; pointed at as the SQS endpoint too, it records SQS's actions as well.
  */
 export class S3Proxy {
   private server: Server | undefined;
@@ -14,6 +22,8 @@ export class S3Proxy {
   private faults: Array<{ fault: Fault; when: (req: IncomingMessage) => boolean }> = [];
   /** Requests that got a fault, for assertions. */
   injected = 0;
+  /** Every request received, in order; a test empties it to look at one command's calls. */
+  requests: SeenRequest[] = [];
 
   constructor(private readonly upstream: string) {}
 
@@ -34,6 +44,12 @@ export class S3Proxy {
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const target = req.headers['x-amz-target'];
+    this.requests.push({
+      method: req.method ?? '?',
+      path: (req.url ?? '/').split('?')[0] ?? '/',
+      ...(typeof target === 'string' && target.startsWith('AmazonSQS.') ? { sqsAction: target.slice('AmazonSQS.'.length) } : {}),
+    });
     const i = this.faults.findIndex((f) => f.when(req));
     if (i >= 0) {
       const fault = this.faults.splice(i, 1)[0]?.fault;

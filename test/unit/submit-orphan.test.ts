@@ -30,7 +30,8 @@ describe('submit: a CLI killed between recording the run and enqueuing it', () =
     const ps = async (): Promise<Map<string, string>> => {
       const before = ctx.out.text().length;
       await psCommand(ctx, { run: undefined, all: true, json: false });
-      const lines = ctx.out.text().slice(before).split('\n').slice(1).filter((l) => l.length > 0);
+      // The table's rows; ps also notes that the queued job has no agent (nothing starts them here).
+      const lines = ctx.out.text().slice(before).split('\n').slice(1).filter((l) => /^[a-z]+-[a-z]+-\d+ /.test(l));
       return new Map(lines.map((l) => [l.split('  ')[0] ?? '', l]));
     };
     const first = await ps();
