@@ -134,7 +134,7 @@ describe('e2e: dstack config on AWS says what is wrong, and only it provisions',
     const bucket = uniqueName('later');
     writeFileSync(
       join(home, 'config.yaml'),
-      `backend: aws\naws:\n  region: us-east-1\n  bucket: ${bucket}\n  queuePrefix: ${uniqueName('q')}\n  endpoints: { sqs: "${endpoint}", s3: "${endpoint}" }\n  agents: local\n`,
+      `backend: aws\naws:\n  region: us-east-1\n  bucket: ${bucket}\n  queuePrefix: ${uniqueName('q')}\n  endpoints: { sqs: "${endpoint}", s3: "${endpoint}", sts: "${emulator.endpoint}" }\n  agents: local\n`,
     );
     proxy.requests = [];
     const said = `bucket ${bucket} does not exist (region us-east-1): run \`dstack config\` to create it`;
@@ -161,7 +161,7 @@ describe('e2e: dstack config on AWS says what is wrong, and only it provisions',
 
   it('ps, logs, artifacts list and tags list send no mutating AWS call and start no instance; ps says when jobs wait with no capacity', async () => {
     const home = dir('readers');
-    const yaml = `backend: aws\naws:\n  region: us-east-1\n  bucket: ${uniqueName('reads')}\n  queuePrefix: ${uniqueName('r')}\n  endpoints: { sqs: "${endpoint}", s3: "${endpoint}" }\n  agents: ec2\n  maxInstances: 3\n`;
+    const yaml = `backend: aws\naws:\n  region: us-east-1\n  bucket: ${uniqueName('reads')}\n  queuePrefix: ${uniqueName('r')}\n  endpoints: { sqs: "${endpoint}", s3: "${endpoint}", sts: "${emulator.endpoint}" }\n  agents: ec2\n  maxInstances: 3\n`;
     // No room for an instance while the job is submitted: it stays queued with no capacity.
     const simOptions: FleetSimOptions = { userData: (id) => agentUserData(ctx.config, id), maxInstances: 0, env: CREDS };
     const sim = new FleetSimulator(simOptions);

@@ -56,7 +56,7 @@ describe('owners: ps shows them, stop and rm refuse another owner\'s run without
     const table = alice.out.text().split('\n').filter((l) => l.startsWith('RUN'));
     expect(table.at(-1)).to.not.contain('OWNER');
     expect(await psCommand(alice, { run: undefined, all: false, json: true })).to.equal(0);
-    const json = JSON.parse(alice.out.text().trim().split('\n').at(-1)!) as Array<{ runName: string; owner: string | null }>;
+    const json = JSON.parse(alice.out.text().trim().split('\n').filter((l) => l.startsWith('[')).at(-1)!) as Array<{ runName: string; owner: string | null }>;
     expect(json.map((j) => [j.runName, j.owner])).to.deep.equal([[a, ALICE]]);
   });
 
@@ -119,7 +119,7 @@ describe('owners: ps shows them, stop and rm refuse another owner\'s run without
     const anonymous = { ...bob, owner: () => Promise.reject(new ConfigError('no identity')) };
     expect(await stopCommand(anonymous, { run: a, all: false, abort: false, yes: true })).to.equal(0);
     expect(await psCommand(alice, { run: undefined, all: false, json: true })).to.equal(0);
-    const json = JSON.parse(alice.out.text().trim().split('\n').at(-1)!) as Array<{ runName: string; owner: string | null }>;
+    const json = JSON.parse(alice.out.text().trim().split('\n').filter((l) => l.startsWith('[')).at(-1)!) as Array<{ runName: string; owner: string | null }>;
     expect(json.map((j) => [j.runName, j.owner])).to.deep.equal([[b, BOB]]);
     expect(await rmCommand(anonymous, { run: a, all: false, yes: true })).to.equal(0);
     expect(anonymous.out.text()).to.contain(`Deleted ${a}.`);
