@@ -5,7 +5,7 @@ import { LocalQueue } from './local/local-queue.js';
 import { LocalStore } from './local/local-store.js';
 import type { Queue, Store } from './ports.js';
 import { LocalSecretStore } from './local/local-secrets.js';
-import type { SecretStore } from './secrets.js';
+import { lazySecretStore, type SecretStore } from './secrets.js';
 
 /** The transports a process uses, plus the local directory for agents, their logs and work. */
 export interface Backend {
@@ -15,10 +15,7 @@ export interface Backend {
   queueFor: (profileId: string) => Promise<Queue>;
   store: Store;
   registry: LocalAgentRegistry;
-  /**
-   * Secrets: files under `<home>/local/secrets` when the agents run on this machine (the local
-   * backend, or `agents: local`). Undefined on AWS with EC2 agents, until a Secrets Manager store exists.
-   */
+  /** Secrets: files under `<home>/local/secrets` (local backend), or AWS Secrets Manager (backend aws). */
   secrets?: SecretStore;
   /** `<home>/local`: agent registry, agent logs, job directories (and, locally, the queue and store). */
   root: string;
@@ -31,8 +28,9 @@ export async function openBackend(config: DstackConfig): Promise<Backend> {
   if (config.backend === 'aws') {
     const { awsSettings, openAws } = await import('./aws/index.js');
     const { queue, store, queueFor } = await openAws(awsSettings(config.aws, maxReceives(config), join(config.home, 'config.yaml')));
-    const secrets = config.aws?.agents === 'local' ? { secrets: new LocalSecretStore(join(root, 'secrets')) } : {};
-    return { queue, store, registry, root, ...secrets, queueFor: config.aws?.agents === 'ec2' ? queueFor : () => Promise.resolve(queue) };
+    // Secrets Manager in every `agents` mode, so that the CLI and every agent, local or on EC2, see one store.
+    const secrets = lazySecretStore(async () => (await import('./aws/secrets-manager.js')).openSecretsManager(config.aws));
+    return { queue, store, registry, root, secrets, queueFor: config.aws?.agents === 'ec2' ? queueFor : () => Promise.resolve(queue) };
   }
   const queue = new LocalQueue({ root: join(root, 'queues'), name: 'jobs', maxReceives: maxReceives(config), pollMs: 250 });
   const secrets = new LocalSecretStore(join(root, 'secrets'));
