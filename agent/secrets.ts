@@ -5,14 +5,15 @@ import type { JobSpec } from '../common/spec/job-spec.js';
 const MASK = Buffer.from('***');
 
 /**
- * The secrets a job gets as env vars: the repo's named secrets, then the values pinned to this run
- * for its bare env names (which win: the workflow asked for them by name). A pinned value that is
- * gone fails the job, naming the variable only.
+ * The secrets a job gets as env vars: the repo's named secrets (those named in the spec, with their
+ * values now; one deleted since is left out), then the values pinned to this run for its bare env
+ * names (which win: the workflow asked for them by name). A pinned value that is gone fails the
+ * job, naming the variable only. Only `get` is called: on EC2 the agent may read, not list.
  */
-export async function fetchSecrets(store: SecretStore, spec: JobSpec): Promise<Record<string, string>> {
+export async function fetchSecrets(store: Pick<SecretStore, 'get'>, spec: JobSpec): Promise<Record<string, string>> {
   const env: Record<string, string> = {};
   const repo = { repoId: spec.repoId };
-  for (const name of await store.list(repo)) {
+  for (const name of spec.secretNames ?? []) {
     const value = await store.get(repo, name);
     if (value !== undefined) env[name] = value;
   }

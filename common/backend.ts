@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import type { DstackConfig } from './config.js';
+import type { AwsConfig, DstackConfig } from './config.js';
 import { LocalAgentRegistry } from './local/local-compute.js';
 import { LocalQueue } from './local/local-queue.js';
 import { LocalStore } from './local/local-store.js';
@@ -21,16 +21,21 @@ export interface Backend {
   root: string;
 }
 
-/** Picks the local or AWS transports from the config. The AWS SDK is loaded only for the AWS backend. */
-export async function openBackend(config: DstackConfig): Promise<Backend> {
+/**
+ * Picks the local or AWS transports from the config. The AWS SDK is loaded only for the AWS backend.
+ * `awsSecrets` opens the AWS backend's secret store: the composition root passes it, so that the
+ * agent bundle holds only Secrets Manager's read call and the CLI's the rest (see ami/iam/).
+ */
+export async function openBackend(config: DstackConfig, o: { awsSecrets?: (aws: AwsConfig | undefined) => Promise<SecretStore> } = {}): Promise<Backend> {
   const root = join(config.home, 'local');
   const registry = new LocalAgentRegistry(join(root, 'agents'));
   if (config.backend === 'aws') {
     const { awsSettings, openAws } = await import('./aws/index.js');
     const { queue, store, queueFor } = await openAws(awsSettings(config.aws, maxReceives(config), join(config.home, 'config.yaml')));
     // Secrets Manager in every `agents` mode, so that the CLI and every agent, local or on EC2, see one store.
-    const secrets = lazySecretStore(async () => (await import('./aws/secrets-manager.js')).openSecretsManager(config.aws));
-    return { queue, store, registry, root, secrets, queueFor: config.aws?.agents === 'ec2' ? queueFor : () => Promise.resolve(queue) };
+    const { awsSecrets } = o;
+    const secrets = awsSecrets ? { secrets: lazySecretStore(() => awsSecrets(config.aws)) } : {};
+    return { queue, store, registry, root, ...secrets, queueFor: config.aws?.agents === 'ec2' ? queueFor : () => Promise.resolve(queue) };
   }
   const queue = new LocalQueue({ root: join(root, 'queues'), name: 'jobs', maxReceives: maxReceives(config), pollMs: 250 });
   const secrets = new LocalSecretStore(join(root, 'secrets'));

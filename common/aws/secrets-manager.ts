@@ -1,49 +1,26 @@
 import {
   CreateSecretCommand,
   DeleteSecretCommand,
-  GetSecretValueCommand,
   PutSecretValueCommand,
   SecretsManagerClient,
   paginateListSecrets,
 } from '@aws-sdk/client-secrets-manager';
 import pRetry from 'p-retry';
 import type { AwsConfig } from '../config.js';
-import { ConfigError, ConflictError, TransportError, UsageError } from '../errors.js';
-import { sha256 } from '../hash.js';
-import { RUN_NAME_PATTERN } from '../names.js';
+import { ConflictError } from '../errors.js';
 import { checkSecretName, type SecretScope, type SecretStore } from '../secrets.js';
-import { awsCode, awsStatus } from './errors.js';
+import { awsCode } from './errors.js';
+import { getSecretValue, scopePrefix, secretName, secretsManagerClient, secretsManagerError as fail, secretsPrefix } from './secrets-reader.js';
+
+export { secretName } from './secrets-reader.js';
 
 /**
- * Where the secrets live in Secrets Manager, all under one prefix (`aws.secretsPrefix`, by default
- * the queue prefix, so `dstack/…`), which is what the IAM policies in ami/iam/ grant:
- *
- *   <prefix>/repos/<sha256 of repoId>/NAME            a repo's secrets (`dstack secrets add`)
- *   <prefix>/runs/<sha256 of repoId>/<run>/NAME       the values of a run's bare env names
- *
- * The repo id is hashed as in the local store: it is a URL-ish string with characters Secrets
- * Manager names refuse, and the hash keeps the name short. Repo secrets and run values sit under
- * different branches so that listing a repo's secrets never pages through its runs' values.
- */
-export function secretName(prefix: string, scope: SecretScope, name: string): string {
-  return `${scopePrefix(prefix, scope)}${name}`;
-}
-
-function scopePrefix(prefix: string, scope: SecretScope): string {
-  const repo = sha256(scope.repoId);
-  if (scope.runName === undefined) return `${prefix}/repos/${repo}/`;
-  if (!RUN_NAME_PATTERN.test(scope.runName)) throw new UsageError(`not a run name: \`${scope.runName}\``);
-  return `${prefix}/runs/${repo}/${scope.runName}/`;
-}
-
-/**
- * The AWS backend's SecretStore: Secrets Manager in the config's region (or at
+ * The CLI's SecretStore on AWS: Secrets Manager in the config's region (or at
  * `aws.endpoints.secretsmanager`), names under `aws.secretsPrefix`, by default the queue prefix.
+ * (Agents get the read-only SecretsManagerReader.)
  */
 export function openSecretsManager(aws: AwsConfig | undefined): SecretsManagerStore {
-  const endpoint = aws?.endpoints?.secretsmanager;
-  const client = new SecretsManagerClient({ region: aws?.region ?? 'us-east-1', ...(aws?.profile ? { profile: aws.profile } : {}), ...(endpoint ? { endpoint } : {}) });
-  return new SecretsManagerStore({ client, prefix: aws?.secretsPrefix ?? aws?.queuePrefix ?? 'dstack' });
+  return new SecretsManagerStore({ client: secretsManagerClient(aws), prefix: secretsPrefix(aws) });
 }
 
 /**
@@ -69,15 +46,7 @@ export class SecretsManagerStore implements SecretStore {
 
   async get(scope: SecretScope, name: string): Promise<string | undefined> {
     checkSecretName(name);
-    const id = secretName(this.prefix, scope, name);
-    try {
-      const r = await this.client.send(new GetSecretValueCommand({ SecretId: id }));
-      return r.SecretString;
-    } catch (e) {
-      // InvalidRequestException here means the secret is marked for deletion: for us it is gone.
-      if (awsCode(e) === 'ResourceNotFoundException' || awsCode(e) === 'InvalidRequestException') return undefined;
-      throw fail(e, 'read', id, 'GetSecretValue');
-    }
+    return getSecretValue(this.client, secretName(this.prefix, scope, name));
   }
 
   async put(scope: SecretScope, name: string, value: string, o: { ifAbsent?: boolean } = {}): Promise<void> {
@@ -145,32 +114,3 @@ export class SecretsManagerStore implements SecretStore {
   }
 }
 
-const CREDENTIALS = /InvalidClientTokenId|UnrecognizedClientException|InvalidSignatureException|SignatureDoesNotMatch|CredentialsProviderError|ExpiredToken/;
-const RETRYABLE = /Throttling|InternalServiceError|ServiceUnavailable|RequestTimeout|ECONNRESET|ETIMEDOUT|EPIPE|TimeoutError/;
-
-/**
- * One line for a failed call: what, which name, the AWS error code and its message. The value is
- * never in it: it is cut out of AWS's message if a service ever echoes it, and the SDK error is not
- * kept as `cause` (it could carry the request), so `--debug` cannot print it either.
- */
-function fail(e: unknown, what: string, id: string, action: string, value?: string): Error {
-  const code = awsCode(e);
-  const status = awsStatus(e);
-  let message = e instanceof Error ? e.message.split('\n')[0] ?? '' : String(e);
-  if (value) message = message.split(value).join('***');
-  if (CREDENTIALS.test(code)) {
-    return new ConfigError(`AWS rejected the credentials (${code}) while trying to ${what} secret ${id} in Secrets Manager: check \`aws configure\` or run \`dstack config\``);
-  }
-  if (code === 'AccessDeniedException') {
-    return new TransportError(`access denied to secret ${id} in Secrets Manager: the IAM policy needs secretsmanager:${action} on it (see ami/iam/)`, {
-      awsCode: code,
-      ...(status === undefined ? {} : { statusCode: status }),
-    });
-  }
-  const retryable = RETRYABLE.test(code) || (status !== undefined && status >= 500);
-  return new TransportError(`Secrets Manager: cannot ${what} secret ${id}: ${code}${status ? ` (HTTP ${status})` : ''}${message && message !== code ? `: ${message}` : ''}`, {
-    retryable,
-    awsCode: code,
-    ...(status === undefined ? {} : { statusCode: status }),
-  });
-}
