@@ -33,12 +33,22 @@ export async function fetchSecrets(store: Pick<SecretStore, 'get'>, spec: JobSpe
  * come or `end()` is called. Values under MIN_MASKED_BYTES are not masked (see README).
  */
 export class Masker {
-  private readonly secrets: Buffer[];
+  private readonly secrets: Buffer[] = [];
   private held: Buffer = Buffer.alloc(0);
 
   constructor(values: Iterable<string>) {
-    const unique = new Set([...values].filter((v) => Buffer.byteLength(v) >= MIN_MASKED_BYTES));
-    this.secrets = [...unique].map((v) => Buffer.from(v, 'utf8'));
+    for (const v of values) this.add(v);
+  }
+
+  /**
+   * Masks one more value from the next write on: a credential dstack makes for the run once the job
+   * has started (a dev environment's token, say). Bytes already returned stay as they were, so add
+   * a value before anything can print it.
+   */
+  add(value: string): void {
+    const bytes = Buffer.from(value, 'utf8');
+    if (bytes.length < MIN_MASKED_BYTES || this.secrets.some((s) => s.equals(bytes))) return;
+    this.secrets.push(bytes);
   }
 
   /** The bytes that can be shipped now, masked. */
