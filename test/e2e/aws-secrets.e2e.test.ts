@@ -1,12 +1,15 @@
 import { expect } from 'chai';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { GetObjectCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
 import { ListQueuesCommand, ReceiveMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
-import { CLI, dstack, killAgents, makeRepo, removeAll, tempDir, type CliResult } from '../support/cli.js';
+import { parseConfig } from '../../common/config.js';
+import { agentUserData } from '../../common/fleet/user-data.js';
+import { AGENT, CLI, dstack, killAgents, makeRepo, removeAll, tempDir, type CliResult } from '../support/cli.js';
+import { ImdsServer } from '../support/imds-server.js';
 import { startEmulator, uniqueName, type Emulator } from '../support/fauxqs.js';
 import { SecretsManagerFake } from '../support/secrets-manager-fake.js';
 
@@ -65,6 +68,8 @@ describe('e2e: secrets in Secrets Manager, backend aws on fauxqs with local agen
   let home: string;
   let bucket: string;
   let queuePrefix: string;
+  /** The EC2-style agent's own home (scanned too). */
+  let agentHome: string;
   const token = `tok-${randomBytes(12).toString('hex')}`;
   const shellValue = `shell-${randomBytes(12).toString('hex')}`;
   const outputs: string[] = [];
@@ -83,6 +88,7 @@ describe('e2e: secrets in Secrets Manager, backend aws on fauxqs with local agen
     const smEndpoint = await sm.start();
     repo = makeRepo({ '.dstack/workflows.yaml': WORKFLOWS });
     home = tempDir('awssecrets');
+    agentHome = tempDir('awssecrets-agent');
     bucket = uniqueName('dstack');
     queuePrefix = uniqueName('q');
     const c = await cli([
@@ -95,7 +101,7 @@ describe('e2e: secrets in Secrets Manager, backend aws on fauxqs with local agen
   });
   after(async () => {
     await killAgents(home);
-    removeAll(repo, home);
+    removeAll(repo, home, agentHome);
     await sm.stop();
     await emulator.stop();
   });
@@ -137,7 +143,44 @@ describe('e2e: secrets in Secrets Manager, backend aws on fauxqs with local agen
     expect(r.stdout).to.equal(`token=*** shell= end\n${sha(token)}\n${sha('')}\n`);
   });
 
-  it('leaves no value anywhere but Secrets Manager: S3, every queue and DLQ, the CLI output, DSTACK_HOME', async () => {
+  it("an agent configured from EC2 user-data (a profile's queue) reads the secrets under the fleet's prefix", async () => {
+    // The user-data an EC2 agent of profile `gpu` boots with: its queue prefix is the profile's, its secrets prefix the fleet's.
+    const config = parseConfig(readFileSync(join(home, 'config.yaml'), 'utf8'), 'test', home);
+    const userData = agentUserData(config, 'gpu');
+    expect(userData).to.include(`queuePrefix: ${queuePrefix}-gpu\n`).and.include(`secretsPrefix: ${queuePrefix}\n`);
+    // A CLI that sends to that profile's queue and starts no agent, as the coordinator does for a fleet.
+    const edgeHome = tempDir('awssecrets-edge');
+    writeFileSync(
+      join(edgeHome, 'config.yaml'),
+      readFileSync(join(home, 'config.yaml'), 'utf8')
+        .replace(/queuePrefix: \S+/, `queuePrefix: ${queuePrefix}-gpu\n  secretsPrefix: ${queuePrefix}`)
+        .replace(/agents: \w+/, 'agents: none'),
+    );
+    const imds = new ImdsServer('i-0123456789abcdef0', userData);
+    const imdsUrl = await imds.start();
+    const agent = spawn(process.execPath, [AGENT], {
+      env: { ...process.env, ...CREDS, DSTACK_HOME: agentHome, DSTACK_AGENT_CONFIG: 'user-data', DSTACK_IMDS_URL: imdsUrl },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let agentOut = '';
+    agent.stdout.on('data', (d: Buffer) => (agentOut += d.toString()));
+    agent.stderr.on('data', (d: Buffer) => (agentOut += d.toString()));
+    try {
+      const r = await dstack(['run', 'show'], { cwd: repo, home: edgeHome, env: { ...CREDS, FROM_SHELL: shellValue } });
+      outputs.push(r.stdout, r.stderr);
+      expect(r.code, r.stderr + agentOut).to.equal(0);
+      expect(r.stdout).to.equal(`token=*** shell=*** end\n${sha(token)}\n${sha(shellValue)}\n`);
+      expect(imds.hits.get('/latest/user-data')).to.equal(1);
+    } finally {
+      agent.kill('SIGKILL');
+      await new Promise((resolve) => agent.once('close', resolve));
+      await imds.stop();
+      outputs.push(agentOut);
+      removeAll(edgeHome);
+    }
+  });
+
+  it('leaves no value anywhere but Secrets Manager: S3, every queue and DLQ, the CLI and agent output, DSTACK_HOME', async () => {
     const s3 = new S3Client({ region: 'us-east-1', endpoint: emulator.endpoint, forcePathStyle: true, credentials: { accessKeyId: 'test', secretAccessKey: 'test' } });
     const objects = new Map<string, Buffer>();
     let ContinuationToken: string | undefined;
@@ -154,6 +197,7 @@ describe('e2e: secrets in Secrets Manager, backend aws on fauxqs with local agen
     expect(holding(await everyMessage(), [token, shellValue])).to.deep.equal([]);
     expect(outputs.filter((o) => o.includes(token) || o.includes(shellValue))).to.deep.equal([]);
     expect(holding(filesUnder(home, (rel) => rel === join('local', 'secrets')), [token, shellValue])).to.deep.equal([]);
+    expect(holding(filesUnder(agentHome, () => false), [token, shellValue])).to.deep.equal([]);
   });
 
   /** Every message in every queue of this test's prefix, dead-letter queues included, left in place. */
