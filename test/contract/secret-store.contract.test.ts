@@ -2,6 +2,7 @@ import { expect } from 'chai';
 import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { join } from 'node:path';
 import { SecretsManagerStore, secretName } from '../../common/aws/secrets-manager.js';
+import { SecretsManagerReader } from '../../common/aws/secrets-reader.js';
 import { ConfigError, TransportError } from '../../common/errors.js';
 import { sha256 } from '../../common/hash.js';
 import { LocalSecretStore } from '../../common/local/local-secrets.js';
@@ -117,5 +118,19 @@ describe('SecretsManagerStore: the Secrets Manager calls on the wire', function 
     expect(await store.get(repo, 'NOPE')).to.equal(undefined);
     expect(await store.delete(repo, 'NOPE')).to.equal(false);
     expect(fake.requests.map((r) => r.op)).to.not.include('DeleteSecret');
+  });
+
+  it("the agent's reader reads by name with GetSecretValue and refuses to list, write or delete", async () => {
+    await smStore(endpoint).put(repo, 'TOKEN', 'value-1');
+    const client = new SecretsManagerClient({ region: 'us-east-1', endpoint, credentials: { accessKeyId: 'test', secretAccessKey: 'test' } });
+    const reader = new SecretsManagerReader({ client, prefix: 'dstack' });
+    const before = fake.requests.length;
+    expect(await reader.get(repo, 'TOKEN')).to.equal('value-1');
+    expect(await reader.get(repo, 'NOPE')).to.equal(undefined);
+    for (const call of [reader.list(), reader.put(), reader.delete()]) {
+      const e = await (call as Promise<unknown>).then(() => expect.fail('a reader wrote'), (x: unknown) => x as Error);
+      expect(e.message).to.equal('an agent only reads secrets: add, list and delete them with `dstack secrets`');
+    }
+    expect(fake.requests.slice(before).map((r) => r.op)).to.deep.equal(['GetSecretValue', 'GetSecretValue']);
   });
 });
