@@ -56,13 +56,13 @@ export class SecretsManagerStore implements SecretStore {
       await this.create(id, value);
       return;
     } catch (e) {
-      if (awsCode(e) !== 'ResourceExistsException') throw fail(e, 'create', id, 'CreateSecret', value);
+      if (awsCode(e) !== 'ResourceExistsException') throw fail(e, 'create secret', id, 'CreateSecret', value);
       if (o.ifAbsent) throw new ConflictError(`secret \`${name}\` exists: use \`dstack secrets update ${name}\``);
     }
     try {
       await this.client.send(new PutSecretValueCommand({ SecretId: id, SecretString: value }));
     } catch (e) {
-      throw fail(e, 'update', id, 'PutSecretValue', value);
+      throw fail(e, 'update secret', id, 'PutSecretValue', value);
     }
   }
 
@@ -91,7 +91,7 @@ export class SecretsManagerStore implements SecretStore {
         }
       }
     } catch (e) {
-      throw fail(e, 'list', `${prefix}*`, 'ListSecrets');
+      throw fail(e, 'list the secrets under', prefix, 'ListSecrets');
     }
     return names.sort();
   }
@@ -109,7 +109,7 @@ export class SecretsManagerStore implements SecretStore {
       return true;
     } catch (e) {
       if (awsCode(e) === 'ResourceNotFoundException') return false;
-      throw fail(e, 'delete', id, 'DeleteSecret');
+      throw fail(e, 'delete secret', id, 'DeleteSecret');
     }
   }
 }

@@ -47,7 +47,7 @@ export async function getSecretValue(client: SecretsManagerClient, id: string): 
   } catch (e) {
     // InvalidRequestException here means the secret is marked for deletion: for us it is gone.
     if (awsCode(e) === 'ResourceNotFoundException' || awsCode(e) === 'InvalidRequestException') return undefined;
-    throw secretsManagerError(e, 'read', id, 'GetSecretValue');
+    throw secretsManagerError(e, 'read secret', id, 'GetSecretValue');
   }
 }
 
@@ -101,16 +101,16 @@ export function secretsManagerError(e: unknown, what: string, id: string, action
   let message = e instanceof Error ? e.message.split('\n')[0] ?? '' : String(e);
   if (value) message = message.split(value).join('***');
   if (CREDENTIALS.test(code)) {
-    return new ConfigError(`AWS rejected the credentials (${code}) while trying to ${what} secret ${id} in Secrets Manager: check \`aws configure\` or run \`dstack config\``);
+    return new ConfigError(`AWS rejected the credentials (${code}) while trying to ${what} ${id} in Secrets Manager: check \`aws configure\` or run \`dstack config\``);
   }
   if (code === 'AccessDeniedException') {
-    return new TransportError(`access denied to secret ${id} in Secrets Manager: the IAM policy needs secretsmanager:${action} on it (see ami/iam/)`, {
+    return new TransportError(`access denied to ${id} in Secrets Manager: the IAM policy needs secretsmanager:${action}${action === 'ListSecrets' ? '' : ' on it'} (see ami/iam/)`, {
       awsCode: code,
       ...(status === undefined ? {} : { statusCode: status }),
     });
   }
   const retryable = RETRYABLE.test(code) || (status !== undefined && status >= 500);
-  return new TransportError(`Secrets Manager: cannot ${what} secret ${id}: ${code}${status ? ` (HTTP ${status})` : ''}${message && message !== code ? `: ${message}` : ''}`, {
+  return new TransportError(`Secrets Manager: cannot ${what} ${id}: ${code}${status ? ` (HTTP ${status})` : ''}${message && message !== code ? `: ${message}` : ''}`, {
     retryable,
     awsCode: code,
     ...(status === undefined ? {} : { statusCode: status }),

@@ -79,7 +79,7 @@ describe('SecretsManagerStore: the Secrets Manager calls on the wire', function 
     const e = await store.get(repo, 'TOKEN').then(() => expect.fail('read a denied secret'), (x: unknown) => x as Error);
     expect(e).to.be.instanceOf(TransportError);
     expect(e.message).to.equal(
-      `access denied to secret dstack/repos/${sha256(repo.repoId)}/TOKEN in Secrets Manager: the IAM policy needs secretsmanager:GetSecretValue on it (see ami/iam/)`,
+      `access denied to dstack/repos/${sha256(repo.repoId)}/TOKEN in Secrets Manager: the IAM policy needs secretsmanager:GetSecretValue on it (see ami/iam/)`,
     );
   });
 
@@ -88,7 +88,7 @@ describe('SecretsManagerStore: the Secrets Manager calls on the wire', function 
     fake.inject('ListSecrets', () => ({ status: 400, type: 'UnrecognizedClientException', message: 'The security token included in the request is invalid.' }));
     const e = await store.list(repo).then(() => expect.fail('listed'), (x: unknown) => x as Error);
     expect(e).to.be.instanceOf(ConfigError);
-    expect(e.message).to.match(/^AWS rejected the credentials \(UnrecognizedClientException\) while trying to list secret dstack\/repos\/[0-9a-f]{64}\/\* in Secrets Manager/);
+    expect(e.message).to.match(/^AWS rejected the credentials \(UnrecognizedClientException\) while trying to list the secrets under dstack\/repos\/[0-9a-f]{64}\/ in Secrets Manager/);
   });
 
   it('never puts the value in an error, even when the service echoes it', async () => {
