@@ -32,6 +32,13 @@ export class LogShipper {
     this.maskers = { out: new Masker(list), err: new Masker(list) };
   }
 
+  /** Masks one more value from now on (a credential dstack made for the run), keeping what is held back. */
+  addMask(value: string): void {
+    if (!this.maskers) this.mask([]);
+    this.maskers?.out.add(value);
+    this.maskers?.err.add(value);
+  }
+
   /** The output has ended: the bytes each masker held back (a possible start of a value) are stored. */
   endOutput(): void {
     const maskers = this.maskers;

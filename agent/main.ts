@@ -48,7 +48,8 @@ async function main(): Promise<number> {
   const { config, imds, instanceId } = await agentConfig(home, process.env);
   const agentId = process.env.DSTACK_AGENT_ID ?? instanceId ?? `agent-${process.pid}`;
   const log = jsonLogger((line) => process.stdout.write(line), { agentId });
-  const backend = await openBackend(config);
+  // Read only: the agent reads a job's secrets by name and never lists or writes them.
+  const backend = await openBackend(config, { awsSecrets: async (aws) => (await import('../common/aws/secrets-reader.js')).openSecretsReader(aws) });
   const startedAt = new Date().toISOString();
   const setState = (state: 'idle' | 'busy'): Promise<void> =>
     backend.registry.write({ id: agentId, pid: process.pid, state, startedAt }).catch(() => undefined);

@@ -5,14 +5,15 @@ import type { JobSpec } from '../common/spec/job-spec.js';
 const MASK = Buffer.from('***');
 
 /**
- * The secrets a job gets as env vars: the repo's named secrets, then the values pinned to this run
- * for its bare env names (which win: the workflow asked for them by name). A pinned value that is
- * gone fails the job, naming the variable only.
+ * The secrets a job gets as env vars: the repo's named secrets (those named in the spec, with their
+ * values now; one deleted since is left out), then the values pinned to this run for its bare env
+ * names (which win: the workflow asked for them by name). A pinned value that is gone fails the
+ * job, naming the variable only. Only `get` is called: on EC2 the agent may read, not list.
  */
-export async function fetchSecrets(store: SecretStore, spec: JobSpec): Promise<Record<string, string>> {
+export async function fetchSecrets(store: Pick<SecretStore, 'get'>, spec: JobSpec): Promise<Record<string, string>> {
   const env: Record<string, string> = {};
   const repo = { repoId: spec.repoId };
-  for (const name of await store.list(repo)) {
+  for (const name of spec.secretNames ?? []) {
     const value = await store.get(repo, name);
     if (value !== undefined) env[name] = value;
   }
@@ -32,12 +33,22 @@ export async function fetchSecrets(store: SecretStore, spec: JobSpec): Promise<R
  * come or `end()` is called. Values under MIN_MASKED_BYTES are not masked (see README).
  */
 export class Masker {
-  private readonly secrets: Buffer[];
+  private readonly secrets: Buffer[] = [];
   private held: Buffer = Buffer.alloc(0);
 
   constructor(values: Iterable<string>) {
-    const unique = new Set([...values].filter((v) => Buffer.byteLength(v) >= MIN_MASKED_BYTES));
-    this.secrets = [...unique].map((v) => Buffer.from(v, 'utf8'));
+    for (const v of values) this.add(v);
+  }
+
+  /**
+   * Masks one more value from the next write on: a credential dstack makes for the run once the job
+   * has started (a dev environment's token, say). Bytes already returned stay as they were, so add
+   * a value before anything can print it.
+   */
+  add(value: string): void {
+    const bytes = Buffer.from(value, 'utf8');
+    if (bytes.length < MIN_MASKED_BYTES || this.secrets.some((s) => s.equals(bytes))) return;
+    this.secrets.push(bytes);
   }
 
   /** The bytes that can be shipped now, masked. */

@@ -1,11 +1,11 @@
 import { join } from 'node:path';
-import type { DstackConfig } from './config.js';
+import type { AwsConfig, DstackConfig } from './config.js';
 import { LocalAgentRegistry } from './local/local-compute.js';
 import { LocalQueue } from './local/local-queue.js';
 import { LocalStore } from './local/local-store.js';
 import type { Queue, Store } from './ports.js';
 import { LocalSecretStore } from './local/local-secrets.js';
-import type { SecretStore } from './secrets.js';
+import { lazySecretStore, type SecretStore } from './secrets.js';
 import { localOwner, once, ownerQueueId } from './owner.js';
 
 /** The transports a process uses, plus the local directory for agents, their logs and work. */
@@ -26,10 +26,7 @@ export interface Backend {
   owner: () => Promise<string>;
   store: Store;
   registry: LocalAgentRegistry;
-  /**
-   * Secrets: files under `<home>/local/secrets` when the agents run on this machine (the local
-   * backend, or `agents: local`). Undefined on AWS with EC2 agents, until a Secrets Manager store exists.
-   */
+  /** Secrets: files under `<home>/local/secrets` (local backend), or AWS Secrets Manager (backend aws). */
   secrets?: SecretStore;
   /** `<home>/local`: agent registry, agent logs, job directories (and, locally, the queue and store). */
   root: string;
@@ -38,14 +35,18 @@ export interface Backend {
 /**
  * Picks the local or AWS transports from the config. The AWS SDK is loaded only for the AWS backend.
  * On AWS it opens what `dstack config` created (common/provision.ts) and creates nothing.
+ * `awsSecrets` opens the AWS backend's secret store: the composition root passes it, so that the
+ * agent bundle holds only Secrets Manager's read call and the CLI's the rest (see ami/iam/).
  */
-export async function openBackend(config: DstackConfig): Promise<Backend> {
+export async function openBackend(config: DstackConfig, o: { awsSecrets?: (aws: AwsConfig | undefined) => Promise<SecretStore> } = {}): Promise<Backend> {
   const root = join(config.home, 'local');
   const registry = new LocalAgentRegistry(join(root, 'agents'));
   if (config.backend === 'aws') {
     const { awsSettings, openAws } = await import('./aws/index.js');
     const { queue, store, queueFor } = await openAws(awsSettings(config.aws, maxReceives(config), join(config.home, 'config.yaml')));
-    const secrets = config.aws?.agents === 'local' ? { secrets: new LocalSecretStore(join(root, 'secrets')) } : {};
+    // Secrets Manager in every `agents` mode, so that the CLI and every agent, local or on EC2, see one store.
+    const { awsSecrets } = o;
+    const secrets = awsSecrets ? { secrets: lazySecretStore(() => awsSecrets(config.aws)) } : {};
     const aws = config.aws;
     const owner = awsOwner(config);
     // `agents: local`: each owner's jobs go to a queue of its own (`<queuePrefix>-u<hash of the ARN>-jobs`), which

@@ -40,8 +40,16 @@ const AwsSchema = z.strictObject({
   /** Queues are `<queuePrefix>-jobs` and `<queuePrefix>-jobs-dlq`. */
   queuePrefix: z.string().regex(/^[A-Za-z0-9_-]{1,60}$/).default('dstack'),
   subnet: z.string().min(1).optional(),
-  /** For S3-compatible stores and emulators; `sts` answers GetCallerIdentity, which names the owner of runs. */
-  endpoints: z.strictObject({ sqs: z.url().optional(), s3: z.url().optional(), sts: z.url().optional() }).optional(),
+  /**
+   * For S3-compatible stores and emulators; `sts` answers GetCallerIdentity, which names the owner of
+   * runs; `secretsmanager` keeps the secrets.
+   */
+  endpoints: z.strictObject({ sqs: z.url().optional(), s3: z.url().optional(), sts: z.url().optional(), secretsmanager: z.url().optional() }).optional(),
+  /**
+   * The first segment of the names of the secrets in Secrets Manager (see common/aws/secrets-manager.ts);
+   * by default the queue prefix. EC2 agents get it in their user-data, where `queuePrefix` is their profile's.
+   */
+  secretsPrefix: z.string().regex(/^[A-Za-z0-9_-]{1,60}$/).optional(),
   /** SQS's 12-hour visibility cap; a lease near it is handed over (see SqsQueue). Lower only to test the hand-over. */
   visibilityCapSec: z.number().int().min(5).max(43200).default(43200),
   /** The most EC2 instances the fleet may run. */

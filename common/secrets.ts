@@ -12,8 +12,8 @@ export interface SecretScope {
 
 /**
  * The secret store port: values by name, per repo (and per run). The local backend keeps them as
- * files under DSTACK_HOME; an AWS implementation would keep them in Secrets Manager under the queue
- * prefix and the repo. Values never go to the Store, the queue or any record.
+ * files under DSTACK_HOME; the AWS backend keeps them in Secrets Manager under the queue prefix and
+ * the repo (common/aws/secrets-manager.ts). Values never go to the Store, the queue or any record.
  */
 export interface SecretStore {
   /** The value, or undefined when there is no such secret. */
@@ -38,3 +38,18 @@ export function checkSecretName(name: string): void {
  * rewrite ordinary output everywhere and reveal the value by the pattern anyway.
  */
 export const MIN_MASKED_BYTES = 4;
+
+/**
+ * A SecretStore that opens the real one on first use, so that commands that never touch secrets
+ * (`ps`, `logs`) do not load its client.
+ */
+export function lazySecretStore(open: () => Promise<SecretStore>): SecretStore {
+  let opened: Promise<SecretStore> | undefined;
+  const store = (): Promise<SecretStore> => (opened ??= open());
+  return {
+    get: async (scope, name) => (await store()).get(scope, name),
+    put: async (scope, name, value, o) => (await store()).put(scope, name, value, o),
+    list: async (scope) => (await store()).list(scope),
+    delete: async (scope, name) => (await store()).delete(scope, name),
+  };
+}

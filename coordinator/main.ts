@@ -42,7 +42,7 @@ async function makeContext(out: Output): Promise<Context> {
   const home = process.env.DSTACK_HOME ?? join(homedir(), '.dstack');
   process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
   const config = await loadConfig(home, process.env);
-  const backend = await openBackend(config);
+  const backend = await openBackend(config, { awsSecrets: async (aws) => (await import('../common/aws/secrets-manager.js')).openSecretsManager(aws) });
   const agents = config.backend === 'aws' ? (config.aws?.agents ?? 'ec2') : 'local';
   let compute: Compute;
   if (agents === 'local') {

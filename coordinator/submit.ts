@@ -47,8 +47,12 @@ export async function submitRun(ctx: Context, input: SubmitInput): Promise<Submi
   const queue = await ctx.queueFor(placement.profileId, { create: true });
   await rememberProfile(ctx, placement);
   const owner = await ctx.owner();
+  // The names of the repo's secrets, not their values: the agent reads the values by name at job start.
+  const secretNames = ctx.secrets ? await ctx.secrets.list({ repoId: input.repoId }) : [];
   const record = await createRun(ctx.store, (runName) => {
-    const spec = input.spec(runName, jobId);
+    // A restart's spec names the secrets of its day: the current ones replace them.
+    const { secretNames: _earlier, ...built } = input.spec(runName, jobId);
+    const spec: JobSpec = secretNames.length > 0 ? { ...built, secretNames } : built;
     if (spec.cache) spec.cacheKey = cacheKey(spec);
     return {
       runName,

@@ -16,6 +16,8 @@ export function agentUserData(config: DstackConfig, profileId: string): string {
       region: aws.region,
       bucket: aws.bucket,
       queuePrefix: profileQueuePrefix(aws.queuePrefix, profileId),
+      // The secrets stay under the fleet's prefix, not the profile's queue prefix.
+      secretsPrefix: aws.secretsPrefix ?? aws.queuePrefix,
       ...(aws.endpoints ? { endpoints: aws.endpoints } : {}),
       visibilityCapSec: aws.visibilityCapSec,
       agents: 'none',

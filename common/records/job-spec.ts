@@ -51,6 +51,7 @@ export const JobSpecSchema = z.object({
   requirements: z.string().optional(),
   env: z.record(z.string(), z.string()),
   runSecrets: z.array(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/)).optional(),
+  secretNames: z.array(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/)).optional(),
   workingDir: z.string(),
   artifacts: z.array(ArtifactSpecSchema),
   deps: z.array(DepSpecSchema),

@@ -57,6 +57,11 @@ export interface JobSpec {
    * shell and stored in the secret store under this run: names only, the agent fetches the values.
    */
   runSecrets?: string[];
+  /**
+   * The names of the repo's secrets when the run was submitted (or restarted): the agent reads their
+   * values at job start, by name, so it never has to list the store (its role on EC2 may not).
+   */
+  secretNames?: string[];
   /** Relative to the repo root. */
   workingDir: string;
   artifacts: ArtifactSpec[];

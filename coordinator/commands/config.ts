@@ -36,6 +36,7 @@ export const CONFIG_FLAGS = {
   'sqs-endpoint': { path: ['aws', 'endpoints', 'sqs'], type: 'string', describe: 'SQS endpoint override (emulators)' },
   's3-endpoint': { path: ['aws', 'endpoints', 's3'], type: 'string', describe: 'S3 endpoint override (S3-compatible stores, emulators)' },
   'sts-endpoint': { path: ['aws', 'endpoints', 'sts'], type: 'string', describe: 'STS endpoint override (emulators): who owns runs' },
+  'secretsmanager-endpoint': { path: ['aws', 'endpoints', 'secretsmanager'], type: 'string', describe: 'Secrets Manager endpoint override (emulators)' },
   'max-instances': { path: ['aws', 'maxInstances'], type: 'number', describe: 'Most EC2 instances at once' },
   'max-parallel-jobs': { path: ['local', 'maxParallelJobs'], type: 'number', describe: 'Most local agents at once' },
   agents: { path: ['aws', 'agents'], type: 'string', choices: AGENT_MODES, describe: 'Backend aws: agents on an EC2 fleet, as local processes, or started elsewhere' },

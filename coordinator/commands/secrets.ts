@@ -10,7 +10,7 @@ export interface SecretValueOptions {
 }
 
 function storeOf(ctx: Context): SecretStore {
-  if (!ctx.secrets) throw new UsageError('secrets need the local backend or `aws.agents: local`: Secrets Manager is not supported yet');
+  if (!ctx.secrets) throw new UsageError('this backend has no secret store');
   return ctx.secrets;
 }
 

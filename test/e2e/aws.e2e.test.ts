@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { CLI, dstack, killAgents, makeRepo, removeAll, tempDir, waitFor } from '../support/cli.js';
 import { startEmulator, uniqueName, type Emulator } from '../support/fauxqs.js';
 import { S3Proxy } from '../support/s3-proxy.js';
+import { SecretsManagerFake } from '../support/secrets-manager-fake.js';
 import { ImdsServer } from '../support/imds-server.js';
 import { alive } from '../support/process.js';
 import { AGENT } from '../support/cli.js';
@@ -57,6 +58,8 @@ describe('e2e: backend aws on fauxqs, agents as local processes', function () {
   this.timeout(120_000);
   let emulator: Emulator;
   let proxy: S3Proxy;
+  // Bare env names (MARKER) are per-run secrets: on AWS they go to Secrets Manager.
+  const secretsManager = new SecretsManagerFake();
   let repo: string;
   let home: string;
   let env: Record<string, string>;
@@ -66,12 +69,13 @@ describe('e2e: backend aws on fauxqs, agents as local processes', function () {
     emulator = await startEmulator();
     proxy = new S3Proxy(emulator.endpoint);
     const s3 = await proxy.start();
+    const sm = await secretsManager.start();
     repo = makeRepo({ '.dstack/workflows.yaml': WORKFLOWS });
     home = tempDir('awshome');
     env = { AWS_ACCESS_KEY_ID: 'test', AWS_SECRET_ACCESS_KEY: 'test', AWS_REGION: 'us-east-1' };
     const c = await run([
       'config', '--backend', 'aws', '--region', 'us-east-1', '--bucket', uniqueName('dstack'), '--queue-prefix', uniqueName('q'),
-      '--sqs-endpoint', emulator.endpoint, '--s3-endpoint', s3, '--sts-endpoint', emulator.endpoint, '--max-parallel-jobs', '2', '--agents', 'local',
+      '--sqs-endpoint', emulator.endpoint, '--s3-endpoint', s3, '--sts-endpoint', emulator.endpoint, '--secretsmanager-endpoint', sm, '--max-parallel-jobs', '2', '--agents', 'local',
     ]);
     expect(c.code, c.stderr).to.equal(0);
     expect(c.stdout).to.match(/^Saved .*config\.yaml \(backend aws: bucket dstack-[0-9a-f]+ in us-east-1, queues q-[0-9a-f]+-jobs\(-dlq\)\)\.\n$/);
@@ -84,6 +88,7 @@ describe('e2e: backend aws on fauxqs, agents as local processes', function () {
     await killAgents(home);
     removeAll(repo, home);
     await proxy.stop();
+    await secretsManager.stop();
     await emulator.stop();
   });
 

@@ -155,7 +155,9 @@ describe('EC2 fleet (aws-sdk-client-mock, recorded-shape EC2 responses)', () => 
     const userData = Buffer.from(lt?.LaunchTemplateData?.UserData ?? '', 'base64').toString('utf8');
     expect(parse(userData)).to.deep.include({ backend: 'aws' });
     expect((parse(userData) as { aws: Record<string, unknown> }).aws).to.deep.include({ bucket: 'ml-team-dstack', queuePrefix: `dstack-${placement.profileId}`, agents: 'none' });
-    expect(userData).to.not.match(/secret|AKIA|password/i);
+    // The secrets' names stay under the fleet's prefix, which is all of them the agent is told.
+    expect((parse(userData) as { aws: Record<string, unknown> }).aws).to.deep.include({ secretsPrefix: 'dstack' });
+    expect(userData.replace(/^ {2}secretsPrefix: dstack$/m, '')).to.not.match(/secret|AKIA|password/i);
 
     const input = ec2Mock.commandCalls(CreateFleetCommand)[0]?.args[0].input;
     expect(input).to.deep.include({

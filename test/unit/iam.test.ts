@@ -3,6 +3,7 @@ import { build } from 'esbuild';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ROOT } from '../support/cli.js';
+import { secretName } from '../../common/aws/secrets-reader.js';
 
 /** The IAM actions each SDK call needs (AWS's service authorization reference). */
 const ACTIONS: Record<string, string[]> = {
@@ -28,6 +29,12 @@ const ACTIONS: Record<string, string[]> = {
   DeleteObjects: ['s3:DeleteObject'],
   // lib-storage's Upload: CreateMultipartUpload, UploadPart, CompleteMultipartUpload (s3:PutObject), and an abort on failure
   Upload: ['s3:PutObject', 's3:AbortMultipartUpload'],
+  // Secrets Manager (ListSecrets cannot be limited to names: it takes Resource "*")
+  CreateSecret: ['secretsmanager:CreateSecret'],
+  PutSecretValue: ['secretsmanager:PutSecretValue'],
+  GetSecretValue: ['secretsmanager:GetSecretValue'],
+  ListSecrets: ['secretsmanager:ListSecrets'],
+  DeleteSecret: ['secretsmanager:DeleteSecret'],
   // EC2 and the Pricing API
   DescribeInstanceTypes: ['ec2:DescribeInstanceTypes'],
   DescribeSpotPriceHistory: ['ec2:DescribeSpotPriceHistory'],
@@ -90,8 +97,24 @@ describe('IAM policies in ami/iam/ cover every AWS call the code makes', functio
     const missing = [...needed(files)].filter(([a]) => !policy.has(a)).map(([a, why]) => `${a} (${why.join(', ')})`);
     expect(missing).to.deep.equal([]);
     expect([...policy].filter((a) => a.startsWith('ec2:') || a.startsWith('iam:'))).to.deep.equal([]);
+    // Secrets: the agent bundle holds the reader only, so it can read a secret by name and no more.
+    expect(files).to.include('common/aws/secrets-reader.ts').and.not.include('common/aws/secrets-manager.ts');
     // Nothing granted that no code uses: least privilege.
     const used = new Set(needed(files).keys());
     expect([...policy].filter((a) => !used.has(a))).to.deep.equal([]);
+  });
+
+  it("the Secrets statements name the store's secrets, repo and run values, under the default prefix", () => {
+    for (const file of ['agent-policy.json', 'coordinator-policy.json']) {
+      const policy = JSON.parse(readFileSync(join(ROOT, 'ami', 'iam', file), 'utf8')) as { Statement: Array<{ Sid?: string; Resource: string }> };
+      const resource = policy.Statement.find((x) => x.Sid === 'Secrets')?.Resource ?? '';
+      const glob = new RegExp(`^${resource.split('*').map((p) => p.replace(/[.+?^${}()|[\]\\/]/g, '\\$&')).join('.*')}$`);
+      // A secret's ARN is its name and a 6-character suffix.
+      const arn = (name: string): string => `arn:aws:secretsmanager:eu-west-1:123456789012:secret:${name}-AbC123`;
+      for (const scope of [{ repoId: 'r' }, { repoId: 'r', runName: 'lazy-owl-1' }]) {
+        expect(arn(secretName('dstack', scope, 'TOKEN')), file).to.match(glob);
+      }
+      expect(arn('prod/db-password'), file).to.not.match(glob);
+    }
   });
 });

@@ -58,6 +58,16 @@ describe('secret masking', () => {
     expect(m.end().toString()).to.equal('secr');
   });
 
+  it('masks a value added later (a credential dstack made for the run) from the next write on, a split one included', () => {
+    const m = new Masker(['first-secret']);
+    expect(m.write(Buffer.from('tok=dev-tok')).toString()).to.equal('tok=dev-tok');
+    m.add('dev-token-42');
+    m.add('dev-token-42');
+    m.add('ab');
+    const rest = [m.write(Buffer.from('en-42 and first-secret, dev-tok')), m.write(Buffer.from('en-42 ab\n')), m.end()];
+    expect(Buffer.concat(rest).toString()).to.equal('en-42 and ***, *** ab\n');
+  });
+
   it('leaves values under 4 bytes unmasked, and an empty one changes nothing', () => {
     expect(masked(['abc', ''], ['abc abc\n']).toString()).to.equal('abc abc\n');
   });
@@ -74,6 +84,19 @@ describe('secret masking', () => {
       const got: Record<string, string> = { out: '', err: '' };
       await followRun(t.store, 'r', 'mask-run-1', { follow: false, pollMs: 10, onRecord: (r) => (got[r.s] += Buffer.from(r.d).toString()) });
       expect(got).to.deep.equal({ out: 'login *** done\n', err: '***' });
+    });
+
+    it('masks a credential added after the job started, in both streams', async () => {
+      const shipper = new LogShipper(t.store, (seq) => runKeys.logChunk('r', 'mask-run-2', 1, seq), 10);
+      shipper.mask(['pa55word!']);
+      shipper.write('out', 'a pa5');
+      shipper.addMask('jupyter-token-1');
+      shipper.write('out', '5word! url?token=jupyter-token-1\n');
+      shipper.write('err', 'jupyter-token-1');
+      await shipper.close();
+      const got: Record<string, string> = { out: '', err: '' };
+      await followRun(t.store, 'r', 'mask-run-2', { follow: false, pollMs: 10, onRecord: (r) => (got[r.s] += Buffer.from(r.d).toString()) });
+      expect(got).to.deep.equal({ out: 'a *** url?token=***\n', err: '***' });
     });
   });
 });
