@@ -9,6 +9,7 @@ import { ownerQueueId } from '../../common/owner.js';
 import { dstack, killAgents, makeRepo, removeAll, tempDir } from '../support/cli.js';
 import { startEmulator, uniqueName, type Emulator } from '../support/fauxqs.js';
 import { StsFake } from '../support/sts-fake.js';
+import { SecretsManagerFake } from '../support/secrets-manager-fake.js';
 
 const WORKFLOWS = `workflows:
   - name: whoami
@@ -37,6 +38,7 @@ describe('e2e: two owners, one bucket (fauxqs, fake STS, agents: local)', functi
   this.timeout(120_000);
   let emulator: Emulator;
   let sts: StsFake;
+  const secretsManager = new SecretsManagerFake();
   let repo: string;
   const home = { a: '', b: '' };
   const env: { a: Record<string, string>; b: Record<string, string> } = { a: {}, b: {} };
@@ -56,6 +58,7 @@ describe('e2e: two owners, one bucket (fauxqs, fake STS, agents: local)', functi
       AKIABOB: { arn: BOB, userId: 'AIDABOB', account: '111122223333' },
     });
     const stsEndpoint = await sts.start();
+    const sm = await secretsManager.start();
     repo = makeRepo({ '.dstack/workflows.yaml': WORKFLOWS });
     const bucket = uniqueName('dstack');
     const prefix = uniqueName('q');
@@ -66,7 +69,7 @@ describe('e2e: two owners, one bucket (fauxqs, fake STS, agents: local)', functi
       home[who] = tempDir(`owner-${who}`);
       const c = await as(who, [
         'config', '--backend', 'aws', '--region', 'us-east-1', '--bucket', bucket, '--queue-prefix', prefix,
-        '--sqs-endpoint', emulator.endpoint, '--s3-endpoint', emulator.endpoint, '--sts-endpoint', stsEndpoint, '--agents', 'local',
+        '--sqs-endpoint', emulator.endpoint, '--s3-endpoint', emulator.endpoint, '--sts-endpoint', stsEndpoint, '--secretsmanager-endpoint', sm, '--agents', 'local',
       ]);
       expect(c.code, c.stderr).to.equal(0);
       const file = join(home[who], 'config.yaml');
@@ -78,6 +81,7 @@ describe('e2e: two owners, one bucket (fauxqs, fake STS, agents: local)', functi
     await killAgents(home.b);
     removeAll(repo, home.a, home.b);
     await sts.stop();
+    await secretsManager.stop();
     await emulator.stop();
   });
 
