@@ -93,7 +93,7 @@ describe('e2e: secrets in Secrets Manager, backend aws on fauxqs with local agen
     queuePrefix = uniqueName('q');
     const c = await cli([
       'config', '--backend', 'aws', '--region', 'us-east-1', '--bucket', bucket, '--queue-prefix', queuePrefix, '--sqs-endpoint', emulator.endpoint,
-      '--s3-endpoint', emulator.endpoint, '--secretsmanager-endpoint', smEndpoint, '--max-parallel-jobs', '1', '--agents', 'none',
+      '--s3-endpoint', emulator.endpoint, '--secretsmanager-endpoint', smEndpoint, '--sts-endpoint', emulator.endpoint, '--max-parallel-jobs', '1', '--agents', 'none',
     ]);
     expect(c.code, c.stderr).to.equal(0);
     const file = join(home, 'config.yaml');
@@ -133,12 +133,23 @@ describe('e2e: secrets in Secrets Manager, backend aws on fauxqs with local agen
     // The bare env name's value is a per-run secret in Secrets Manager, like the named one.
     expect(sm.names().filter((n) => n.startsWith(`${queuePrefix}/runs/`) && n.endsWith(`/${runName(queued)}/FROM_SHELL`))).to.have.length(1);
 
+    // An agent started by hand (`agents: none`) serves the shared queue; its environment has neither value.
+    const byHand = spawn(process.execPath, [AGENT], { env: { ...process.env, ...CREDS, DSTACK_HOME: home }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let byHandOut = '';
+    byHand.stdout.on('data', (d: Buffer) => (byHandOut += d.toString()));
+    byHand.stderr.on('data', (d: Buffer) => (byHandOut += d.toString()));
+    try {
+      const logs = await cli(['logs', runName(queued), '-f']);
+      expect(logs.stdout, byHandOut).to.equal(`token=*** shell=*** end\n${sha(token)}\n${sha(shellValue)}\n`);
+    } finally {
+      byHand.kill('SIGKILL');
+      await new Promise((resolve) => byHand.once('close', resolve));
+      outputs.push(byHandOut);
+    }
     setAgents('local');
-    // This CLI starts the agent: its own environment has neither value.
+    // This CLI starts a local agent on the owner's own queue: its own environment has neither value.
     const r = await cli(['run', 'show']);
     expect(r.code, r.stderr).to.equal(0);
-    const logs = await cli(['logs', runName(queued), '-f']);
-    expect(logs.stdout).to.equal(`token=*** shell=*** end\n${sha(token)}\n${sha(shellValue)}\n`);
     // The restart-like second run has no FROM_SHELL of its own: only the named secret reached it.
     expect(r.stdout).to.equal(`token=*** shell= end\n${sha(token)}\n${sha('')}\n`);
   });
@@ -156,6 +167,9 @@ describe('e2e: secrets in Secrets Manager, backend aws on fauxqs with local agen
         .replace(/queuePrefix: \S+/, `queuePrefix: ${queuePrefix}-gpu\n  secretsPrefix: ${queuePrefix}`)
         .replace(/agents: \w+/, 'agents: none'),
     );
+    // What `dstack run` does for a profile's first job on a fleet: create the profile's queues.
+    const provisioned = await dstack(['config', '--queue-prefix', `${queuePrefix}-gpu`], { cwd: repo, home: edgeHome, env: CREDS });
+    expect(provisioned.code, provisioned.stderr).to.equal(0);
     const imds = new ImdsServer('i-0123456789abcdef0', userData);
     const imdsUrl = await imds.start();
     const agent = spawn(process.execPath, [AGENT], {
