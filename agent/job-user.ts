@@ -70,11 +70,16 @@ export async function mkdirFor(path: string, user: JobUser): Promise<string | un
 /**
  * Whom the agent's jobs run as: the user DSTACK_JOB_USER names (the agent image sets `dstack-job`),
  * or, when it is unset or `aws.jobInstanceRole` is true, the agent's own user: then jobs can use
- * the instance role through IMDS, as the agent does.
+ * the instance role through IMDS, as the agent does. Only root (`agentUid` 0) can start jobs as
+ * another user.
  */
-export async function jobUserFor(name: string | undefined, jobInstanceRole: boolean, passwdFile?: string): Promise<JobUser | undefined> {
+export async function jobUserFor(name: string | undefined, jobInstanceRole: boolean, agentUid: number | undefined, passwdFile?: string): Promise<JobUser | undefined> {
   if (name === undefined || name === '' || jobInstanceRole) return undefined;
-  return lookupJobUser(name, passwdFile);
+  const user = await lookupJobUser(name, passwdFile);
+  if (agentUid !== undefined && agentUid !== 0 && agentUid !== user.uid) {
+    throw new ConfigError(`DSTACK_JOB_USER=${name}: the agent runs as uid ${agentUid}, and only root can start jobs as another user: run the agent as root or unset DSTACK_JOB_USER`);
+  }
+  return user;
 }
 
 /** The job's base environment as the job user: its HOME, USER and LOGNAME instead of the agent's. */

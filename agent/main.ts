@@ -55,7 +55,7 @@ async function main(): Promise<number> {
     backend.registry.write({ id: agentId, pid: process.pid, state, startedAt }).catch(() => undefined);
   const instance = imds && instanceId ? await instanceFacts(imds, instanceId) : undefined;
   // On the agent image, jobs run as an unprivileged user that the firewall keeps off IMDS (no instance role).
-  const jobUser = await jobUserFor(process.env.DSTACK_JOB_USER, config.aws?.jobInstanceRole ?? false);
+  const jobUser = await jobUserFor(process.env.DSTACK_JOB_USER, config.aws?.jobInstanceRole ?? false, process.getuid?.());
   if (process.env.DSTACK_JOB_USER) {
     log.log('info', jobUser ? `jobs run as ${jobUser.name} (uid ${jobUser.uid}), without the instance role` : 'jobs run as the agent\'s user, with the instance role (aws.jobInstanceRole)');
   }

@@ -39,9 +39,12 @@ describe('the job user (DSTACK_JOB_USER): jobs on the agent image run unprivileg
   });
 
   it('aws.jobInstanceRole: true (or no DSTACK_JOB_USER) runs jobs as the agent user; the job user gets its own HOME', async () => {
-    expect(await jobUserFor('dstack-job', false, passwd)).to.include({ uid: 998 });
-    expect(await jobUserFor('dstack-job', true, passwd)).to.equal(undefined);
-    expect(await jobUserFor(undefined, false, passwd)).to.equal(undefined);
+    expect(await jobUserFor('dstack-job', false, 0, passwd)).to.include({ uid: 998 });
+    expect(await jobUserFor('dstack-job', true, 0, passwd)).to.equal(undefined);
+    expect(await jobUserFor(undefined, false, 0, passwd)).to.equal(undefined);
+    const notRoot = await jobUserFor('dstack-job', false, 1000, passwd).catch((e: unknown) => e);
+    expect(notRoot).to.be.instanceOf(ConfigError);
+    expect((notRoot as Error).message).to.match(/the agent runs as uid 1000, and only root can start jobs as another user/);
     const user = await lookupJobUser('dstack-job', passwd);
     expect(asJobUser({ PATH: '/bin', HOME: '/root', USER: 'root' }, user)).to.deep.equal({ PATH: '/bin', HOME: '/var/lib/dstack-job', USER: 'dstack-job', LOGNAME: 'dstack-job' });
   });
