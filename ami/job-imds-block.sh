@@ -22,5 +22,10 @@ block() {
   "$1" -w -C "${rule[@]}" 2>/dev/null || "$1" -w -I "${rule[@]}"
 }
 block iptables 169.254.169.254/32 icmp-port-unreachable
-block ip6tables fd00:ec2::254/128 icmp6-port-unreachable
+# A kernel without IPv6 has no ip6tables tables, and no way to reach the IPv6 endpoint either.
+if ip6tables -w -S OUTPUT >/dev/null 2>&1; then
+  block ip6tables fd00:ec2::254/128 icmp6-port-unreachable
+else
+  echo "job-imds-block: no IPv6 in this kernel: only the IPv4 endpoint needs the rule"
+fi
 echo "job-imds-block: connections of user $user to IMDS are rejected"
