@@ -1,5 +1,5 @@
-import { rm } from 'node:fs/promises';
-import { join } from 'node:path';
+import { mkdir, rm } from 'node:fs/promises';
+import { isAbsolute, join } from 'node:path';
 import pRetry from 'p-retry';
 import { DstackError, JobFailedError, TransportError, toError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
@@ -16,8 +16,7 @@ import { useRequirementsEnv } from './python-env.js';
 import { rebuildCode } from './workspace.js';
 import { fetchSecrets } from './secrets.js';
 import { sandboxed, type Sandbox } from './sandbox.js';
-import { chownTree, mkdirFor, type JobUser } from './job-user.js';
-import { isAbsolute } from 'node:path';
+import { chownTree, type JobUser } from './job-user.js';
 
 export interface AttemptOptions {
   store: Store;
@@ -112,7 +111,7 @@ export class Attempt {
       shipper.mask(Object.values(secretEnv));
       const prepared = await prepareRun(spec, jobDir, codeDir, this.o.jobEnv, secretEnv);
       const user = this.o.jobUser;
-      const madeForJob = user ? await absoluteArtifactDirs(spec, user) : [];
+      const madeForJob = user ? await absoluteArtifactDirs(spec) : [];
       await restoreDeps(store, spec, codeDir, (line) => shipper.write('err', line));
       // A later attempt resumes: what the earlier ones saved (checkpoints included) is put back first.
       if (attempt > 1) await restoreCheckpoint(store, spec, codeDir, (line) => shipper.write('err', line));
@@ -229,15 +228,16 @@ export class Attempt {
 }
 
 /**
- * The absolute artifact paths of the job and of its deps, made now for the job user to write; the
- * folders that were there stay as they are. Returns the folders made, to hand over after the restore.
+ * The absolute artifact paths of the job and of its deps, made now (as root) for the job user to
+ * write; the folders that were there stay as they are. Returns the topmost folders made, to hand
+ * over (chownTree) once the restore has filled them.
  */
-async function absoluteArtifactDirs(spec: JobSpec, user: JobUser): Promise<string[]> {
+async function absoluteArtifactDirs(spec: JobSpec): Promise<string[]> {
   const paths = [...spec.artifacts.map((a) => a.path), ...spec.pinnedDeps.flatMap((d) => d.artifacts.map((a) => a.path))].filter((p) => isAbsolute(p));
   const made: string[] = [];
   for (const path of new Set(paths)) {
-    const top = await mkdirFor(path, user).catch(() => undefined);
-    if (top !== undefined) made.push(top);
+    const top = await mkdir(path, { recursive: true }).catch(() => undefined);
+    if (top !== undefined && !made.some((m) => top.startsWith(`${m}/`))) made.push(top);
   }
   return made;
 }

@@ -39,31 +39,28 @@ export function spawnIds(user: JobUser | undefined): { uid: number; gid: number 
 }
 
 /**
- * Gives `path` and everything under it to the job user. Links are changed themselves and never
- * followed, so a link the job's code tree holds cannot hand over a file outside it.
+ * Gives `path` and everything under it, all made by the agent (root), to the job user. Links are
+ * changed themselves and never followed, so a link the job's code tree holds cannot hand over a file
+ * outside it. A folder is handed over after its contents: until then it is root's, so a process of
+ * the job user (one left by an earlier job, say) cannot swap an entry for a link while it is walked.
  */
 export async function chownTree(path: string, user: JobUser): Promise<void> {
   const st = await lstat(path);
+  if (st.isDirectory()) for (const name of await readdir(path)) await chownTree(join(path, name), user);
   await lchown(path, user.uid, user.gid);
-  if (!st.isDirectory()) return;
-  for (const name of await readdir(path)) await chownTree(join(path, name), user);
 }
 
 /**
- * `mkdir -p path`, with the folders it creates owned by the job user; folders that were there are
- * left as they are (a workflow's absolute artifact path may name a system folder). Returns the
- * topmost folder it created, or undefined.
+ * `mkdir -p path`, with the folders it creates owned by the job user (the deepest first, for the
+ * reason chownTree gives); folders that were there are left as they are (a workflow's absolute
+ * artifact path may name a system folder). Returns the topmost folder it created, or undefined.
  */
 export async function mkdirFor(path: string, user: JobUser): Promise<string | undefined> {
   const first = await mkdir(path, { recursive: true });
   if (first === undefined) return undefined;
-  // Each folder from the first created one down to `path`.
-  let dir = first;
-  await lchown(dir, user.uid, user.gid);
-  for (const part of path.slice(first.length).split(sep).filter((p) => p.length > 0)) {
-    dir = join(dir, part);
-    await lchown(dir, user.uid, user.gid);
-  }
+  const made = [first];
+  for (const part of path.slice(first.length).split(sep).filter((p) => p.length > 0)) made.push(join(made[made.length - 1] ?? first, part));
+  for (const dir of made.reverse()) await lchown(dir, user.uid, user.gid);
   return first;
 }
 

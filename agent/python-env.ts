@@ -101,6 +101,8 @@ export async function requirementsEnv(o: RequirementsEnvOptions): Promise<Requir
     await writeFile(
       join(dir, VENV_MARKER),
       `${JSON.stringify({ interpreter: o.interpreter, pythonVersion, requirementsSha256: sha256(content), createdAt: new Date().toISOString() })}\n`,
+      // A new file only: in a venv the job user built, a link planted here must not make root write elsewhere.
+      { flag: 'wx' },
     );
     await publish(dir, link);
   } catch (e) {

@@ -113,6 +113,18 @@ describe('the job user (DSTACK_JOB_USER): jobs on the agent image run unprivileg
       });
       expect(readFileSync(join(venv.dir, 'venv-uid'), 'utf8').trim()).to.equal(String(nobody.uid));
       expect(readFileSync(join(venv.dir, 'pip-uid'), 'utf8').trim()).to.equal(String(nobody.uid));
+
+      // A package whose build plants a link where the agent (root) writes the venv's marker: refused, nothing written through it.
+      const victim = join(dir, 'root-file');
+      writeFileSync(victim, 'untouched');
+      writeFileSync(join(cwd, 'plant'), victim);
+      writeFileSync(join(cwd, 'requirements.txt'), 'evil\n');
+      const planted = await requirementsEnv({ interpreter: python, requirements: 'requirements.txt', cwd, venvRoot: join(dir, 'venvs'), jobDir, env: { PATH: '/usr/bin:/bin' }, say: () => undefined, user: nobody }).catch(
+        (e: unknown) => e,
+      );
+      expect(planted).to.be.instanceOf(Error);
+      expect((planted as NodeJS.ErrnoException).code).to.equal('EEXIST');
+      expect(readFileSync(victim, 'utf8')).to.equal('untouched');
     });
 
     it('gives the job only what the agent made: links are not followed, folders that existed keep their owner', async () => {
@@ -145,7 +157,7 @@ case "$1 $2" in
   "-c "*version_info*) echo 3.11 ;;
   "-c "*) echo "3.11.0 (fake)" ;;
   "-m venv") d="\${*: -1}"; mkdir -p "$d/bin" && cp "$0" "$d/bin/python" && id -u >"$d/venv-uid" ;;
-  "-m pip") id -u >"$(dirname "$(dirname "$0")")/pip-uid" ;;
+  "-m pip") v="$(dirname "$(dirname "$0")")"; id -u >"$v/pip-uid"; if [ -f plant ]; then ln -s "$(cat plant)" "$v/dstack-venv.json"; fi ;;
   *) exit 2 ;;
 esac
 `;
