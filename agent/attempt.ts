@@ -1,5 +1,5 @@
-import { rm } from 'node:fs/promises';
-import { join } from 'node:path';
+import { mkdir, rm } from 'node:fs/promises';
+import { isAbsolute, join } from 'node:path';
 import pRetry from 'p-retry';
 import { DstackError, JobFailedError, TransportError, toError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
@@ -16,6 +16,7 @@ import { useRequirementsEnv } from './python-env.js';
 import { rebuildCode } from './workspace.js';
 import { fetchSecrets } from './secrets.js';
 import { sandboxed, type Sandbox } from './sandbox.js';
+import { chownTree, type JobUser } from './job-user.js';
 
 export interface AttemptOptions {
   store: Store;
@@ -42,6 +43,8 @@ export interface AttemptOptions {
   deadlineFile?: string;
   /** Run the job under bwrap (see sandbox.ts). */
   sandbox?: Sandbox;
+  /** Run the job (and pip for its `requirements`) as this user, owner of the job's folder (see job-user.ts). */
+  jobUser?: JobUser;
   log: Logger;
 }
 
@@ -107,16 +110,26 @@ export class Attempt {
       const secretEnv = this.o.secrets ? await fetchSecrets(this.o.secrets, spec) : {};
       shipper.mask(Object.values(secretEnv));
       const prepared = await prepareRun(spec, jobDir, codeDir, this.o.jobEnv, secretEnv);
+      const user = this.o.jobUser;
+      const madeForJob = user ? await absoluteArtifactDirs(spec) : [];
       await restoreDeps(store, spec, codeDir, (line) => shipper.write('err', line));
       // A later attempt resumes: what the earlier ones saved (checkpoints included) is put back first.
       if (attempt > 1) await restoreCheckpoint(store, spec, codeDir, (line) => shipper.write('err', line));
+      // What the agent made for the job (its folder, code, deps) becomes the job user's.
+      if (user) for (const dir of [jobDir, ...madeForJob]) await chownTree(dir, user);
       // After the deps, as when `pip install -r` was the job's first line: the file may name a wheel a dep made.
       const setupSignal = AbortSignal.any([signal, this.setup.signal]);
-      await useRequirementsEnv(spec, prepared, { venvRoot: this.o.venvRoot, jobDir, say: (d) => shipper.write('err', d), signal: setupSignal });
+      await useRequirementsEnv(spec, prepared, { venvRoot: this.o.venvRoot, jobDir, say: (d) => shipper.write('err', d), signal: setupSignal, ...(user ? { user } : {}) });
       if (signal.aborted) throw signal.reason;
       if (this.forced) throw new HandedBack('the agent was stopped before the job started');
-      const command = this.o.sandbox ? await sandboxed(this.o.sandbox, prepared.script, jobDir, spec) : undefined;
-      const proc = startJob(prepared.script, { cwd: prepared.cwd, env: prepared.env, ...(this.o.deadlineFile ? { deadlineFile: this.o.deadlineFile } : {}), ...(command ? { command } : {}) });
+      const command = this.o.sandbox ? await sandboxed(this.o.sandbox, prepared.script, jobDir, spec, user) : undefined;
+      const proc = startJob(prepared.script, {
+        cwd: prepared.cwd,
+        env: prepared.env,
+        ...(this.o.deadlineFile ? { deadlineFile: this.o.deadlineFile } : {}),
+        ...(command ? { command } : {}),
+        ...(user ? { user } : {}),
+      });
       this.proc = proc;
       started = true;
       proc.stdout.on('data', (d: Buffer) => shipper.write('out', d));
@@ -212,6 +225,21 @@ export class Attempt {
     if (stop.abort) this.proc.abort();
     else this.proc.stop(this.o.stopGraceMs);
   }
+}
+
+/**
+ * The absolute artifact paths of the job and of its deps, made now (as root) for the job user to
+ * write; the folders that were there stay as they are. Returns the topmost folders made, to hand
+ * over (chownTree) once the restore has filled them.
+ */
+async function absoluteArtifactDirs(spec: JobSpec): Promise<string[]> {
+  const paths = [...spec.artifacts.map((a) => a.path), ...spec.pinnedDeps.flatMap((d) => d.artifacts.map((a) => a.path))].filter((p) => isAbsolute(p));
+  const made: string[] = [];
+  for (const path of new Set(paths)) {
+    const top = await mkdir(path, { recursive: true }).catch(() => undefined);
+    if (top !== undefined && !made.some((m) => top.startsWith(`${m}/`))) made.push(top);
+  }
+  return made;
 }
 
 /** Retries of the final save after a transport error: 1 + 2 + 4 + 8 s, within any lease. */

@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process';
 import type { Readable } from 'node:stream';
+import { spawnIds, type JobUser } from './job-user.js';
 
 export interface JobExit {
   code: number | null;
@@ -42,12 +43,15 @@ export interface StartOptions {
   deadlineFile?: string;
   /** Runs the script through this command line (the sandbox) instead of `bash SCRIPT`. */
   command?: { command: string; args: string[] };
+  /** Runs the job as this user (the agent runs as root): see job-user.ts. */
+  user?: JobUser;
 }
 
 /** Starts `bash SCRIPT` in its own process group, with a watchdog tied to this process's life and the deadline file. */
 export function startJob(script: string, options: StartOptions): JobProcess {
   const [cmd, args] = options.command ? [options.command.command, options.command.args] : ['bash', [script]];
-  const child = spawn(cmd, args, { cwd: options.cwd, env: options.env, detached: true, stdio: ['ignore', 'pipe', 'pipe'], shell: false });
+  // With a user, Node drops the agent's supplementary groups too (setgroups) before setgid/setuid.
+  const child = spawn(cmd, args, { cwd: options.cwd, env: options.env, detached: true, stdio: ['ignore', 'pipe', 'pipe'], shell: false, ...spawnIds(options.user) });
   const exited = new Promise<JobExit>((resolve, reject) => {
     child.once('error', reject);
     // When bash ends, whatever it left running in its group ends too (as a container would),

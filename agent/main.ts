@@ -12,6 +12,7 @@ import { orphanGraceMs } from '../common/orphans.js';
 import { Agent } from './worker.js';
 import { baseEnv } from './environment.js';
 import { detectSandbox } from './sandbox.js';
+import { asJobUser, jobUserFor } from './job-user.js';
 import { Imds } from './imds.js';
 import { watchSpot } from './spot-watch.js';
 import type { InstanceFacts } from '../common/runs.js';
@@ -54,16 +55,19 @@ async function main(): Promise<number> {
   const setState = (state: 'idle' | 'busy'): Promise<void> =>
     backend.registry.write({ id: agentId, pid: process.pid, state, startedAt }).catch(() => undefined);
   const instance = imds && instanceId ? await instanceFacts(imds, instanceId) : undefined;
+  // On the agent image, jobs run as an unprivileged user that the firewall keeps off IMDS (no instance role).
+  const jobUser = await jobUserFor(process.env.DSTACK_JOB_USER, config.aws?.jobInstanceRole ?? false, process.getuid?.());
+  if (process.env.DSTACK_JOB_USER) {
+    log.log('info', jobUser ? `jobs run as ${jobUser.name} (uid ${jobUser.uid}), without the instance role` : 'jobs run as the agent\'s user, with the instance role (aws.jobInstanceRole)');
+  }
   // Only the clean base (PATH, HOME, locale, proxy) of the agent's own environment reaches jobs.
-  const jobEnv = baseEnv(process.env);
+  const jobEnv = asJobUser(baseEnv(process.env), jobUser);
 
   const workRoot = join(backend.root, 'work', agentId);
   const venvRoot = join(backend.root, 'venvs');
   // The job sees neither the agent's credentials and state nor other jobs' folders; the venvs for `requirements` stay readable.
-  const sandbox = await detectSandbox(config.local.sandbox, process.env.PATH ?? '', {
-    hidden: [join(homedir(), '.aws'), join(homedir(), '.ssh'), home, join(backend.root, 'work')],
-    readOnly: [venvRoot],
-  });
+  const hidden = { hidden: [join(homedir(), '.aws'), join(homedir(), '.ssh'), home, join(backend.root, 'work')], readOnly: [venvRoot] };
+  const sandbox = await detectSandbox(config.local.sandbox, process.env.PATH ?? '', hidden, jobUser);
   log.log('info', sandbox ? `jobs run in a sandbox (${sandbox.bwrap})` : `jobs run without a sandbox (local.sandbox: ${config.local.sandbox}${config.local.sandbox === 'auto' ? ', bwrap not found or not working' : ''})`);
   const agent = new Agent({
     // With `aws.agents: local` this is the queue of the agent's owner (the ARN of its credentials).
@@ -75,6 +79,7 @@ async function main(): Promise<number> {
     workRoot,
     venvRoot,
     ...(sandbox ? { sandbox } : {}),
+    ...(jobUser ? { jobUser } : {}),
     visibilityMs: config.local.visibilityTimeoutSec * 1000,
     heartbeatMs: Math.max(200, (config.local.visibilityTimeoutSec * 1000) / 3),
     tickMs: 250,

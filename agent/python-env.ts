@@ -1,11 +1,12 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, realpath, rename, rm, stat, symlink, unlink, writeFile } from 'node:fs/promises';
+import { lchown, mkdir, readFile, realpath, rename, rm, stat, symlink, unlink, writeFile } from 'node:fs/promises';
 import { basename, delimiter, join, resolve } from 'node:path';
 import { JobFailedError, errnoCode, toError } from '../common/errors.js';
 import { exec } from '../common/exec.js';
 import { sha256 } from '../common/hash.js';
 import type { JobSpec } from '../common/spec/job-spec.js';
+import { spawnIds, type JobUser } from './job-user.js';
 import type { PreparedRun } from './providers.js';
 
 /** Where a job's `requirements` are installed, and how the job's output hears about it. */
@@ -26,6 +27,8 @@ export interface RequirementsEnvOptions {
   say: (data: Buffer | string) => void;
   /** Aborted when the attempt must end at once: a running pip is killed. */
   signal?: AbortSignal;
+  /** venv and pip run as this user, as the job does: a package's build code is the job's code. */
+  user?: JobUser;
 }
 
 /** A virtual environment ready for the job: put `bin` first on PATH and `dir` in VIRTUAL_ENV. */
@@ -41,7 +44,7 @@ export interface RequirementsEnv {
 export async function useRequirementsEnv(
   spec: JobSpec,
   run: PreparedRun,
-  o: Pick<RequirementsEnvOptions, 'venvRoot' | 'jobDir' | 'say' | 'signal'>,
+  o: Pick<RequirementsEnvOptions, 'venvRoot' | 'jobDir' | 'say' | 'signal' | 'user'>,
 ): Promise<void> {
   if (spec.requirements === undefined) return;
   if (run.interpreter === undefined) throw new JobFailedError('`requirements` needs Python, and this agent has no python3 on PATH: install it');
@@ -98,6 +101,8 @@ export async function requirementsEnv(o: RequirementsEnvOptions): Promise<Requir
     await writeFile(
       join(dir, VENV_MARKER),
       `${JSON.stringify({ interpreter: o.interpreter, pythonVersion, requirementsSha256: sha256(content), createdAt: new Date().toISOString() })}\n`,
+      // A new file only: in a venv the job user built, a link planted here must not make root write elsewhere.
+      { flag: 'wx' },
     );
     await publish(dir, link);
   } catch (e) {
@@ -140,6 +145,11 @@ async function publish(dir: string, link: string): Promise<void> {
 
 /** `python -m venv DIR`, then `DIR/bin/python -m pip install -r FILE` in the job's directory. */
 async function build(o: RequirementsEnvOptions, file: string, dir: string): Promise<void> {
+  if (o.user) {
+    // Made here, for the job user to fill: the user cannot write in the cache's folder.
+    await mkdir(dir);
+    await lchown(dir, o.user.uid, o.user.gid);
+  }
   // The machine's packages stay visible under the venv's, as they were when pip installed into the
   // machine's Python (an image's preinstalled torch, say); only what the file asks for goes in the venv.
   const venv = await run(o.interpreter, ['-m', 'venv', '--system-site-packages', dir], o);
@@ -160,7 +170,14 @@ function run(cmd: string, args: string[], o: RequirementsEnvOptions): Promise<nu
     const env: NodeJS.ProcessEnv = { ...o.env, PIP_REQUIRE_VIRTUALENV: '1', PIP_USER: '0' };
     delete env.PYTHONHOME;
     delete env.VIRTUAL_ENV;
-    const child = spawn(cmd, args, { cwd: o.cwd, env, stdio: ['ignore', 'pipe', 'pipe'], shell: false, ...(o.signal ? { signal: o.signal, killSignal: 'SIGKILL' as const } : {}) });
+    const child = spawn(cmd, args, {
+      cwd: o.cwd,
+      env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      shell: false,
+      ...spawnIds(o.user),
+      ...(o.signal ? { signal: o.signal, killSignal: 'SIGKILL' as const } : {}),
+    });
     child.stdout.on('data', (d: Buffer) => o.say(d));
     child.stderr.on('data', (d: Buffer) => o.say(d));
     child.on('error', (e) => reject(o.signal?.aborted ? o.signal.reason : toError(e)));

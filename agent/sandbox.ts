@@ -4,6 +4,7 @@ import { isAbsolute } from 'node:path';
 import { exec } from '../common/exec.js';
 import type { SANDBOX_MODES } from '../common/config.js';
 import type { JobSpec } from '../common/spec/job-spec.js';
+import { mkdirFor, spawnIds, type JobUser } from './job-user.js';
 
 /** `local.sandbox`: `auto` runs local jobs under bubblewrap when it works on this machine; `off` never. */
 export type SandboxMode = (typeof SANDBOX_MODES)[number];
@@ -27,15 +28,17 @@ export interface SandboxedCommand {
 /**
  * The sandbox this agent can use: with `auto`, bwrap on PATH that starts (user namespaces may be
  * off), and an `env` that can ignore SIGTERM (coreutils 8.31+); `undefined` when off or unavailable.
+ * With a job user, bwrap is tried as that user, as jobs will run it (it then needs user namespaces).
  */
-export async function detectSandbox(mode: SandboxMode, path: string, o: Omit<Sandbox, 'bwrap'>): Promise<Sandbox | undefined> {
+export async function detectSandbox(mode: SandboxMode, path: string, o: Omit<Sandbox, 'bwrap'>, user?: JobUser): Promise<Sandbox | undefined> {
   if (mode === 'off') return undefined;
   for (const dir of path.split(':').filter((d) => d.length > 0)) {
     const bwrap = `${dir}/bwrap`;
     if (!(await access(bwrap, constants.X_OK).then(() => true, () => false))) continue;
-    const probe = await exec('env', ['--ignore-signal=TERM', bwrap, '--ro-bind', '/', '/', '--dev', '/dev', '--proc', '/proc', '--die-with-parent', '--', 'true']).catch(
-      () => undefined,
-    );
+    const probe = await exec('env', ['--ignore-signal=TERM', bwrap, '--ro-bind', '/', '/', '--dev', '/dev', '--proc', '/proc', '--die-with-parent', '--', 'true'], {
+      cwd: '/',
+      ...spawnIds(user),
+    }).catch(() => undefined);
     if (probe?.code === 0) return { bwrap, ...o };
   }
   return undefined;
@@ -48,7 +51,7 @@ export async function detectSandbox(mode: SandboxMode, path: string, o: Omit<San
  * job's group reaches only the job, which may trap it and exit in its own time; the job starts with
  * SIGTERM's default action again. bwrap exits with the job's code, and dies with the agent.
  */
-export async function sandboxed(s: Sandbox, script: string, jobDir: string, spec: Pick<JobSpec, 'artifacts' | 'pinnedDeps'>): Promise<SandboxedCommand> {
+export async function sandboxed(s: Sandbox, script: string, jobDir: string, spec: Pick<JobSpec, 'artifacts' | 'pinnedDeps'>, user?: JobUser): Promise<SandboxedCommand> {
   const args = ['--ignore-signal=TERM', s.bwrap, '--die-with-parent', '--ro-bind', '/', '/', '--dev', '/dev', '--proc', '/proc', '--tmpfs', '/tmp'];
   for (const path of s.hidden) {
     const real = await realpath(path).catch(() => undefined);
@@ -64,7 +67,7 @@ export async function sandboxed(s: Sandbox, script: string, jobDir: string, spec
   // artifact was restored at its path for the job to use, as they are without the sandbox.
   const absolute = [...spec.artifacts.map((a) => a.path), ...spec.pinnedDeps.flatMap((d) => d.artifacts.map((a) => a.path))].filter((p) => isAbsolute(p));
   for (const path of new Set(absolute)) {
-    await mkdir(path, { recursive: true }).catch(() => undefined);
+    await (user ? mkdirFor(path, user) : mkdir(path, { recursive: true })).catch(() => undefined);
     writable.push(path);
   }
   for (const path of writable) {

@@ -12,6 +12,7 @@ import type { JobSpec } from '../common/spec/job-spec.js';
 import { Attempt, finalRecord } from './attempt.js';
 import { Lease, type Clock } from './lease.js';
 import type { Sandbox } from './sandbox.js';
+import type { JobUser } from './job-user.js';
 
 export interface AgentOptions {
   queue: Queue;
@@ -41,6 +42,8 @@ export interface AgentOptions {
   secrets?: SecretStore;
   /** Jobs run under bwrap when set (`local.sandbox`). */
   sandbox?: Sandbox;
+  /** Jobs run as this user when set (DSTACK_JOB_USER, on the agent image): see job-user.ts. */
+  jobUser?: JobUser;
   /** How often `mount: true` artifacts are saved while a job runs. */
   artifactSyncMs: number;
   hostFacts: HostFacts;
@@ -301,6 +304,7 @@ export class Agent {
       signal: lease.signal,
       deadlineFile,
       ...(this.o.sandbox ? { sandbox: this.o.sandbox } : {}),
+      ...(this.o.jobUser ? { jobUser: this.o.jobUser } : {}),
       log,
     });
     let result;

@@ -23,6 +23,12 @@ variable "subnet_id" {
   default     = ""
 }
 
+variable "ssh_source_cidrs" {
+  type        = list(string)
+  description = "Who may reach the build machine's SSH port (Packer's temporary security group): set your address, e.g. [\"203.0.113.7/32\"]."
+  default     = ["0.0.0.0/0"]
+}
+
 variable "version" {
   type        = string
   description = "The agent version (dist/agent-bundle/VERSION); names and tags the image."
@@ -60,6 +66,10 @@ source "amazon-ebs" "agent" {
   associate_public_ip_address = true
   ssh_username                = "ubuntu"
   ssh_timeout                 = "15m"
+  # Packer 1.6 has no metadata_options (IMDSv2 for the build machine); it does have these two.
+  temporary_security_group_source_cidrs = var.ssh_source_cidrs
+  # The image's snapshot is encrypted (the account's default EBS key).
+  encrypt_boot = true
 
   source_ami_filter {
     filters = {

@@ -26,7 +26,8 @@ install -m 0755 "$here/idle-shutdown.sh" "$dest/idle-shutdown.sh"
 log "agent: $dest/dstack-agent.mjs version $version"
 
 # DSTACK_HOME of the unit: the agent's registry, job directories and logs.
-install -d -m 0700 /var/lib/dstack
+# 0711: the job user (install-job-user.sh) reaches its job's folder under it.
+install -d -m 0711 /var/lib/dstack
 install -d -m 0755 /etc/dstack
 if [[ -e /etc/dstack/agent.env ]]; then
   log "agent: keeping the existing /etc/dstack/agent.env"

@@ -42,7 +42,7 @@ if ((${#missing[@]} > 0)); then
   fi
 fi
 
-for step in install-node.sh install-agent.sh install-conda.sh install-docker.sh; do
+for step in install-node.sh install-agent.sh install-conda.sh install-docker.sh install-job-user.sh; do
   log "== $step"
   bash "$here/$step"
 done

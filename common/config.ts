@@ -66,6 +66,11 @@ const AwsSchema = z.strictObject({
   instanceProfile: z.string().min(1).optional(),
   /** Security groups for the agents (default: the VPC's default group). */
   securityGroups: z.array(z.string().regex(/^sg-[0-9a-f]+$/, 'expected a security group id (sg-…)')).optional(),
+  /**
+   * EC2 jobs may use the agents' instance role through IMDS. Off (the default), the agent image runs
+   * jobs as an unprivileged user that its firewall keeps off IMDS.
+   */
+  jobInstanceRole: z.boolean().default(false),
 });
 
 export const ConfigSchema = z.strictObject({

@@ -7,10 +7,11 @@ export interface ExecResult {
 }
 
 /** Runs a program (no shell) and collects its output. Never throws for a non-zero exit. */
-export function exec(cmd: string, args: string[], options: { cwd?: string; env?: NodeJS.ProcessEnv; extraEnv?: Record<string, string>; input?: Buffer | string } = {}): Promise<ExecResult> {
+export function exec(cmd: string, args: string[], options: { cwd?: string; env?: NodeJS.ProcessEnv; extraEnv?: Record<string, string>; input?: Buffer | string; uid?: number; gid?: number } = {}): Promise<ExecResult> {
   return new Promise((resolve, reject) => {
     const env = options.extraEnv ? { ...(options.env ?? process.env), ...options.extraEnv } : options.env;
-    const child = spawn(cmd, args, { cwd: options.cwd, env, stdio: ['pipe', 'pipe', 'pipe'], shell: false });
+    const ids = options.uid !== undefined && options.gid !== undefined ? { uid: options.uid, gid: options.gid } : {};
+    const child = spawn(cmd, args, { cwd: options.cwd, env, stdio: ['pipe', 'pipe', 'pipe'], shell: false, ...ids });
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     child.stdout.on('data', (d: Buffer) => out.push(d));

@@ -112,7 +112,7 @@ async function sweepTemp(o: GcOptions, dir: string, nowMs: number, graceMs: numb
   }
 }
 
-const LAST_STORE_SWEEP = 'gc/last-store-sweep.json';
+export const LAST_STORE_SWEEP = 'gc/last-store-sweep.json';
 
 /** Whether the store part is due; if so (and not a dry run), notes that it starts now. */
 async function storeSweepDue(o: GcOptions, nowMs: number, report: GcReport): Promise<boolean> {

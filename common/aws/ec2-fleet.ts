@@ -158,7 +158,10 @@ export class Ec2Fleet implements Compute {
       UserData: Buffer.from(this.o.userData(profileId)).toString('base64'),
       // The agent shuts the machine down when it idles out: that ends the instance.
       InstanceInitiatedShutdownBehavior: 'terminate' as const,
-      MetadataOptions: { HttpTokens: 'required' as const, HttpEndpoint: 'enabled' as const, InstanceMetadataTags: 'disabled' as const },
+      // IMDSv2 only, and a token's reply dies after one hop: a process behind a NAT or a bridge (a
+      // container, a network namespace) gets no token. Jobs on the host are kept off IMDS by the
+      // AMI's firewall rule for the job user (ami/job-imds-block.sh).
+      MetadataOptions: { HttpTokens: 'required' as const, HttpEndpoint: 'enabled' as const, HttpPutResponseHopLimit: 1, InstanceMetadataTags: 'disabled' as const },
       ...(this.o.instanceProfile
         ? { IamInstanceProfile: this.o.instanceProfile.startsWith('arn:') ? { Arn: this.o.instanceProfile } : { Name: this.o.instanceProfile } }
         : {}),
@@ -170,7 +173,10 @@ export class Ec2Fleet implements Compute {
     };
     const name = `dstack-${this.o.fleet}-${profileId}-${sha256(JSON.stringify(data)).slice(0, 8)}`;
     try {
-      await this.o.ec2.send(new CreateLaunchTemplateCommand({ LaunchTemplateName: name, LaunchTemplateData: data }));
+      // The template's own tags are the request tags the coordinator policy requires (`dstack:profile`).
+      await this.o.ec2.send(
+        new CreateLaunchTemplateCommand({ LaunchTemplateName: name, LaunchTemplateData: data, TagSpecifications: [{ ResourceType: 'launch-template', Tags: this.tags(profileId) }] }),
+      );
     } catch (e) {
       if (awsCode(e) !== 'InvalidLaunchTemplateName.AlreadyExistsException') throw wrapAws(e, `create launch template ${name}`);
     }

@@ -21,6 +21,8 @@ export function agentUserData(config: DstackConfig, profileId: string): string {
       ...(aws.endpoints ? { endpoints: aws.endpoints } : {}),
       visibilityCapSec: aws.visibilityCapSec,
       agents: 'none',
+      // Only when set, so that the launch templates of everyone else stay as they were.
+      ...(aws.jobInstanceRole ? { jobInstanceRole: true } : {}),
     },
     local: config.local,
   });

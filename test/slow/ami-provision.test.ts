@@ -26,6 +26,7 @@ const WORKFLOWS = `workflows:
       - echo "Hello from $RUN_NAME"
       - echo "marker $(cat /etc/dstack/test-marker)"
       - echo "pip cache $PIP_CACHE_DIR"
+      - echo "user $(id -un) home $HOME"
 `;
 
 interface PsJson {
@@ -100,6 +101,11 @@ describe('slow: the agent image, provisioned in a Debian chroot, runs a job from
     expect(readlinkSync(r.path('etc/systemd/system/multi-user.target.wants/dstack-agent.service'))).to.equal('/etc/systemd/system/dstack-agent.service');
     expect(readFileSync(r.path('etc/pip.conf'), 'utf8')).to.match(/^cache-dir = \/var\/cache\/dstack\/pip$/m);
     expect(existsSync(r.path('var/cache/dstack/pip'))).to.equal(true);
+    // The job user, and the unit that keeps it off IMDS (iptables itself is not installed offline).
+    expect(readFileSync(r.path('etc/passwd'), 'utf8')).to.match(/^dstack-job:x:\d+:\d+::\/var\/lib\/dstack-job:\/bin\/bash$/m);
+    expect(readlinkSync(r.path('etc/systemd/system/multi-user.target.wants/dstack-job-imds-block.service'))).to.equal('/etc/systemd/system/dstack-job-imds-block.service');
+    expect(readFileSync(r.path('opt/dstack/agent/job-imds-block.sh'), 'utf8')).to.equal(readFileSync(join(ROOT, 'ami', 'job-imds-block.sh'), 'utf8'));
+    expect(provision.output).to.match(/^\[dstack-ami\] SKIPPED iptables: offline/m);
   });
 
   it('starts the agent as the unit does, with config from IMDS user-data, and it runs a job the CLI submits', async () => {
@@ -157,7 +163,8 @@ describe('slow: the agent image, provisioned in a Debian chroot, runs a job from
     expect(view.attempts.at(-1)?.agentId).to.equal(id);
     expect(view.attempts.at(-1)?.hostFacts?.agentVersion).to.equal(VERSION);
     const logs = await dstack(['logs', name], { cwd: repo, home, env: cliEnv });
-    expect(logs.stdout).to.equal(`Hello from ${name}\nmarker ${marker}\npip cache /var/cache/dstack/pip\n`);
+    // The unit's DSTACK_JOB_USER: the job runs unprivileged, as on the image, where IMDS is blocked for it.
+    expect(logs.stdout).to.equal(`Hello from ${name}\nmarker ${marker}\npip cache /var/cache/dstack/pip\nuser dstack-job home /var/lib/dstack-job\n`);
     // `agents: none`: the CLI started no agent of its own (it writes a log for each one it starts).
     expect(existsSync(join(home, 'local', 'logs')) ? readdirSync(join(home, 'local', 'logs')) : []).to.deep.equal([]);
     // Every stdout line is a JSON log line of this agent (stderr may carry the AWS SDK's warnings).

@@ -23,7 +23,8 @@ export class ImdsServer {
     readonly lifecycle: 'spot' | 'on-demand' = 'spot',
   ) {}
 
-  async start(): Promise<string> {
+  /** Listens on 127.0.0.1 and a free port, or where the caller says (169.254.169.254:80 in a network namespace). */
+  async start(host = '127.0.0.1', port = 0): Promise<string> {
     this.server = createServer((req, res) => {
       const path = (req.url ?? '/').split('?')[0] ?? '/';
       this.hits.set(path, (this.hits.get(path) ?? 0) + 1);
@@ -39,8 +40,8 @@ export class ImdsServer {
       const body = this.item(path);
       return body === null ? end(res, 404, 'Not Found') : end(res, 200, body);
     });
-    await new Promise<void>((resolve) => this.server!.listen(0, '127.0.0.1', resolve));
-    return `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
+    await new Promise<void>((resolve) => this.server!.listen(port, host, resolve));
+    return `http://${host}:${(this.server.address() as AddressInfo).port}`;
   }
 
   /** Serves an interruption notice two minutes ahead, as EC2 does. */

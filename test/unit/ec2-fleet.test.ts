@@ -57,6 +57,14 @@ function fleet(o: { ami?: string; maxInstances?: number } = {}): Ec2Fleet {
   });
 }
 
+/** The tags every fleet resource carries; `dstack:profile` is the request tag the coordinator policy requires. */
+const tagsOf = (profileId: string): Array<{ Key: string; Value: string }> => [
+  { Key: 'Name', Value: `dstack-agent-${profileId}` },
+  { Key: 'dstack:fleet', Value: 'dstack' },
+  { Key: 'dstack:profile', Value: profileId },
+  { Key: 'dstack:role', Value: 'agent' },
+];
+
 const A10G_SPOT: ResourceSpec = { gpu: { count: 1, name: 'A10G' }, interruptible: true, local: false };
 
 describe('EC2 fleet (aws-sdk-client-mock, recorded-shape EC2 responses)', () => {
@@ -151,7 +159,14 @@ describe('EC2 fleet (aws-sdk-client-mock, recorded-shape EC2 responses)', () => 
     const lt = ec2Mock.commandCalls(CreateLaunchTemplateCommand)[0]?.args[0].input;
     expect(lt?.LaunchTemplateName).to.match(new RegExp(`^dstack-dstack-${placement.profileId}-[0-9a-f]{8}$`));
     expect(lt?.LaunchTemplateData).to.deep.include({ ImageId: 'ami-0new', InstanceInitiatedShutdownBehavior: 'terminate', IamInstanceProfile: { Name: 'dstack-agent' } });
-    expect(lt?.LaunchTemplateData?.MetadataOptions?.HttpTokens).to.equal('required');
+    // IMDSv2 only, one hop: a process behind a NAT or bridge (a container, a network namespace) gets no token.
+    expect(lt?.LaunchTemplateData?.MetadataOptions).to.deep.include({ HttpTokens: 'required', HttpEndpoint: 'enabled', HttpPutResponseHopLimit: 1 });
+    // The coordinator policy allows CreateLaunchTemplate, CreateFleet and RunInstances only with a `dstack:profile` request tag.
+    expect(lt?.TagSpecifications).to.deep.equal([{ ResourceType: 'launch-template', Tags: tagsOf(placement.profileId) }]);
+    expect(lt?.LaunchTemplateData?.TagSpecifications).to.deep.equal([
+      { ResourceType: 'instance', Tags: tagsOf(placement.profileId) },
+      { ResourceType: 'volume', Tags: tagsOf(placement.profileId) },
+    ]);
     const userData = Buffer.from(lt?.LaunchTemplateData?.UserData ?? '', 'base64').toString('utf8');
     expect(parse(userData)).to.deep.include({ backend: 'aws' });
     expect((parse(userData) as { aws: Record<string, unknown> }).aws).to.deep.include({ bucket: 'ml-team-dstack', queuePrefix: `dstack-${placement.profileId}`, agents: 'none' });
@@ -168,7 +183,7 @@ describe('EC2 fleet (aws-sdk-client-mock, recorded-shape EC2 responses)', () => 
     expect(input?.ClientToken).to.equal(`dstack-${placement.profileId}-1-2-${Math.floor(Date.UTC(2026, 10, 23, 12) / 60_000)}`);
     expect(input?.LaunchTemplateConfigs?.[0]?.LaunchTemplateSpecification).to.deep.equal({ LaunchTemplateName: lt?.LaunchTemplateName, Version: '$Latest' });
     expect(input?.LaunchTemplateConfigs?.[0]?.Overrides).to.deep.equal(placement.offers.map((o) => ({ InstanceType: o.instanceType, SubnetId: 'subnet-0abc' })));
-    expect(input?.TagSpecifications?.[0]?.Tags).to.deep.include({ Key: 'dstack:profile', Value: placement.profileId });
+    expect(input?.TagSpecifications).to.deep.equal([{ ResourceType: 'fleet', Tags: tagsOf(placement.profileId) }]);
   });
 
   it('launches on-demand for jobs that are not interruptible, and nothing at the maximum', async () => {
