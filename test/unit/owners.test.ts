@@ -154,8 +154,10 @@ describe('owners: ps shows them, stop and rm refuse another owner\'s run without
 describe('owners: STS GetCallerIdentity on the wire (fake STS, Query protocol)', () => {
   let sts: StsFake;
   let endpoint: string;
-  const saved = { id: process.env.AWS_ACCESS_KEY_ID, secret: process.env.AWS_SECRET_ACCESS_KEY };
+  // Taken when the tests start, not when the file loads: another file's hooks may have set them since.
+  let saved: { id: string | undefined; secret: string | undefined };
   before(async () => {
+    saved = { id: process.env.AWS_ACCESS_KEY_ID, secret: process.env.AWS_SECRET_ACCESS_KEY };
     process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
     sts = new StsFake({
       AKIAALICE: { arn: ALICE, userId: 'AIDAALICE', account: '111122223333' },
