@@ -53,7 +53,7 @@ export async function rmCommand(ctx: Context, o: RmOptions): Promise<number> {
   for (const { runName, indexed } of targets) {
     // The values of its bare env names go first: a run that no longer exists cannot be restarted.
     const scope = { repoId, runName };
-    if (ctx.secrets) for (const name of await ctx.secrets.list(scope)) await ctx.secrets.delete(scope, name);
+    if (ctx.secrets) for (const name of await pinnedNames(ctx, scope)) await ctx.secrets.delete(scope, name);
     const objects = await ctx.store.list(runKeys.prefix(repoId, runName));
     // The index keys and the record go last, so an interrupted rm leaves a run that can be removed again.
     const record = runKeys.record(repoId, runName);
@@ -83,6 +83,18 @@ async function tagsByRun(store: Store, repoId: string, onCorrupt: (e: CorruptRec
     out.set(tag.runName, [...(out.get(tag.runName) ?? []), tag.tag].sort());
   }
   return out;
+}
+
+/**
+ * The names of the values pinned to a run: those its spec names (`runSecrets`), and those the store
+ * lists. Both, since Secrets Manager's list may lag a put by minutes, and a damaged record names none.
+ */
+async function pinnedNames(ctx: Context, scope: { repoId: string; runName: string }): Promise<Set<string>> {
+  const record = await readJson(ctx.store, runKeys.record(scope.repoId, scope.runName), RunRecordSchema).catch((e: unknown) => {
+    if (e instanceof CorruptRecordError) return null;
+    throw e;
+  });
+  return new Set([...(record?.spec.runSecrets ?? []), ...((await ctx.secrets?.list(scope)) ?? [])]);
 }
 
 /**

@@ -44,6 +44,7 @@ export async function coordinatorContext(o: {
     config,
     queueFor: creatingQueueFor(config, backend),
     store: backend.store,
+    ...(backend.secrets ? { secrets: backend.secrets } : {}),
     owner: o.owner === undefined ? backend.owner : () => Promise.resolve(o.owner ?? ''),
     gcTargets: async () => (await import('../../common/gc.js')).localTargets(backend),
     compute: o.compute,
