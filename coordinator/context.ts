@@ -12,7 +12,7 @@ export interface Context {
   store: Store;
   /** Who runs this CLI: the caller's ARN on AWS (STS, asked once and only when a command needs it), `user@host` locally. */
   owner: () => Promise<string>;
-  /** The secret store; undefined where the backend has none yet (AWS with EC2 agents). */
+  /** The secret store: files under DSTACK_HOME locally, Secrets Manager on AWS (undefined only in tests that need none). */
   secrets?: SecretStore;
   /** Reads a secret value: a hidden prompt on a terminal, else all of stdin less one final newline. */
   readSecret?: (prompt: string) => Promise<string>;

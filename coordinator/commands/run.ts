@@ -1,4 +1,4 @@
-import { NotFoundError } from '../../common/errors.js';
+import { NotFoundError, UsageError } from '../../common/errors.js';
 import { nameStem } from '../../common/names.js';
 import { TagRecordSchema } from '../../common/records/runs.js';
 import { readJson, runKeys } from '../../common/runs.js';
@@ -42,8 +42,8 @@ export async function runCommand(ctx: Context, o: RunOptions): Promise<number> {
   }
   // Everything that can fail on bad input is checked before anything is stored.
   // Bare env names take the shell's value, which is pinned to the run in the secret store, never kept
-  // in the spec (on a backend without a secret store, it stays in the spec as before).
-  const bare = ctx.secrets ? bareEnvNames(located.workflow.env, o.overrides.env) : new Set<string>();
+  // in the spec: a run that needs one cannot be submitted where there is no store.
+  const bare = bareEnvNames(located.workflow.env, o.overrides.env);
   const pinned = (runName: string, jobId: string, code: Parameters<typeof buildJobSpec>[0]['code']) =>
     pinBareEnv(
       applyOverrides(buildJobSpec({ located, repoId: info.repoId, runName, jobId, args: o.args, shellEnv: ctx.shellEnv, code, now: new Date() }), o.overrides, ctx.shellEnv),
@@ -75,6 +75,9 @@ export async function runCommand(ctx: Context, o: RunOptions): Promise<number> {
     return 0;
   }
   if (o.tag) await checkTag(ctx, info.repoId, o.tag, o.force ?? false);
+  if (bare.size > 0 && !ctx.secrets) {
+    throw new UsageError(`env ${[...bare].join(', ')} of workflow \`${o.workflow}\`: a bare env name is kept as a secret of the run, and this backend has no secret store; give a value (\`NAME=value\`) instead`);
+  }
   const pinnedDeps = await resolveDeps(ctx.store, info.repoId, probe.deps);
   // An impossible resource request (or a missing agent image) is refused before the code is uploaded.
   const placement = await ctx.compute.plan(probe.resources);

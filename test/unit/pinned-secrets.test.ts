@@ -1,6 +1,7 @@
 import { expect } from 'chai';
+import { UsageError } from '../../common/errors.js';
 import { ExternalAgents } from '../../common/local/local-compute.js';
-import { settleRun } from '../../common/runs.js';
+import { listRuns, settleRun } from '../../common/runs.js';
 import type { SecretScope, SecretStore } from '../../common/secrets.js';
 import { repoInfo } from '../../coordinator/code-capture.js';
 import { rmCommand } from '../../coordinator/commands/rm.js';
@@ -25,7 +26,7 @@ function lagging(inner: SecretStore): SecretStore & { listed: number } {
   return s;
 }
 
-describe('rm deletes the values pinned to a run', () => {
+describe('values of bare env names, pinned to their run', () => {
   let repo: string;
   let home: string;
   afterEach(() => removeAll(repo, home));
@@ -45,5 +46,22 @@ describe('rm deletes the values pinned to a run', () => {
     expect(await rmCommand(ctx, { run, all: false, yes: true })).to.equal(0);
     expect(await store.get(scope, 'PINNED_A')).to.equal(undefined);
     expect(await store.get(scope, 'PINNED_B')).to.equal(undefined);
+  });
+
+  it('a run with a bare env name is refused where there is no secret store: the value never goes into the spec', async () => {
+    repo = makeRepo({ '.dstack/workflows.yaml': 'workflows:\n  - name: hi\n    provider: bash\n    env: [PINNED_A]\n    commands: [echo hi]\n' });
+    home = tempDir('home');
+    const ctx = await coordinatorContext({ configYaml: '', home, cwd: repo, compute: new ExternalAgents() });
+    delete ctx.secrets;
+    ctx.shellEnv = { PINNED_A: 'value-of-a-1234' };
+    const err = await submit(ctx, 'hi').then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).to.be.instanceOf(UsageError);
+    expect((err as Error).message).to.equal(
+      'env PINNED_A of workflow `hi`: a bare env name is kept as a secret of the run, and this backend has no secret store; give a value (`NAME=value`) instead',
+    );
+    expect(await listRuns(ctx.store, (await repoInfo(repo)).repoId)).to.deep.equal([]);
   });
 });
