@@ -91,15 +91,16 @@ const CREDENTIALS = /InvalidClientTokenId|UnrecognizedClientException|InvalidSig
 const RETRYABLE = /Throttling|InternalServiceError|ServiceUnavailable|RequestTimeout|ECONNRESET|ETIMEDOUT|EPIPE|TimeoutError/;
 
 /**
- * One line for a failed call: what, which name, the AWS error code and its message. The value is
- * never in it: it is cut out of AWS's message if a service ever echoes it, and the SDK error is not
- * kept as `cause` (it could carry the request), so `--debug` cannot print it either.
+ * One line for a failed call: what, which name, the AWS error code and, for calls that carried no
+ * value, its message. The value is never in it, and the SDK error is not kept as `cause` (it could
+ * carry the request), so `--debug` cannot print it either.
  */
 export function secretsManagerError(e: unknown, what: string, id: string, action: string, value?: string): Error {
   const code = awsCode(e);
   const status = awsStatus(e);
-  let message = e instanceof Error ? e.message.split('\n')[0] ?? '' : String(e);
-  if (value) message = message.split(value).join('***');
+  // A call that carried a value gives no AWS message at all: a service that echoes the request may
+  // echo the value escaped or cut, which no search for the value itself would find.
+  const message = value !== undefined ? '' : e instanceof Error ? (e.message.split('\n')[0] ?? '') : String(e);
   if (CREDENTIALS.test(code)) {
     return new ConfigError(`AWS rejected the credentials (${code}) while trying to ${what} ${id} in Secrets Manager: check \`aws configure\` or run \`dstack config\``);
   }

@@ -93,7 +93,8 @@ describe('SecretsManagerStore: the Secrets Manager calls on the wire', function 
 
   it('never puts the value in an error, even when the service echoes it', async () => {
     const store = smStore(endpoint, { maxAttempts: 1 });
-    const value = 'hunter2-Zq9-value';
+    // A quote and a line break: AWS's echo of it is escaped (JSON), so cutting out the value as it is would miss it.
+    const value = 'hun"ter2-Zq9\nvalue';
     const echo = (b: Record<string, unknown>) => ({ status: 400, type: 'ValidationException', message: `bad request: ${JSON.stringify(b)}` });
     fake.inject('CreateSecret', echo);
     const e1 = await store.put(repo, 'TOKEN', value).then(() => expect.fail('put'), (x: unknown) => x as Error);
@@ -104,7 +105,7 @@ describe('SecretsManagerStore: the Secrets Manager calls on the wire', function 
     const e3 = await store.put(repo, 'TOKEN', value).then(() => expect.fail('put'), (x: unknown) => x as Error);
     for (const e of [e1, e2, e3]) {
       expect(e.message).to.match(/^Secrets Manager: cannot (create|update) secret dstack\/repos\/[0-9a-f]{64}\/TOKEN: /);
-      expect(e.message).to.include('***');
+      expect(e.message).to.not.include('Zq9');
       expect(e.message).to.not.include(value);
       expect(e.message).to.not.include('\n');
       expect(e.cause).to.equal(undefined);

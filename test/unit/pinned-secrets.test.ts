@@ -36,7 +36,8 @@ describe('values of bare env names, pinned to their run', () => {
     home = tempDir('home');
     const ctx = await coordinatorContext({ configYaml: '', home, cwd: repo, compute: new ExternalAgents() });
     const store = ctx.secrets!;
-    ctx.secrets = lagging(store);
+    const lag = lagging(store);
+    ctx.secrets = lag;
     ctx.shellEnv = { PINNED_A: 'value-of-a-1234', PINNED_B: 'value-of-b-5678' };
     const run = await submit(ctx, 'hi');
     const { repoId } = await repoInfo(repo);
@@ -46,6 +47,7 @@ describe('values of bare env names, pinned to their run', () => {
     expect(await rmCommand(ctx, { run, all: false, yes: true })).to.equal(0);
     expect(await store.get(scope, 'PINNED_A')).to.equal(undefined);
     expect(await store.get(scope, 'PINNED_B')).to.equal(undefined);
+    expect(lag.listed, 'rm asked the store too').to.be.above(0);
   });
 
   it('a run with a bare env name is refused where there is no secret store: the value never goes into the spec', async () => {
