@@ -1,7 +1,7 @@
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import pLimit from 'p-limit';
 import type { HashCache } from './save.js';
+import { insideOpener, readInside } from './open-inside.js';
 import { CHUNK_BYTES, sha256, type ManifestEntry } from './manifest.js';
 
 /** Packs being uploaded at once; each holds at most about CHUNK_BYTES in memory. */
@@ -34,6 +34,7 @@ export async function savePacked(
     } else misses.push(e);
   }
   const read = pLimit(concurrency);
+  const openFile = insideOpener(root);
   const uploads = new Set<Promise<void>>();
   const byContent = new Map<string, { sha: string; offset: number }>();
   for (let i = 0; i < misses.length; ) {
@@ -42,7 +43,7 @@ export async function savePacked(
     while (j < misses.length && (j === i || bytes + (misses[j]?.sizeBytes ?? 0) <= CHUNK_BYTES)) bytes += misses[j++]?.sizeBytes ?? 0;
     const batch = misses.slice(i, j);
     i = j;
-    const contents = await Promise.all(batch.map((e) => read(() => readFile(join(root, e.path)))));
+    const contents = await Promise.all(batch.map((e) => read(() => readInside(openFile, e.path))));
     const parts: Buffer[] = [];
     const fresh: Array<{ sha: string; offset: number }> = [];
     let offset = 0;

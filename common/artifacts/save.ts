@@ -1,11 +1,12 @@
 import { lstatSync } from 'node:fs';
-import { lstat, open, readdir, readlink, type FileHandle } from 'node:fs/promises';
+import { lstat, readdir, readlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import pLimit from 'p-limit';
 import { ConflictError, errnoCode } from '../errors.js';
 import type { Store } from '../ports.js';
 import { CHUNK_BYTES, PACK_FILE_MAX_BYTES, blobKey, encodeManifest, fileHash, manifestKey, sha256, type Manifest, type ManifestEntry } from './manifest.js';
 import { savePacked } from './pack.js';
+import { insideOpener, type OpenInside } from './open-inside.js';
 
 /** Below this size a blob is written with one conditional PUT rather than a HEAD and a PUT. */
 const SMALL_BLOB_BYTES = 1024 * 1024;
@@ -118,6 +119,7 @@ export async function saveTree(store: Store, root: string, options: SaveOptions 
     options.onProgress?.(doneBytes);
   };
   const all = entries.filter((e) => e.type === 'file');
+  const openFile = insideOpener(root);
   await savePacked(root, all.filter((e) => e.sizeBytes <= PACK_FILE_MAX_BYTES), stamps, cache, storeChunk, onFile, options.concurrency ?? 8);
   await Promise.all(
     all
@@ -128,7 +130,7 @@ export async function saveTree(store: Store, root: string, options: SaveOptions 
           const stamp = stamps.get(e) ?? '';
           let chunks = cache.lookup(abs, stamp)?.chunks;
           if (!chunks || !chunks.every((c) => cache.isStored(c))) {
-            chunks = await hashAndStore(abs, e.sizeBytes, storeChunk);
+            chunks = await hashAndStore(openFile, e.path, e.sizeBytes, storeChunk);
             cache.remember(abs, stamp, { chunks });
           }
           e.chunks = chunks;
@@ -152,12 +154,12 @@ async function putManifest(store: Store, manifest: Manifest, uploadedBytes: numb
 }
 
 /** Reads a file a chunk at a time, hashing each and storing up to four chunks at once. */
-async function hashAndStore(abs: string, size: number, storeChunk: (sha: string, data: Buffer) => Promise<void>): Promise<string[]> {
+async function hashAndStore(openFile: OpenInside, rel: string, size: number, storeChunk: (sha: string, data: Buffer) => Promise<void>): Promise<string[]> {
   const chunks: string[] = [];
   const inFlight = new Set<Promise<void>>();
   let fh: FileHandle | undefined;
   try {
-    fh = await open(abs, 'r');
+    fh = await openFile(rel);
     if (size === 0) {
       const sha = sha256(Buffer.alloc(0));
       await storeChunk(sha, Buffer.alloc(0));
