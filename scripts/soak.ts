@@ -14,6 +14,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { AGENT, CLI, dstack, makeHome, makeRepo, removeAll, tempDir, waitFor } from '../test/support/cli.js';
 import { startEmulator, uniqueName } from '../test/support/fauxqs.js';
+import { SecretsManagerFake } from '../test/support/secrets-manager-fake.js';
 import { S3Proxy } from '../test/support/s3-proxy.js';
 import { SOAK_WORKFLOWS, agents, alive, corruptDownload, doubleRun, readSpans, storedRuns, workFolders } from './soak-checks.js';
 
@@ -289,6 +290,8 @@ async function cliKillLoop(n: number): Promise<Tally> {
 async function s3OutageLoop(n: number): Promise<Tally> {
   const t = newTally('S3 outage of 5 s mid-job (fauxqs behind the fault proxy)', n);
   const emulator = await startEmulator();
+  const secretsManager = new SecretsManagerFake();
+  const sm = await secretsManager.start();
   const proxy = new S3Proxy(emulator.endpoint);
   const s3 = await proxy.start();
   const home = tempDir('soak-aws');
@@ -297,7 +300,7 @@ async function s3OutageLoop(n: number): Promise<Tally> {
   try {
     const c = await rig.cli([
       'config', '--backend', 'aws', '--region', 'us-east-1', '--bucket', uniqueName('soak'), '--queue-prefix', uniqueName('soak'),
-      '--sqs-endpoint', emulator.endpoint, '--s3-endpoint', s3, '--sts-endpoint', emulator.endpoint, '--max-parallel-jobs', '2', '--agents', 'local',
+      '--sqs-endpoint', emulator.endpoint, '--s3-endpoint', s3, '--sts-endpoint', emulator.endpoint, '--secretsmanager-endpoint', sm, '--max-parallel-jobs', '2', '--agents', 'local',
     ]);
     if (c.code !== 0) throw new Error(`dstack config: ${c.stderr}`);
     // A lease longer than the outage: the job must ride it out.
@@ -319,6 +322,7 @@ async function s3OutageLoop(n: number): Promise<Tally> {
     await rig.close();
     await proxy.stop();
     await emulator.stop();
+    await secretsManager.stop();
   }
   return t;
 }

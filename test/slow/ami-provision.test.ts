@@ -8,6 +8,7 @@ import { Chroot, baseRootTarball, run, type RunResult } from '../support/chroot.
 import { ROOT, dstack, makeRepo, removeAll, tempDir, waitFor } from '../support/cli.js';
 import { startEmulator, uniqueName, type Emulator } from '../support/fauxqs.js';
 import { ImdsServer } from '../support/imds-server.js';
+import { SecretsManagerFake } from '../support/secrets-manager-fake.js';
 import { SYSTEMD_DEFAULT_PATH, serviceCommand } from '../support/systemd-unit.js';
 
 // The image's own provisioning (ami/provision.sh, offline switch on) in a fresh Debian bookworm
@@ -41,6 +42,7 @@ describe('slow: the agent image, provisioned in a Debian chroot, runs a job from
   let provision: RunResult;
   let emulator: Emulator | undefined;
   let imds: ImdsServer | undefined;
+  const secretsManager = new SecretsManagerFake();
   let agent: ChildProcess | undefined;
   let agentExit: Promise<number | null> | undefined;
   // The agent's stdout (its JSON log lines) and stderr, as the journal would get them.
@@ -82,6 +84,7 @@ describe('slow: the agent image, provisioned in a Debian chroot, runs a job from
     await root?.destroy();
     await imds?.stop();
     await emulator?.stop();
+    await secretsManager.stop();
     removeAll(...dirs);
     process.stdout.write(`      timings: ${Object.entries(timings).map(([k, v]) => `${k} ${v}`).join(', ')}\n`);
   });
@@ -112,13 +115,14 @@ describe('slow: the agent image, provisioned in a Debian chroot, runs a job from
     expect(provision.code, 'provisioning failed').to.equal(0);
     const r = root as Chroot;
     emulator = await startEmulator();
+    const sm = await secretsManager.start();
     const repo = makeRepo({ '.dstack/workflows.yaml': WORKFLOWS });
     const home = tempDir('ami-home');
     dirs.push(repo, home);
     const cliEnv = { AWS_ACCESS_KEY_ID: 'test', AWS_SECRET_ACCESS_KEY: 'test', AWS_REGION: 'us-east-1' };
     const c = await dstack(
       ['config', '--backend', 'aws', '--region', 'us-east-1', '--bucket', uniqueName('dstack'), '--queue-prefix', uniqueName('ami'),
-        '--sqs-endpoint', emulator.endpoint, '--s3-endpoint', emulator.endpoint, '--sts-endpoint', emulator.endpoint, '--agents', 'none'],
+        '--sqs-endpoint', emulator.endpoint, '--s3-endpoint', emulator.endpoint, '--sts-endpoint', emulator.endpoint, '--secretsmanager-endpoint', sm, '--agents', 'none'],
       { cwd: repo, home, env: cliEnv },
     );
     expect(c.code, c.stderr).to.equal(0);
