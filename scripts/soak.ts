@@ -75,7 +75,21 @@ class Rig {
     return name;
   }
 
-  /** `dstack ps -a --json` (which also replaces lost agents); undefined while the CLI fails, as in an S3 outage. */
+  /**
+   * `dstack coordinator` for this rig, as a user runs it to replace lost agents (`ps` starts none):
+   * every 2 s it starts an agent for queued jobs that no live agent can take.
+   */
+  startCoordinator(): void {
+    this.coordinator = spawn(process.execPath, [CLI, 'coordinator', '--interval', '2'], {
+      cwd: this.repo,
+      env: { ...process.env, ...this.env, DSTACK_HOME: this.home, SOAK_MARKERS: this.markers },
+      stdio: 'ignore',
+    });
+  }
+
+  private coordinator: ReturnType<typeof spawn> | undefined;
+
+  /** `dstack ps -a --json`; undefined while the CLI fails, as in an S3 outage. */
   async ps(): Promise<RunView[] | undefined> {
     const r = await this.cli(['ps', '-a', '--json']);
     if (r.code !== 0) return undefined;
@@ -104,6 +118,7 @@ class Rig {
 
   /** Ends the agents this rig's CLIs started (by their registered pids) and removes its dirs. */
   async close(): Promise<void> {
+    this.coordinator?.kill('SIGKILL');
     for (const a of agents(this.home)) if (alive(a.pid)) process.kill(a.pid, 'SIGKILL');
     removeAll(this.repo, this.markers, this.home);
   }
@@ -194,11 +209,13 @@ async function loop(t: Tally, body: (i: number) => Promise<void>): Promise<void>
   t.seconds = Math.round((Date.now() - t0) / 1000);
 }
 
-const localHome = (): string => makeHome({ visibilityTimeoutSec: LEASE_SEC, stopGraceSec: 1, agentIdleTimeoutSec: 60, maxParallelJobs: 2 });
+// The jobs write their markers outside their folder, which the local sandbox (bwrap) would refuse.
+const localHome = (): string => makeHome({ visibilityTimeoutSec: LEASE_SEC, stopGraceSec: 1, agentIdleTimeoutSec: 60, maxParallelJobs: 2, sandbox: 'off' });
 
 async function agentKillLoop(n: number): Promise<Tally> {
   const t = newTally('kill -9 of the agent mid-job', n);
   const rig = new Rig(localHome());
+  rig.startCoordinator();
   try {
     await loop(t, async () => {
       const run = await rig.submit(5);
@@ -305,7 +322,7 @@ async function s3OutageLoop(n: number): Promise<Tally> {
     if (c.code !== 0) throw new Error(`dstack config: ${c.stderr}`);
     // A lease longer than the outage: the job must ride it out.
     const file = join(home, 'config.yaml');
-    writeFileSync(file, readFileSync(file, 'utf8').replace('local:\n', 'local:\n  visibilityTimeoutSec: 10\n  agentIdleTimeoutSec: 60\n  stopGraceSec: 1\n'));
+    writeFileSync(file, readFileSync(file, 'utf8').replace('local:\n', 'local:\n  visibilityTimeoutSec: 10\n  agentIdleTimeoutSec: 60\n  stopGraceSec: 1\n  sandbox: off\n'));
     await loop(t, async (i) => {
       const run = await rig.submit(8);
       await waitFor(() => (rig.started(run) ? true : undefined), 60_000, `${run} to start`);
