@@ -107,6 +107,17 @@ describe('owners: ps shows them, stop and rm refuse another owner\'s run without
     expect(await listSummaries(alice.store, (await repoInfo(repo)).repoId)).to.deep.equal([]);
   });
 
+  it('a run recorded under a generated assumed-role session name (aws-sdk-js-<ms>) is its role\'s: stop and rm take it without --force', async () => {
+    const role = 'arn:aws:sts::111122223333:assumed-role/Dev';
+    const before = { ...bob, owner: () => Promise.resolve(`${role}/aws-sdk-js-1700000000123`) };
+    const me = { ...alice, owner: () => Promise.resolve(role) };
+    const b = await submit(before, 'hi');
+    expect(await stopCommand(me, { run: b, all: false, abort: false, yes: true })).to.equal(0);
+    expect(await status(b)).to.equal('stopped');
+    expect(await rmCommand(me, { run: b, all: false, yes: true })).to.equal(0);
+    expect(me.out.text()).to.contain(`Deleted ${b}.`);
+  });
+
   it('runs recorded before owners existed read as unknown owner: ps shows -, and anyone may stop or remove them without asking who they are', async () => {
     const a = await submit(alice, 'hi');
     const { repoId } = await repoInfo(repo);
@@ -154,6 +165,8 @@ describe('owners: ps shows them, stop and rm refuse another owner\'s run without
 describe('owners: STS GetCallerIdentity on the wire (fake STS, Query protocol)', () => {
   let sts: StsFake;
   let endpoint: string;
+  let sessions = 0;
+  const ROLE = 'arn:aws:sts::111122223333:assumed-role/Dev';
   // Taken when the tests start, not when the file loads: another file's hooks may have set them since.
   let saved: { id: string | undefined; secret: string | undefined };
   before(async () => {
@@ -162,6 +175,10 @@ describe('owners: STS GetCallerIdentity on the wire (fake STS, Query protocol)',
     sts = new StsFake({
       AKIAALICE: { arn: ALICE, userId: 'AIDAALICE', account: '111122223333' },
       AKIABOB: { arn: BOB, userId: 'AIDABOB', account: '111122223333' },
+      // A role_arn profile without role_session_name: the SDK names each session `aws-sdk-js-<Date.now()>`.
+      AKIAROLE: { arn: () => `${ROLE}/aws-sdk-js-${Date.now() + (sessions += 1)}`, userId: 'AROAROLE:x', account: '111122223333' },
+      AKIABOTO: { arn: () => `${ROLE}/botocore-session-${1700000000 + (sessions += 1)}`, userId: 'AROAROLE:y', account: '111122223333' },
+      AKIASSO: { arn: 'arn:aws:sts::111122223333:assumed-role/AWSReservedSSO_Admin_0123/alice@example.com', userId: 'AROASSO:alice@example.com', account: '111122223333' },
     });
     endpoint = await sts.start();
   });
@@ -182,6 +199,16 @@ describe('owners: STS GetCallerIdentity on the wire (fake STS, Query protocol)',
     expect(await callerArn({ region: 'us-east-1', endpoint })).to.equal(ALICE);
     as('AKIABOB');
     expect(await callerArn({ region: 'us-east-1', endpoint })).to.equal(BOB);
+  });
+
+  it('an assumed role\'s generated session name is no part of the owner, so every process of one user is one owner; real session names stay', async () => {
+    as('AKIAROLE');
+    const [first, second] = [await callerArn({ region: 'us-east-1', endpoint }), await callerArn({ region: 'us-east-1', endpoint })];
+    expect(first).to.equal(`${ROLE}`).and.equal(second);
+    as('AKIABOTO');
+    expect(await callerArn({ region: 'us-east-1', endpoint })).to.equal(`${ROLE}`);
+    as('AKIASSO');
+    expect(await callerArn({ region: 'us-east-1', endpoint })).to.equal('arn:aws:sts::111122223333:assumed-role/AWSReservedSSO_Admin_0123/alice@example.com');
   });
 
   it('credentials STS does not know give one line that says so', async () => {
