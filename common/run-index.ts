@@ -42,6 +42,11 @@ function encode(value: string, maxChars: number): string {
   return encoded;
 }
 
+/** An owner as the index holds it (cut short past 90 encoded characters): compare owners from the index and from records in this form. */
+export function indexedOwner(owner: string): string {
+  return decode(encode(owner, 90));
+}
+
 type Submitted = Pick<RunRecord, 'submittedAt' | 'runName' | 'workflow' | 'maxAttempts' | 'owner'>;
 
 export function submittedKey(repoId: string, run: Submitted): string {

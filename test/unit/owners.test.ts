@@ -72,6 +72,18 @@ describe('owners: ps shows them, stop and rm refuse another owner\'s run without
     expect(lines.find((l) => l.startsWith(b))).to.match(new RegExp(`^${b} {2}hi {2}user/bob {2}`));
   });
 
+  it('ps shows no OWNER column for one owner with a long ARN, whose finished runs the index names cut short', async () => {
+    const long = `arn:aws:sts::111122223333:assumed-role/AWSReservedSSO_AdministratorAccess_0123456789abcdef/${'x'.repeat(60)}@example.com`;
+    const me = { ...alice, owner: () => Promise.resolve(long) };
+    const a = await submit(me, 'hi');
+    await finish(a);
+    const b = await submit(me, 'hi');
+    expect(await psCommand(me, { run: undefined, all: true, json: false })).to.equal(0);
+    const lines = me.out.text().trim().split('\n');
+    expect(lines.find((l) => l.startsWith('RUN'))).to.match(/^RUN {2}WORKFLOW {2}SUBMITTED/);
+    expect(lines.filter((l) => l.startsWith(a) || l.startsWith(b))).to.have.length(2);
+  });
+
   it('stop of another owner\'s run is refused in one line naming the owner and --force; --force stops it', async () => {
     const b = await submit(bob, 'hi');
     const err = await refusal(stopCommand(alice, { run: b, all: false, abort: false, yes: true }));
