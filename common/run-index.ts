@@ -105,6 +105,15 @@ export async function indexKeysOf(store: Store, repoId: string, run: Submitted):
   return [submittedKey(repoId, run), ...ended.map((o) => o.key)];
 }
 
+/** The owner the index names for one run (cut short, see indexedOwner), found by its name alone: for a run whose record is damaged. */
+export async function indexedOwnerByName(store: Store, repoId: string, runName: string): Promise<string | undefined> {
+  for (const o of await store.list(indexKeys.submitted(repoId))) {
+    const fields = o.key.slice(indexKeys.submitted(repoId).length).split(',');
+    if (fields[1] === runName && fields[4]) return decode(fields[4]);
+  }
+  return undefined;
+}
+
 /** The index keys of one run found by its name alone, for removing a run whose record is damaged. */
 export async function indexKeysByName(store: Store, repoId: string, runName: string): Promise<string[]> {
   const [submitted, ended] = await Promise.all([store.list(indexKeys.submitted(repoId)), store.list(`${indexKeys.ended(repoId)}${runName},`)]);

@@ -130,6 +130,26 @@ describe('owners: ps shows them, stop and rm refuse another owner\'s run without
     expect(me.out.text()).to.contain(`Deleted ${b}.`);
   });
 
+  it('rm of another owner\'s run whose record is damaged is refused by the owner its index key names, unless --force; the caller\'s own goes, long ARN or not', async () => {
+    const { repoId } = await repoInfo(repo);
+    const long = `arn:aws:sts::111122223333:assumed-role/AWSReservedSSO_AdministratorAccess_0123456789abcdef/${'x'.repeat(60)}@example.com`;
+    const me = { ...alice, owner: () => Promise.resolve(long) };
+    const b = await submit(bob, 'hi');
+    const a = await submit(me, 'hi');
+    for (const run of [a, b]) {
+      await finish(run);
+      await alice.store.put(runKeys.record(repoId, run), '{ damaged');
+    }
+    const err = await refusal(rmCommand(me, { run: b, all: false, yes: true }));
+    expect(err.message).to.match(new RegExp(`^run ${b} belongs to ${BOB}, not to you \\(.*\\): add --force to delete it anyway$`));
+    expect((await listSummaries(alice.store, repoId)).map((x) => x.runName)).to.include(b);
+    expect(await rmCommand(me, { run: a, all: false, yes: true })).to.equal(0);
+    expect(me.out.text()).to.contain(`Deleted ${a}.`);
+    expect(await rmCommand(me, { run: b, all: false, yes: true, force: true })).to.equal(0);
+    expect(me.out.text()).to.contain(`Deleted ${b}.`);
+    expect(await listSummaries(alice.store, repoId)).to.deep.equal([]);
+  });
+
   it('runs recorded before owners existed read as unknown owner: ps shows -, and anyone may stop or remove them without asking who they are', async () => {
     const a = await submit(alice, 'hi');
     const { repoId } = await repoInfo(repo);
