@@ -2,6 +2,8 @@ import { expect } from 'chai';
 import { ConfigError, UsageError } from '../../common/errors.js';
 import { callerArn } from '../../common/aws/identity.js';
 import { ExternalAgents } from '../../common/local/local-compute.js';
+import type { Demand } from '../../common/ports.js';
+import { reconcile, rememberProfile } from '../../coordinator/fleet.js';
 import { localOwner, ownerLabel, ownerQueueId } from '../../common/owner.js';
 import { RunRecordSchema } from '../../common/records/runs.js';
 import { loadRun, runKeys, settleRun } from '../../common/runs.js';
@@ -191,6 +193,35 @@ describe('owners: ps shows them, stop and rm refuse another owner\'s run without
     expect(ownerLabel('arn:aws:sts::111122223333:assumed-role/Admin/alice@corp.com')).to.equal('assumed-role/Admin/alice@corp.com');
     expect(ownerLabel('alice@laptop')).to.equal('alice@laptop');
     expect(ownerQueueId(ALICE)).to.match(/^u[0-9a-f]{8}$/).and.not.equal(ownerQueueId(BOB));
+  });
+});
+
+describe('fleet: profiles that share one queue (agents: local, the local backend) count its backlog once', () => {
+  let repo: string;
+  let home: string;
+  afterEach(() => removeAll(repo, home));
+
+  it('reconcile asks for capacity for one queued job once, and ps says once that it waits', async () => {
+    repo = makeRepo({ '.dstack/workflows.yaml': 'workflows:\n  - name: hi\n    provider: bash\n    commands: [echo hi]\n' });
+    home = tempDir('home');
+    const asked: Demand[][] = [];
+    const compute = new (class extends ExternalAgents {
+      override async ensureCapacity(demand: Demand[]): Promise<void> {
+        asked.push(demand);
+      }
+    })();
+    const ctx = await coordinatorContext({ configYaml: '', home, cwd: repo, compute, owner: ALICE });
+    // Profiles remembered from runs on other machines' EC2 fleets: here every one maps to the one queue.
+    for (const profileId of ['p0123456789', 'p9876543210']) await rememberProfile(ctx, { profileId, offers: [] });
+    await submit(ctx, 'hi');
+    asked.length = 0;
+    await reconcile(ctx);
+    expect(asked).to.have.length(1);
+    expect(asked[0]?.reduce((n, d) => n + d.backlog, 0)).to.equal(1);
+    expect(await psCommand(ctx, { run: undefined, all: false, json: false })).to.equal(0);
+    expect(ctx.out.text().split('\n').filter((l) => l.includes('waits'))).to.deep.equal([
+      '1 job waits and no agent is there to take it: run `dstack coordinator` to start capacity (ps starts none)',
+    ]);
   });
 });
 
