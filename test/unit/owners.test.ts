@@ -14,6 +14,7 @@ import { repoInfo } from '../../coordinator/code-capture.js';
 import { psCommand } from '../../coordinator/commands/ps.js';
 import { rmCommand } from '../../coordinator/commands/rm.js';
 import { stopCommand } from '../../coordinator/commands/stop.js';
+import { restartCommand } from '../../coordinator/commands/restart.js';
 import { makeRepo, removeAll, tempDir } from '../support/cli.js';
 import { coordinatorContext, submit } from '../support/coordinator.js';
 import { StsFake } from '../support/sts-fake.js';
@@ -29,7 +30,7 @@ describe('owners: ps shows them, stop and rm refuse another owner\'s run without
   let alice: Ctx;
   let bob: Ctx;
   beforeEach(async () => {
-    repo = makeRepo({ '.dstack/workflows.yaml': 'workflows:\n  - name: hi\n    provider: bash\n    commands: [echo hi]\n' });
+    repo = makeRepo({ '.dstack/workflows.yaml': 'workflows:\n  - name: hi\n    provider: bash\n    commands: [echo hi]\n  - name: tok\n    provider: bash\n    env: [TOKEN]\n    commands: [echo hi]\n' });
     home = tempDir('home');
     // Two users of one store (a shared bucket): no agents, so submitted runs stay queued.
     alice = await coordinatorContext({ configYaml: '', home, cwd: repo, compute: new ExternalAgents(), owner: ALICE });
@@ -150,6 +151,16 @@ describe('owners: ps shows them, stop and rm refuse another owner\'s run without
     expect(await rmCommand(me, { run: b, all: false, yes: true, force: true })).to.equal(0);
     expect(me.out.text()).to.contain(`Deleted ${b}.`);
     expect(await listSummaries(alice.store, repoId)).to.deep.equal([]);
+  });
+
+  it('restart of another owner\'s run that pins values from their shell is refused unless --force; without pinned values it goes', async () => {
+    const b = await submit({ ...bob, shellEnv: { TOKEN: 'bobs-token-value' } }, 'tok');
+    const err = await refusal(restartCommand(alice, { run: b, detach: true }));
+    expect(err.message).to.equal(`run ${b} belongs to ${BOB} and pins values from their shell (TOKEN): add --force to restart it with those values anyway`);
+    expect(alice.out.text()).to.not.contain('Run ');
+    expect(await restartCommand(alice, { run: b, detach: true, force: true })).to.equal(0);
+    const plain = await submit(bob, 'hi');
+    expect(await restartCommand(alice, { run: plain, detach: true })).to.equal(0);
   });
 
   it('runs recorded before owners existed read as unknown owner: ps shows -, and anyone may stop or remove them without asking who they are', async () => {
