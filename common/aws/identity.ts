@@ -1,6 +1,6 @@
 import { GetCallerIdentityCommand, STSClient } from '@aws-sdk/client-sts';
 import { ConfigError } from '../errors.js';
-import { awsCode, wrapAws } from './errors.js';
+import { credentialsError, wrapAws } from './errors.js';
 import { normalizeOwner } from '../owner.js';
 
 export interface IdentitySettings {
@@ -22,12 +22,7 @@ export async function callerArn(s: IdentitySettings): Promise<string> {
     return normalizeOwner(r.Arn);
   } catch (e) {
     if (e instanceof ConfigError) throw e;
-    const code = awsCode(e);
-    if (/InvalidClientTokenId|SignatureDoesNotMatch|InvalidAccessKeyId|CredentialsProviderError|ExpiredToken/.test(code)) {
-      const whose = s.profile ? ` of profile \`${s.profile}\`` : '';
-      throw new ConfigError(`AWS rejected the credentials${whose} (${code}) while asking STS who you are: check \`aws configure\` or run \`dstack config\``);
-    }
-    throw wrapAws(e, 'ask STS who you are (GetCallerIdentity)');
+    throw credentialsError(e, { what: 'ask STS who you are', profile: s.profile }) ?? wrapAws(e, 'ask STS who you are (GetCallerIdentity)');
   } finally {
     sts.destroy();
   }

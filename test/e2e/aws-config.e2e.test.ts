@@ -99,6 +99,18 @@ describe('e2e: dstack config on AWS says what is wrong, and only it provisions',
     expect(r.stderr).to.not.include('rejected');
   });
 
+  it('no AWS credentials at all after config: run and secrets list say none were found, in one line each (agents: local)', async () => {
+    const home = dir('nocreds-later');
+    const c = await dstack([...awsFlags(uniqueName('b'), emulator.endpoint), '--agents', 'local'], { cwd: repo, home: join(home, '.dstack'), env: CREDS });
+    expect(c.code, c.stderr).to.equal(0);
+    for (const args of [['run', 'hello'], ['secrets', 'list']]) {
+      const r = await bareCli(args, home, repo);
+      expect(r.code, `${args.join(' ')}: ${r.stderr}`).to.equal(1);
+      expect(r.stderr.trimEnd().split('\n'), r.stderr).to.have.length(1);
+      expect(r.stderr, args.join(' ')).to.match(/^no AWS credentials found while trying to [^\n]+: run `aws configure`, or set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY/);
+    }
+  });
+
   it('S3 answers 403 with no body: "access denied to bucket X: wrong account or missing s3:ListBucket"; no config.yaml is left', async () => {
     const home = dir('forbidden');
     const bucket = uniqueName('theirs');

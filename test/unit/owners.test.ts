@@ -292,6 +292,6 @@ describe('owners: STS GetCallerIdentity on the wire (fake STS, Query protocol)',
       (e: unknown) => e,
     );
     expect(err).to.be.instanceOf(ConfigError);
-    expect((err as Error).message).to.match(/^AWS rejected the credentials \(InvalidClientTokenId\) while asking STS who you are: /);
+    expect((err as Error).message).to.match(/^AWS rejected the credentials \(InvalidClientTokenId\) while trying to ask STS who you are: /);
   });
 });
