@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import { ConfigError, UsageError } from '../../common/errors.js';
 import { callerArn } from '../../common/aws/identity.js';
 import { ExternalAgents } from '../../common/local/local-compute.js';
-import type { Demand } from '../../common/ports.js';
+import type { Compute, Demand } from '../../common/ports.js';
 import { reconcile, rememberProfile } from '../../coordinator/fleet.js';
 import { localOwner, ownerLabel, ownerQueueId } from '../../common/owner.js';
 import { RunRecordSchema } from '../../common/records/runs.js';
@@ -216,11 +216,12 @@ describe('fleet: profiles that share one queue (agents: local, the local backend
     repo = makeRepo({ '.dstack/workflows.yaml': 'workflows:\n  - name: hi\n    provider: bash\n    commands: [echo hi]\n' });
     home = tempDir('home');
     const asked: Demand[][] = [];
-    const compute = new (class extends ExternalAgents {
-      override async ensureCapacity(demand: Demand[]): Promise<void> {
-        asked.push(demand);
-      }
-    })();
+    const external = new ExternalAgents();
+    const compute: Compute = {
+      plan: () => external.plan(),
+      listAgents: () => external.listAgents(),
+      ensureCapacity: async (demand) => void asked.push(demand),
+    };
     const ctx = await coordinatorContext({ configYaml: '', home, cwd: repo, compute, owner: ALICE });
     // Profiles remembered from runs on other machines' EC2 fleets: here every one maps to the one queue.
     for (const profileId of ['p0123456789', 'p9876543210']) await rememberProfile(ctx, { profileId, offers: [] });
