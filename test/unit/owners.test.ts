@@ -139,7 +139,8 @@ describe('owners: ps shows them, stop and rm refuse another owner\'s run without
     const me = { ...alice, owner: () => Promise.resolve(long) };
     const b = await submit(bob, 'hi');
     const a = await submit(me, 'hi');
-    for (const run of [a, b]) {
+    const c = await submit(me, 'hi');
+    for (const run of [a, b, c]) {
       await finish(run);
       await alice.store.put(runKeys.record(repoId, run), '{ damaged');
     }
@@ -148,6 +149,9 @@ describe('owners: ps shows them, stop and rm refuse another owner\'s run without
     expect((await listSummaries(alice.store, repoId)).map((x) => x.runName)).to.include(b);
     expect(await rmCommand(me, { run: a, all: false, yes: true })).to.equal(0);
     expect(me.out.text()).to.contain(`Deleted ${a}.`);
+    // rm -a compares the index's owner the same way: the caller's own goes, the other's stays.
+    expect(await rmCommand(me, { run: undefined, all: true, yes: true })).to.equal(0);
+    expect(me.out.text()).to.contain(`Deleted ${c}.`).and.contain('Leaving 1 run(s) of other owners alone');
     expect(await rmCommand(me, { run: b, all: false, yes: true, force: true })).to.equal(0);
     expect(me.out.text()).to.contain(`Deleted ${b}.`);
     expect(await listSummaries(alice.store, repoId)).to.deep.equal([]);
