@@ -19,7 +19,8 @@ export interface Backend {
    * The queue of one placement profile; `default`, and every profile outside EC2, is `queue`, except
    * with `aws.agents: local`: there every profile is the owner's own queue (see `openBackend`), and
    * an agent serves `queueFor('default')`. It only opens: `run` creates what its job needs
-   * (common/provision.ts).
+   * (common/provision.ts). Profiles that share a queue get one Queue object, by which the fleet
+   * counts a shared backlog once (coordinator/fleet.ts).
    */
   queueFor: (profileId: string) => Promise<Queue>;
   /** Who this process acts as: the caller's ARN on AWS (asked of STS once, when first needed), `user@host` locally. */

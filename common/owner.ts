@@ -34,9 +34,29 @@ export function ownerQueueId(owner: string): string {
   return `u${sha256(owner).slice(0, 8)}`;
 }
 
-/** Whether `owner` (of a run record; undefined in records older than owners) is someone other than `me`. */
+/**
+ * Session names an SDK makes up when the profile names none: the JS SDK's `aws-sdk-js-<ms>` (role_arn
+ * profiles) and `aws-sdk-js-session-<ms>` (web identity), botocore's `botocore-session-<s>`.
+ */
+const GENERATED_SESSION = /^(aws-sdk-js-(session-)?|botocore-session-)\d+$/;
+
+/**
+ * The owner an ARN stands for: an assumed role's session name, when an SDK generated it, is dropped
+ * (`arn:aws:sts::ACCT:assumed-role/ROLE`), since each process gets a new one and the CLI, its agents
+ * and its later runs would otherwise be different owners. A session name someone chose (SSO's is the
+ * user's email) is kept: it tells apart the people sharing the role.
+ */
+export function normalizeOwner(arn: string): string {
+  const m = /^(arn:[^:]+:sts::[^:]*:assumed-role\/[^/]+)\/([^/]+)$/.exec(arn);
+  return m?.[1] !== undefined && GENERATED_SESSION.test(m[2] ?? '') ? m[1] : arn;
+}
+
+/**
+ * Whether `owner` (of a run record; undefined in records older than owners) is someone other than
+ * `me`. Both are normalized: records written before normalization may hold a generated session name.
+ */
 export function isOthers(owner: string | undefined, me: string): owner is string {
-  return owner !== undefined && owner !== me;
+  return owner !== undefined && normalizeOwner(owner) !== normalizeOwner(me);
 }
 
 /**

@@ -42,6 +42,11 @@ function encode(value: string, maxChars: number): string {
   return encoded;
 }
 
+/** An owner as the index holds it (cut short past 90 encoded characters): compare owners from the index and from records in this form. */
+export function indexedOwner(owner: string): string {
+  return decode(encode(owner, 90));
+}
+
 type Submitted = Pick<RunRecord, 'submittedAt' | 'runName' | 'workflow' | 'maxAttempts' | 'owner'>;
 
 export function submittedKey(repoId: string, run: Submitted): string {
@@ -98,6 +103,15 @@ function decode(s: string): string {
 export async function indexKeysOf(store: Store, repoId: string, run: Submitted): Promise<string[]> {
   const ended = await store.list(`${indexKeys.ended(repoId)}${run.runName},`);
   return [submittedKey(repoId, run), ...ended.map((o) => o.key)];
+}
+
+/** The owner the index names for one run (cut short, see indexedOwner), found by its name alone: for a run whose record is damaged. */
+export async function indexedOwnerByName(store: Store, repoId: string, runName: string): Promise<string | undefined> {
+  for (const o of await store.list(indexKeys.submitted(repoId))) {
+    const fields = o.key.slice(indexKeys.submitted(repoId).length).split(',');
+    if (fields[1] === runName && fields[4]) return decode(fields[4]);
+  }
+  return undefined;
 }
 
 /** The index keys of one run found by its name alone, for removing a run whose record is damaged. */

@@ -77,10 +77,11 @@ export function buildCli(argv: string[], deps: CliDeps): { parse: () => Promise<
       (y) =>
         y
           .positional('run', { type: 'string', demandOption: true })
-          .option('detach', { alias: 'd', type: 'boolean', describe: 'Submit and return without following the logs' }),
+          .option('detach', { alias: 'd', type: 'boolean', describe: 'Submit and return without following the logs' })
+          .option('force', { type: 'boolean', describe: "Restart another owner's run that pins values from their shell" }),
       async (a) => {
         const { restartCommand } = await import('./commands/restart.js');
-        code = await restartCommand(await ctx(), { run: a.run, detach: a.detach ?? false });
+        code = await restartCommand(await ctx(), { run: a.run, detach: a.detach ?? false, force: a.force ?? false });
       },
     )
     .command('tags', 'Manage tags: add, list, delete', (y) =>

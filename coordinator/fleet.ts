@@ -1,5 +1,5 @@
 import { toError } from '../common/errors.js';
-import type { Demand, Placement } from '../common/ports.js';
+import type { Demand, Placement, Queue } from '../common/ports.js';
 import { readJson } from '../common/runs.js';
 import type { Context } from './context.js';
 import { PlacementSchema } from '../common/records/runs.js';
@@ -19,10 +19,9 @@ export async function rememberProfile(ctx: Pick<Context, 'store'>, p: Placement)
  * fleet itself never replaces instances. Returns the demand it acted on.
  */
 export async function reconcile(ctx: Pick<Context, 'store' | 'compute' | 'queueFor'>): Promise<Demand[]> {
-  const placements = await rememberedProfiles(ctx);
   const demand = await Promise.all(
-    placements.map(async (placement) => {
-      const counts = await (await ctx.queueFor(placement.profileId)).counts();
+    (await profileQueues(ctx)).map(async ({ placement, queue }) => {
+      const counts = await queue.counts();
       return { placement, backlog: counts.visible + counts.inFlight };
     }),
   );
@@ -36,15 +35,34 @@ async function rememberedProfiles(ctx: Pick<Context, 'store'>): Promise<Placemen
 }
 
 /**
+ * The remembered profiles, one per queue: where profiles share a queue (every profile with
+ * `agents: local`, or on the local backend, is served from one queue) its backlog counts once, under
+ * `default` when that profile is remembered. The backend hands out one Queue object per queue.
+ */
+async function profileQueues(ctx: Pick<Context, 'store' | 'queueFor'>): Promise<Array<{ placement: Placement; queue: Queue }>> {
+  const placements = (await rememberedProfiles(ctx)).sort((a, b) => Number(b.profileId === 'default') - Number(a.profileId === 'default'));
+  const queues = await Promise.all(placements.map((p) => ctx.queueFor(p.profileId)));
+  const seen = new Set<Queue>();
+  const out: Array<{ placement: Placement; queue: Queue }> = [];
+  placements.forEach((placement, i) => {
+    const queue = queues[i];
+    if (queue === undefined || seen.has(queue)) return;
+    seen.add(queue);
+    out.push({ placement, queue });
+  });
+  return out;
+}
+
+/**
  * The profiles whose queue has jobs waiting while no agent serves it, and how many wait: what `ps`
  * points out. It only reads (queue counts, the agent list) and starts nothing.
  */
 export async function starvedProfiles(ctx: Pick<Context, 'store' | 'compute' | 'queueFor'>): Promise<Array<{ profileId: string; waiting: number }>> {
-  const placements = await rememberedProfiles(ctx);
-  if (placements.length === 0) return [];
+  const profiles = await profileQueues(ctx);
+  if (profiles.length === 0) return [];
   const [agents, waiting] = await Promise.all([
     ctx.compute.listAgents(),
-    Promise.all(placements.map(async (p) => ({ profileId: p.profileId, waiting: (await (await ctx.queueFor(p.profileId)).counts()).visible }))),
+    Promise.all(profiles.map(async ({ placement, queue }) => ({ profileId: placement.profileId, waiting: (await queue.counts()).visible }))),
   ]);
   // A local agent (no profile) takes any job.
   return waiting.filter((w) => w.waiting > 0 && !agents.some((a) => a.profileId === undefined || a.profileId === w.profileId));

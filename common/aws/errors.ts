@@ -1,4 +1,4 @@
-import { TransportError } from '../errors.js';
+import { ConfigError, TransportError } from '../errors.js';
 
 interface AwsLikeError {
   name?: string;
@@ -53,4 +53,29 @@ export function wrapAws(e: unknown, what: string): TransportError {
     awsCode: code,
     ...(status === undefined ? {} : { statusCode: status }),
   });
+}
+
+/** Codes of credentials AWS refused: unknown key, bad signature, expired token. */
+const REJECTED = /InvalidClientTokenId|SignatureDoesNotMatch|InvalidAccessKeyId|UnrecognizedClientException|InvalidSignatureException|ExpiredToken/;
+
+/**
+ * The one line for credentials the SDK found nowhere (environment, ~/.aws, SSO, process, instance or
+ * container role) or AWS refused, saying how to fix it; undefined for any other error. `what` ends
+ * "while trying to …"; `keepCause: false` leaves the SDK error out (Secrets Manager's may carry a value).
+ */
+export function credentialsError(e: unknown, o: { what: string; profile?: string | undefined; keepCause?: boolean }): ConfigError | undefined {
+  const code = awsCode(e);
+  const cause = o.keepCause === false ? {} : { cause: e };
+  if (code === 'CredentialsProviderError') {
+    const forProfile = o.profile ? ` for profile \`${o.profile}\`` : '';
+    return new ConfigError(
+      `no AWS credentials found${forProfile} while trying to ${o.what}: run \`aws configure\`, or set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (\`dstack config --profile NAME\` picks a profile)`,
+      cause,
+    );
+  }
+  if (REJECTED.test(code)) {
+    const ofProfile = o.profile ? ` of profile \`${o.profile}\`` : '';
+    return new ConfigError(`AWS rejected the credentials${ofProfile} (${code}) while trying to ${o.what}: check \`aws configure\` or run \`dstack config\``, cause);
+  }
+  return undefined;
 }

@@ -4,7 +4,7 @@ import { ConfigError, TransportError, UsageError } from '../errors.js';
 import { sha256 } from '../hash.js';
 import { RUN_NAME_PATTERN } from '../names.js';
 import { checkSecretName, type SecretScope, type SecretStore } from '../secrets.js';
-import { awsCode, awsStatus } from './errors.js';
+import { awsCode, awsStatus, credentialsError } from './errors.js';
 
 /**
  * Where the secrets live in Secrets Manager, all under one prefix (`aws.secretsPrefix`, by default
@@ -87,7 +87,6 @@ export function openSecretsReader(aws: AwsConfig | undefined): SecretsManagerRea
   return new SecretsManagerReader({ client: secretsManagerClient(aws), prefix: secretsPrefix(aws) });
 }
 
-const CREDENTIALS = /InvalidClientTokenId|UnrecognizedClientException|InvalidSignatureException|SignatureDoesNotMatch|CredentialsProviderError|ExpiredToken/;
 const RETRYABLE = /Throttling|InternalServiceError|ServiceUnavailable|RequestTimeout|ECONNRESET|ETIMEDOUT|EPIPE|TimeoutError/;
 
 /**
@@ -101,9 +100,8 @@ export function secretsManagerError(e: unknown, what: string, id: string, action
   // A call that carried a value gives no AWS message at all: a service that echoes the request may
   // echo the value escaped or cut, which no search for the value itself would find.
   const message = value !== undefined ? '' : e instanceof Error ? (e.message.split('\n')[0] ?? '') : String(e);
-  if (CREDENTIALS.test(code)) {
-    return new ConfigError(`AWS rejected the credentials (${code}) while trying to ${what} ${id} in Secrets Manager: check \`aws configure\` or run \`dstack config\``);
-  }
+  const credentials = credentialsError(e, { what: `${what} ${id} in Secrets Manager`, keepCause: false });
+  if (credentials) return credentials;
   if (code === 'AccessDeniedException') {
     return new TransportError(`access denied to ${id} in Secrets Manager: the IAM policy needs secretsmanager:${action}${action === 'ListSecrets' ? '' : ' on it'} (see ami/iam/)`, {
       awsCode: code,

@@ -1,7 +1,7 @@
 import { HeadBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import { GetQueueUrlCommand, SQSClient } from '@aws-sdk/client-sqs';
 import { ConfigError } from '../errors.js';
-import { awsCode, awsStatus, wrapAws } from './errors.js';
+import { awsCode, awsStatus, credentialsError, wrapAws } from './errors.js';
 
 /** What the AWS transports need, from `dstack config` (and the DSTACK_AWS_* overrides). */
 export interface AwsSettings {
@@ -37,16 +37,8 @@ export function awsClients(s: AwsSettings): AwsClients {
 export function explain(e: unknown, s: AwsSettings, what: string, bucket?: string): Error {
   const code = awsCode(e);
   const profile = s.profile ? ` of profile \`${s.profile}\`` : '';
-  // The SDK found no credentials anywhere (environment, ~/.aws, SSO, process, instance or container role).
-  if (code === 'CredentialsProviderError') {
-    return new ConfigError(
-      `no AWS credentials found${s.profile ? ` for profile \`${s.profile}\`` : ''} while trying to ${what}: run \`aws configure\`, or set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (\`dstack config --profile NAME\` picks a profile)`,
-      { cause: e },
-    );
-  }
-  if (/InvalidClientTokenId|SignatureDoesNotMatch|InvalidAccessKeyId|UnrecognizedClientException|ExpiredToken/.test(code)) {
-    return new ConfigError(`AWS rejected the credentials${profile} (${code}) while trying to ${what}: check \`aws configure\` or run \`dstack config\``, { cause: e });
-  }
+  const credentials = credentialsError(e, { what, profile: s.profile });
+  if (credentials) return credentials;
   if (/ENOTFOUND|EAI_AGAIN|ECONNREFUSED|UnknownEndpoint|InvalidRegion/.test(code) || /ENOTFOUND|ECONNREFUSED/.test(String((e as Error)?.message))) {
     return new ConfigError(`cannot reach AWS in region \`${s.region}\` (${code}) while trying to ${what}: check the region and endpoints with \`dstack config\``, { cause: e });
   }

@@ -1,5 +1,5 @@
 import { CorruptRecordError } from '../../common/records/read.js';
-import type { RunSummary } from '../../common/run-index.js';
+import { indexedOwner, type RunSummary } from '../../common/run-index.js';
 import { isFinished, listRuns, loadRun, type RunRow, type RunView } from '../../common/runs.js';
 import { repoInfo } from '../code-capture.js';
 import type { Context } from '../context.js';
@@ -7,7 +7,7 @@ import { ago } from '../output.js';
 import { starvedProfiles } from '../fleet.js';
 import { toError } from '../../common/errors.js';
 import { orphanGraceMs, settleOrphans } from '../../common/orphans.js';
-import { ownerLabel } from '../../common/owner.js';
+import { normalizeOwner, ownerLabel } from '../../common/owner.js';
 
 export interface PsOptions {
   run: string | undefined;
@@ -60,9 +60,12 @@ async function listCommand(ctx: Context, o: PsOptions): Promise<number> {
     return 0;
   }
   // The owner column appears once the listed runs have more than one known owner (a shared bucket).
+  // Finished runs' owners come from the index, cut short: those are compared with the others cut
+  // alike, so one owner with a long ARN is one owner; full owners (from records) still tell apart
+  // two whose ARNs differ only past the cut.
   const ownerOf = (r: RunRow): string | undefined => r.view?.record.owner ?? r.summary.owner;
-  const owners = new Set(rows.flatMap((r) => ownerOf(r) ?? []));
-  const byOwner = owners.size > 1;
+  const distinct = (owners: Array<string | undefined>): number => new Set(owners.flatMap((o) => (o === undefined ? [] : [normalizeOwner(o)]))).size;
+  const byOwner = distinct(rows.map((r) => r.view?.record.owner)) > 1 || distinct(rows.map((r) => ownerOf(r)).map((o) => (o === undefined ? o : indexedOwner(o)))) > 1;
   const header = ['RUN', 'WORKFLOW', ...(byOwner ? ['OWNER'] : []), 'SUBMITTED', 'STATUS', 'ATTEMPT'];
   // The fleet columns appear once any listed run has run on EC2 (or the fleet simulator).
   const fleet = rows.some((r) => r.view?.attempts.some((a) => a.instance));

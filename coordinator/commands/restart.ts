@@ -1,5 +1,6 @@
 import { UsageError } from '../../common/errors.js';
 import { loadRun } from '../../common/runs.js';
+import { isOthers } from '../../common/owner.js';
 import { repoInfo } from '../code-capture.js';
 import type { Context } from '../context.js';
 import { attach, submitRun } from '../submit.js';
@@ -7,18 +8,28 @@ import { attach, submitRun } from '../submit.js';
 export interface RestartOptions {
   run: string;
   detach: boolean;
+  /** Restart another owner's run even when it pins values from their shell. */
+  force?: boolean;
 }
 
 /**
  * `dstack restart RUN`: the same code snapshot, resolved spec, overrides and pinned deps, under a
  * new name that points back to RUN. The workflow file and the deps' later runs play no part. Bare env
  * names get the values pinned to RUN; the repo's named secrets, their current values (the agent reads them).
+ * Another owner's run that pins values from their shell is refused unless --force: those values are theirs.
  */
 export async function restartCommand(ctx: Context, o: RestartOptions): Promise<number> {
   const info = await repoInfo(ctx.cwd);
   const { record } = await loadRun(ctx.store, info.repoId, o.run);
+  const pinned = record.spec.runSecrets ?? [];
+  if (pinned.length > 0 && record.owner !== undefined && !o.force) {
+    const me = await ctx.owner();
+    if (isOthers(record.owner, me)) {
+      throw new UsageError(`run ${record.runName} belongs to ${record.owner} and pins values from their shell (${pinned.join(', ')}): add --force to restart it with those values anyway`);
+    }
+  }
   const runSecrets: Record<string, string> = {};
-  for (const name of record.spec.runSecrets ?? []) {
+  for (const name of pinned) {
     const value = ctx.secrets ? await ctx.secrets.get({ repoId: record.repoId, runName: record.runName }, name) : undefined;
     if (value === undefined) throw new UsageError(`the value of \`${name}\` pinned to run ${record.runName} is gone: run the workflow again`);
     runSecrets[name] = value;

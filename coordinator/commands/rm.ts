@@ -1,7 +1,7 @@
 import { UsageError } from '../../common/errors.js';
 import { CorruptRecordError } from '../../common/records/read.js';
 import { RunRecordSchema, TagRecordSchema } from '../../common/records/runs.js';
-import { indexKeysByName, indexKeysOf } from '../../common/run-index.js';
+import { indexedOwnerByName, indexKeysByName, indexKeysOf } from '../../common/run-index.js';
 import { isFinished, listRuns, loadRun, mayBeRunning, readJson, runKeys, type RunRecord } from '../../common/runs.js';
 import type { Store } from '../../common/ports.js';
 import { repoInfo } from '../code-capture.js';
@@ -17,7 +17,7 @@ export interface RmOptions {
 }
 
 /** What rm needs of a run: its name, and the record fields its index keys are made of unless the record is damaged. */
-type Target = { runName: string; indexed: Pick<RunRecord, 'runName' | 'submittedAt' | 'workflow' | 'maxAttempts' | 'owner'> | null; owner?: string | undefined };
+type Target = { runName: string; indexed: Pick<RunRecord, 'runName' | 'submittedAt' | 'workflow' | 'maxAttempts' | 'owner'> | null; owner?: string | undefined; ownerIsCut?: boolean };
 
 /**
  * `dstack rm (RUN | -a) [-y] [--force]`: deletes finished runs, their records and logs (also runs
@@ -108,7 +108,7 @@ async function withOwner(store: Store, repoId: string, t: Target): Promise<Targe
     throw e;
   });
   // A damaged record is kept by the owner the index names: -a never deletes what may be someone else's.
-  return { ...t, owner: record?.owner ?? t.indexed.owner };
+  return record ? { ...t, owner: record.owner } : { ...t, owner: t.indexed.owner, ownerIsCut: true };
 }
 
 /** The named run, if it is finished and the caller's (or --force); a run with a damaged record is named in one line, and may go unless it may still be running. */
@@ -121,6 +121,8 @@ async function oneTarget(ctx: Context, repoId: string, run: string, force: boole
   } catch (e) {
     if (!(e instanceof CorruptRecordError)) throw e;
     ctx.out.note(`warning: ${e.message}`);
+    // The owner the index names (cut short) stands in for the record's: a damaged record is no way around the check.
+    await refuseOthers(ctx, { runName: run, owner: await indexedOwnerByName(ctx.store, repoId, run), ownerIsCut: true }, 'delete', force);
     if (await mayBeRunning(ctx.store, repoId, run)) throw new UsageError(`run ${run} may still be running: stop it first with \`dstack stop ${run}\``);
     return { runName: run, indexed: null };
   }

@@ -14,6 +14,7 @@ import { coordinatorContext, submit } from '../support/coordinator.js';
 import { startEmulator, uniqueName, type Emulator } from '../support/fauxqs.js';
 import { FleetSimulator, type FleetSimOptions } from '../support/fleet-sim.js';
 import { S3Proxy, type SeenRequest } from '../support/s3-proxy.js';
+import { StsFake } from '../support/sts-fake.js';
 
 const WORKFLOWS = `workflows:
   - name: hello
@@ -97,6 +98,24 @@ describe('e2e: dstack config on AWS says what is wrong, and only it provisions',
     expect(r.stderr.trimEnd().split('\n'), r.stderr).to.have.length(1);
     expect(r.stderr).to.match(/^no AWS credentials found while trying to [^\n]+: run `aws configure`, or set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY/);
     expect(r.stderr).to.not.include('rejected');
+  });
+
+  it('no AWS credentials at all after config: run and secrets list say none were found, in one line each (agents: local)', async () => {
+    const home = dir('nocreds-later');
+    const sts = new StsFake({ test: { arn: 'arn:aws:iam::111122223333:user/test', userId: 'AIDATEST', account: '111122223333' } });
+    const stsEndpoint = await sts.start();
+    try {
+      const c = await dstack([...awsFlags(uniqueName('b'), emulator.endpoint), '--agents', 'local', '--sts-endpoint', stsEndpoint], { cwd: repo, home: join(home, '.dstack'), env: CREDS });
+      expect(c.code, c.stderr).to.equal(0);
+    } finally {
+      await sts.stop();
+    }
+    for (const args of [['run', 'hello'], ['secrets', 'list']]) {
+      const r = await bareCli(args, home, repo);
+      expect(r.code, `${args.join(' ')}: ${r.stderr}`).to.equal(1);
+      expect(r.stderr.trimEnd().split('\n'), r.stderr).to.have.length(1);
+      expect(r.stderr, args.join(' ')).to.match(/^no AWS credentials found while trying to [^\n]+: run `aws configure`, or set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY/);
+    }
   });
 
   it('S3 answers 403 with no body: "access denied to bucket X: wrong account or missing s3:ListBucket"; no config.yaml is left', async () => {

@@ -4,7 +4,8 @@ import type { AddressInfo } from 'node:net';
 
 /** Who a key stands for, as GetCallerIdentity tells it. */
 export interface FakeIdentity {
-  arn: string;
+  /** The ARN, or a function that gives one per call (an SDK that names each assumed-role session anew). */
+  arn: string | (() => string);
   userId: string;
   account: string;
 }
@@ -53,7 +54,7 @@ export class StsFake {
     res.writeHead(200, { 'content-type': 'text/xml' });
     res.end(
       `<GetCallerIdentityResponse xmlns="${XMLNS}"><GetCallerIdentityResult>` +
-        `<Arn>${who.arn}</Arn><UserId>${who.userId}</UserId><Account>${who.account}</Account>` +
+        `<Arn>${typeof who.arn === 'string' ? who.arn : who.arn()}</Arn><UserId>${who.userId}</UserId><Account>${who.account}</Account>` +
         `</GetCallerIdentityResult><ResponseMetadata><RequestId>${randomUUID()}</RequestId></ResponseMetadata></GetCallerIdentityResponse>`,
     );
   }

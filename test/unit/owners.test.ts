@@ -2,6 +2,8 @@ import { expect } from 'chai';
 import { ConfigError, UsageError } from '../../common/errors.js';
 import { callerArn } from '../../common/aws/identity.js';
 import { ExternalAgents } from '../../common/local/local-compute.js';
+import type { Compute, Demand } from '../../common/ports.js';
+import { reconcile, rememberProfile } from '../../coordinator/fleet.js';
 import { localOwner, ownerLabel, ownerQueueId } from '../../common/owner.js';
 import { RunRecordSchema } from '../../common/records/runs.js';
 import { loadRun, runKeys, settleRun } from '../../common/runs.js';
@@ -12,6 +14,7 @@ import { repoInfo } from '../../coordinator/code-capture.js';
 import { psCommand } from '../../coordinator/commands/ps.js';
 import { rmCommand } from '../../coordinator/commands/rm.js';
 import { stopCommand } from '../../coordinator/commands/stop.js';
+import { restartCommand } from '../../coordinator/commands/restart.js';
 import { makeRepo, removeAll, tempDir } from '../support/cli.js';
 import { coordinatorContext, submit } from '../support/coordinator.js';
 import { StsFake } from '../support/sts-fake.js';
@@ -27,7 +30,7 @@ describe('owners: ps shows them, stop and rm refuse another owner\'s run without
   let alice: Ctx;
   let bob: Ctx;
   beforeEach(async () => {
-    repo = makeRepo({ '.dstack/workflows.yaml': 'workflows:\n  - name: hi\n    provider: bash\n    commands: [echo hi]\n' });
+    repo = makeRepo({ '.dstack/workflows.yaml': 'workflows:\n  - name: hi\n    provider: bash\n    commands: [echo hi]\n  - name: tok\n    provider: bash\n    env: [TOKEN]\n    commands: [echo hi]\n' });
     home = tempDir('home');
     // Two users of one store (a shared bucket): no agents, so submitted runs stay queued.
     alice = await coordinatorContext({ configYaml: '', home, cwd: repo, compute: new ExternalAgents(), owner: ALICE });
@@ -72,6 +75,18 @@ describe('owners: ps shows them, stop and rm refuse another owner\'s run without
     expect(lines.find((l) => l.startsWith(b))).to.match(new RegExp(`^${b} {2}hi {2}user/bob {2}`));
   });
 
+  it('ps shows no OWNER column for one owner with a long ARN, whose finished runs the index names cut short', async () => {
+    const long = `arn:aws:sts::111122223333:assumed-role/AWSReservedSSO_AdministratorAccess_0123456789abcdef/${'x'.repeat(60)}@example.com`;
+    const me = { ...alice, owner: () => Promise.resolve(long) };
+    const a = await submit(me, 'hi');
+    await finish(a);
+    const b = await submit(me, 'hi');
+    expect(await psCommand(me, { run: undefined, all: true, json: false })).to.equal(0);
+    const lines = me.out.text().trim().split('\n');
+    expect(lines.find((l) => l.startsWith('RUN'))).to.match(/^RUN {2}WORKFLOW {2}SUBMITTED/);
+    expect(lines.filter((l) => l.startsWith(a) || l.startsWith(b))).to.have.length(2);
+  });
+
   it('stop of another owner\'s run is refused in one line naming the owner and --force; --force stops it', async () => {
     const b = await submit(bob, 'hi');
     const err = await refusal(stopCommand(alice, { run: b, all: false, abort: false, yes: true }));
@@ -105,6 +120,51 @@ describe('owners: ps shows them, stop and rm refuse another owner\'s run without
     expect(await rmCommand(alice, { run: b, all: false, yes: true, force: true })).to.equal(0);
     expect(alice.out.text()).to.contain(`Deleted ${b}.`);
     expect(await listSummaries(alice.store, (await repoInfo(repo)).repoId)).to.deep.equal([]);
+  });
+
+  it('a run recorded under a generated assumed-role session name (aws-sdk-js-<ms>) is its role\'s: stop and rm take it without --force', async () => {
+    const role = 'arn:aws:sts::111122223333:assumed-role/Dev';
+    const before = { ...bob, owner: () => Promise.resolve(`${role}/aws-sdk-js-1700000000123`) };
+    const me = { ...alice, owner: () => Promise.resolve(role) };
+    const b = await submit(before, 'hi');
+    expect(await stopCommand(me, { run: b, all: false, abort: false, yes: true })).to.equal(0);
+    expect(await status(b)).to.equal('stopped');
+    expect(await rmCommand(me, { run: b, all: false, yes: true })).to.equal(0);
+    expect(me.out.text()).to.contain(`Deleted ${b}.`);
+  });
+
+  it('rm of another owner\'s run whose record is damaged is refused by the owner its index key names, unless --force; the caller\'s own goes, long ARN or not', async () => {
+    const { repoId } = await repoInfo(repo);
+    const long = `arn:aws:sts::111122223333:assumed-role/AWSReservedSSO_AdministratorAccess_0123456789abcdef/${'x'.repeat(60)}@example.com`;
+    const me = { ...alice, owner: () => Promise.resolve(long) };
+    const b = await submit(bob, 'hi');
+    const a = await submit(me, 'hi');
+    const c = await submit(me, 'hi');
+    for (const run of [a, b, c]) {
+      await finish(run);
+      await alice.store.put(runKeys.record(repoId, run), '{ damaged');
+    }
+    const err = await refusal(rmCommand(me, { run: b, all: false, yes: true }));
+    expect(err.message).to.match(new RegExp(`^run ${b} belongs to ${BOB}, not to you \\(.*\\): add --force to delete it anyway$`));
+    expect((await listSummaries(alice.store, repoId)).map((x) => x.runName)).to.include(b);
+    expect(await rmCommand(me, { run: a, all: false, yes: true })).to.equal(0);
+    expect(me.out.text()).to.contain(`Deleted ${a}.`);
+    // rm -a compares the index's owner the same way: the caller's own goes, the other's stays.
+    expect(await rmCommand(me, { run: undefined, all: true, yes: true })).to.equal(0);
+    expect(me.out.text()).to.contain(`Deleted ${c}.`).and.contain('Leaving 1 run(s) of other owners alone');
+    expect(await rmCommand(me, { run: b, all: false, yes: true, force: true })).to.equal(0);
+    expect(me.out.text()).to.contain(`Deleted ${b}.`);
+    expect(await listSummaries(alice.store, repoId)).to.deep.equal([]);
+  });
+
+  it('restart of another owner\'s run that pins values from their shell is refused unless --force; without pinned values it goes', async () => {
+    const b = await submit({ ...bob, shellEnv: { TOKEN: 'bobs-token-value' } }, 'tok');
+    const err = await refusal(restartCommand(alice, { run: b, detach: true }));
+    expect(err.message).to.equal(`run ${b} belongs to ${BOB} and pins values from their shell (TOKEN): add --force to restart it with those values anyway`);
+    expect(alice.out.text()).to.not.contain('Run ');
+    expect(await restartCommand(alice, { run: b, detach: true, force: true })).to.equal(0);
+    const plain = await submit(bob, 'hi');
+    expect(await restartCommand(alice, { run: plain, detach: true })).to.equal(0);
   });
 
   it('runs recorded before owners existed read as unknown owner: ps shows -, and anyone may stop or remove them without asking who they are', async () => {
@@ -151,9 +211,41 @@ describe('owners: ps shows them, stop and rm refuse another owner\'s run without
   });
 });
 
+describe('fleet: profiles that share one queue (agents: local, the local backend) count its backlog once', () => {
+  let repo: string;
+  let home: string;
+  afterEach(() => removeAll(repo, home));
+
+  it('reconcile asks for capacity for one queued job once, and ps says once that it waits', async () => {
+    repo = makeRepo({ '.dstack/workflows.yaml': 'workflows:\n  - name: hi\n    provider: bash\n    commands: [echo hi]\n' });
+    home = tempDir('home');
+    const asked: Demand[][] = [];
+    const external = new ExternalAgents();
+    const compute: Compute = {
+      plan: () => external.plan(),
+      listAgents: () => external.listAgents(),
+      ensureCapacity: async (demand) => void asked.push(demand),
+    };
+    const ctx = await coordinatorContext({ configYaml: '', home, cwd: repo, compute, owner: ALICE });
+    // Profiles remembered from runs on other machines' EC2 fleets: here every one maps to the one queue.
+    for (const profileId of ['p0123456789', 'p9876543210']) await rememberProfile(ctx, { profileId, offers: [] });
+    await submit(ctx, 'hi');
+    asked.length = 0;
+    await reconcile(ctx);
+    expect(asked).to.have.length(1);
+    expect(asked[0]?.reduce((n, d) => n + d.backlog, 0)).to.equal(1);
+    expect(await psCommand(ctx, { run: undefined, all: false, json: false })).to.equal(0);
+    expect(ctx.out.text().split('\n').filter((l) => l.includes('waits'))).to.deep.equal([
+      '1 job waits and no agent is there to take it: run `dstack coordinator` to start capacity (ps starts none)',
+    ]);
+  });
+});
+
 describe('owners: STS GetCallerIdentity on the wire (fake STS, Query protocol)', () => {
   let sts: StsFake;
   let endpoint: string;
+  let sessions = 0;
+  const ROLE = 'arn:aws:sts::111122223333:assumed-role/Dev';
   // Taken when the tests start, not when the file loads: another file's hooks may have set them since.
   let saved: { id: string | undefined; secret: string | undefined };
   before(async () => {
@@ -162,6 +254,10 @@ describe('owners: STS GetCallerIdentity on the wire (fake STS, Query protocol)',
     sts = new StsFake({
       AKIAALICE: { arn: ALICE, userId: 'AIDAALICE', account: '111122223333' },
       AKIABOB: { arn: BOB, userId: 'AIDABOB', account: '111122223333' },
+      // A role_arn profile without role_session_name: the SDK names each session `aws-sdk-js-<Date.now()>`.
+      AKIAROLE: { arn: () => `${ROLE}/aws-sdk-js-${Date.now() + (sessions += 1)}`, userId: 'AROAROLE:x', account: '111122223333' },
+      AKIABOTO: { arn: () => `${ROLE}/botocore-session-${1700000000 + (sessions += 1)}`, userId: 'AROAROLE:y', account: '111122223333' },
+      AKIASSO: { arn: 'arn:aws:sts::111122223333:assumed-role/AWSReservedSSO_Admin_0123/alice@example.com', userId: 'AROASSO:alice@example.com', account: '111122223333' },
     });
     endpoint = await sts.start();
   });
@@ -184,6 +280,16 @@ describe('owners: STS GetCallerIdentity on the wire (fake STS, Query protocol)',
     expect(await callerArn({ region: 'us-east-1', endpoint })).to.equal(BOB);
   });
 
+  it('an assumed role\'s generated session name is no part of the owner, so every process of one user is one owner; real session names stay', async () => {
+    as('AKIAROLE');
+    const [first, second] = [await callerArn({ region: 'us-east-1', endpoint }), await callerArn({ region: 'us-east-1', endpoint })];
+    expect(first).to.equal(`${ROLE}`).and.equal(second);
+    as('AKIABOTO');
+    expect(await callerArn({ region: 'us-east-1', endpoint })).to.equal(`${ROLE}`);
+    as('AKIASSO');
+    expect(await callerArn({ region: 'us-east-1', endpoint })).to.equal('arn:aws:sts::111122223333:assumed-role/AWSReservedSSO_Admin_0123/alice@example.com');
+  });
+
   it('credentials STS does not know give one line that says so', async () => {
     as('AKIANOBODY');
     const err = await callerArn({ region: 'us-east-1', endpoint }).then(
@@ -191,6 +297,6 @@ describe('owners: STS GetCallerIdentity on the wire (fake STS, Query protocol)',
       (e: unknown) => e,
     );
     expect(err).to.be.instanceOf(ConfigError);
-    expect((err as Error).message).to.match(/^AWS rejected the credentials \(InvalidClientTokenId\) while asking STS who you are: /);
+    expect((err as Error).message).to.match(/^AWS rejected the credentials \(InvalidClientTokenId\) while trying to ask STS who you are: /);
   });
 });
