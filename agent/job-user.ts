@@ -55,14 +55,16 @@ export async function chownTree(path: string, user: JobUser): Promise<void> {
 }
 
 /**
- * Gives `path` and everything under it back to root, with no group or other write bit (nor set-id
- * bit): what the job user built (a venv for later jobs) becomes read-only to every job. Children
- * first, links never followed (their own mode does not matter), as in chownTree. Call it once no
+ * Gives what `from` made at `path` and under it back to root, with no group or other write bit (nor
+ * set-id bit): what the job user built (a venv for later jobs) becomes read-only to every job.
+ * Children first, links never followed (their own mode does not matter), as in chownTree. Entries
+ * of other owners (a hard link to someone else's file) are left as they are. Call it once no
  * process of the job user runs (endJobUserProcesses), so that nothing moves under the walk.
  */
-export async function giveBackTree(path: string): Promise<void> {
+export async function giveBackTree(path: string, from: JobUser): Promise<void> {
   const st = await lstat(path);
-  if (st.isDirectory()) for (const name of await readdir(path)) await giveBackTree(join(path, name));
+  if (st.isDirectory()) for (const name of await readdir(path)) await giveBackTree(join(path, name), from);
+  if (st.uid !== from.uid) return;
   await lchown(path, 0, 0);
   if (!st.isSymbolicLink()) await chmod(path, st.mode & 0o1755);
 }

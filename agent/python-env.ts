@@ -102,7 +102,7 @@ export async function requirementsEnv(o: RequirementsEnvOptions): Promise<Requir
       // Built by the job user, used by later jobs: nothing the build left running may change it
       // after this, and it becomes root's, read-only to every job, before it is published.
       await endJobUserProcesses(o.user);
-      await giveBackTree(dir);
+      await giveBackTree(dir, o.user);
     }
     await writeFile(
       join(dir, VENV_MARKER),
