@@ -16,7 +16,7 @@ import { useRequirementsEnv } from './python-env.js';
 import { rebuildCode } from './workspace.js';
 import { fetchSecrets } from './secrets.js';
 import { sandboxed, type Sandbox } from './sandbox.js';
-import { chownTree, endJobUserProcesses, type JobUser } from './job-user.js';
+import { checkNoForeignLinks, chownTree, endJobUserProcesses, type JobUser } from './job-user.js';
 
 export interface AttemptOptions {
   store: Store;
@@ -236,12 +236,14 @@ export class Attempt {
 
 /**
  * The absolute artifact paths of the job and of its deps, made now (as root) for the job user to
- * write; the folders that were there stay as they are. Returns the topmost folders made, to hand
+ * write; the folders that were there stay as they are, and a link the job user may have left on
+ * the way is refused (checkNoForeignLinks). Returns the topmost folders made, to hand
  * over (chownTree) once the restore has filled them.
  */
 async function absoluteArtifactDirs(spec: JobSpec): Promise<string[]> {
   const made: string[] = [];
   for (const path of absoluteArtifactPaths(spec)) {
+    await checkNoForeignLinks(path);
     const top = await mkdir(path, { recursive: true }).catch(() => undefined);
     if (top !== undefined && !made.some((m) => top.startsWith(`${m}/`))) made.push(top);
   }

@@ -1,7 +1,7 @@
 import { chmod, lchown, lstat, mkdir, readFile, readdir } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, sep } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ConfigError } from '../common/errors.js';
+import { ConfigError, JobFailedError, errnoCode } from '../common/errors.js';
 import { exec } from '../common/exec.js';
 
 /**
@@ -67,6 +67,26 @@ export async function giveBackTree(path: string, from: JobUser): Promise<void> {
   if (st.uid !== from.uid) return;
   await lchown(path, 0, 0);
   if (!st.isSymbolicLink()) await chmod(path, st.mode & 0o1755);
+}
+
+/**
+ * Refuses an absolute path the agent is about to create or restore into (as root) when it, or a
+ * folder on the way, is a link that is not root's: one an earlier job (as the job user) left there
+ * would make root write, and hand to the job user, files anywhere.
+ */
+export async function checkNoForeignLinks(path: string): Promise<void> {
+  let at = '';
+  for (const part of path.split(sep).filter((p) => p.length > 0)) {
+    at = `${at}${sep}${part}`;
+    const st = await lstat(at).catch((e: unknown) => {
+      if (errnoCode(e) === 'ENOENT') return undefined;
+      throw e;
+    });
+    if (st === undefined) return;
+    if (st.isSymbolicLink() && st.uid !== 0) {
+      throw new JobFailedError(`the artifact path ${path} goes through a link that is not root's (${at}): remove it, or declare another path`);
+    }
+  }
 }
 
 /**

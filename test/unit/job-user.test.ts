@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import { spawnSync } from 'node:child_process';
-import { chmodSync, lstatSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, lchownSync, lstatSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse } from 'yaml';
 import { Attempt, type AttemptResult } from '../../agent/attempt.js';
@@ -131,6 +131,22 @@ describe('the job user (DSTACK_JOB_USER): jobs on the agent image run unprivileg
       expect(second.result, second.err).to.nested.include({ outcome: 'ended', 'final.status': 'done' });
       expect(statSync(join(ckpt, 'sub', 'state')).uid).to.equal(testUser.uid);
       expect(statSync(ckpt).uid).to.equal(testUser.uid);
+    });
+
+    it('restores nothing through a link an earlier job left at an absolute artifact path', async () => {
+      const ckpt = join(dir, 'ckpt');
+      const s = { ...spec([`cd ${ckpt}`, 'echo saved > ckpt']), artifacts: [{ path: ckpt, mount: false }] };
+      expect((await runAs(s, 1)).result).to.nested.include({ outcome: 'ended', 'final.status': 'done' });
+      // An earlier job (as the job user) swapped the folder for a link to one of root's folders.
+      const outside = join(dir, 'root-only');
+      mkdirSync(outside);
+      rmSync(ckpt, { recursive: true });
+      symlinkSync(outside, ckpt);
+      lchownSync(ckpt, testUser.uid, testUser.gid);
+      const second = await runAs(s, 2);
+      expect(second.result).to.nested.include({ outcome: 'ended', 'final.status': 'failed' });
+      expect(second.err).to.include(`the artifact path ${ckpt} goes through a link that is not root's (${ckpt}): remove it`);
+      expect(readdirSync(outside)).to.deep.equal([]);
     });
 
     it('keeps the folders of DSTACK_HOME unlistable by the job user, and its job folder reachable', async () => {
