@@ -1,3 +1,4 @@
+import { lchown } from 'node:fs/promises';
 import { isAbsolute, join } from 'node:path';
 import { checkArtifactPath } from '../common/artifacts/manifest.js';
 import { artifactTarget, restoreTree } from '../common/artifacts/restore.js';
@@ -7,6 +8,7 @@ import type { Store } from '../common/ports.js';
 import { readJson, runKeys, type ArtifactIndex, type SavedArtifactRef } from '../common/runs.js';
 import type { JobSpec } from '../common/spec/job-spec.js';
 import { ArtifactIndexSchema } from '../common/records/runs.js';
+import type { JobUser } from './job-user.js';
 
 /**
  * Where an artifact lives on the agent: relative paths under the working dir; absolute ones only at
@@ -17,7 +19,19 @@ export function artifactDir(spec: JobSpec, codeDir: string, path: string): strin
   return isAbsolute(path) ? path : join(codeDir, checkArtifactPath(spec.workingDir), path);
 }
 
-/** Restores saved artifacts at their paths; `said` and `failed` word the log line and the error for one artifact. */
+/** The absolute paths among the job's artifacts and its deps' (each once): restored and written outside the job's folder. */
+export function absoluteArtifactPaths(spec: Pick<JobSpec, 'artifacts' | 'pinnedDeps'>): string[] {
+  const paths = [...spec.artifacts.map((a) => a.path), ...spec.pinnedDeps.flatMap((d) => d.artifacts.map((a) => a.path))];
+  return [...new Set(paths.filter((p) => isAbsolute(p)))];
+}
+
+/**
+ * Restores saved artifacts at their paths; `said` and `failed` word the log line and the error for
+ * one artifact. With `owner`, what is restored at an absolute path (files, folders and links the
+ * manifest names, deepest first, links not followed) becomes that user's, so that the job can
+ * overwrite its own checkpoint in a folder that was already there; the folder itself keeps its
+ * owner (it may be a system folder). Relative paths are in the job's folder, handed over whole.
+ */
 async function restoreRefs(
   store: Store,
   spec: JobSpec,
@@ -26,11 +40,17 @@ async function restoreRefs(
   said: (path: string, files: number) => string,
   failed: (path: string) => string,
   say: (line: string) => void,
+  owner: JobUser | undefined,
 ): Promise<void> {
   for (const a of refs) {
     try {
       const target = await artifactTarget(join(codeDir, checkArtifactPath(spec.workingDir)), a.path, 'at-path');
       const m = await restoreTree(store, a.manifestSha, target);
+      if (owner && isAbsolute(a.path)) {
+        const deepestFirst = m.entries.map((e) => e.path.split('/')).sort((x, y) => y.length - x.length);
+        for (const parts of deepestFirst) await lchown(join(target, ...parts), owner.uid, owner.gid);
+        if (m.link !== undefined) await lchown(target, owner.uid, owner.gid);
+      }
       say(`dstack: ${said(a.path, m.files)}\n`);
     } catch (e) {
       throw new JobFailedError(`${failed(a.path)}: ${toError(e).message}`, { cause: e });
@@ -39,7 +59,7 @@ async function restoreRefs(
 }
 
 /** Restores every pinned dep's artifacts at the same paths, before the commands start. */
-export async function restoreDeps(store: Store, spec: JobSpec, codeDir: string, say: (line: string) => void): Promise<void> {
+export async function restoreDeps(store: Store, spec: JobSpec, codeDir: string, say: (line: string) => void, owner?: JobUser): Promise<void> {
   for (const dep of spec.pinnedDeps) {
     const from = `${dep.kind} ${dep.name} (run ${dep.runName})`;
     await restoreRefs(
@@ -50,6 +70,7 @@ export async function restoreDeps(store: Store, spec: JobSpec, codeDir: string, 
       (path, files) => `restored ${path} (${files} files) from ${from}`,
       (path) => `could not restore dep ${dep.kind} \`${dep.name}\` (run ${dep.runName}), artifact ${path}`,
       say,
+      owner,
     );
   }
 }
@@ -58,7 +79,7 @@ export async function restoreDeps(store: Store, spec: JobSpec, codeDir: string, 
  * Puts back what earlier attempts of this run saved (the checkpoint of an interrupted attempt, or
  * the last incremental save of a killed one), at the same paths, so that the job resumes.
  */
-export async function restoreCheckpoint(store: Store, spec: JobSpec, codeDir: string, say: (line: string) => void): Promise<void> {
+export async function restoreCheckpoint(store: Store, spec: JobSpec, codeDir: string, say: (line: string) => void, owner?: JobUser): Promise<void> {
   const index = await readJson(store, runKeys.artifacts(spec.repoId, spec.runName), ArtifactIndexSchema);
   await restoreRefs(
     store,
@@ -68,6 +89,7 @@ export async function restoreCheckpoint(store: Store, spec: JobSpec, codeDir: st
     (path, files) => `resuming: restored ${path} (${files} files) as saved by the previous attempt at ${index?.savedAt ?? '?'}`,
     (path) => `could not restore the checkpoint ${path} of the previous attempt`,
     say,
+    owner,
   );
 }
 

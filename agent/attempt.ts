@@ -1,5 +1,5 @@
 import { mkdir, rm } from 'node:fs/promises';
-import { isAbsolute, join } from 'node:path';
+import { join } from 'node:path';
 import pRetry from 'p-retry';
 import { DstackError, JobFailedError, TransportError, toError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
@@ -8,7 +8,7 @@ import type { SecretStore } from '../common/secrets.js';
 import { StopRequestSchema } from '../common/records/runs.js';
 import { readJson, runKeys, type FinalRecord, type StopRequest } from '../common/runs.js';
 import type { JobSpec } from '../common/spec/job-spec.js';
-import { ArtifactSaver, restoreCheckpoint, restoreDeps } from './artifacts.js';
+import { ArtifactSaver, absoluteArtifactPaths, restoreCheckpoint, restoreDeps } from './artifacts.js';
 import { startJob, type JobExit, type JobProcess } from './job-process.js';
 import { LogShipper } from './log-shipper.js';
 import { prepareRun } from './providers.js';
@@ -16,7 +16,7 @@ import { useRequirementsEnv } from './python-env.js';
 import { rebuildCode } from './workspace.js';
 import { fetchSecrets } from './secrets.js';
 import { sandboxed, type Sandbox } from './sandbox.js';
-import { chownTree, type JobUser } from './job-user.js';
+import { checkNoForeignLinks, chownTree, endJobUserProcesses, type JobUser } from './job-user.js';
 
 export interface AttemptOptions {
   store: Store;
@@ -104,17 +104,20 @@ export class Attempt {
 
     let result: AttemptResult;
     let started = false;
+    const user = this.o.jobUser;
     try {
+      // Nothing an earlier job left running (as the same user) may see this job's secrets or folder.
+      if (user) await endJobUserProcesses(user);
       await rebuildCode(store, spec.code, codeDir);
       // Fetched before anything the job's repo controls prints, so every line after this is masked.
       const secretEnv = this.o.secrets ? await fetchSecrets(this.o.secrets, spec) : {};
       shipper.mask(Object.values(secretEnv));
       const prepared = await prepareRun(spec, jobDir, codeDir, this.o.jobEnv, secretEnv);
-      const user = this.o.jobUser;
       const madeForJob = user ? await absoluteArtifactDirs(spec) : [];
-      await restoreDeps(store, spec, codeDir, (line) => shipper.write('err', line));
+      // What a restore writes at an absolute path (in a folder an earlier job made, say) becomes the job user's.
+      await restoreDeps(store, spec, codeDir, (line) => shipper.write('err', line), user);
       // A later attempt resumes: what the earlier ones saved (checkpoints included) is put back first.
-      if (attempt > 1) await restoreCheckpoint(store, spec, codeDir, (line) => shipper.write('err', line));
+      if (attempt > 1) await restoreCheckpoint(store, spec, codeDir, (line) => shipper.write('err', line), user);
       // What the agent made for the job (its folder, code, deps) becomes the job user's.
       if (user) for (const dir of [jobDir, ...madeForJob]) await chownTree(dir, user);
       // After the deps, as when `pip install -r` was the job's first line: the file may name a wheel a dep made.
@@ -122,7 +125,7 @@ export class Attempt {
       await useRequirementsEnv(spec, prepared, { venvRoot: this.o.venvRoot, jobDir, say: (d) => shipper.write('err', d), signal: setupSignal, ...(user ? { user } : {}) });
       if (signal.aborted) throw signal.reason;
       if (this.forced) throw new HandedBack('the agent was stopped before the job started');
-      const command = this.o.sandbox ? await sandboxed(this.o.sandbox, prepared.script, jobDir, spec, user) : undefined;
+      const command = this.o.sandbox ? await sandboxed(this.o.sandbox, prepared.script, jobDir, spec) : undefined;
       const proc = startJob(prepared.script, {
         cwd: prepared.cwd,
         env: prepared.env,
@@ -174,6 +177,10 @@ export class Attempt {
       clearTimeout(stopTimer);
       clearTimeout(syncTimer);
       signal.removeEventListener('abort', onAbort);
+    }
+    if (user) {
+      // The job's leftovers (setsid, double fork) end before its artifacts are read and before another job starts.
+      await endJobUserProcesses(user).catch((e: unknown) => log.log('error', 'could not end the job user\'s processes', { error: toError(e).message }));
     }
     if (signal.aborted) result = { outcome: 'abandoned' };
     // Whatever the job produced is kept, however it ended, unless another agent now owns the job.
@@ -229,13 +236,14 @@ export class Attempt {
 
 /**
  * The absolute artifact paths of the job and of its deps, made now (as root) for the job user to
- * write; the folders that were there stay as they are. Returns the topmost folders made, to hand
+ * write; the folders that were there stay as they are, and a link the job user may have left on
+ * the way is refused (checkNoForeignLinks). Returns the topmost folders made, to hand
  * over (chownTree) once the restore has filled them.
  */
 async function absoluteArtifactDirs(spec: JobSpec): Promise<string[]> {
-  const paths = [...spec.artifacts.map((a) => a.path), ...spec.pinnedDeps.flatMap((d) => d.artifacts.map((a) => a.path))].filter((p) => isAbsolute(p));
   const made: string[] = [];
-  for (const path of new Set(paths)) {
+  for (const path of absoluteArtifactPaths(spec)) {
+    await checkNoForeignLinks(path);
     const top = await mkdir(path, { recursive: true }).catch(() => undefined);
     if (top !== undefined && !made.some((m) => top.startsWith(`${m}/`))) made.push(top);
   }

@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import type { Readable } from 'node:stream';
-import { spawnIds, type JobUser } from './job-user.js';
+import { endJobUserProcesses, spawnIds, type JobUser } from './job-user.js';
 
 export interface JobExit {
   code: number | null;
@@ -62,6 +62,9 @@ export function startJob(script: string, options: StartOptions): JobProcess {
       } catch {
         // Nothing was left.
       }
+      // And, as another user, whatever left the group (setsid, a double fork) and may hold the
+      // output open: no process of the job user outlives its job (the attempt waits for the proof).
+      if (options.user) void endJobUserProcesses(options.user).catch(() => undefined);
     });
     child.once('close', (code, signal) => resolve({ code, signal }));
   });

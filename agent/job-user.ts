@@ -1,6 +1,8 @@
-import { lchown, lstat, mkdir, readFile, readdir } from 'node:fs/promises';
+import { chmod, lchown, lstat, mkdir, readFile, readdir } from 'node:fs/promises';
 import { join, sep } from 'node:path';
-import { ConfigError } from '../common/errors.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { ConfigError, JobFailedError, errnoCode } from '../common/errors.js';
+import { exec } from '../common/exec.js';
 
 /**
  * The unprivileged user an agent running as root starts its jobs as (DSTACK_JOB_USER, set by the
@@ -26,7 +28,9 @@ export async function lookupJobUser(name: string, passwdFile = '/etc/passwd'): P
     if (user !== name || uid === undefined || gid === undefined) continue;
     const u = Number(uid);
     const g = Number(gid);
-    if (!Number.isInteger(u) || !Number.isInteger(g)) break;
+    if (!/^\d+$/.test(uid) || !/^\d+$/.test(gid)) {
+      throw new ConfigError(`DSTACK_JOB_USER=${name}: the entry for ${name} in ${passwdFile} is malformed (its uid or gid is not a number)`);
+    }
     if (u === 0) throw new ConfigError(`DSTACK_JOB_USER=${name} is root: jobs must run as an unprivileged user`);
     return { name, uid: u, gid: g, home: home || '/' };
   }
@@ -51,17 +55,91 @@ export async function chownTree(path: string, user: JobUser): Promise<void> {
 }
 
 /**
- * `mkdir -p path`, with the folders it creates owned by the job user (the deepest first, for the
- * reason chownTree gives); folders that were there are left as they are (a workflow's absolute
- * artifact path may name a system folder). Returns the topmost folder it created, or undefined.
+ * Gives what `from` made at `path` and under it back to root, with no group or other write bit (nor
+ * set-id bit): what the job user built (a venv for later jobs) becomes read-only to every job.
+ * Children first, links never followed (their own mode does not matter), as in chownTree. Entries
+ * of other owners (a hard link to someone else's file) are left as they are. Call it once no
+ * process of the job user runs (endJobUserProcesses), so that nothing moves under the walk.
  */
-export async function mkdirFor(path: string, user: JobUser): Promise<string | undefined> {
-  const first = await mkdir(path, { recursive: true });
-  if (first === undefined) return undefined;
-  const made = [first];
-  for (const part of path.slice(first.length).split(sep).filter((p) => p.length > 0)) made.push(join(made[made.length - 1] ?? first, part));
-  for (const dir of made.reverse()) await lchown(dir, user.uid, user.gid);
-  return first;
+export async function giveBackTree(path: string, from: JobUser): Promise<void> {
+  const st = await lstat(path);
+  if (st.isDirectory()) for (const name of await readdir(path)) await giveBackTree(join(path, name), from);
+  if (st.uid !== from.uid) return;
+  await lchown(path, 0, 0);
+  if (!st.isSymbolicLink()) await chmod(path, st.mode & 0o1755);
+}
+
+/**
+ * Refuses an absolute path the agent is about to create or restore into (as root) when it, or a
+ * folder on the way, is a link that is not root's: one an earlier job (as the job user) left there
+ * would make root write, and hand to the job user, files anywhere.
+ */
+export async function checkNoForeignLinks(path: string): Promise<void> {
+  let at = '';
+  for (const part of path.split(sep).filter((p) => p.length > 0)) {
+    at = `${at}${sep}${part}`;
+    const st = await lstat(at).catch((e: unknown) => {
+      if (errnoCode(e) === 'ENOENT') return undefined;
+      throw e;
+    });
+    if (st === undefined) return;
+    if (st.isSymbolicLink() && st.uid !== 0) {
+      throw new JobFailedError(`the artifact path ${path} goes through a link that is not root's (${at}): remove it, or declare another path`);
+    }
+  }
+}
+
+/**
+ * Kills every process of the job user: whatever a job started in a session of its own (setsid) or
+ * through a double fork outlives its process group, and as the same uid it could read the next
+ * job's secrets (/proc/PID/environ) or race the agent's writes in that job's folder. `kill -KILL -1`
+ * run as the user signals every process the user may signal, itself excepted; /proc then confirms
+ * that none is left (zombies do not count: they run nothing). Throws if some remain after
+ * `timeoutMs`. Every job of the agent runs as this user, so one agent per job user.
+ */
+export async function endJobUserProcesses(user: JobUser, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    await exec('bash', ['-c', 'kill -KILL -1 2>/dev/null; exit 0'], { cwd: '/', env: { PATH: '/usr/bin:/bin' }, uid: user.uid, gid: user.gid });
+    const left = await processesOf(user.uid);
+    if (left.length === 0) return;
+    if (Date.now() > deadline) throw new Error(`processes of the job user ${user.name} survive SIGKILL: ${left.slice(0, 10).join(', ')}`);
+    await sleep(50);
+  }
+}
+
+/** The pids of the live (not zombie) processes whose real or effective uid is `uid`. */
+async function processesOf(uid: number): Promise<string[]> {
+  const found: string[] = [];
+  for (const pid of (await readdir('/proc')).filter((n) => /^\d+$/.test(n))) {
+    const status = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
+    const uids = /^Uid:\s+(\d+)\s+(\d+)/m.exec(status);
+    const state = /^State:\s+(\S)/m.exec(status)?.[1];
+    if (uids && (Number(uids[1]) === uid || Number(uids[2]) === uid) && state !== 'Z' && state !== 'X') found.push(pid);
+  }
+  return found;
+}
+
+/**
+ * Makes the agent's folders under `root` (DSTACK_HOME/local) for an agent whose jobs run as another
+ * user: the job user may pass through `root`, `work`, the agent's work folder and the venv cache to
+ * reach its job's folder and its venv (0711), and list none of them; the agent registry and the
+ * agents' logs are closed to it (0700). Folders made earlier with wider modes are narrowed.
+ */
+export async function agentFolders(root: string, workRoot: string, venvRoot: string): Promise<void> {
+  const modes: Array<[string, number]> = [
+    [root, 0o711],
+    [join(root, 'work'), 0o711],
+    [workRoot, 0o711],
+    [venvRoot, 0o711],
+    [join(root, 'agents'), 0o700],
+    [join(root, 'logs'), 0o700],
+  ];
+  for (const [dir, mode] of modes) {
+    await mkdir(dir, { recursive: true, mode });
+    // mkdir's mode is masked by the umask, and a folder that was there keeps its own.
+    await chmod(dir, mode);
+  }
 }
 
 /**

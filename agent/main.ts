@@ -12,7 +12,7 @@ import { orphanGraceMs } from '../common/orphans.js';
 import { Agent } from './worker.js';
 import { baseEnv } from './environment.js';
 import { detectSandbox } from './sandbox.js';
-import { asJobUser, jobUserFor } from './job-user.js';
+import { agentFolders, asJobUser, jobUserFor } from './job-user.js';
 import { Imds } from './imds.js';
 import { watchSpot } from './spot-watch.js';
 import type { InstanceFacts } from '../common/runs.js';
@@ -65,6 +65,8 @@ async function main(): Promise<number> {
 
   const workRoot = join(backend.root, 'work', agentId);
   const venvRoot = join(backend.root, 'venvs');
+  // The job user passes through to its job's folder and venv, and lists none of the agent's folders.
+  if (jobUser) await agentFolders(backend.root, workRoot, venvRoot);
   // The job sees neither the agent's credentials and state nor other jobs' folders; the venvs for `requirements` stay readable.
   const hidden = { hidden: [join(homedir(), '.aws'), join(homedir(), '.ssh'), home, join(backend.root, 'work')], readOnly: [venvRoot] };
   const sandbox = await detectSandbox(config.local.sandbox, process.env.PATH ?? '', hidden, jobUser);

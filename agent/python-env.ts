@@ -6,7 +6,7 @@ import { JobFailedError, errnoCode, toError } from '../common/errors.js';
 import { exec } from '../common/exec.js';
 import { sha256 } from '../common/hash.js';
 import type { JobSpec } from '../common/spec/job-spec.js';
-import { spawnIds, type JobUser } from './job-user.js';
+import { endJobUserProcesses, giveBackTree, spawnIds, type JobUser } from './job-user.js';
 import type { PreparedRun } from './providers.js';
 
 /** Where a job's `requirements` are installed, and how the job's output hears about it. */
@@ -98,6 +98,12 @@ export async function requirementsEnv(o: RequirementsEnvOptions): Promise<Requir
   o.say(`dstack: installing ${o.requirements} into a new virtual environment (Python ${shortVersion})\n`);
   try {
     await build(o, file, dir);
+    if (o.user) {
+      // Built by the job user, used by later jobs: nothing the build left running may change it
+      // after this, and it becomes root's, read-only to every job, before it is published.
+      await endJobUserProcesses(o.user);
+      await giveBackTree(dir, o.user);
+    }
     await writeFile(
       join(dir, VENV_MARKER),
       `${JSON.stringify({ interpreter: o.interpreter, pythonVersion, requirementsSha256: sha256(content), createdAt: new Date().toISOString() })}\n`,

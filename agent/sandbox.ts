@@ -1,10 +1,10 @@
 import { constants } from 'node:fs';
 import { access, lstat, mkdir, realpath } from 'node:fs/promises';
-import { isAbsolute } from 'node:path';
 import { exec } from '../common/exec.js';
 import type { SANDBOX_MODES } from '../common/config.js';
 import type { JobSpec } from '../common/spec/job-spec.js';
-import { mkdirFor, spawnIds, type JobUser } from './job-user.js';
+import { absoluteArtifactPaths } from './artifacts.js';
+import { spawnIds, type JobUser } from './job-user.js';
 
 /** `local.sandbox`: `auto` runs local jobs under bubblewrap when it works on this machine; `off` never. */
 export type SandboxMode = (typeof SANDBOX_MODES)[number];
@@ -51,7 +51,7 @@ export async function detectSandbox(mode: SandboxMode, path: string, o: Omit<San
  * job's group reaches only the job, which may trap it and exit in its own time; the job starts with
  * SIGTERM's default action again. bwrap exits with the job's code, and dies with the agent.
  */
-export async function sandboxed(s: Sandbox, script: string, jobDir: string, spec: Pick<JobSpec, 'artifacts' | 'pinnedDeps'>, user?: JobUser): Promise<SandboxedCommand> {
+export async function sandboxed(s: Sandbox, script: string, jobDir: string, spec: Pick<JobSpec, 'artifacts' | 'pinnedDeps'>): Promise<SandboxedCommand> {
   const args = ['--ignore-signal=TERM', s.bwrap, '--die-with-parent', '--ro-bind', '/', '/', '--dev', '/dev', '--proc', '/proc', '--tmpfs', '/tmp'];
   for (const path of s.hidden) {
     const real = await realpath(path).catch(() => undefined);
@@ -65,9 +65,9 @@ export async function sandboxed(s: Sandbox, script: string, jobDir: string, spec
   const writable = [jobDir];
   // A declared absolute artifact (a conda env, say) is the job's to write, and a dep's absolute
   // artifact was restored at its path for the job to use, as they are without the sandbox.
-  const absolute = [...spec.artifacts.map((a) => a.path), ...spec.pinnedDeps.flatMap((d) => d.artifacts.map((a) => a.path))].filter((p) => isAbsolute(p));
-  for (const path of new Set(absolute)) {
-    await (user ? mkdirFor(path, user) : mkdir(path, { recursive: true })).catch(() => undefined);
+  // With a job user, the attempt made them already, for that user (attempt.ts).
+  for (const path of absoluteArtifactPaths(spec)) {
+    await mkdir(path, { recursive: true }).catch(() => undefined);
     writable.push(path);
   }
   for (const path of writable) {

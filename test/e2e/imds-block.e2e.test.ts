@@ -3,6 +3,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync } from 'node:fs';
 import { join } from 'node:path';
 import { ROOT, dstack, killAgents, makeHome, makeRepo, removeAll, tempDir } from '../support/cli.js';
+import { makeThrowawayUser, removeThrowawayUser } from '../support/job-user.js';
 
 /** The probe's report: what each job printed, and what the agent's own IMDS client got. */
 interface Report {
@@ -55,10 +56,14 @@ describe('e2e: EC2 jobs are kept off the instance metadata service (ami/job-imds
   this.timeout(60_000);
   let dir: string;
   let report: Report;
-  let nobody: string;
+  let jobUid: string;
+  // A user of this test's own: the agent kills every process of its job user when a job ends.
+  let user: string | undefined;
 
   before(async function () {
-    const why = process.getuid?.() !== 0 ? 'root (to make a network namespace and set its firewall)' : missingTool();
+    const made = process.getuid?.() !== 0 ? undefined : makeThrowawayUser();
+    const why = made === undefined ? 'root (to make a network namespace and set its firewall)' : 'why' in made ? made.why : missingTool();
+    if (made && 'name' in made) user = made.name;
     if (why !== undefined) {
       if (process.env.CI) throw new Error(`this test needs ${why}: CI must provide it (see .ci/run)`);
       this.skip();
@@ -66,19 +71,21 @@ describe('e2e: EC2 jobs are kept off the instance metadata service (ami/job-imds
     dir = tempDir('imds-block');
     // The job user passes through to its job's folder, as it does through /var/lib/dstack on the image.
     chmodSync(dir, 0o711);
-    const r = await probe(dir, 'nobody');
+    const name = user ?? '';
+    const r = await probe(dir, name);
     expect(r.code, r.stderr).to.equal(0);
-    expect(r.stderr).to.include('connections of user nobody to IMDS are rejected');
+    expect(r.stderr).to.include(`connections of user ${name} to IMDS are rejected`);
     report = JSON.parse(r.stdout) as Report;
-    nobody = String(spawnSync('id', ['-u', 'nobody']).stdout).trim();
+    jobUid = String(spawnSync('id', ['-u', name]).stdout).trim();
   });
   after(() => {
     if (dir) removeAll(dir);
+    if (user) removeThrowawayUser(user);
   });
 
   it('a job run as the job user cannot connect to IMDS; the agent, and a job run as the agent user, can', () => {
     expect(report.agent).to.equal('i-0probe');
-    expect(report.jobUser).to.equal(`uid=${nobody}\nimds: refused\n`);
+    expect(report.jobUser).to.equal(`uid=${jobUid}\nimds: refused\n`);
     expect(report.agentUser).to.equal('uid=0\nHTTP/1.1 200 OK\n');
   });
 
@@ -87,7 +94,7 @@ describe('e2e: EC2 jobs are kept off the instance metadata service (ami/job-imds
       if (process.env.CI) throw new Error('bwrap (bubblewrap) is not installed: CI must install it (see .ci/run)');
       this.skip();
     }
-    expect(report.jobUserSandboxed, 'bwrap did not start as the job user (user namespaces off?)').to.equal(`uid=${nobody}\nimds: refused\n`);
+    expect(report.jobUserSandboxed, 'bwrap did not start as the job user (user namespaces off?)').to.equal(`uid=${jobUid}\nimds: refused\n`);
     expect(report.agentUserSandboxed).to.equal('uid=0\nHTTP/1.1 200 OK\n');
   });
 });
@@ -96,11 +103,14 @@ describe('e2e: an agent started with DSTACK_JOB_USER runs its jobs as that user'
   this.timeout(60_000);
   let repo: string;
   let home: string;
+  let user: string | undefined;
   before(function () {
-    if (process.getuid?.() !== 0) {
-      if (process.env.CI) throw new Error('this test needs root, as CI runs it');
+    const made = makeThrowawayUser();
+    if ('why' in made) {
+      if (process.env.CI) throw new Error(`this test needs ${made.why}, as CI has`);
       this.skip();
     }
+    user = made.name;
     repo = makeRepo({
       '.dstack/workflows.yaml': `workflows:
   - name: who
@@ -116,15 +126,16 @@ describe('e2e: an agent started with DSTACK_JOB_USER runs its jobs as that user'
     chmodSync(home, 0o711);
   });
   after(async () => {
-    if (!home) return;
-    await killAgents(home);
-    removeAll(repo, home);
+    if (home) await killAgents(home);
+    if (home) removeAll(repo, home);
+    if (user) removeThrowawayUser(user);
   });
 
   it('the job runs as the user, with its HOME, in a folder it owns (local agents take the CLI environment)', async () => {
-    const r = await dstack(['run', 'who'], { cwd: repo, home, env: { DSTACK_JOB_USER: 'nobody' } });
+    const name = user ?? '';
+    const r = await dstack(['run', 'who'], { cwd: repo, home, env: { DSTACK_JOB_USER: name } });
     expect(r.code, r.stderr).to.equal(0);
-    const nobodyHome = String(spawnSync('sh', ['-c', 'getent passwd nobody | cut -d: -f6']).stdout).trim();
-    expect(r.stdout).to.equal(`nobody\n${nobodyHome}\nnobody\n`);
+    const userHome = String(spawnSync('getent', ['passwd', name]).stdout).trim().split(':')[5];
+    expect(r.stdout).to.equal(`${name}\n${userHome}\n${name}\n`);
   });
 });

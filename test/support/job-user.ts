@@ -1,0 +1,22 @@
+import { spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+
+/**
+ * A system user made for one test file (useradd --system, no home), so that what the agent does to
+ * every process of its job user (it kills them all when a job ends) hits nothing else on the
+ * machine. Returns its name, or why it could not be made (not root, no useradd).
+ */
+export function makeThrowawayUser(): { name: string } | { why: string } {
+  if (process.getuid?.() !== 0) return { why: 'root' };
+  if (spawnSync('sh', ['-c', 'command -v useradd && command -v userdel']).status !== 0) return { why: 'useradd and userdel (Debian package passwd)' };
+  const name = `dstack-t${randomBytes(4).toString('hex')}`;
+  const r = spawnSync('useradd', ['--system', '--no-create-home', '--user-group', '--home-dir', '/nonexistent', '--shell', '/bin/bash', name], { encoding: 'utf8' });
+  if (r.status !== 0) return { why: `useradd to work (${r.stderr.trim()})` };
+  return { name };
+}
+
+/** Ends whatever the throwaway user still runs (by its uid only) and removes the user and its group. */
+export function removeThrowawayUser(name: string): void {
+  spawnSync('pkill', ['-KILL', '-u', name]);
+  spawnSync('userdel', ['--force', name]);
+}
