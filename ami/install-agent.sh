@@ -35,17 +35,7 @@ else
   install -m 0644 "$here/agent.env" /etc/dstack/agent.env
 fi
 
-install -d -m 0755 /etc/systemd/system
-install -m 0644 "$here/$unit" "/etc/systemd/system/$unit"
-if command -v systemctl >/dev/null 2>&1; then
-  # Works in a chroot and during the Packer build alike: enabling only makes the symlink.
-  systemctl enable "$unit"
-else
-  # No systemd here (a bare chroot): make the link `systemctl enable` would make.
-  install -d -m 0755 /etc/systemd/system/multi-user.target.wants
-  ln -sfn "/etc/systemd/system/$unit" "/etc/systemd/system/multi-user.target.wants/$unit"
-  log "agent: no systemctl here; linked $unit into multi-user.target.wants by hand"
-fi
+install_unit "$here" "$unit"
 if have_systemd; then
   systemctl daemon-reload
 fi

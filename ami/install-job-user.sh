@@ -35,11 +35,5 @@ if ! command -v iptables >/dev/null 2>&1; then
   fi
 fi
 install -m 0755 "$here/job-imds-block.sh" /opt/dstack/agent/job-imds-block.sh
-install -m 0644 "$here/$unit" "/etc/systemd/system/$unit"
-if command -v systemctl >/dev/null 2>&1; then
-  systemctl enable "$unit"
-else
-  install -d -m 0755 /etc/systemd/system/multi-user.target.wants
-  ln -sfn "/etc/systemd/system/$unit" "/etc/systemd/system/multi-user.target.wants/$unit"
-fi
+install_unit "$here" "$unit"
 log "job user: $unit enabled; jobs cannot reach IMDS (aws.jobInstanceRole: true lets them)"

@@ -26,6 +26,21 @@ skip() {
   printf '[dstack-ami] SKIPPED %s: %s\n' "$1" "$2"
 }
 
+# install_unit DIR UNIT: installs DIR/UNIT into /etc/systemd/system and enables it. Works in a
+# chroot and during the Packer build alike (enabling only makes the symlink); with no systemctl (a
+# bare chroot) it makes the link `systemctl enable` would make.
+install_unit() {
+  install -d -m 0755 /etc/systemd/system
+  install -m 0644 "$1/$2" "/etc/systemd/system/$2"
+  if command -v systemctl >/dev/null 2>&1; then
+    systemctl enable "$2"
+  else
+    install -d -m 0755 /etc/systemd/system/multi-user.target.wants
+    ln -sfn "/etc/systemd/system/$2" "/etc/systemd/system/multi-user.target.wants/$2"
+    log "no systemctl here; linked $2 into multi-user.target.wants by hand"
+  fi
+}
+
 is_offline() {
   [[ -n "$DSTACK_AMI_OFFLINE_DIR" ]]
 }

@@ -15,6 +15,7 @@ import { parseLogChunk } from '../../common/log-records.js';
 import { LocalStore } from '../../common/local/local-store.js';
 import { runKeys } from '../../common/runs.js';
 import type { JobSpec } from '../../common/spec/job-spec.js';
+import { bashSpec } from './job-spec.js';
 import { ImdsServer } from './imds-server.js';
 
 /** Asks IMDS for a session token over bash's /dev/tcp, as any program in a job could. */
@@ -24,26 +25,7 @@ const JOB = [
 ];
 
 function spec(runName: string): JobSpec {
-  return {
-    specVersion: 1,
-    repoId: 'local/probe',
-    runName,
-    jobId: 'job1',
-    workflow: 'w',
-    provider: 'bash',
-    commands: JOB,
-    env: {},
-    workingDir: '.',
-    artifacts: [],
-    deps: [],
-    pinnedDeps: [],
-    cache: false,
-    portCount: 0,
-    resources: { interruptible: false, local: false },
-    runArgs: [],
-    code: { commit: null, branch: null, remoteUrl: null, archiveKey: null, diffKey: null, diffSha256: null, untrackedKey: null, untrackedSha256: null },
-    submittedAt: new Date().toISOString(),
-  };
+  return bashSpec(JOB, { repoId: 'local/probe', runName });
 }
 
 async function runJob(dir: string, store: LocalStore, runName: string, o: { user?: JobUser; sandbox?: Sandbox }): Promise<string> {

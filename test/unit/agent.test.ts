@@ -1,4 +1,5 @@
 import { expect } from 'chai';
+import { bashSpec } from '../support/job-spec.js';
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import * as tar from 'tar';
 import { saveTree } from '../../common/artifacts/save.js';
@@ -15,26 +16,7 @@ import { parseLogChunk } from '../../common/log-records.js';
 import { removeAll, tempDir, waitFor } from '../support/cli.js';
 
 function spec(runName: string, commands: string[]): JobSpec {
-  return {
-    specVersion: 1,
-    repoId: 'local/test',
-    runName,
-    jobId: 'job1',
-    workflow: 'w',
-    provider: 'bash',
-    commands,
-    env: {},
-    workingDir: '.',
-    artifacts: [],
-    deps: [],
-    pinnedDeps: [],
-    cache: false,
-    portCount: 0,
-    resources: { interruptible: false, local: false },
-    runArgs: [],
-    code: { commit: null, branch: null, remoteUrl: null, archiveKey: null, diffKey: null, diffSha256: null, untrackedKey: null, untrackedSha256: null },
-    submittedAt: new Date().toISOString(),
-  };
+  return bashSpec(commands, { runName });
 }
 
 describe('agent: leases and heartbeats', function () {

@@ -1,4 +1,5 @@
 import { expect } from 'chai';
+import { bashSpec } from '../support/job-spec.js';
 import { spawnSync } from 'node:child_process';
 import { chmodSync, lchownSync, lstatSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -256,24 +257,5 @@ esac
 `;
 
 function spec(commands: string[]): JobSpec {
-  return {
-    specVersion: 1,
-    repoId: 'local/t',
-    runName: 'run-1',
-    jobId: 'job1',
-    workflow: 'w',
-    provider: 'bash',
-    commands,
-    env: {},
-    workingDir: '.',
-    artifacts: [],
-    deps: [],
-    pinnedDeps: [],
-    cache: false,
-    portCount: 0,
-    resources: { interruptible: false, local: false },
-    runArgs: [],
-    code: { commit: null, branch: null, remoteUrl: null, archiveKey: null, diffKey: null, diffSha256: null, untrackedKey: null, untrackedSha256: null },
-    submittedAt: new Date().toISOString(),
-  };
+  return bashSpec(commands, { repoId: 'local/t' });
 }
