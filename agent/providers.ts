@@ -5,6 +5,7 @@ import { createServer } from 'node:net';
 import { JobFailedError } from '../common/errors.js';
 import { exec } from '../common/exec.js';
 import { substitute, type JobSpec } from '../common/spec/job-spec.js';
+import { RUNNABLE_PROVIDERS } from '../common/spec/schema.js';
 import { baseEnv as cleanBase, buildJobEnv } from './environment.js';
 
 /** What the agent runs for a job: a bash script, in a directory, with an environment. */
@@ -16,7 +17,6 @@ export interface PreparedRun {
   interpreter?: string;
 }
 
-const RUNNABLE = new Set(['bash', 'python']);
 
 /**
  * Prepares the bash and python providers: the interpreter the job asks for (as `python`, `python3`
@@ -24,7 +24,7 @@ const RUNNABLE = new Set(['bash', 'python']);
  * the script of its commands under `set -e`.
  */
 export async function prepareRun(spec: JobSpec, jobDir: string, codeDir: string, baseEnv: NodeJS.ProcessEnv, extraEnv: Record<string, string> = {}): Promise<PreparedRun> {
-  if (!RUNNABLE.has(spec.provider)) {
+  if (!RUNNABLE_PROVIDERS.includes(spec.provider)) {
     throw new JobFailedError(`provider \`${spec.provider}\` is not supported by this agent yet: use \`provider: bash\` or \`provider: python\``);
   }
   const binDir = join(jobDir, 'bin');

@@ -4,6 +4,8 @@ import { z } from 'zod';
 /** The providers a workflow may name. */
 export const PROVIDERS = ['bash', 'python', 'docker', 'code', 'lab', 'notebook'] as const;
 export type ProviderName = (typeof PROVIDERS)[number];
+/** The providers this version's agents run; the others are accepted in workflows (and `--dry-run`) but refused at `dstack run`. */
+export const RUNNABLE_PROVIDERS: readonly ProviderName[] = ['bash', 'python'];
 
 /** Commands: a list of lines, or one (multi-line) string. */
 const commandList = z

@@ -1,4 +1,5 @@
 import { NotFoundError, UsageError } from '../../common/errors.js';
+import { RUNNABLE_PROVIDERS } from '../../common/spec/schema.js';
 import { nameStem } from '../../common/names.js';
 import { TagRecordSchema } from '../../common/records/runs.js';
 import { readJson, runKeys } from '../../common/runs.js';
@@ -44,6 +45,13 @@ export async function runCommand(ctx: Context, o: RunOptions): Promise<number> {
   // Bare env names take the shell's value, which is pinned to the run in the secret store, never kept
   // in the spec: a run that needs one cannot be submitted where there is no store.
   const bare = bareEnvNames(located.workflow.env, o.overrides.env);
+  const { provider } = located.workflow;
+  if (!o.dryRun && !RUNNABLE_PROVIDERS.includes(provider)) {
+    // Refused before anything is stored: an agent could only fail it, leaving a failed run behind.
+    throw new UsageError(
+      `${located.file}:${located.line}: workflow \`${o.workflow}\` has \`provider: ${provider}\`, which this version of dstack cannot run yet (it runs ${RUNNABLE_PROVIDERS.join(' and ')}): \`dstack run ${o.workflow} --dry-run\` shows its job spec`,
+    );
+  }
   const pinned = (runName: string, jobId: string, code: Parameters<typeof buildJobSpec>[0]['code']) =>
     pinBareEnv(
       applyOverrides(buildJobSpec({ located, repoId: info.repoId, runName, jobId, args: o.args, shellEnv: ctx.shellEnv, code, now: new Date() }), o.overrides, ctx.shellEnv),
