@@ -45,9 +45,16 @@ export function applyOverrides(spec: JobSpec, o: Overrides, shellEnv: Record<str
   if (o.memory !== undefined) r.memoryMiB = size('--memory', o.memory);
   if (o.shmSize !== undefined) r.shmSizeMiB = size('--shm-size', o.shmSize);
   if (o.interruptible) r.interruptible = true;
-  if (o.gpu !== undefined || o.gpuName !== undefined || o.gpuMemory !== undefined) {
-    const gpu = r.gpu ?? { count: 1 };
-    if (o.gpu !== undefined) gpu.count = positive('--gpu', o.gpu);
+  if (o.gpu === 0) {
+    // No GPU: a GPU workflow run on a machine that has none (a CPU smoke test, say).
+    if (o.gpuName !== undefined || o.gpuMemory !== undefined) throw new UsageError('--gpu 0 asks for no GPU: drop --gpu-name and --gpu-memory, or ask for one or more GPUs');
+    delete r.gpu;
+  } else if (o.gpu !== undefined || o.gpuName !== undefined || o.gpuMemory !== undefined) {
+    const gpu = { ...(r.gpu ?? { count: 1 }) };
+    if (o.gpu !== undefined) {
+      if (!Number.isFinite(o.gpu) || o.gpu < 0) throw new UsageError(`--gpu ${o.gpu}: use 0 (no GPU) or a positive number`);
+      gpu.count = o.gpu;
+    }
     if (o.gpuName !== undefined) gpu.name = o.gpuName;
     if (o.gpuMemory !== undefined) gpu.memoryMiB = size('--gpu-memory', o.gpuMemory);
     r.gpu = gpu;
