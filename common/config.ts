@@ -31,6 +31,8 @@ const LocalSchema = z.strictObject({
    * sandbox hides ~/.aws, ~/.ssh, DSTACK_HOME and other jobs' folders, and keeps the host read-only.
    */
   sandbox: z.enum(SANDBOX_MODES).default('auto'),
+  /** The code-server binary for `provider: code`, when it is not on PATH. */
+  codeServer: z.string().min(1).optional(),
 });
 
 const AwsSchema = z.strictObject({

@@ -6,7 +6,7 @@ import type { ArtifactIndex, AttemptRecord, FinalRecord, FinalStatus, RunRecord,
 import { ArtifactIndexSchema, AttemptRecordSchema, FinalRecordSchema, RunRecordSchema, StopRequestSchema } from './records/runs.js';
 import { CorruptRecordError, readRecord } from './records/read.js';
 
-export type { ArtifactIndex, AttemptRecord, FinalRecord, FinalStatus, HostFacts, InstanceFacts, RunRecord, SavedArtifactRef, StopRequest, TagRecord } from './records/runs.js';
+export type { ArtifactIndex, AttemptRecord, FinalRecord, FinalStatus, HostFacts, InstanceFacts, RunRecord, SavedArtifactRef, ServiceInfo, StopRequest, TagRecord } from './records/runs.js';
 export type RunStatus = 'submitted' | 'running' | 'stopping' | FinalStatus;
 
 /** A run as the CLI shows it: the record, its last attempt, its final status and the derived status. */

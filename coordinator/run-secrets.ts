@@ -20,5 +20,5 @@ export function pinBareEnv(spec: JobSpec, bare: ReadonlySet<string>): { spec: Jo
   }
   const names = Object.keys(values).sort();
   if (names.length === 0) return { spec, values };
-  return { spec: { ...spec, env, runSecrets: names, specVersion: 3 }, values };
+  return { spec: { ...spec, env, runSecrets: names, specVersion: spec.specVersion > 3 ? spec.specVersion : 3 }, values };
 }

@@ -40,7 +40,7 @@ const CodeRefSchema = z.object({
 });
 
 export const JobSpecSchema = z.object({
-  specVersion: z.union([z.literal(1), z.literal(2), z.literal(3)]),
+  specVersion: z.union([z.literal(1), z.literal(2), z.literal(3), z.literal(4)]),
   repoId: z.string().min(1),
   runName: z.string().min(1),
   jobId: z.string(),
@@ -57,6 +57,10 @@ export const JobSpecSchema = z.object({
   deps: z.array(DepSpecSchema),
   pinnedDeps: z.array(PinnedDepSchema).default([]),
   portCount: z.number().int().min(0),
+  fixedPorts: z.array(z.number().int().min(1).max(65535)).optional(),
+  maxDurationS: z.number().positive().optional(),
+  idleDurationS: z.number().positive().optional(),
+  sshKey: z.string().regex(/^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp256) [A-Za-z0-9+/=]+( .*)?$/).optional(),
   image: z.string().optional(),
   resources: ResourceSpecSchema,
   runArgs: z.array(z.string()),
@@ -67,7 +71,7 @@ export const JobSpecSchema = z.object({
 });
 
 /** The spec versions the schema reads, for the agent's check before anything else is trusted. */
-export const KNOWN_SPEC_VERSIONS: ReadonlySet<number> = new Set([1, 2, 3]);
+export const KNOWN_SPEC_VERSIONS: ReadonlySet<number> = new Set([1, 2, 3, 4]);
 
 /** Parses a job spec whose version is known; the problems (`path: message`, at most 3) if it is not one. */
 export function parseJobSpec(value: unknown): { spec: JobSpec } | { problems: string } {

@@ -97,6 +97,30 @@ export type InstanceFacts = z.infer<typeof InstanceFactsSchema>;
 export const TagRecordSchema = z.object({ tag: z.string(), runName: z.string(), createdAt: z.string() });
 export type TagRecord = z.infer<typeof TagRecordSchema>;
 
+/**
+ * What a running attempt serves: the job's ports on the machine's loopback, the dev environment's
+ * server, and (on EC2) the agent's SSH endpoint that forwards to them. No token: the link's token
+ * is a secret of the run (DSTACK_SERVER_TOKEN in the secret store), added by whoever prints the link.
+ */
+export const ServiceInfoSchema = z.object({
+  /** The job's ports (PORT_0…), on 127.0.0.1 of the machine; `open` once one accepts connections. */
+  ports: z.array(z.object({ port: z.number().int(), open: z.boolean() })),
+  /** A dev environment's server: the link is http://HOST:PORT + path + `?` + tokenParam + `=` + token. */
+  server: z
+    .object({
+      provider: z.enum(['code', 'lab', 'notebook']),
+      port: z.number().int(),
+      path: z.string(),
+      tokenParam: z.string(),
+      /** True once the server answered the agent's HTTP probe with 200. */
+      ready: z.boolean(),
+    })
+    .optional(),
+  /** On EC2: the agent's SSH endpoint, which accepts only the run's key and forwards only to the ports above. */
+  ssh: z.object({ host: z.string(), port: z.number().int(), user: z.string(), hostKey: z.string() }).optional(),
+});
+export type ServiceInfo = z.infer<typeof ServiceInfoSchema>;
+
 /** One delivery of the job to an agent; written only by that agent. */
 export const AttemptRecordSchema = z.object({
   attempt: z.number().int(),
@@ -113,6 +137,8 @@ export const AttemptRecordSchema = z.object({
   instance: InstanceFactsSchema.optional(),
   /** Why the attempt was handed back unfinished (a spot interruption notice). */
   interruption: z.string().optional(),
+  /** Set while the job serves ports or a dev environment. */
+  service: ServiceInfoSchema.optional(),
 });
 export type AttemptRecord = z.infer<typeof AttemptRecordSchema>;
 

@@ -1,7 +1,10 @@
 import { posix } from 'node:path';
 import { SpecError } from '../errors.js';
 import type { CodeRef } from '../code-ref.js';
-import { ARTIFACT_PATH_RULE, SIZE_PATTERN, normalizeArtifactPath, type ParsedWorkflow, type ProviderName } from './schema.js';
+import { ARTIFACT_PATH_RULE, SIZE_PATTERN, durationSeconds, isServerProvider, normalizeArtifactPath, type ParsedWorkflow, type ProviderName } from './schema.js';
+
+/** `idle_duration` of a dev environment that does not set one: 60 minutes. */
+export const DEFAULT_IDLE_DURATION_S = 3600;
 import type { LocatedWorkflow } from './load.js';
 
 /** A dependency as declared; resolved to a run when the run is submitted. */
@@ -34,9 +37,10 @@ export interface ResourceSpec {
 export interface JobSpec {
   /**
    * 2 when the spec has `requirements`, which an agent that knows only 1 would not install; 3 when it
-   * has `runSecrets`, which an older agent would drop.
+   * has `runSecrets`, which an older agent would drop; 4 when it is a dev environment or has fixed
+   * ports, a duration limit or an SSH key, which an older agent would ignore.
    */
-  specVersion: 1 | 2 | 3;
+  specVersion: 1 | 2 | 3 | 4;
   repoId: string;
   runName: string;
   jobId: string;
@@ -69,6 +73,14 @@ export interface JobSpec {
   /** Filled in at submit time; what the agent restores before the commands start. */
   pinnedDeps: PinnedDep[];
   portCount: number;
+  /** `ports: [8888, 6006]`: exactly these ports on the machine (as PORT_0…); absent for `ports: N`, which the agent picks. */
+  fixedPorts?: number[];
+  /** `max_duration`: the attempt is stopped, with the reason, once its job has run this long. */
+  maxDurationS?: number;
+  /** `idle_duration` of a dev environment: stopped after this long with no open connection to its ports. */
+  idleDurationS?: number;
+  /** The submitter's SSH public key (one OpenSSH line): the only key an EC2 agent accepts for this run's forwards and shell. Not a secret. */
+  sshKey?: string;
   image?: string;
   resources: ResourceSpec;
   runArgs: string[];
@@ -134,6 +146,18 @@ export function buildJobSpec(input: BuildInput): JobSpec {
     spec.specVersion = 2;
   }
   if (wf.image !== undefined) spec.image = wf.image;
+  if (Array.isArray(wf.ports)) {
+    if (new Set(wf.ports).size !== wf.ports.length) fail('`ports` lists a port twice');
+    spec.fixedPorts = [...wf.ports];
+  }
+  if (wf.max_duration !== undefined && durationSeconds(wf.max_duration) > 0) spec.maxDurationS = durationSeconds(wf.max_duration);
+  if (isServerProvider(wf.provider)) {
+    const idle = wf.idle_duration === undefined ? DEFAULT_IDLE_DURATION_S : durationSeconds(wf.idle_duration);
+    if (idle > 0) spec.idleDurationS = idle;
+  } else if (wf.idle_duration !== undefined) {
+    fail('`idle_duration` applies to dev environments (provider code, lab or notebook): use `max_duration` to limit any run');
+  }
+  if (spec.fixedPorts || spec.maxDurationS !== undefined || spec.idleDurationS !== undefined || isServerProvider(wf.provider)) spec.specVersion = 4;
   return spec;
 }
 

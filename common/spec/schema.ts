@@ -5,7 +5,28 @@ import { z } from 'zod';
 export const PROVIDERS = ['bash', 'python', 'docker', 'code', 'lab', 'notebook'] as const;
 export type ProviderName = (typeof PROVIDERS)[number];
 /** The providers this version's agents run; the others are accepted in workflows (and `--dry-run`) but refused at `dstack run`. */
-export const RUNNABLE_PROVIDERS: readonly ProviderName[] = ['bash', 'python'];
+export const RUNNABLE_PROVIDERS: readonly ProviderName[] = ['bash', 'python', 'code', 'lab', 'notebook'];
+/** The providers that serve a dev environment: the agent starts the server and publishes its link. */
+export const SERVER_PROVIDERS = ['code', 'lab', 'notebook'] as const;
+export type ServerProvider = (typeof SERVER_PROVIDERS)[number];
+export function isServerProvider(p: ProviderName): p is ServerProvider {
+  return (SERVER_PROVIDERS as readonly string[]).includes(p);
+}
+
+/** `30m`, `2h`, `45s`, `1d`, or seconds as a number; `0` means never. */
+export const DURATION_PATTERN = /^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$/i;
+const duration = z.union([z.number().nonnegative(), z.string().regex(DURATION_PATTERN, 'expected a duration such as 30m, 2h or 90 (seconds)')], {
+  error: 'expected a duration such as 30m, 2h or 90 (seconds)',
+});
+
+/** A duration field's value in seconds. */
+export function durationSeconds(value: string | number): number {
+  if (typeof value === 'number') return value;
+  const m = DURATION_PATTERN.exec(value);
+  const n = Number(m?.[1] ?? 0);
+  const unit = (m?.[2] ?? 's').toLowerCase();
+  return Math.round(n * ({ s: 1, m: 60, h: 3600, d: 86400 }[unit] ?? 1));
+}
 
 /** Commands: a list of lines, or one (multi-line) string. */
 const commandList = z
@@ -108,6 +129,10 @@ export const WorkflowSchema = z.strictObject({
   entrypoint: z.string().optional(),
   resources: resources.optional(),
   cache: z.boolean().optional(),
+  /** Dev environments (code, lab, notebook): stop after this long with no open connection (default 60m; 0: never). */
+  idle_duration: duration.optional(),
+  /** Any workflow: stop the run when it has run longer than this (default: no limit). */
+  max_duration: duration.optional(),
 });
 
 /** The whole `workflows.yaml` file. */

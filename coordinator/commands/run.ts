@@ -49,7 +49,7 @@ export async function runCommand(ctx: Context, o: RunOptions): Promise<number> {
   if (!o.dryRun && !RUNNABLE_PROVIDERS.includes(provider)) {
     // Refused before anything is stored: an agent could only fail it, leaving a failed run behind.
     throw new UsageError(
-      `${located.file}:${located.line}: workflow \`${o.workflow}\` has \`provider: ${provider}\`, which this version of dstack cannot run yet (it runs ${RUNNABLE_PROVIDERS.join(' and ')}): \`dstack run ${o.workflow} --dry-run\` shows its job spec`,
+      `${located.file}:${located.line}: workflow \`${o.workflow}\` has \`provider: ${provider}\`, which this version of dstack cannot run yet (it runs ${RUNNABLE_PROVIDERS.slice(0, -1).join(', ')} and ${RUNNABLE_PROVIDERS.at(-1) ?? ''}): \`dstack run ${o.workflow} --dry-run\` shows its job spec`,
     );
   }
   const pinned = (runName: string, jobId: string, code: Parameters<typeof buildJobSpec>[0]['code']) =>

@@ -13,7 +13,7 @@ describe('run: a provider no agent of this version can run', () => {
   afterEach(() => removeAll(repo, home));
 
   it('is refused at submit in one line naming the file and line, and no run is recorded; --dry-run still shows the spec', async () => {
-    repo = makeRepo({ '.dstack/workflows.yaml': 'workflows:\n  - name: hi\n    provider: bash\n    commands: [echo hi]\n  - name: ide\n    provider: code\n' });
+    repo = makeRepo({ '.dstack/workflows.yaml': 'workflows:\n  - name: hi\n    provider: bash\n    commands: [echo hi]\n  - name: ide\n    provider: docker\n    image: ubuntu\n' });
     home = tempDir('home');
     const ctx = await coordinatorContext({ configYaml: '', home, cwd: repo, compute: new ExternalAgents() });
     const err = await submit(ctx, 'ide').then(
@@ -22,12 +22,12 @@ describe('run: a provider no agent of this version can run', () => {
     );
     expect(err).to.be.instanceOf(UsageError);
     expect((err as Error).message).to.match(
-      /^(\S*\/)?\.dstack\/workflows\.yaml:5: workflow `ide` has `provider: code`, which this version of dstack cannot run yet \(it runs bash and python\): `dstack run ide --dry-run` shows its job spec$/,
+      /^(\S*\/)?\.dstack\/workflows\.yaml:5: workflow `ide` has `provider: docker`, which this version of dstack cannot run yet \(it runs bash, python, code, lab and notebook\): `dstack run ide --dry-run` shows its job spec$/,
     );
     expect(await listRuns(ctx.store, (await repoInfo(repo)).repoId)).to.deep.equal([]);
     const before = ctx.out.text().length;
     const code = await runCommand(ctx, { workflow: 'ide', args: [], detach: true, dryRun: true, tag: undefined, useCache: false, overrides: { env: [], artifacts: [], deps: [] }, overrideArgv: [] });
     expect(code).to.equal(0);
-    expect((JSON.parse(ctx.out.text().slice(before).split('\n')[0] ?? '') as { provider: string }).provider).to.equal('code');
+    expect((JSON.parse(ctx.out.text().slice(before).split('\n')[0] ?? '') as { provider: string }).provider).to.equal('docker');
   });
 });
