@@ -1,0 +1,173 @@
+import { expect } from 'chai';
+import { mkdirSync, readFileSync, statSync } from 'node:fs';
+import { Socket, createServer, type AddressInfo, type Server } from 'node:net';
+import { join } from 'node:path';
+import ssh2 from 'ssh2';
+import type { Client } from 'ssh2';
+import { AgentSshServer, loadHostKey } from '../../agent/ssh-server.js';
+import { connectSsh, forwardPort, type SshEndpoint } from '../../coordinator/ssh-forward.js';
+import { userSshKey } from '../../coordinator/ssh-key.js';
+import { removeAll, tempDir } from '../support/cli.js';
+
+/** A TCP server on 127.0.0.1 that answers each line with `echo:LINE`. */
+async function echoServer(): Promise<{ server: Server; port: number }> {
+  const server = createServer((s) => s.on('data', (d) => s.write(`echo:${d.toString()}`)));
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return { server, port: (server.address() as AddressInfo).port };
+}
+
+/** Sends `text` to 127.0.0.1:port and resolves to the first answer. */
+function ask(port: number, text: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const s = new Socket();
+    s.once('error', reject);
+    s.once('data', (d) => {
+      resolve(d.toString());
+      s.destroy();
+    });
+    s.once('close', () => resolve(''));
+    s.connect(port, '127.0.0.1', () => s.write(text));
+  });
+}
+
+/** Runs `command` over an exec channel; resolves to its output and exit code. */
+function exec(client: Client, command: string): Promise<{ out: string; code: number | undefined }> {
+  return new Promise((resolve, reject) => {
+    client.exec(command, (err, ch) => {
+      if (err) return reject(err);
+      let out = '';
+      let code: number | undefined;
+      ch.on('data', (d: Buffer) => (out += d.toString()));
+      ch.on('exit', (c: number) => (code = c));
+      ch.on('close', () => resolve({ out, code }));
+    });
+  });
+}
+
+describe('SSH: the agent\'s endpoint and the CLI\'s forward (ssh2 on both sides)', function () {
+  this.timeout(20_000);
+  let dir: string;
+  let server: AgentSshServer;
+  let endpoint: SshEndpoint;
+  let echo: { server: Server; port: number };
+  let userKey: { privateKey: string; publicKey: string };
+  const clients: Client[] = [];
+
+  const connect = async (privateKey = userKey.privateKey, ep = endpoint): Promise<Client> => {
+    const c = await connectSsh(ep, privateKey);
+    clients.push(c);
+    return c;
+  };
+
+  before(async () => {
+    dir = tempDir('ssh');
+    const host = await loadHostKey(join(dir, 'agent'));
+    server = new AgentSshServer(host.privateKey);
+    const port = await server.listen('127.0.0.1', 0);
+    endpoint = { host: '127.0.0.1', port, user: 'dstack', hostKey: host.publicKey };
+    userKey = await userSshKey(join(dir, 'home'));
+    echo = await echoServer();
+  });
+  beforeEach(() => {
+    mkdirSync(join(dir, 'job'), { recursive: true });
+    server.setJob({ publicKey: userKey.publicKey, allowedPorts: [echo.port], cwd: join(dir, 'job'), env: { PATH: process.env.PATH ?? '/usr/bin:/bin', DSTACK_TEST: 'job-env' } });
+  });
+  afterEach(() => {
+    for (const c of clients.splice(0)) c.end();
+  });
+  after(async () => {
+    await server.close();
+    echo.server.close();
+    removeAll(dir);
+  });
+
+  it('refuses a key that is not the run\'s, and everyone between jobs', async () => {
+    const other = ssh2.utils.generateKeyPairSync('ed25519');
+    const refused = await connect(other.private).catch((e: unknown) => e as Error);
+    expect(refused).to.be.instanceOf(Error);
+    expect((refused as Error).message).to.equal(`SSH to the agent at 127.0.0.1:${endpoint.port}: this key was refused (it is not the key of the run)`);
+    server.setJob(undefined);
+    const between = await connect().catch((e: unknown) => e as Error);
+    expect((between as Error).message).to.match(/this key was refused/);
+  });
+
+  it('accepts the run\'s key: a command runs in the job\'s folder with the job\'s environment', async () => {
+    const c = await connect();
+    const r = await exec(c, 'pwd; echo "$DSTACK_TEST"; exit 3');
+    expect(r).to.deep.equal({ out: `${join(dir, 'job')}\njob-env\n`, code: 3 });
+  });
+
+  it('forwards a local port to one of the run\'s ports on the agent\'s loopback', async () => {
+    const c = await connect();
+    const f = await forwardPort(c, echo.port, 0);
+    try {
+      expect(f.localPort).to.not.equal(echo.port);
+      expect(await ask(f.localPort, 'hello')).to.equal('echo:hello');
+    } finally {
+      await f.close();
+    }
+  });
+
+  it('refuses a forward to a port outside the run\'s ports, and to another host', async () => {
+    const other = await echoServer();
+    const c = await connect();
+    const open = (host: string, port: number): Promise<string> =>
+      new Promise((resolve) => c.forwardOut('127.0.0.1', 5000, host, port, (err) => resolve(err ? err.message : 'opened')));
+    try {
+      expect(await open('127.0.0.1', other.port)).to.match(/^\(SSH\) Channel open failure/);
+      expect(await open('10.0.0.1', echo.port)).to.match(/^\(SSH\) Channel open failure/);
+      expect(await open('127.0.0.1', echo.port)).to.equal('opened');
+      // Through the CLI's forward, the refused channel closes the local connection without an answer.
+      const f = await forwardPort(c, other.port, 0);
+      expect(await ask(f.localPort, 'hello')).to.equal('');
+      await f.close();
+    } finally {
+      other.server.close();
+    }
+  });
+
+  it('refuses an agent whose host key is not the one its attempt published', async () => {
+    const wrong = { ...endpoint, hostKey: ssh2.utils.generateKeyPairSync('ed25519').public };
+    const e = await connect(userKey.privateKey, wrong).catch((x: unknown) => x as Error);
+    expect(e).to.be.instanceOf(Error);
+    expect(e.message).to.match(/^SSH to the agent at 127\.0\.0\.1:\d+: /);
+  });
+
+  it('closes the sessions when the job ends', async () => {
+    const c = await connect();
+    const closed = new Promise<void>((resolve) => c.once('close', () => resolve()));
+    const shell = new Promise<string>((resolve) => {
+      c.exec('echo started; sleep 30', (err, ch) => {
+        if (err) return resolve(err.message);
+        ch.once('data', (d: Buffer) => resolve(d.toString()));
+      });
+    });
+    expect(await shell).to.equal('started\n');
+    server.setJob(undefined);
+    await closed;
+  });
+
+  it('keeps its host key across restarts', async () => {
+    const again = await loadHostKey(join(dir, 'agent'));
+    expect(again.publicKey).to.equal(endpoint.hostKey);
+    expect(statSync(join(dir, 'agent', 'ssh_host_ed25519_key')).mode & 0o777).to.equal(0o600);
+  });
+});
+
+describe('the user\'s SSH key (~/.dstack/ssh/id_ed25519)', () => {
+  it('is made once, the folder 0700 and the private key 0600', async () => {
+    const home = tempDir('sshkey');
+    try {
+      const first = await userSshKey(home);
+      expect(first.privateKeyFile).to.equal(join(home, 'ssh', 'id_ed25519'));
+      expect(first.publicKey).to.match(/^ssh-ed25519 [A-Za-z0-9+/=]+ dstack$/);
+      expect(statSync(join(home, 'ssh')).mode & 0o777).to.equal(0o700);
+      expect(statSync(first.privateKeyFile).mode & 0o777).to.equal(0o600);
+      expect(readFileSync(`${first.privateKeyFile}.pub`, 'utf8')).to.equal(`${first.publicKey}\n`);
+      const second = await userSshKey(home);
+      expect(second).to.deep.equal(first);
+    } finally {
+      removeAll(home);
+    }
+  });
+});
