@@ -45,6 +45,8 @@ export interface AttemptOptions {
   sandbox?: Sandbox;
   /** Run the job (and pip for its `requirements`) as this user, owner of the job's folder (see job-user.ts). */
   jobUser?: JobUser;
+  /** Called once the job's folder and environment are ready, before it starts (the SSH endpoint lets its submitter in). */
+  onPrepared?: (job: { cwd: string; env: NodeJS.ProcessEnv }) => void;
   log: Logger;
 }
 
@@ -125,6 +127,7 @@ export class Attempt {
       await useRequirementsEnv(spec, prepared, { venvRoot: this.o.venvRoot, jobDir, say: (d) => shipper.write('err', d), signal: setupSignal, ...(user ? { user } : {}) });
       if (signal.aborted) throw signal.reason;
       if (this.forced) throw new HandedBack('the agent was stopped before the job started');
+      this.o.onPrepared?.({ cwd: prepared.cwd, env: prepared.env });
       const command = this.o.sandbox ? await sandboxed(this.o.sandbox, prepared.script, jobDir, spec) : undefined;
       const proc = startJob(prepared.script, {
         cwd: prepared.cwd,

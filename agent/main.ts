@@ -71,6 +71,9 @@ async function main(): Promise<number> {
   const hidden = { hidden: [join(homedir(), '.aws'), join(homedir(), '.ssh'), home, join(backend.root, 'work')], readOnly: [venvRoot] };
   const sandbox = await detectSandbox(config.local.sandbox, process.env.PATH ?? '', hidden, jobUser);
   log.log('info', sandbox ? `jobs run in a sandbox (${sandbox.bwrap})` : `jobs run without a sandbox (local.sandbox: ${config.local.sandbox}${config.local.sandbox === 'auto' ? ', bwrap not found or not working' : ''})`);
+  // On EC2, `dstack ssh` and the forwards to a job's ports go through the agent's SSH endpoint.
+  const sshPort = config.aws?.sshPort ?? 0;
+  const ssh = imds && config.backend === 'aws' && sshPort > 0 ? await (await import('./ssh-wiring.js')).startSshEndpoint({ home, imds, port: sshPort, log, ...(jobUser ? { user: jobUser } : {}) }) : undefined;
   const agent = new Agent({
     // With `aws.agents: local` this is the queue of the agent's owner (the ARN of its credentials).
     queue: await backend.queueFor('default'),
@@ -91,6 +94,7 @@ async function main(): Promise<number> {
     jobEnv,
     ...(backend.secrets ? { secrets: backend.secrets } : {}),
     onState: setState,
+    ...(ssh ? { ssh } : {}),
     ...(instance ? { instance } : {}),
     artifactSyncMs: config.local.artifactSyncSec * 1000,
     hostFacts: {
@@ -128,6 +132,7 @@ async function main(): Promise<number> {
     await agent.run();
   } finally {
     stopWatch();
+    await ssh?.close();
     await backend.registry.remove(agentId);
   }
   return 0;

@@ -8,9 +8,6 @@ import type { AuthContext, Connection, ParsedKey, PseudoTtyInfo, ServerChannel }
 import { errnoCode } from '../common/errors.js';
 import type { JobUser } from './job-user.js';
 
-/** The port EC2 agents serve SSH on (`aws.sshPort`): not 22, which the image's own sshd may hold. */
-export const DEFAULT_SSH_PORT = 10022;
-
 /** What the SSH endpoint lets the current job's submitter reach. */
 export interface SshJob {
   /** The submitter's public key (one OpenSSH line, the spec's `sshKey`): the only key accepted. */

@@ -13,6 +13,7 @@ import { Attempt, finalRecord } from './attempt.js';
 import { Lease, type Clock } from './lease.js';
 import type { Sandbox } from './sandbox.js';
 import type { JobUser } from './job-user.js';
+import type { SshWiring } from './ssh-wiring.js';
 
 export interface AgentOptions {
   queue: Queue;
@@ -50,6 +51,8 @@ export interface AgentOptions {
   /** The EC2 instance this agent runs on (from IMDS), recorded with every attempt. */
   instance?: InstanceFacts;
   onState?: (state: 'idle' | 'busy') => Promise<void>;
+  /** The SSH endpoint of an EC2 agent: told when a job is set up and when it ends (see ssh-wiring.ts). */
+  ssh?: SshWiring;
   /** The lease's clock; tests pass a fake one. */
   clock?: Clock;
 }
@@ -305,6 +308,12 @@ export class Agent {
       deadlineFile,
       ...(this.o.sandbox ? { sandbox: this.o.sandbox } : {}),
       ...(this.o.jobUser ? { jobUser: this.o.jobUser } : {}),
+      onPrepared: (job) => {
+        record.cwd = job.cwd;
+        const ssh = this.o.ssh?.jobStarted(spec, job);
+        if (ssh) record.service = { ports: record.service?.ports ?? [], ...record.service, ssh };
+        void store.put(attemptKey, JSON.stringify(record)).catch(() => undefined);
+      },
       log,
     });
     let result;
@@ -317,6 +326,7 @@ export class Agent {
       if (result.outcome !== 'abandoned' && !(await lease.confirm())) result = { outcome: 'abandoned' as const };
     } finally {
       this.current = undefined;
+      this.o.ssh?.jobEnded();
       await lease.stop();
     }
     if (result.outcome === 'abandoned') return 'lease-lost';

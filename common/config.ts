@@ -35,6 +35,9 @@ const LocalSchema = z.strictObject({
   codeServer: z.string().min(1).optional(),
 });
 
+/** `aws.sshPort`'s default: the port EC2 agents serve SSH on (not 22, which the image's own sshd may hold). */
+export const DEFAULT_SSH_PORT = 10022;
+
 const AwsSchema = z.strictObject({
   region: z.string().min(1).default('us-east-1'),
   profile: z.string().min(1).optional(),
@@ -73,6 +76,16 @@ const AwsSchema = z.strictObject({
    * jobs as an unprivileged user that its firewall keeps off IMDS.
    */
   jobInstanceRole: z.boolean().default(false),
+  /**
+   * The port EC2 agents serve SSH on (`dstack ssh`, the forwards to a job's ports): public-key only,
+   * for the run's submitter. 0: no SSH endpoint.
+   */
+  sshPort: z.number().int().min(0).max(65535).default(DEFAULT_SSH_PORT),
+  /**
+   * Who may reach that port: the fleet's security group opens it to these CIDRs only. `dstack config`
+   * sets it to the caller's public address as a /32.
+   */
+  allowedCidrs: z.array(z.string().regex(/^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$|^[0-9a-fA-F:]+\/\d{1,3}$/, 'expected a CIDR (203.0.113.7/32)')).optional(),
 });
 
 export const ConfigSchema = z.strictObject({

@@ -219,6 +219,20 @@ export function buildCli(argv: string[], deps: CliDeps): { parse: () => Promise<
       },
     )
     .command(
+      'ssh <run> [command..]',
+      "A shell in a running job's folder on its EC2 instance (--config: a Host block for ~/.ssh/config and VS Code)",
+      (y) =>
+        y
+          .positional('run', { type: 'string', demandOption: true })
+          .positional('command', { type: 'string', array: true, describe: 'Run this instead of a shell' })
+          .option('config', { type: 'boolean', describe: 'Print a Host block for ~/.ssh/config and the VS Code link' }),
+      async (a) => {
+        const { sshCommand } = await import('./commands/ssh.js');
+        const terminal = { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr };
+        code = await sshCommand(await ctx(), { run: a.run, config: a.config ?? false, command: (a.command ?? []).map(String) }, terminal);
+      },
+    )
+    .command(
       'logs <run>',
       "Show a run's output",
       (y) =>

@@ -28,7 +28,8 @@ export async function userSshKey(home: string): Promise<UserSshKey> {
   } catch (e) {
     if (errnoCode(e) !== 'ENOENT') throw e;
   }
-  const { default: ssh2 } = await import('ssh2');
+  // ssh2 is CommonJS: its `utils` is on the default export only.
+  const ssh2 = ((await import('ssh2')) as unknown as { default: typeof import('ssh2') }).default;
   const pair = ssh2.utils.generateKeyPairSync('ed25519', { comment: 'dstack' });
   await mkdir(dir, { recursive: true, mode: 0o700 });
   // A folder that existed (made by hand, or by an older version) is narrowed too.

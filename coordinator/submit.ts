@@ -5,6 +5,7 @@ import { enqueuedKey } from '../common/orphans.js';
 import type { JobSpec } from '../common/spec/job-spec.js';
 import type { Context } from './context.js';
 import { followRun } from './follow.js';
+import { userSshKey } from './ssh-key.js';
 import { rememberProfile } from './fleet.js';
 import { ConflictError, UsageError, toError } from '../common/errors.js';
 import type { Placement, Queue } from '../common/ports.js';
@@ -49,10 +50,13 @@ export async function submitRun(ctx: Context, input: SubmitInput): Promise<Submi
   const owner = await ctx.owner();
   // The names of the repo's secrets, not their values: the agent reads the values by name at job start.
   const secretNames = ctx.secrets ? await ctx.secrets.list({ repoId: input.repoId }) : [];
+  // EC2 agents let only the submitter's key in (`dstack ssh`, port forwards); a restart carries the restarter's.
+  const ec2 = ctx.config.backend === 'aws' && ctx.config.aws?.agents !== 'local';
+  const sshKey = ec2 ? (await userSshKey(ctx.config.home)).publicKey : undefined;
   const record = await createRun(ctx.store, (runName) => {
     // A restart's spec names the secrets of its day: the current ones replace them.
-    const { secretNames: _earlier, ...built } = input.spec(runName, jobId);
-    const spec: JobSpec = secretNames.length > 0 ? { ...built, secretNames } : built;
+    const { secretNames: _earlier, sshKey: _theirs, ...built } = input.spec(runName, jobId);
+    const spec: JobSpec = { ...built, ...(secretNames.length > 0 ? { secretNames } : {}), ...(sshKey ? { sshKey } : {}) };
     if (spec.cache) spec.cacheKey = cacheKey(spec);
     return {
       runName,

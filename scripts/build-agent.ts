@@ -26,8 +26,10 @@ await build({
   minify: false,
   legalComments: 'inline',
   logLevel: 'warning',
-  // Some bundled dependencies call require(); ESM has none, so make one.
-  banner: { js: "import{createRequire as __cr}from'node:module';const require=__cr(import.meta.url);" },
+  // ssh2's optional native addons (faster ciphers, CPU feature probing) stay out: it falls back to Node's crypto.
+  external: ['*.node'],
+  // Some bundled dependencies call require() or read __dirname (ssh2); ESM has neither, so make them.
+  banner: { js: "import{createRequire as __cr}from'node:module';const require=__cr(import.meta.url);import{fileURLToPath as __fu}from'node:url';import{dirname as __dn}from'node:path';const __filename=__fu(import.meta.url);const __dirname=__dn(__filename);" },
 });
 await writeFile(join(outDir, 'VERSION'), `${pkg.version}\n`);
 await writeFile(

@@ -1,5 +1,5 @@
 import { stringify } from 'yaml';
-import type { DstackConfig } from '../config.js';
+import { DEFAULT_SSH_PORT, type DstackConfig } from '../config.js';
 import { profileQueuePrefix } from './match.js';
 
 /**
@@ -23,6 +23,7 @@ export function agentUserData(config: DstackConfig, profileId: string): string {
       agents: 'none',
       // Only when set, so that the launch templates of everyone else stay as they were.
       ...(aws.jobInstanceRole ? { jobInstanceRole: true } : {}),
+      ...(aws.sshPort !== DEFAULT_SSH_PORT ? { sshPort: aws.sshPort } : {}),
     },
     local: config.local,
   });

@@ -139,6 +139,8 @@ export const AttemptRecordSchema = z.object({
   interruption: z.string().optional(),
   /** Set while the job serves ports or a dev environment. */
   service: ServiceInfoSchema.optional(),
+  /** The job's working folder on its machine (where `dstack ssh` opens its shell). */
+  cwd: z.string().optional(),
 });
 export type AttemptRecord = z.infer<typeof AttemptRecordSchema>;
 

@@ -25,9 +25,11 @@ export function checkpointingWorkflow(steps: number, echoSteps: boolean): string
 `;
 }
 
-/** One simulated instance: an agent process with its own IMDS server and home. */
+/** One simulated instance: an agent process with its own IMDS server, home and loopback address. */
 export interface SimInstance {
   id: string;
+  /** 127.0.0.N (N = 2, 3, …): its IMDS answers `local-ipv4` and `public-ipv4` with it, and its agent's SSH endpoint binds there. */
+  address: string;
   profileId: string;
   market: 'spot' | 'on-demand';
   imds: ImdsServer;
@@ -55,6 +57,7 @@ export class FleetSimulator implements Compute {
   readonly instances = new Map<string, SimInstance>();
   /** Every instance ever launched, in order. */
   readonly launched: SimInstance[] = [];
+  private nextAddress = 2;
 
   constructor(private readonly o: FleetSimOptions) {}
 
@@ -81,7 +84,8 @@ export class FleetSimulator implements Compute {
   async launch(p: Placement): Promise<SimInstance> {
     const id = `i-${randomBytes(8).toString('hex').slice(0, 17)}`;
     const market = p.offers[0]?.market ?? 'on-demand';
-    const imds = new ImdsServer(id, this.o.userData(p.profileId), p.offers[0]?.instanceType ?? 'sim', market);
+    const address = `127.0.0.${this.nextAddress++}`;
+    const imds = new ImdsServer(id, this.o.userData(p.profileId), p.offers[0]?.instanceType ?? 'sim', market, address);
     const url = await imds.start();
     const home = tempDir('siminstance');
     const child = spawn(process.execPath, [AGENT], {
@@ -89,7 +93,7 @@ export class FleetSimulator implements Compute {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
-    const inst: SimInstance = { id, profileId: p.profileId, market, imds, child, home, output: '', exited };
+    const inst: SimInstance = { id, address, profileId: p.profileId, market, imds, child, home, output: '', exited };
     child.stdout?.on('data', (d: Buffer) => (inst.output += d.toString()));
     child.stderr?.on('data', (d: Buffer) => (inst.output += d.toString()));
     this.instances.set(id, inst);

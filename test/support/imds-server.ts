@@ -21,6 +21,8 @@ export class ImdsServer {
     private readonly userData: string | null,
     readonly instanceType = 'g5.xlarge',
     readonly lifecycle: 'spot' | 'on-demand' = 'spot',
+    /** The instance's address (`local-ipv4` and `public-ipv4`): the fleet simulator gives each instance its own 127.0.0.N. */
+    readonly address?: string,
   ) {}
 
   /** Listens on 127.0.0.1 and a free port, or where the caller says (169.254.169.254:80 in a network namespace). */
@@ -83,6 +85,9 @@ export class ImdsServer {
         return this.lifecycle;
       case '/latest/user-data':
         return this.userData;
+      case '/latest/meta-data/local-ipv4':
+      case '/latest/meta-data/public-ipv4':
+        return this.address ?? null;
       case '/latest/meta-data/spot/instance-action':
         return this.spotAction ? JSON.stringify(this.spotAction) : null;
       case '/latest/meta-data/events/recommendations/rebalance':

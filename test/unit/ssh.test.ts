@@ -130,7 +130,7 @@ describe('SSH: the agent\'s endpoint and the CLI\'s forward (ssh2 on both sides)
     const wrong = { ...endpoint, hostKey: ssh2.utils.generateKeyPairSync('ed25519').public };
     const e = await connect(userKey.privateKey, wrong).catch((x: unknown) => x as Error);
     expect(e).to.be.instanceOf(Error);
-    expect(e.message).to.match(/^SSH to the agent at 127\.0\.0\.1:\d+: /);
+    expect((e as Error).message).to.match(/^SSH to the agent at 127\.0\.0\.1:\d+: /);
   });
 
   it('closes the sessions when the job ends', async () => {
