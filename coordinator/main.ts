@@ -83,6 +83,16 @@ async function makeContext(out: Output): Promise<Context> {
   };
 }
 
+/** This machine's public address as `url` sees it (AWS's checkip answers it alone, in text). */
+async function publicAddress(url: string): Promise<string> {
+  const res = await fetch(url, { signal: AbortSignal.timeout(5000) }).catch((e: unknown) => {
+    const cause = (e as { cause?: { code?: string; message?: string } }).cause;
+    throw new Error(`${url}: ${cause?.code ?? cause?.message ?? toError(e).message}`);
+  });
+  if (!res.ok) throw new Error(`${url}: HTTP ${res.status}`);
+  return (await res.text()).trim();
+}
+
 /** What `dstack config` needs: the home, the terminal and a check that the new config opens. */
 function configContext(out: Output): ConfigContext {
   const home = process.env.DSTACK_HOME ?? join(homedir(), '.dstack');
@@ -96,6 +106,7 @@ function configContext(out: Output): ConfigContext {
     env: process.env,
     ...(ask ? { ask } : {}),
     check: (config) => provisionBackend(config),
+    publicAddress: () => publicAddress(process.env.DSTACK_CHECKIP_URL ?? 'https://checkip.amazonaws.com'),
   };
 }
 

@@ -1,4 +1,11 @@
 import {
+  AuthorizeSecurityGroupIngressCommand,
+  CreateSecurityGroupCommand,
+  DescribeSecurityGroupsCommand,
+  DescribeSubnetsCommand,
+  DescribeVpcsCommand,
+  RevokeSecurityGroupIngressCommand,
+  type IpPermission,
   CreateFleetCommand,
   CreateLaunchTemplateCommand,
   DescribeImagesCommand,
@@ -30,6 +37,11 @@ export interface Ec2FleetOptions {
   userData: (profileId: string) => string;
   /** Used to make concurrent launches by several coordinators idempotent; defaults to the clock. */
   nowMs?: () => number;
+  /**
+   * The agents' SSH endpoint (`aws.sshPort`) and who may reach it (`aws.allowedCidrs`): the fleet's
+   * own security group opens that port to those CIDRs and nothing else. Absent: no group of ours.
+   */
+  ssh?: { port: number; allowedCidrs: string[] };
 }
 
 interface FleetInstance {
@@ -49,6 +61,7 @@ interface FleetInstance {
  */
 export class Ec2Fleet implements Compute {
   private image: Promise<string> | undefined;
+  private sshGroup: Promise<string> | undefined;
 
   constructor(private readonly o: Ec2FleetOptions) {}
 
@@ -153,6 +166,8 @@ export class Ec2Fleet implements Compute {
   /** A launch template per profile and content: created once, reused after. */
   private async launchTemplate(profileId: string): Promise<string> {
     const image = await this.imageId();
+    // With our SSH group, the agents get it besides the configured groups (or instead of the VPC's default one).
+    const groups = [...(this.o.securityGroups ?? []), ...(this.o.ssh ? [await this.sshSecurityGroup(this.o.ssh)] : [])];
     const data = {
       ImageId: image,
       UserData: Buffer.from(this.o.userData(profileId)).toString('base64'),
@@ -165,7 +180,7 @@ export class Ec2Fleet implements Compute {
       ...(this.o.instanceProfile
         ? { IamInstanceProfile: this.o.instanceProfile.startsWith('arn:') ? { Arn: this.o.instanceProfile } : { Name: this.o.instanceProfile } }
         : {}),
-      ...(this.o.securityGroups?.length ? { SecurityGroupIds: this.o.securityGroups } : {}),
+      ...(groups.length > 0 ? { SecurityGroupIds: groups } : {}),
       TagSpecifications: [
         { ResourceType: 'instance' as const, Tags: this.tags(profileId) },
         { ResourceType: 'volume' as const, Tags: this.tags(profileId) },
@@ -181,6 +196,99 @@ export class Ec2Fleet implements Compute {
       if (awsCode(e) !== 'InvalidLaunchTemplateName.AlreadyExistsException') throw wrapAws(e, `create launch template ${name}`);
     }
     return name;
+  }
+
+  /**
+   * The fleet's security group `dstack-<fleet>-agents` in the fleet's VPC (the subnet's, else the
+   * default VPC), made once: the agents' SSH port open to `allowedCidrs` only. Any other ingress
+   * rule it has (an address allowed before, an older port) is revoked; egress stays open, as in a
+   * new group. Checked once per process, when the first launch template is made.
+   */
+  private sshSecurityGroup(ssh: { port: number; allowedCidrs: string[] }): Promise<string> {
+    this.sshGroup ??= (async () => {
+      const name = `dstack-${this.o.fleet}-agents`;
+      const vpc = await this.vpcId();
+      const found = await this.o.ec2
+        .send(new DescribeSecurityGroupsCommand({ Filters: [{ Name: 'vpc-id', Values: [vpc] }, { Name: 'group-name', Values: [name] }] }))
+        .catch((e: unknown) => {
+          throw wrapAws(e, `find security group ${name}`);
+        });
+      const existing = found.SecurityGroups?.[0];
+      let groupId = existing?.GroupId;
+      if (!groupId) {
+        const made = await this.o.ec2
+          .send(
+            new CreateSecurityGroupCommand({
+              GroupName: name,
+              Description: `dstack agents of fleet ${this.o.fleet}: SSH (port ${ssh.port}) from aws.allowedCidrs only`,
+              VpcId: vpc,
+              TagSpecifications: [{ ResourceType: 'security-group', Tags: [{ Key: 'dstack:fleet', Value: this.o.fleet }, { Key: 'dstack:role', Value: 'agent' }] }],
+            }),
+          )
+          .catch((e: unknown) => {
+            throw wrapAws(e, `create security group ${name}`);
+          });
+        groupId = made.GroupId ?? '';
+      }
+      const want = new Set(ssh.allowedCidrs);
+      const have = new Set<string>();
+      const stale: IpPermission[] = [];
+      for (const p of existing?.IpPermissions ?? []) {
+        const ours = p.IpProtocol === 'tcp' && p.FromPort === ssh.port && p.ToPort === ssh.port;
+        const v4 = (p.IpRanges ?? []).filter((r) => !(ours && r.CidrIp && want.has(r.CidrIp)));
+        const v6 = (p.Ipv6Ranges ?? []).filter((r) => !(ours && r.CidrIpv6 && want.has(r.CidrIpv6)));
+        for (const r of p.IpRanges ?? []) if (ours && r.CidrIp && want.has(r.CidrIp)) have.add(r.CidrIp);
+        for (const r of p.Ipv6Ranges ?? []) if (ours && r.CidrIpv6 && want.has(r.CidrIpv6)) have.add(r.CidrIpv6);
+        const others = (p.UserIdGroupPairs?.length ?? 0) + (p.PrefixListIds?.length ?? 0);
+        if (v4.length + v6.length + others > 0) {
+          stale.push({
+            IpProtocol: p.IpProtocol,
+            ...(p.FromPort !== undefined ? { FromPort: p.FromPort, ToPort: p.ToPort } : {}),
+            ...(v4.length ? { IpRanges: v4 } : {}),
+            ...(v6.length ? { Ipv6Ranges: v6 } : {}),
+            ...(p.UserIdGroupPairs?.length ? { UserIdGroupPairs: p.UserIdGroupPairs } : {}),
+            ...(p.PrefixListIds?.length ? { PrefixListIds: p.PrefixListIds } : {}),
+          });
+        }
+      }
+      if (stale.length > 0) {
+        await this.o.ec2.send(new RevokeSecurityGroupIngressCommand({ GroupId: groupId, IpPermissions: stale })).catch((e: unknown) => {
+          throw wrapAws(e, `revoke old rules of security group ${name}`);
+        });
+      }
+      const missing = ssh.allowedCidrs.filter((c) => !have.has(c));
+      if (missing.length > 0) {
+        const range = (c: string): { v4: boolean; c: string } => ({ v4: !c.includes(':'), c });
+        const v4 = missing.map(range).filter((r) => r.v4).map((r) => ({ CidrIp: r.c, Description: 'dstack ssh' }));
+        const v6 = missing.map(range).filter((r) => !r.v4).map((r) => ({ CidrIpv6: r.c, Description: 'dstack ssh' }));
+        const permission: IpPermission = { IpProtocol: 'tcp', FromPort: ssh.port, ToPort: ssh.port, ...(v4.length ? { IpRanges: v4 } : {}), ...(v6.length ? { Ipv6Ranges: v6 } : {}) };
+        await this.o.ec2.send(new AuthorizeSecurityGroupIngressCommand({ GroupId: groupId, IpPermissions: [permission] })).catch((e: unknown) => {
+          if (awsCode(e) !== 'InvalidPermission.Duplicate') throw wrapAws(e, `open port ${ssh.port} of security group ${name}`);
+        });
+      }
+      return groupId;
+    })();
+    // A failure is not remembered: the next launch tries again.
+    this.sshGroup.catch(() => (this.sshGroup = undefined));
+    return this.sshGroup;
+  }
+
+  /** The VPC the agents launch in: the subnet's, else the account's default VPC in the region. */
+  private async vpcId(): Promise<string> {
+    if (this.o.subnet) {
+      const r = await this.o.ec2.send(new DescribeSubnetsCommand({ SubnetIds: [this.o.subnet] })).catch((e: unknown) => {
+        throw wrapAws(e, `find subnet ${this.o.subnet ?? ''}`);
+      });
+      const vpc = r.Subnets?.[0]?.VpcId;
+      if (!vpc) throw new ConfigError(`subnet ${this.o.subnet} (aws.subnet) was not found in this region`);
+      return vpc;
+    }
+    const r = await this.o.ec2.send(new DescribeVpcsCommand({ Filters: [{ Name: 'isDefault', Values: ['true'] }] })).catch((e: unknown) => {
+      throw wrapAws(e, 'find the default VPC');
+    });
+    const vpc = r.Vpcs?.[0]?.VpcId;
+    if (!vpc) throw new ConfigError('this region has no default VPC: set `aws.subnet` with `dstack config --subnet subnet-…`');
+    return vpc;
   }
 
   private imageId(): Promise<string> {

@@ -25,5 +25,6 @@ export function openEc2Fleet(config: DstackConfig, profile: string | undefined):
     ...(aws.securityGroups ? { securityGroups: aws.securityGroups } : {}),
     ...(aws.instanceProfile ? { instanceProfile: aws.instanceProfile } : {}),
     userData: (profileId) => agentUserData(config, profileId),
+    ...(aws.sshPort > 0 && aws.allowedCidrs?.length ? { ssh: { port: aws.sshPort, allowedCidrs: aws.allowedCidrs } } : {}),
   });
 }

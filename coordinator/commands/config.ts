@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, realpath, rename, rm, rmdir, writeFile } from 'node:fs/promises';
+import { isIP } from 'node:net';
 import { dirname, join } from 'node:path';
 import { Document, parseDocument } from 'yaml';
 import { AGENT_MODES, BACKENDS, parseConfig, type DstackConfig } from '../../common/config.js';
@@ -15,6 +16,8 @@ export interface ConfigContext {
   ask?: (question: string, fallback: string) => Promise<string>;
   /** Provisions the backend of a config not yet saved (creating the bucket and queues on AWS); throws what is wrong. */
   check: (config: DstackConfig) => Promise<void>;
+  /** This machine's public IP address as the internet sees it (the default of `aws.allowedCidrs`); tests inject it. */
+  publicAddress?: () => Promise<string>;
 }
 
 interface ConfigFlag {
@@ -22,6 +25,8 @@ interface ConfigFlag {
   path: readonly string[];
   type: 'string' | 'number';
   choices?: readonly string[];
+  /** A comma-separated list, stored as a YAML list. */
+  list?: true;
   describe: string;
 }
 
@@ -42,6 +47,12 @@ export const CONFIG_FLAGS = {
   agents: { path: ['aws', 'agents'], type: 'string', choices: AGENT_MODES, describe: 'Backend aws: agents on an EC2 fleet, as local processes, or started elsewhere' },
   ami: { path: ['aws', 'ami'], type: 'string', describe: 'Agent AMI id (default: the newest dstack agent image)' },
   'instance-profile': { path: ['aws', 'instanceProfile'], type: 'string', describe: "Agents' EC2 instance profile" },
+  'allowed-cidrs': {
+    path: ['aws', 'allowedCidrs'],
+    type: 'string',
+    list: true,
+    describe: 'Who may reach the EC2 agents\' SSH port (dstack ssh, port forwards): CIDRs, comma-separated (default: your public address/32)',
+  },
 } as const satisfies Record<string, ConfigFlag>;
 
 /** The flags given, by their CLI names. */
@@ -79,11 +90,28 @@ export async function configCommand(ctx: ConfigContext, o: ConfigOptions): Promi
   }
   for (const [flag, f] of Object.entries(CONFIG_FLAGS)) {
     const value = o[flag as keyof ConfigOptions];
-    if (value !== undefined) doc.setIn(f.path, value);
+    if (value === undefined) continue;
+    doc.setIn(f.path, 'list' in f ? String(value).split(',').map((x) => x.trim()).filter((x) => x.length > 0) : value);
   }
-  const next = doc.toString();
-  const config = parseConfig(next, file, ctx.home, ctx.env);
+  let next = doc.toString();
+  let config = parseConfig(next, file, ctx.home, ctx.env);
   await ctx.check(config);
+  // The fleet's security group opens the agents' SSH port to these CIDRs only: by default, to this machine.
+  const aws = config.aws;
+  if (config.backend === 'aws' && aws?.agents === 'ec2' && aws.sshPort > 0 && aws.allowedCidrs === undefined && ctx.publicAddress) {
+    const cidr = await ctx.publicAddress().then(
+      (ip) => (isIP(ip.trim()) === 4 ? `${ip.trim()}/32` : isIP(ip.trim()) === 6 ? `${ip.trim()}/128` : new Error(`not an IP address: ${ip.trim().slice(0, 40)}`)),
+      (e: unknown) => (e instanceof Error ? e : new Error(String(e))),
+    );
+    if (cidr instanceof Error) {
+      ctx.out.note(`warning: could not look up your public address (${cidr.message}): until you set \`dstack config --allowed-cidrs CIDR\`, \`dstack ssh\` and port forwards cannot reach EC2 agents`);
+    } else {
+      doc.setIn(['aws', 'allowedCidrs'], [cidr]);
+      next = doc.toString();
+      config = parseConfig(next, file, ctx.home, ctx.env);
+      ctx.out.note(`The EC2 agents' SSH port (${aws.sshPort}) is open to your public address only (${cidr}): change it with \`dstack config --allowed-cidrs CIDR[,CIDR]\`.`);
+    }
+  }
   await writeAtomically(ctx.home, file, next);
   const where = config.backend === 'aws' ? `: bucket ${config.aws?.bucket ?? '?'} in ${config.aws?.region ?? '?'}, queues ${config.aws?.queuePrefix ?? 'dstack'}-jobs(-dlq)` : '';
   ctx.out.line(`Saved ${file} (backend ${config.backend}${where}).`);

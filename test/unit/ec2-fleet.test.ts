@@ -2,6 +2,11 @@ import { expect } from 'chai';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
+  AuthorizeSecurityGroupIngressCommand,
+  CreateSecurityGroupCommand,
+  DescribeSecurityGroupsCommand,
+  DescribeSubnetsCommand,
+  RevokeSecurityGroupIngressCommand,
   CreateFleetCommand,
   CreateLaunchTemplateCommand,
   DescribeImagesCommand,
@@ -41,7 +46,7 @@ const CONFIG = parseConfig(
   '/tmp/unused',
 );
 
-function fleet(o: { ami?: string; maxInstances?: number } = {}): Ec2Fleet {
+function fleet(o: { ami?: string; maxInstances?: number; ssh?: { port: number; allowedCidrs: string[] } } = {}): Ec2Fleet {
   const ec2 = new EC2Client({ region: 'us-east-1' });
   const pricing = new PricingClient({ region: 'us-east-1' });
   return new Ec2Fleet({
@@ -52,6 +57,7 @@ function fleet(o: { ami?: string; maxInstances?: number } = {}): Ec2Fleet {
     subnet: 'subnet-0abc',
     instanceProfile: 'dstack-agent',
     ...(o.ami ? { ami: o.ami } : {}),
+    ...(o.ssh ? { ssh: o.ssh } : {}),
     userData: (id) => agentUserData(CONFIG, id),
     nowMs: () => Date.UTC(2026, 10, 23, 12, 0, 0),
   });
@@ -184,6 +190,64 @@ describe('EC2 fleet (aws-sdk-client-mock, recorded-shape EC2 responses)', () => 
     expect(input?.LaunchTemplateConfigs?.[0]?.LaunchTemplateSpecification).to.deep.equal({ LaunchTemplateName: lt?.LaunchTemplateName, Version: '$Latest' });
     expect(input?.LaunchTemplateConfigs?.[0]?.Overrides).to.deep.equal(placement.offers.map((o) => ({ InstanceType: o.instanceType, SubnetId: 'subnet-0abc' })));
     expect(input?.TagSpecifications).to.deep.equal([{ ResourceType: 'fleet', Tags: tagsOf(placement.profileId) }]);
+  });
+
+  it("opens the agents' SSH port only to aws.allowedCidrs, in the fleet's own security group", async () => {
+    ec2Mock.on(DescribeInstancesCommand).resolves({ Reservations: [] });
+    ec2Mock.on(DescribeSubnetsCommand).resolves({ Subnets: [{ SubnetId: 'subnet-0abc', VpcId: 'vpc-0abc' }] });
+    ec2Mock.on(DescribeSecurityGroupsCommand).resolves({ SecurityGroups: [] });
+    ec2Mock.on(CreateSecurityGroupCommand).resolves({ GroupId: 'sg-0ssh' });
+    ec2Mock.on(AuthorizeSecurityGroupIngressCommand).resolves({ Return: true });
+    ec2Mock.on(RevokeSecurityGroupIngressCommand).resolves({ Return: true });
+    ec2Mock.on(CreateLaunchTemplateCommand).resolves({});
+    ec2Mock.on(CreateFleetCommand).resolves({ Instances: [{ InstanceIds: ['i-0bbb'] }] });
+    const f = fleet({ ssh: { port: 10022, allowedCidrs: ['203.0.113.7/32'] } });
+    const placement = await f.plan(A10G_SPOT);
+    await f.ensureCapacity([{ placement, backlog: 1 }]);
+    expect(ec2Mock.commandCalls(DescribeSecurityGroupsCommand)[0]?.args[0].input.Filters).to.deep.equal([
+      { Name: 'vpc-id', Values: ['vpc-0abc'] },
+      { Name: 'group-name', Values: ['dstack-dstack-agents'] },
+    ]);
+    expect(ec2Mock.commandCalls(CreateSecurityGroupCommand)[0]?.args[0].input).to.deep.equal({
+      GroupName: 'dstack-dstack-agents',
+      Description: 'dstack agents of fleet dstack: SSH (port 10022) from aws.allowedCidrs only',
+      VpcId: 'vpc-0abc',
+      TagSpecifications: [{ ResourceType: 'security-group', Tags: [{ Key: 'dstack:fleet', Value: 'dstack' }, { Key: 'dstack:role', Value: 'agent' }] }],
+    });
+    expect(ec2Mock.commandCalls(AuthorizeSecurityGroupIngressCommand).map((c) => c.args[0].input)).to.deep.equal([
+      { GroupId: 'sg-0ssh', IpPermissions: [{ IpProtocol: 'tcp', FromPort: 10022, ToPort: 10022, IpRanges: [{ CidrIp: '203.0.113.7/32', Description: 'dstack ssh' }] }] },
+    ]);
+    expect(ec2Mock.commandCalls(RevokeSecurityGroupIngressCommand)).to.have.length(0);
+    expect(ec2Mock.commandCalls(CreateLaunchTemplateCommand)[0]?.args[0].input.LaunchTemplateData?.SecurityGroupIds).to.deep.equal(['sg-0ssh']);
+
+    // The caller's address changed (a new `dstack config`): the old one is revoked, the new one opened, nothing else kept.
+    ec2Mock.resetHistory();
+    ec2Mock.on(DescribeSecurityGroupsCommand).resolves({
+      SecurityGroups: [
+        {
+          GroupId: 'sg-0ssh',
+          IpPermissions: [
+            { IpProtocol: 'tcp', FromPort: 10022, ToPort: 10022, IpRanges: [{ CidrIp: '203.0.113.7/32' }, { CidrIp: '198.51.100.9/32' }] },
+            { IpProtocol: 'tcp', FromPort: 22, ToPort: 22, IpRanges: [{ CidrIp: '0.0.0.0/0' }] },
+          ],
+        },
+      ],
+    });
+    const g = fleet({ ssh: { port: 10022, allowedCidrs: ['198.51.100.9/32', '2001:db8::1/128'] } });
+    await g.ensureCapacity([{ placement: await g.plan(A10G_SPOT), backlog: 1 }]);
+    expect(ec2Mock.commandCalls(CreateSecurityGroupCommand)).to.have.length(0);
+    expect(ec2Mock.commandCalls(RevokeSecurityGroupIngressCommand).map((c) => c.args[0].input)).to.deep.equal([
+      {
+        GroupId: 'sg-0ssh',
+        IpPermissions: [
+          { IpProtocol: 'tcp', FromPort: 10022, ToPort: 10022, IpRanges: [{ CidrIp: '203.0.113.7/32' }] },
+          { IpProtocol: 'tcp', FromPort: 22, ToPort: 22, IpRanges: [{ CidrIp: '0.0.0.0/0' }] },
+        ],
+      },
+    ]);
+    expect(ec2Mock.commandCalls(AuthorizeSecurityGroupIngressCommand).map((c) => c.args[0].input)).to.deep.equal([
+      { GroupId: 'sg-0ssh', IpPermissions: [{ IpProtocol: 'tcp', FromPort: 10022, ToPort: 10022, Ipv6Ranges: [{ CidrIpv6: '2001:db8::1/128', Description: 'dstack ssh' }] }] },
+    ]);
   });
 
   it('launches on-demand for jobs that are not interruptible, and nothing at the maximum', async () => {

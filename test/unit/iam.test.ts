@@ -51,6 +51,13 @@ const ACTIONS: Record<string, string[]> = {
   // fleet of an account creates EC2 Fleet's and Spot's service-linked roles.
   CreateFleet: ['ec2:CreateFleet', 'ec2:RunInstances', 'ec2:CreateTags', 'iam:PassRole', 'iam:CreateServiceLinkedRole'],
   GetProducts: ['pricing:GetProducts'],
+  // The fleet's security group for the agents' SSH port (tagged at creation, so its rules can be limited to it).
+  DescribeSecurityGroups: ['ec2:DescribeSecurityGroups'],
+  DescribeSubnets: ['ec2:DescribeSubnets'],
+  DescribeVpcs: ['ec2:DescribeVpcs'],
+  CreateSecurityGroup: ['ec2:CreateSecurityGroup', 'ec2:CreateTags'],
+  AuthorizeSecurityGroupIngress: ['ec2:AuthorizeSecurityGroupIngress'],
+  RevokeSecurityGroupIngress: ['ec2:RevokeSecurityGroupIngress'],
   // STS: who owns the runs; AWS allows it to every caller, even with an explicit deny.
   GetCallerIdentity: [],
 };
@@ -65,7 +72,7 @@ function callsIn(file: string): string[] {
 
 /** The files under common/aws/ that end up in a bundle, from esbuild's metafile. */
 async function awsFilesOf(entry: string): Promise<string[]> {
-  const r = await build({ entryPoints: [join(ROOT, entry)], bundle: true, write: false, metafile: true, platform: 'node', format: 'esm', logLevel: 'silent', absWorkingDir: ROOT });
+  const r = await build({ entryPoints: [join(ROOT, entry)], bundle: true, write: false, metafile: true, platform: 'node', format: 'esm', logLevel: 'silent', external: ['*.node'], absWorkingDir: ROOT });
   return Object.keys(r.metafile.inputs).filter((f) => f.startsWith('common/aws/') && f.endsWith('.ts'));
 }
 
@@ -288,5 +295,13 @@ describe('IAM: the agent writes only where it must, the fleet launches only tagg
     }
     // Tagging an existing resource (someone else's instance, say) is not allowed.
     expect(grants('coordinator-policy.json', { action: 'ec2:CreateTags' })).to.equal(false);
+  });
+
+  it("the SSH port's rules change only on the fleet's own security group (tagged dstack:role=agent when it was made)", () => {
+    expect(grants('coordinator-policy.json', { action: 'ec2:CreateTags', context: { 'ec2:CreateAction': 'CreateSecurityGroup' } })).to.equal(true);
+    for (const action of ['ec2:AuthorizeSecurityGroupIngress', 'ec2:RevokeSecurityGroupIngress']) {
+      expect(grants('coordinator-policy.json', { action, context: { 'aws:ResourceTag/dstack:role': 'agent' } }), `${action} on the fleet's group`).to.equal(true);
+      expect(grants('coordinator-policy.json', { action, context: {} }), `${action} on another group`).to.equal(false);
+    }
   });
 });

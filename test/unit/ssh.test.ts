@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { mkdirSync, readFileSync, statSync } from 'node:fs';
+import { mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { Socket, createServer, type AddressInfo, type Server } from 'node:net';
 import { join } from 'node:path';
 import ssh2 from 'ssh2';
@@ -7,6 +7,9 @@ import type { Client } from 'ssh2';
 import { AgentSshServer, loadHostKey } from '../../agent/ssh-server.js';
 import { connectSsh, forwardPort, type SshEndpoint } from '../../coordinator/ssh-forward.js';
 import { userSshKey } from '../../coordinator/ssh-key.js';
+import { sshConfigBlock } from '../../coordinator/commands/ssh.js';
+import { configCommand, type ConfigOptions } from '../../coordinator/commands/config.js';
+import { captureOutput } from '../support/coordinator.js';
 import { removeAll, tempDir } from '../support/cli.js';
 
 /** A TCP server on 127.0.0.1 that answers each line with `echo:LINE`. */
@@ -169,5 +172,67 @@ describe('the user\'s SSH key (~/.dstack/ssh/id_ed25519)', () => {
     } finally {
       removeAll(home);
     }
+  });
+});
+
+describe('dstack ssh RUN --config', () => {
+  it('prints a Host block with the host key pinned in <dstack home>/ssh/known_hosts, and the VS Code link', async () => {
+    const home = tempDir('sshconfig');
+    try {
+      const hostKey = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGCNyEi8co39kieDkpuDD40glhX+QS//czuZsEfHXxLk dstack-agent';
+      const ssh = { host: '203.0.113.7', port: 10022, user: 'dstack-job', hostKey };
+      // An older line for the same address (the instance was replaced) is replaced; others stay.
+      mkdirSync(join(home, 'ssh'));
+      writeFileSync(join(home, 'ssh', 'known_hosts'), '[203.0.113.7]:10022 ssh-ed25519 OLDKEY\n[198.51.100.1]:10022 ssh-ed25519 OTHER\n');
+      const block = await sshConfigBlock(home, 'lazy-owl-1', ssh, join(home, 'ssh', 'id_ed25519'), '/root/.dstack/work/a/lazy-owl-1-1-abc/code');
+      expect(block).to.equal(
+        [
+          'Host dstack-lazy-owl-1',
+          '  HostName 203.0.113.7',
+          '  Port 10022',
+          '  User dstack-job',
+          `  IdentityFile ${join(home, 'ssh', 'id_ed25519')}`,
+          '  IdentitiesOnly yes',
+          `  UserKnownHostsFile ${join(home, 'ssh', 'known_hosts')}`,
+          '  StrictHostKeyChecking yes',
+          '# VS Code: vscode://vscode-remote/ssh-remote+dstack-lazy-owl-1/root/.dstack/work/a/lazy-owl-1-1-abc/code',
+        ].join('\n'),
+      );
+      expect(readFileSync(join(home, 'ssh', 'known_hosts'), 'utf8')).to.equal(
+        '[198.51.100.1]:10022 ssh-ed25519 OTHER\n[203.0.113.7]:10022 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGCNyEi8co39kieDkpuDD40glhX+QS//czuZsEfHXxLk\n',
+      );
+    } finally {
+      removeAll(home);
+    }
+  });
+});
+
+describe('dstack config: aws.allowedCidrs', () => {
+  const run = async (flags: ConfigOptions, publicAddress: () => Promise<string>): Promise<{ yaml: string; said: string }> => {
+    const home = tempDir('cidrs');
+    try {
+      const out = captureOutput();
+      const code = await configCommand({ home, out, env: {}, check: async () => undefined, publicAddress }, { backend: 'aws', bucket: 'b-1', ...flags });
+      expect(code).to.equal(0);
+      return { yaml: readFileSync(join(home, 'config.yaml'), 'utf8'), said: out.text() };
+    } finally {
+      removeAll(home);
+    }
+  };
+
+  it("defaults to the caller's public address as a /32, looked up when config runs", async () => {
+    const r = await run({}, async () => '203.0.113.7\n');
+    expect(r.yaml).to.include('  allowedCidrs:\n    - 203.0.113.7/32\n');
+    expect(r.said.split('\n')[0]).to.equal("The EC2 agents' SSH port (10022) is open to your public address only (203.0.113.7/32): change it with `dstack config --allowed-cidrs CIDR[,CIDR]`.");
+  });
+
+  it('takes --allowed-cidrs as given, without a lookup; a failed lookup is a warning and sets nothing', async () => {
+    const given = await run({ 'allowed-cidrs': '10.0.0.0/8, 192.0.2.1/32' }, () => Promise.reject(new Error('must not be called')));
+    expect(given.yaml).to.include('  allowedCidrs:\n    - 10.0.0.0/8\n    - 192.0.2.1/32\n');
+    const failed = await run({}, () => Promise.reject(new Error('https://checkip.amazonaws.com: ENOTFOUND')));
+    expect(failed.yaml).to.not.include('allowedCidrs');
+    expect(failed.said.split('\n')[0]).to.equal(
+      'warning: could not look up your public address (https://checkip.amazonaws.com: ENOTFOUND): until you set `dstack config --allowed-cidrs CIDR`, `dstack ssh` and port forwards cannot reach EC2 agents',
+    );
   });
 });
