@@ -92,3 +92,34 @@ function listen(server: Server, port: number): Promise<number> {
     });
   });
 }
+
+/** The forwards of a job's ports over one SSH connection; `close` ends them and the connection. */
+export interface ServiceForwards {
+  /** By remote port: the local port its link uses (`http://localhost:LOCAL`). */
+  local: Map<number, number>;
+  close(): Promise<void>;
+}
+
+/**
+ * What `dstack run` and `attach` need on EC2: one connection to the agent (the user's key, the
+ * pinned host key) and a local port for each of the job's ports, the same number when it is free
+ * here. A connection that drops (the job ended) leaves the local ports refusing, until `close`.
+ */
+export async function forwardService(ssh: SshEndpoint, remotePorts: number[], privateKey: string): Promise<ServiceForwards> {
+  const client = await connectSsh(ssh, privateKey);
+  const forwards: Forward[] = [];
+  try {
+    for (const port of remotePorts) forwards.push(await forwardPort(client, port));
+  } catch (e) {
+    for (const f of forwards) await f.close();
+    client.end();
+    throw e;
+  }
+  return {
+    local: new Map(forwards.map((f) => [f.remotePort, f.localPort])),
+    close: async () => {
+      for (const f of forwards) await f.close();
+      client.end();
+    },
+  };
+}

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import ssh2 from 'ssh2';
 import type { Client } from 'ssh2';
 import { AgentSshServer, loadHostKey } from '../../agent/ssh-server.js';
-import { connectSsh, forwardPort, type SshEndpoint } from '../../coordinator/ssh-forward.js';
+import { connectSsh, forwardPort, forwardService, type SshEndpoint } from '../../coordinator/ssh-forward.js';
 import { userSshKey } from '../../coordinator/ssh-key.js';
 import { sshConfigBlock } from '../../coordinator/commands/ssh.js';
 import { configCommand, type ConfigOptions } from '../../coordinator/commands/config.js';
@@ -108,6 +108,22 @@ describe('SSH: the agent\'s endpoint and the CLI\'s forward (ssh2 on both sides)
       expect(await ask(f.localPort, 'hello')).to.equal('echo:hello');
     } finally {
       await f.close();
+    }
+  });
+
+  it('forwards every port of a service over one connection (another local port when the same one is taken here)', async () => {
+    const second = await echoServer();
+    server.setJob({ publicKey: userKey.publicKey, allowedPorts: [echo.port, second.port], cwd: join(dir, 'job'), env: {} });
+    const s = await forwardService(endpoint, [echo.port, second.port], userKey.privateKey);
+    try {
+      // Agent and job share this machine here, so each port is taken locally by the job's own server.
+      expect([...s.local.keys()]).to.deep.equal([echo.port, second.port]);
+      expect(s.local.get(echo.port)).to.not.equal(echo.port);
+      expect(await ask(s.local.get(echo.port) ?? 0, 'one')).to.equal('echo:one');
+      expect(await ask(s.local.get(second.port) ?? 0, 'two')).to.equal('echo:two');
+    } finally {
+      await s.close();
+      second.server.close();
     }
   });
 
