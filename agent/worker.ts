@@ -42,6 +42,8 @@ export interface AgentOptions {
   secrets?: SecretStore;
   /** Jobs run under bwrap when set (`local.sandbox`). */
   sandbox?: Sandbox;
+  /** `local.codeServer`, for `provider: code`. */
+  codeServer?: string;
   /** Jobs run as this user when set (DSTACK_JOB_USER, on the agent image): see job-user.ts. */
   jobUser?: JobUser;
   /** How often `mount: true` artifacts are saved while a job runs. */
@@ -305,6 +307,12 @@ export class Agent {
       deadlineFile,
       ...(this.o.sandbox ? { sandbox: this.o.sandbox } : {}),
       ...(this.o.jobUser ? { jobUser: this.o.jobUser } : {}),
+      ...(this.o.codeServer !== undefined ? { codeServer: this.o.codeServer } : {}),
+      onService: (info) => {
+        // Published at once, not at the next heartbeat: the CLI waits on it to print the link.
+        record.service = info;
+        store.put(attemptKey, JSON.stringify(record)).catch((e: unknown) => log.log('warn', 'could not publish the service record', { error: toError(e).message }));
+      },
       log,
     });
     let result;
@@ -322,6 +330,7 @@ export class Agent {
     if (result.outcome === 'abandoned') return 'lease-lost';
     record.state = 'ended';
     record.endedAt = now();
+    delete record.service;
     if (result.outcome === 'handed-back') {
       record.interruption = this.interruption ?? result.reason;
       await store.put(attemptKey, JSON.stringify(record)).catch(() => undefined);
