@@ -12,6 +12,8 @@ import { ArtifactSaver, absoluteArtifactPaths, restoreCheckpoint, restoreDeps } 
 import { startJob, type JobExit, type JobProcess } from './job-process.js';
 import { LogShipper } from './log-shipper.js';
 import { prepareRun } from './providers.js';
+import { ServiceWatch, formatSeconds } from './service.js';
+import type { ServiceInfo } from '../common/records/runs.js';
 import { useRequirementsEnv } from './python-env.js';
 import { rebuildCode } from './workspace.js';
 import { fetchSecrets } from './secrets.js';
@@ -45,9 +47,21 @@ export interface AttemptOptions {
   sandbox?: Sandbox;
   /** Run the job (and pip for its `requirements`) as this user, owner of the job's folder (see job-user.ts). */
   jobUser?: JobUser;
-  /** Called once the job's folder and environment are ready, before it starts (the SSH endpoint lets its submitter in). */
-  onPrepared?: (job: { cwd: string; env: NodeJS.ProcessEnv }) => void;
+  /** `local.codeServer`, for `provider: code`. */
+  codeServer?: string;
+  /** Gets what the running job serves (its ports, a dev environment's server) each time that changes. */
+  onService?: (info: ServiceInfo) => void;
+  /** Called once the job's process has started: where it runs, with what, and the ports it may serve (for `dstack ssh`). */
+  onJobStarted?: (job: StartedJob) => void;
   log: Logger;
+}
+
+export interface StartedJob {
+  cwd: string;
+  env: NodeJS.ProcessEnv;
+  /** The job's ports and a dev environment's server port: all a forward may reach. */
+  ports: number[];
+  user?: JobUser;
 }
 
 /**
@@ -65,6 +79,8 @@ export class Attempt {
   private proc: JobProcess | undefined;
   private forced = false;
   private stopRequest: StopRequest | null = null;
+  /** Why the agent itself stopped the job (max_duration, idle_duration). */
+  private autoStop: string | undefined;
   /** Ends the setup (a pip install can take minutes) on a stop request or a forced stop, before the job starts. */
   private readonly setup = new AbortController();
 
@@ -89,6 +105,8 @@ export class Attempt {
     let syncTimer: NodeJS.Timeout | undefined;
     let ended = false;
     let stopReadFailing = false;
+    let maxTimer: NodeJS.Timeout | undefined;
+    let service: ServiceWatch | undefined;
     // Re-armed with setTimeout so that reads never overlap. An error here is not a lost lease: it is
     // tried again at the next tick (the lease, not this read, decides whether the job is still ours).
     const pollStop = async (): Promise<void> => {
@@ -114,7 +132,7 @@ export class Attempt {
       // Fetched before anything the job's repo controls prints, so every line after this is masked.
       const secretEnv = this.o.secrets ? await fetchSecrets(this.o.secrets, spec) : {};
       shipper.mask(Object.values(secretEnv));
-      const prepared = await prepareRun(spec, jobDir, codeDir, this.o.jobEnv, secretEnv);
+      const prepared = await prepareRun(spec, jobDir, codeDir, this.o.jobEnv, secretEnv, this.o.codeServer !== undefined ? { codeServer: this.o.codeServer } : {});
       const madeForJob = user ? await absoluteArtifactDirs(spec) : [];
       // What a restore writes at an absolute path (in a folder an earlier job made, say) becomes the job user's.
       await restoreDeps(store, spec, codeDir, (line) => shipper.write('err', line), user);
@@ -127,7 +145,6 @@ export class Attempt {
       await useRequirementsEnv(spec, prepared, { venvRoot: this.o.venvRoot, jobDir, say: (d) => shipper.write('err', d), signal: setupSignal, ...(user ? { user } : {}) });
       if (signal.aborted) throw signal.reason;
       if (this.forced) throw new HandedBack('the agent was stopped before the job started');
-      this.o.onPrepared?.({ cwd: prepared.cwd, env: prepared.env });
       const command = this.o.sandbox ? await sandboxed(this.o.sandbox, prepared.script, jobDir, spec) : undefined;
       const proc = startJob(prepared.script, {
         cwd: prepared.cwd,
@@ -141,6 +158,20 @@ export class Attempt {
       proc.stdout.on('data', (d: Buffer) => shipper.write('out', d));
       proc.stderr.on('data', (d: Buffer) => shipper.write('err', d));
       this.applyStop();
+      if (spec.maxDurationS !== undefined) {
+        const limit = spec.maxDurationS;
+        maxTimer = setTimeout(() => this.stopItself(`stopped after running longer than ${formatSeconds(limit)} (max_duration)`, shipper), limit * 1000);
+      }
+      if (ServiceWatch.needed(prepared)) {
+        service = new ServiceWatch({
+          prepared,
+          publish: (info) => this.o.onService?.(info),
+          ...(spec.idleDurationS !== undefined ? { idleDurationS: spec.idleDurationS } : {}),
+          onIdle: (reason) => this.stopItself(reason, shipper),
+        });
+        await service.start();
+      }
+      this.o.onJobStarted?.({ cwd: prepared.cwd, env: prepared.env, ports: service?.allPorts ?? [], ...(user ? { user } : {}) });
       if (saver.hasMounted) {
         // `mount: true`: save while the job runs, so that a stopped or killed job keeps its progress.
         const sync = (): void => {
@@ -156,7 +187,10 @@ export class Attempt {
       const exit = await proc.exited;
       shipper.endOutput();
       const stop = this.stopRequest;
-      const final = stop ? finalRecord('stopped', exit.code, stopReason(stop), attempt) : exitFinal(exit, attempt);
+      const final =
+        stop ? finalRecord('stopped', exit.code, stopReason(stop), attempt)
+        : this.autoStop !== undefined ? finalRecord('stopped', exit.code, this.autoStop, attempt)
+        : exitFinal(exit, attempt);
       // Forced off (a second SIGTERM, a spot notice) before it finished: what it saves is the
       // checkpoint the next attempt resumes from.
       result = this.forced && !stop && final.status !== 'done' ? { outcome: 'handed-back', reason: 'forced stop' } : { outcome: 'ended', final };
@@ -179,6 +213,8 @@ export class Attempt {
       ended = true;
       clearTimeout(stopTimer);
       clearTimeout(syncTimer);
+      clearTimeout(maxTimer);
+      await service?.stop().catch((e: unknown) => log.log('warn', 'could not stop the dev environment proxy', { error: toError(e).message }));
       signal.removeEventListener('abort', onAbort);
     }
     if (user) {
@@ -226,6 +262,14 @@ export class Attempt {
       }
       return result;
     }
+  }
+
+  /** The agent stops the job itself (max_duration, idle_duration): SIGTERM, then SIGKILL after the grace, and the reason in the log and the final status. */
+  private stopItself(reason: string, shipper: LogShipper): void {
+    if (this.autoStop !== undefined || this.stopRequest || !this.proc) return;
+    this.autoStop = reason;
+    shipper.write('err', `dstack: ${reason}\n`);
+    this.proc.stop(this.o.stopGraceMs);
   }
 
   private applyStop(): void {

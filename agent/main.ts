@@ -89,6 +89,7 @@ async function main(): Promise<number> {
     heartbeatMs: Math.max(200, (config.local.visibilityTimeoutSec * 1000) / 3),
     tickMs: 250,
     stopGraceMs: config.local.stopGraceSec * 1000,
+    ...(config.local.codeServer !== undefined ? { codeServer: config.local.codeServer } : {}),
     idleTimeoutMs: config.local.agentIdleTimeoutSec * 1000,
     maxAttempts: config.local.maxAttempts,
     jobEnv,

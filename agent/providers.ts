@@ -5,7 +5,9 @@ import { createServer } from 'node:net';
 import { JobFailedError } from '../common/errors.js';
 import { exec } from '../common/exec.js';
 import { substitute, type JobSpec } from '../common/spec/job-spec.js';
-import { RUNNABLE_PROVIDERS } from '../common/spec/schema.js';
+import { RUNNABLE_PROVIDERS, isServerProvider, type ServerProvider } from '../common/spec/schema.js';
+import { DEV_SERVERS, SERVER_TOKEN, findDevServer } from '../common/dev-tools.js';
+import { planServer, type ServerPlan } from './server.js';
 import { baseEnv as cleanBase, buildJobEnv } from './environment.js';
 
 /** What the agent runs for a job: a bash script, in a directory, with an environment. */
@@ -15,6 +17,15 @@ export interface PreparedRun {
   env: NodeJS.ProcessEnv;
   /** The Python the job runs, when one was found: the base of the venv for `requirements`. */
   interpreter?: string;
+  /** The job's ports (PORT_0…), on 127.0.0.1. */
+  ports: number[];
+  /** A dev environment's server (code, lab, notebook), started by the script's last line. */
+  server?: ServerPlan & { token: string };
+}
+
+export interface PrepareOptions {
+  /** `local.codeServer`: the code-server program when it is not on PATH. */
+  codeServer?: string;
 }
 
 
@@ -23,7 +34,14 @@ export interface PreparedRun {
  * and `pip` first on PATH), the job's environment (see environment.ts; `extraEnv` is the secrets), and
  * the script of its commands under `set -e`.
  */
-export async function prepareRun(spec: JobSpec, jobDir: string, codeDir: string, baseEnv: NodeJS.ProcessEnv, extraEnv: Record<string, string> = {}): Promise<PreparedRun> {
+export async function prepareRun(
+  spec: JobSpec,
+  jobDir: string,
+  codeDir: string,
+  baseEnv: NodeJS.ProcessEnv,
+  extraEnv: Record<string, string> = {},
+  options: PrepareOptions = {},
+): Promise<PreparedRun> {
   if (!RUNNABLE_PROVIDERS.includes(spec.provider)) {
     throw new JobFailedError(`provider \`${spec.provider}\` is not supported by this agent yet: use \`provider: bash\` or \`provider: python\``);
   }
@@ -49,8 +67,10 @@ export async function prepareRun(spec: JobSpec, jobDir: string, codeDir: string,
   }
   // `${{ run.name }}` is filled in here, so that a restarted run sees its own name.
   const vars = { 'run.name': spec.runName };
-  const ports: number[] = [];
-  for (let i = 0; i < spec.portCount; i++) ports.push(await freePort());
+  const ports = spec.fixedPorts ? await claimFixedPorts(spec.fixedPorts) : await Promise.all(Array.from({ length: spec.portCount }, () => freePort()));
+  const { [SERVER_TOKEN]: token, ...secretEnv } = extraEnv;
+  const cwd = join(codeDir, spec.workingDir);
+  const server = isServerProvider(spec.provider) ? await prepareServer(spec.provider, token, cwd, jobDir, baseEnv.PATH ?? '', options) : undefined;
   const env: NodeJS.ProcessEnv = buildJobEnv({
     // Filtered again here: whatever the caller passes, only the base variables reach the job.
     base: cleanBase(baseEnv),
@@ -59,17 +79,59 @@ export async function prepareRun(spec: JobSpec, jobDir: string, codeDir: string,
     runName: spec.runName,
     jobId: spec.jobId,
     ports,
-    extraEnv,
+    extraEnv: { ...secretEnv, ...(server?.env ?? {}) },
   });
   const script = join(jobDir, 'run.sh');
-  await writeFile(script, ['set -e', ...substitute(spec.commands, vars), ''].join('\n'));
-  const cwd = join(codeDir, spec.workingDir);
+  await writeFile(script, ['set -e', ...substitute(spec.commands, vars), ...(server ? [server.command] : []), ''].join('\n'));
   try {
     if (!(await stat(cwd)).isDirectory()) throw new Error('not a directory');
   } catch {
     throw new JobFailedError(`working_dir \`${spec.workingDir}\` does not exist in the repo: create it or fix \`working_dir\``);
   }
-  return { script, cwd, env, ...(interpreter !== undefined ? { interpreter } : {}) };
+  return { script, cwd, env, ports, ...(interpreter !== undefined ? { interpreter } : {}), ...(server ? { server } : {}) };
+}
+
+
+async function prepareServer(
+  provider: ServerProvider,
+  token: string | undefined,
+  cwd: string,
+  jobDir: string,
+  path: string,
+  options: PrepareOptions,
+): Promise<ServerPlan & { token: string }> {
+  if (token === undefined || token.length < 16) {
+    throw new JobFailedError(`the ${provider} dev environment has no token (the run secret ${SERVER_TOKEN}): submit it again with \`dstack run\``);
+  }
+  const binary = await findDevServer(provider, path, options.codeServer);
+  if (binary === undefined) {
+    const { what, install } = DEV_SERVERS[provider];
+    throw new JobFailedError(`${what} is not installed on this agent's machine: ${install}`);
+  }
+  const runtime = join(jobDir, 'server');
+  await mkdir(runtime, { recursive: true, mode: 0o700 });
+  const plan = planServer({ provider, binary, cwd, port: await freePort(), token, jobDir: runtime });
+  // Jupyter's runtime files (its connection files) and settings stay in the job's folder, not in a HOME shared by jobs.
+  if (provider !== 'code') Object.assign(plan.env, { JUPYTER_RUNTIME_DIR: join(runtime, 'runtime'), JUPYTER_DATA_DIR: join(runtime, 'data'), IPYTHONDIR: join(runtime, 'ipython') });
+  return { ...plan, token };
+}
+
+/** `ports: [8888, 6006]`: the job gets exactly these, or the attempt fails naming the one that is taken. */
+async function claimFixedPorts(ports: number[]): Promise<number[]> {
+  for (const port of ports) {
+    if (!(await portFree(port))) {
+      throw new JobFailedError(`port ${port} of \`ports\` is taken on this machine: stop what listens on it, or use \`ports: ${ports.length}\` to get free ports as $PORT_0…`);
+    }
+  }
+  return ports;
+}
+
+function portFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = createServer();
+    server.once('error', () => resolve(false));
+    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
+  });
 }
 
 /** Finds an interpreter of the requested `major.minor` (or any python3 when none is asked for). */
@@ -129,7 +191,7 @@ async function realInterpreter(bin: string): Promise<string> {
   return exe.length > 0 ? exe : bin;
 }
 
-function freePort(): Promise<number> {
+export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer();
     server.once('error', reject);

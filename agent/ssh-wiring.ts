@@ -4,23 +4,17 @@ import type { Logger } from '../common/log.js';
 import type { ServiceInfo } from '../common/runs.js';
 import type { JobSpec } from '../common/spec/job-spec.js';
 import type { InstanceMetadata } from './imds.js';
+import type { StartedJob } from './attempt.js';
 import type { JobUser } from './job-user.js';
 import { AgentSshServer, loadHostKey } from './ssh-server.js';
 
 /** What the agent's loop tells the SSH endpoint: a job is set up (its folder, environment and ports), a job ended. */
 export interface SshWiring {
   /** Lets the spec's key in for this job; returns what the attempt record publishes, or nothing when the spec has no key. */
-  jobStarted(spec: JobSpec, job: { cwd: string; env: NodeJS.ProcessEnv }): NonNullable<ServiceInfo['ssh']> | undefined;
+  jobStarted(spec: JobSpec, job: StartedJob): NonNullable<ServiceInfo['ssh']> | undefined;
   /** Closes the job's connections; no key is accepted until the next job. */
   jobEnded(): void;
   close(): Promise<void>;
-}
-
-/** The job's ports, as its environment names them (PORT_0…). */
-export function jobPorts(env: NodeJS.ProcessEnv): number[] {
-  const ports: number[] = [];
-  for (let i = 0; env[`PORT_${i}`] !== undefined; i++) ports.push(Number(env[`PORT_${i}`]));
-  return ports.filter((p) => Number.isInteger(p) && p > 0);
 }
 
 /**
@@ -39,15 +33,15 @@ export async function startSshEndpoint(o: { home: string; imds: InstanceMetadata
     const server = new AgentSshServer(key.privateKey);
     const port = await server.listen(bindHost, o.port);
     o.log.log('info', `SSH endpoint on ${bindHost}:${port} (published as ${host}:${port}), for each run's submitter key only`);
-    const user = o.user?.name ?? 'dstack';
     return {
       jobStarted: (spec, job) => {
         if (!spec.sshKey) {
           server.setJob(undefined);
           return undefined;
         }
-        server.setJob({ publicKey: spec.sshKey, allowedPorts: jobPorts(job.env), cwd: job.cwd, env: job.env, ...(o.user ? { user: o.user } : {}) });
-        return { host, port, user, hostKey: key.publicKey };
+        const user = job.user ?? o.user;
+        server.setJob({ publicKey: spec.sshKey, allowedPorts: job.ports, cwd: job.cwd, env: job.env, ...(user ? { user } : {}) });
+        return { host, port, user: user?.name ?? 'dstack', hostKey: key.publicKey };
       },
       jobEnded: () => server.setJob(undefined),
       close: () => server.close(),

@@ -43,6 +43,8 @@ export interface AgentOptions {
   secrets?: SecretStore;
   /** Jobs run under bwrap when set (`local.sandbox`). */
   sandbox?: Sandbox;
+  /** `local.codeServer`, for `provider: code`. */
+  codeServer?: string;
   /** Jobs run as this user when set (DSTACK_JOB_USER, on the agent image): see job-user.ts. */
   jobUser?: JobUser;
   /** How often `mount: true` artifacts are saved while a job runs. */
@@ -293,6 +295,7 @@ export class Agent {
       log,
       ...(this.o.clock ? { clock: this.o.clock } : {}),
     });
+    let ssh: ReturnType<NonNullable<AgentOptions['ssh']>['jobStarted']>;
     const run = new Attempt({
       store,
       spec,
@@ -308,11 +311,18 @@ export class Agent {
       deadlineFile,
       ...(this.o.sandbox ? { sandbox: this.o.sandbox } : {}),
       ...(this.o.jobUser ? { jobUser: this.o.jobUser } : {}),
-      onPrepared: (job) => {
+      ...(this.o.codeServer !== undefined ? { codeServer: this.o.codeServer } : {}),
+      onService: (info) => {
+        // Published at once, not at the next heartbeat: the CLI waits on it to print the link.
+        record.service = { ...info, ...(ssh ? { ssh } : {}) };
+        store.put(attemptKey, JSON.stringify(record)).catch((e: unknown) => log.log('warn', 'could not publish the service record', { error: toError(e).message }));
+      },
+      onJobStarted: (job) => {
+        // Where `dstack ssh` opens its shell; on EC2, the SSH endpoint now lets the submitter in.
         record.cwd = job.cwd;
-        const ssh = this.o.ssh?.jobStarted(spec, job);
-        if (ssh) record.service = { ports: record.service?.ports ?? [], ...record.service, ssh };
-        void store.put(attemptKey, JSON.stringify(record)).catch(() => undefined);
+        ssh = this.o.ssh?.jobStarted(spec, job);
+        if (ssh) record.service = { ports: [], ...record.service, ssh };
+        store.put(attemptKey, JSON.stringify(record)).catch((e: unknown) => log.log('warn', 'could not publish the job\'s folder', { error: toError(e).message }));
       },
       log,
     });
@@ -332,6 +342,7 @@ export class Agent {
     if (result.outcome === 'abandoned') return 'lease-lost';
     record.state = 'ended';
     record.endedAt = now();
+    delete record.service;
     if (result.outcome === 'handed-back') {
       record.interruption = this.interruption ?? result.reason;
       await store.put(attemptKey, JSON.stringify(record)).catch(() => undefined);

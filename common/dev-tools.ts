@@ -2,6 +2,9 @@ import { access, constants } from 'node:fs/promises';
 import { delimiter, isAbsolute, join } from 'node:path';
 import type { ServerProvider } from './spec/schema.js';
 
+/** The run secret that holds a dev environment's token: pinned by `dstack run`, read by the agent and by `ps`/`attach`. */
+export const SERVER_TOKEN = 'DSTACK_SERVER_TOKEN';
+
 /** The programs behind the dev-environment providers, and how a user gets each one. */
 export const DEV_SERVERS: Record<ServerProvider, { binary: string; what: string; install: string }> = {
   code: {

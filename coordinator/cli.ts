@@ -233,6 +233,15 @@ export function buildCli(argv: string[], deps: CliDeps): { parse: () => Promise<
       },
     )
     .command(
+      'attach <run>',
+      'Reattach to a running run: its logs, the links of its dev environment and ports (and on EC2 their SSH forwards)',
+      (y) => y.positional('run', { type: 'string', demandOption: true, describe: 'Run name' }),
+      async (a) => {
+        const { attachCommand } = await import('./commands/attach.js');
+        code = await attachCommand(await ctx(), a.run);
+      },
+    )
+    .command(
       'logs <run>',
       "Show a run's output",
       (y) =>

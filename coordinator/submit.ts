@@ -6,6 +6,9 @@ import type { JobSpec } from '../common/spec/job-spec.js';
 import type { Context } from './context.js';
 import { followRun } from './follow.js';
 import { userSshKey } from './ssh-key.js';
+import { watchLinks, type Link } from './links.js';
+import { reachFor } from './reach.js';
+import { isServerProvider } from '../common/spec/schema.js';
 import { rememberProfile } from './fleet.js';
 import { ConflictError, UsageError, toError } from '../common/errors.js';
 import type { Placement, Queue } from '../common/ports.js';
@@ -178,26 +181,120 @@ export async function attach(ctx: Context, submitted: Submitted, detach: boolean
     ctx.out.line(`Run ${name} (workflow ${workflow}): cache hit, reused the outputs of run ${submitted.cacheOf}; no commands were run.`);
     return 0;
   }
-  if (detach) {
+  const spec = submitted.record.spec;
+  const devEnv = isServerProvider(spec.provider);
+  if (detach && !devEnv) {
     ctx.out.line(`Run ${name} (workflow ${workflow}) submitted. Follow it with \`dstack logs ${name} -f\`.`);
     return 0;
   }
+  if (detach) return waitForDevLink(ctx, submitted.record);
   ctx.out.note(`Run ${name} (workflow ${workflow}) submitted. To detach, press Ctrl+C.`);
-  const { final, interrupted } = await followRun(ctx.store, repoId, name, {
-    follow: true,
-    pollMs: 20,
-    onRecord: (r) => ctx.out.raw(r.s, r.d),
-    onTick: async () => {
-      const placement = submitted.record.placement;
-      if (placement) await ensureOwnCapacity(ctx, placement, await ctx.queueFor(placement.profileId));
-    },
-    stopped: ctx.interrupted,
+  return follow(ctx, submitted.record, true);
+}
+
+/**
+ * Streams the run's output until it ends or Ctrl-C, printing each link (a dev environment's, with its
+ * token, and each port's) as soon as it answers. `dstack run` and `dstack attach` both end here.
+ */
+export async function follow(ctx: Context, record: RunRecord, reconcile: boolean): Promise<number> {
+  const { runName: name, repoId } = record;
+  const ended = deferred();
+  const reach = await reachFor(ctx, record);
+  const links = watchLinks({
+    store: ctx.store,
+    secrets: ctx.secrets,
+    repoId,
+    runName: name,
+    reach: reach.reach,
+    onLink: (link) => ctx.out.line(linkLine(record, link)),
+    stopped: Promise.race([ended.promise, ctx.interrupted]),
   });
-  if (interrupted || !final) {
-    ctx.out.note(`\nDetached; the run goes on. Reattach with \`dstack logs ${name} -f\`, stop it with \`dstack stop ${name}\`.`);
-    return 130;
+  try {
+    const { final, interrupted } = await followRun(ctx.store, repoId, name, {
+      follow: true,
+      pollMs: 20,
+      onRecord: (r) => ctx.out.raw(r.s, r.d),
+      ...(reconcile
+        ? {
+            onTick: async () => {
+              const placement = record.placement;
+              if (placement) await ensureOwnCapacity(ctx, placement, await ctx.queueFor(placement.profileId));
+            },
+          }
+        : {}),
+      stopped: ctx.interrupted,
+    });
+    if (interrupted || !final) {
+      ctx.out.note(`\nDetached; the run goes on. Reattach with \`dstack attach ${name}\`, stop it with \`dstack stop ${name}\`.`);
+      return 130;
+    }
+    if (final.status === 'done') return 0;
+    ctx.out.note(`Run ${name} ${final.status}: ${final.reason ?? ''}`);
+    return final.exitCode !== null && final.exitCode > 0 && final.exitCode < 256 ? final.exitCode : 1;
+  } finally {
+    ended.resolve();
+    await links;
+    await reach.close();
   }
-  if (final.status === 'done') return 0;
-  ctx.out.note(`Run ${name} ${final.status}: ${final.reason ?? ''}`);
-  return final.exitCode !== null && final.exitCode > 0 && final.exitCode < 256 ? final.exitCode : 1;
+}
+
+/** `dstack run -d` of a dev environment: waits until its link answers, prints it, and leaves the run going. */
+async function waitForDevLink(ctx: Context, record: RunRecord): Promise<number> {
+  const { runName: name, workflow, repoId } = record;
+  ctx.out.note(`Run ${name} (workflow ${workflow}) submitted; waiting for the dev environment to answer (Ctrl+C stops waiting, not the run).`);
+  const got = deferred<Link | undefined>();
+  const reach = await reachFor(ctx, record);
+  const watch = watchLinks({
+    store: ctx.store,
+    secrets: ctx.secrets,
+    repoId,
+    runName: name,
+    reach: reach.reach,
+    onLink: (link) => {
+      if (link.kind === 'server') got.resolve(link);
+    },
+    stopped: Promise.race([got.promise, ctx.interrupted]),
+  });
+  // The run may end before it is ready (a server that fails to start): its reason is the answer then.
+  // Capacity is reconciled meanwhile, as when following: an agent that was draining when the job was sent is replaced.
+  const finished = (async (): Promise<void> => {
+    let lastTick = Date.now();
+    while (!(await ctx.store.get(runKeys.final(repoId, name)))) {
+      if (await Promise.race([got.promise.then(() => true), ctx.interrupted.then(() => true), new Promise((r) => setTimeout(() => r(false), 250))])) return;
+      if (record.placement && Date.now() - lastTick >= 2000) {
+        lastTick = Date.now();
+        await ensureOwnCapacity(ctx, record.placement, await ctx.queueFor(record.placement.profileId)).catch(() => undefined);
+      }
+    }
+    got.resolve(undefined);
+  })();
+  void ctx.interrupted.then(() => got.resolve(undefined));
+  const link = await got.promise;
+  await Promise.all([watch, finished]);
+  await reach.close();
+  if (link) {
+    ctx.out.line(linkLine(record, link));
+    if (reach.forwarded) ctx.out.note(`The link works while a forward runs: \`dstack attach ${name}\` opens it again.`);
+    ctx.out.note(`Stop it with \`dstack stop ${name}\`; \`dstack attach ${name}\` follows its log.`);
+    return 0;
+  }
+  const final = await readJson(ctx.store, runKeys.final(repoId, name), FinalRecordSchema);
+  if (final) {
+    ctx.out.note(`Run ${name} ${final.status} before its dev environment answered: ${final.reason ?? ''}. See \`dstack logs ${name}\`.`);
+    return 1;
+  }
+  ctx.out.note(`Stopped waiting; the run goes on. \`dstack attach ${name}\` prints its link once it answers.`);
+  return 130;
+}
+
+/** One line per link: `Dev environment: URL` or `Port 6006: URL`. */
+export function linkLine(record: RunRecord, link: Link): string {
+  if (link.kind === 'server') return `${record.spec.provider === 'code' ? 'VS Code' : record.spec.provider === 'lab' ? 'JupyterLab' : 'Jupyter Notebook'} of run ${record.runName} is ready: ${link.url}`;
+  return `Port ${link.port} of run ${record.runName}: ${link.url}`;
+}
+
+function deferred<T = void>(): { promise: Promise<T>; resolve: (v: T) => void } {
+  let resolve!: (v: T) => void;
+  const promise = new Promise<T>((r) => (resolve = r));
+  return { promise, resolve };
 }

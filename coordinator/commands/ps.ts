@@ -4,6 +4,7 @@ import { isFinished, listRuns, loadRun, type RunRow, type RunView } from '../../
 import { repoInfo } from '../code-capture.js';
 import type { Context } from '../context.js';
 import { ago } from '../output.js';
+import { linksOf, reachLocal, serverToken } from '../links.js';
 import { starvedProfiles } from '../fleet.js';
 import { toError } from '../../common/errors.js';
 import { orphanGraceMs, settleOrphans } from '../../common/orphans.js';
@@ -52,7 +53,9 @@ async function listCommand(ctx: Context, o: PsOptions): Promise<number> {
         }),
       ),
     );
-    ctx.out.json(views.filter((v): v is RunView => v !== null).map(toJson));
+    const shown = views.filter((v): v is RunView => v !== null);
+    const links = await Promise.all(shown.map((v) => runLinks(ctx, v)));
+    ctx.out.json(shown.map((v, i) => ({ ...toJson(v), links: links[i] ?? [] })));
     return 0;
   }
   if (rows.length === 0) {
@@ -70,6 +73,10 @@ async function listCommand(ctx: Context, o: PsOptions): Promise<number> {
   // The fleet columns appear once any listed run has run on EC2 (or the fleet simulator).
   const fleet = rows.some((r) => r.view?.attempts.some((a) => a.instance));
   if (fleet) header.push('INSTANCE', 'HEARTBEAT', 'COST');
+  // The URL column appears once a listed run serves a dev environment or ports.
+  const urls = await Promise.all(rows.map((r) => (r.view ? runLinks(ctx, r.view) : Promise.resolve([]))));
+  const withUrl = urls.some((l) => l.length > 0);
+  if (withUrl) header.push('URL');
   header.push('REASON');
   ctx.out.table(
     header,
@@ -80,6 +87,7 @@ async function listCommand(ctx: Context, o: PsOptions): Promise<number> {
       const cells = [s.runName, s.workflow, ...(byOwner ? [owner === undefined ? '-' : ownerLabel(owner)] : [])];
       cells.push(ago(s.submittedAt, now), capitalize(status), attempt === 0 ? '-' : `${attempt} of ${s.maxAttempts}`);
       if (fleet) cells.push(...fleetCells(view, status, now));
+      if (withUrl) cells.push((urls[rows.indexOf(row)] ?? []).map((l) => l.url).join(' ') || '-');
       cells.push(view?.final?.reason ?? s.ended?.reason ?? '');
       return cells;
     }),
@@ -156,6 +164,21 @@ function toJson(r: RunView): Record<string, unknown> {
     attempts: r.attempts,
     spec: r.record.spec,
   };
+}
+
+/**
+ * The links of a running run: its dev environment's (token included) and its open ports'. A job on
+ * EC2 is reached through an SSH forward, which only `dstack attach` holds open: its link says so.
+ */
+async function runLinks(ctx: Context, view: RunView): Promise<Array<{ kind: string; port: number; url: string }>> {
+  const last = view.attempts[view.attempts.length - 1];
+  if (view.final || last?.state !== 'running' || !last.service) return [];
+  if (last.service.ssh) {
+    const ports = [...(last.service.server?.ready ? [last.service.server.port] : []), ...last.service.ports.filter((p) => p.open).map((p) => p.port)];
+    return ports.map((port) => ({ kind: port === last.service?.server?.port ? 'server' : 'port', port, url: `(dstack attach ${view.record.runName})` }));
+  }
+  const token = last.service.server ? await serverToken(ctx.secrets, view.record.repoId, view.record.runName).catch(() => undefined) : undefined;
+  return linksOf(last.service, token, reachLocal);
 }
 
 function capitalize(s: string): string {

@@ -12,7 +12,9 @@ import { applyOverrides, type Overrides } from '../overrides.js';
 import { attach, checkTagName, submitRun, tagTaken } from '../submit.js';
 import { formatBytes, formatTable } from '../output.js';
 import { didYouMean } from '../workflow-names.js';
-import { bareEnvNames, pinBareEnv } from '../run-secrets.js';
+import { bareEnvNames, pinBareEnv, withServerToken } from '../run-secrets.js';
+import { randomBytes } from 'node:crypto';
+import { isServerProvider } from '../../common/spec/schema.js';
 
 const formatMiB = (mib: number): string => formatBytes(mib * 2 ** 20);
 
@@ -52,10 +54,15 @@ export async function runCommand(ctx: Context, o: RunOptions): Promise<number> {
       `${located.file}:${located.line}: workflow \`${o.workflow}\` has \`provider: ${provider}\`, which this version of dstack cannot run yet (it runs ${RUNNABLE_PROVIDERS.slice(0, -1).join(', ')} and ${RUNNABLE_PROVIDERS.at(-1) ?? ''}): \`dstack run ${o.workflow} --dry-run\` shows its job spec`,
     );
   }
+  // A dev environment's token: a fresh random value per run, kept in the secret store like a bare env value.
+  const token = isServerProvider(provider) && !o.dryRun ? randomBytes(24).toString('base64url') : undefined;
   const pinned = (runName: string, jobId: string, code: Parameters<typeof buildJobSpec>[0]['code']) =>
-    pinBareEnv(
-      applyOverrides(buildJobSpec({ located, repoId: info.repoId, runName, jobId, args: o.args, shellEnv: ctx.shellEnv, code, now: new Date() }), o.overrides, ctx.shellEnv),
-      bare,
+    withServerToken(
+      pinBareEnv(
+        applyOverrides(buildJobSpec({ located, repoId: info.repoId, runName, jobId, args: o.args, shellEnv: ctx.shellEnv, code, now: new Date() }), o.overrides, ctx.shellEnv),
+        bare,
+      ),
+      token,
     );
   const base = (runName: string, jobId: string, code: Parameters<typeof buildJobSpec>[0]['code']) => pinned(runName, jobId, code).spec;
   const captured = await captureCode(info, { untrackedWarnBytes: ctx.config.local.untrackedWarnBytes, warn: (line) => ctx.out.note(line) });
@@ -83,6 +90,9 @@ export async function runCommand(ctx: Context, o: RunOptions): Promise<number> {
     return 0;
   }
   if (o.tag) await checkTag(ctx, info.repoId, o.tag, o.force ?? false);
+  if (token !== undefined && !ctx.secrets) {
+    throw new UsageError(`workflow \`${o.workflow}\` is a dev environment, whose token is kept in the secret store, and this backend has none`);
+  }
   if (bare.size > 0 && !ctx.secrets) {
     throw new UsageError(`env ${[...bare].join(', ')} of workflow \`${o.workflow}\`: a bare env name is kept as a secret of the run, and this backend has no secret store; give a value (\`NAME=value\`) instead`);
   }
