@@ -10,6 +10,11 @@ import { sshCommand, type SshTerminal } from '../../coordinator/commands/ssh.js'
 import { stopCommand } from '../../coordinator/commands/stop.js';
 import { connectSsh, forwardPort } from '../../coordinator/ssh-forward.js';
 import { userSshKey } from '../../coordinator/ssh-key.js';
+import { openSecretsManager } from '../../common/aws/secrets-manager.js';
+import { httpGetFollowing } from '../../coordinator/links.js';
+import { reachFor } from '../../coordinator/reach.js';
+import { SecretsManagerFake } from '../support/secrets-manager-fake.js';
+import { requireTool } from '../support/tools.js';
 import { dstack, makeRepo, removeAll, tempDir, waitFor, withRepoAndHome } from '../support/cli.js';
 import { coordinatorContext, submit, waitForRun } from '../support/coordinator.js';
 import { startEmulator, uniqueName, type Emulator } from '../support/fauxqs.js';
@@ -21,14 +26,16 @@ const WORKFLOWS = `workflows:
     ports: 1
     commands:
       - python3 -m http.server $PORT_0 --bind 127.0.0.1
+  - name: nb
+    provider: notebook
 `;
 
-const configYaml = (endpoint: string, bucket: string, prefix: string, sshPort: number): string => `backend: aws
+const configYaml = (endpoint: string, sm: string, bucket: string, prefix: string, sshPort: number): string => `backend: aws
 aws:
   region: us-east-1
   bucket: ${bucket}
   queuePrefix: ${prefix}
-  endpoints: { sqs: "${endpoint}", s3: "${endpoint}", sts: "${endpoint}" }
+  endpoints: { sqs: "${endpoint}", s3: "${endpoint}", sts: "${endpoint}", secretsmanager: "${sm}" }
   agents: ec2
   maxInstances: 2
   sshPort: ${sshPort}
@@ -62,6 +69,7 @@ function pipeTerminal(): SshTerminal & { text: () => string } {
 describe('e2e: SSH to a job on a simulated EC2 instance (its own 127.0.0.N, the agent\'s SSH endpoint)', function () {
   this.timeout(120_000);
   let emulator: Emulator;
+  const secretsManager = new SecretsManagerFake();
   let repo: string;
   let home: string;
   let sim: FleetSimulator;
@@ -78,7 +86,10 @@ describe('e2e: SSH to a job on a simulated EC2 instance (its own 127.0.0.N, the 
       maxInstances: 2,
       env: { AWS_ACCESS_KEY_ID: 'test', AWS_SECRET_ACCESS_KEY: 'test', AWS_REGION: 'us-east-1' },
     });
-    ctx = await coordinatorContext({ configYaml: configYaml(emulator.endpoint, uniqueName('ssh'), uniqueName('s'), sshPort), home, cwd: repo, compute: sim });
+    const sm = await secretsManager.start();
+    const base = await coordinatorContext({ configYaml: configYaml(emulator.endpoint, sm, uniqueName('ssh'), uniqueName('s'), sshPort), home, cwd: repo, compute: sim });
+    // The dev environment's token is a secret of the run, in Secrets Manager, as `dstack run` keeps it on AWS.
+    ctx = { ...base, secrets: openSecretsManager(base.config.aws) };
   });
   afterEach(function () {
     if (this.currentTest?.state === 'failed') for (const i of sim.launched) process.stderr.write(`--- ${i.id} (${i.address})\n${i.output}`);
@@ -86,6 +97,7 @@ describe('e2e: SSH to a job on a simulated EC2 instance (its own 127.0.0.N, the 
   after(async () => {
     await sim.shutdown();
     await emulator.stop();
+    await secretsManager.stop();
     removeAll(repo, home);
   });
 
@@ -146,6 +158,33 @@ describe('e2e: SSH to a job on a simulated EC2 instance (its own 127.0.0.N, the 
     } finally {
       await fwd.close();
       client.end();
+    }
+  });
+
+  it('a notebook on instance N: `dstack run -d` prints a localhost link through the forward, and attach forwards it again', async function () {
+    requireTool(this, 'jupyter-notebook');
+    const submitted = await submit(ctx, 'nb');
+    const link = /is ready: (http\S+)/.exec(ctx.out.text())?.[1] ?? '';
+    expect(link, ctx.out.text()).to.match(/^http:\/\/localhost:\d+\/tree\?token=[A-Za-z0-9_-]{32}$/);
+    const view = await waitForRun(ctx.store, repo, submitted, (v) => v.attempts[0]?.service?.server?.ready === true, 10_000, 'the notebook');
+    const instance = sim.launched.find((i) => i.id === view.attempts[0]?.agentId);
+    expect(view.attempts[0]?.service?.ssh?.host).to.equal(instance?.address);
+    // The server listens on the instance's loopback only, not on its address.
+    const serverPort = view.attempts[0]?.service?.server?.port ?? 0;
+    const direct = await fetch(`http://${instance?.address ?? ''}:${serverPort}/`).then((r) => r.status, () => 0);
+    expect(direct).to.equal(0);
+    // `dstack run -d` has returned: its forward is closed. Attach's reach forwards again.
+    const { reach, forwarded, close } = await reachFor(ctx, view.record);
+    try {
+      expect(forwarded).to.equal(true);
+      const at = await reach(serverPort);
+      const token = new URL(link).searchParams.get('token') ?? '';
+      expect(await httpGetFollowing(`http://${at?.host ?? ''}:${at?.port ?? 0}/tree?token=${token}`)).to.equal(200);
+      const listing = await fetch(`http://${at?.host ?? ''}:${at?.port ?? 0}/api/contents?token=${token}`).then((r) => r.text());
+      expect(listing).to.include('marker-file.txt');
+    } finally {
+      await close();
+      await stopCommand(ctx, { run: submitted, all: false, abort: false, yes: true, force: false });
     }
   });
 });
