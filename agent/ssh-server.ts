@@ -88,12 +88,16 @@ export class AgentSshServer {
     client.on('ready', () => {
       client.on('tcpip', (accept, reject, info) => {
         const local = info.destIP === '127.0.0.1' || info.destIP === 'localhost';
-        if (!job || job !== this.job?.spec || !local || !job.allowedPorts.includes(info.destPort)) return reject();
-        const channel = accept();
-        const socket = connect(info.destPort, '127.0.0.1');
-        socket.on('error', () => channel.close());
-        channel.on('error', () => socket.destroy());
-        socket.pipe(channel).pipe(socket);
+        if (!job || job !== this.job?.spec || !local) return reject();
+        const current = job;
+        void this.mayForward(current, info.destPort).then((ok) => {
+          if (!ok || current !== this.job?.spec) return reject();
+          const channel = accept();
+          const socket = connect(info.destPort, '127.0.0.1');
+          socket.on('error', () => channel.close());
+          channel.on('error', () => socket.destroy());
+          socket.pipe(channel).pipe(socket);
+        });
       });
       client.on('session', (accept) => {
         const session = accept();
@@ -110,6 +114,16 @@ export class AgentSshServer {
         });
       });
     });
+  }
+
+  /**
+   * A forward may reach the job's ports, and, when jobs run as their own user, a port that a process
+   * of that user listens on (what VS Code's Remote-SSH starts from the shell); never a port of the
+   * agent's own user, which the job user could not open.
+   */
+  private async mayForward(job: SshJob, port: number): Promise<boolean> {
+    if (job.allowedPorts.includes(port)) return true;
+    return job.user !== undefined && (await loopbackListeners(port)).includes(job.user.uid);
   }
 
   /** The current job when `ctx` is a public-key login with its key (and, when signed, a valid signature). */
@@ -148,6 +162,24 @@ export class AgentSshServer {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGHUP');
     });
   }
+}
+
+/** The uids of the sockets listening on `port` on loopback or on every address (/proc/net/tcp and tcp6). */
+export async function loopbackListeners(port: number, files = ['/proc/net/tcp', '/proc/net/tcp6']): Promise<number[]> {
+  const uids: number[] = [];
+  // Addresses as the kernel prints them: 127.0.0.1, 0.0.0.0, ::1, :: and ::ffff:127.0.0.1.
+  const loopback = new Set(['0100007F', '00000000', '00000000000000000000000001000000', '00000000000000000000000000000000', '0000000000000000FFFF00000100007F']);
+  for (const file of files) {
+    const text = await readFile(file, 'utf8').catch(() => '');
+    for (const line of text.split('\n').slice(1)) {
+      const f = line.trim().split(/\s+/);
+      const [address, hexPort] = (f[1] ?? '').split(':');
+      // State 0A: LISTEN.
+      if (f[3] !== '0A' || address === undefined || !loopback.has(address) || parseInt(hexPort ?? '', 16) !== port) continue;
+      uids.push(Number(f[7]));
+    }
+  }
+  return uids;
 }
 
 /**

@@ -4,7 +4,7 @@ import { Socket, createServer, type AddressInfo, type Server } from 'node:net';
 import { join } from 'node:path';
 import ssh2 from 'ssh2';
 import type { Client } from 'ssh2';
-import { AgentSshServer, loadHostKey } from '../../agent/ssh-server.js';
+import { AgentSshServer, loadHostKey, loopbackListeners } from '../../agent/ssh-server.js';
 import { connectSsh, forwardPort, forwardService, type SshEndpoint } from '../../coordinator/ssh-forward.js';
 import { userSshKey } from '../../coordinator/ssh-key.js';
 import { sshConfigBlock } from '../../coordinator/commands/ssh.js';
@@ -143,6 +143,40 @@ describe('SSH: the agent\'s endpoint and the CLI\'s forward (ssh2 on both sides)
     } finally {
       other.server.close();
     }
+  });
+
+  it("forwards to a port the job's user listens on (VS Code's Remote-SSH server), when jobs run as their own user", async () => {
+    const other = await echoServer();
+    const me = { name: 'me', uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, home: dir };
+    // The listener is this process's: the job user here.
+    expect(await loopbackListeners(other.port)).to.deep.equal([me.uid]);
+    server.setJob({ publicKey: userKey.publicKey, allowedPorts: [echo.port], cwd: join(dir, 'job'), env: {}, user: me });
+    const c = await connect();
+    const f = await forwardPort(c, other.port, 0);
+    try {
+      expect(await ask(f.localPort, 'vscode')).to.equal('echo:vscode');
+    } finally {
+      await f.close();
+      other.server.close();
+    }
+    // Nobody listens on a closed port: refused, user or not.
+    expect(await loopbackListeners(other.port)).to.deep.equal([]);
+  });
+
+  it('reads the listeners of a port from /proc/net/tcp: loopback or any address, LISTEN only', async () => {
+    const file = join(dir, 'tcp');
+    writeFileSync(
+      file,
+      [
+        '  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode',
+        '   0: 0100007F:22B8 00000000:0000 0A 00000000:00000000 00:00000000 00000000   998        0 1 1 0 100 0 0 10 0',
+        '   1: 00000000:22B8 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 2 1 0 100 0 0 10 0',
+        '   2: 0A00000F:22B8 00000000:0000 0A 00000000:00000000 00:00000000 00000000     5        0 3 1 0 100 0 0 10 0',
+        '   3: 0100007F:22B8 0100007F:871E 01 00000000:00000000 00:00000000 00000000     7        0 4 1 0 100 0 0 10 0',
+        '',
+      ].join('\n'),
+    );
+    expect(await loopbackListeners(8888, [file])).to.deep.equal([998, 0]);
   });
 
   it('refuses an agent whose host key is not the one its attempt published', async () => {
