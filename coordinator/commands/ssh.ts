@@ -38,6 +38,9 @@ export async function sshCommand(ctx: Context, o: SshOptions, terminal: SshTermi
     return 0;
   }
   const ssh = attempt.service?.ssh;
+  if (!ssh && !view.record.spec.sshKey) {
+    throw new ConflictError(`run ${o.run} was submitted without an SSH key (by an older dstack, or with \`aws.agents: local\`): restart it with \`dstack restart ${o.run}\` to reach it`);
+  }
   if (!ssh) {
     throw new ConflictError(`run ${o.run}: its agent (${attempt.agentId}) publishes no SSH endpoint: it is older than this CLI, or was started with \`aws.sshPort: 0\``);
   }

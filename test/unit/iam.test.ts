@@ -298,6 +298,8 @@ describe('IAM: the agent writes only where it must, the fleet launches only tagg
   });
 
   it("the SSH port's rules change only on the fleet's own security group (tagged dstack:role=agent when it was made)", () => {
+    expect(grants('coordinator-policy.json', { action: 'ec2:CreateSecurityGroup', context: { 'aws:RequestTag/dstack:role': 'agent' } })).to.equal(true);
+    expect(grants('coordinator-policy.json', { action: 'ec2:CreateSecurityGroup', context: {} })).to.equal(false);
     expect(grants('coordinator-policy.json', { action: 'ec2:CreateTags', context: { 'ec2:CreateAction': 'CreateSecurityGroup' } })).to.equal(true);
     for (const action of ['ec2:AuthorizeSecurityGroupIngress', 'ec2:RevokeSecurityGroupIngress']) {
       expect(grants('coordinator-policy.json', { action, context: { 'aws:ResourceTag/dstack:role': 'agent' } }), `${action} on the fleet's group`).to.equal(true);
