@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { timingSafeEqual } from 'node:crypto';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, readlink, writeFile } from 'node:fs/promises';
 import { connect, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import ssh2 from 'ssh2';
@@ -106,11 +106,17 @@ export class AgentSshServer {
           pty = info;
           acceptPty?.();
         });
+        let child: ChildProcess | undefined;
         session.on('shell', (acceptShell) => {
-          if (job) this.shell(acceptShell(), job, pty, undefined);
+          if (job) child = this.shell(acceptShell(), job, pty, undefined);
         });
         session.on('exec', (acceptExec, _reject, info) => {
-          if (job) this.shell(acceptExec(), job, pty, info.command);
+          if (job) child = this.shell(acceptExec(), job, pty, info.command);
+        });
+        // The terminal was resized: so is the shell's pty, which signals its foreground job (SIGWINCH).
+        session.on('window-change', (acceptChange, _reject, info) => {
+          acceptChange?.();
+          if (child?.pid !== undefined && pty) void resizePty(child.pid, info.rows, info.cols);
         });
       });
     });
@@ -140,7 +146,7 @@ export class AgentSshServer {
    * bash in the job's folder with the job's environment, as the job's user. With a pty requested
    * (an interactive `dstack ssh`), util-linux `script` gives bash a terminal of the client's size.
    */
-  private shell(channel: ServerChannel, job: SshJob, pty: PseudoTtyInfo | undefined, command: string | undefined): void {
+  private shell(channel: ServerChannel, job: SshJob, pty: PseudoTtyInfo | undefined, command: string | undefined): ChildProcess {
     const env: NodeJS.ProcessEnv = { ...job.env, ...(pty ? { TERM: pty.term || 'xterm' } : {}) };
     const bash = command === undefined ? 'exec bash -i' : `exec bash -c ${shellQuote(command)}`;
     const [file, args] = pty
@@ -161,6 +167,24 @@ export class AgentSshServer {
     channel.on('close', () => {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGHUP');
     });
+    return child;
+  }
+}
+
+/**
+ * Sets the size of the pty that `script` (pid `scriptPid`) made for the shell: the terminal of its
+ * child (its fd 0), found in /proc, gets `stty rows cols`, and the kernel sends SIGWINCH.
+ */
+async function resizePty(scriptPid: number, rows: number, cols: number): Promise<void> {
+  for (const pid of await readdir('/proc').catch(() => [] as string[])) {
+    if (!/^\d+$/.test(pid)) continue;
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+    // The parent pid is the second field after the command name, which may hold spaces: read after its `)`.
+    if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) !== scriptPid) continue;
+    const tty = await readlink(`/proc/${pid}/fd/0`).catch(() => '');
+    if (!/^\/dev\/pts\/\d+$/.test(tty)) continue;
+    spawn('stty', ['-F', tty, 'rows', String(rows), 'cols', String(cols)], { stdio: 'ignore' }).on('error', () => undefined);
+    return;
   }
 }
 

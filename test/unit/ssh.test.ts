@@ -10,7 +10,7 @@ import { userSshKey } from '../../coordinator/ssh-key.js';
 import { sshConfigBlock } from '../../coordinator/commands/ssh.js';
 import { configCommand, type ConfigOptions } from '../../coordinator/commands/config.js';
 import { captureOutput } from '../support/coordinator.js';
-import { removeAll, tempDir } from '../support/cli.js';
+import { removeAll, tempDir, waitFor } from '../support/cli.js';
 
 /** A TCP server on 127.0.0.1 that answers each line with `echo:LINE`. */
 async function echoServer(): Promise<{ server: Server; port: number }> {
@@ -184,6 +184,28 @@ describe('SSH: the agent\'s endpoint and the CLI\'s forward (ssh2 on both sides)
     const e = await connect(userKey.privateKey, wrong).catch((x: unknown) => x as Error);
     expect(e).to.be.instanceOf(Error);
     expect((e as Error).message).to.match(/^SSH to the agent at 127\.0\.0\.1:\d+: /);
+  });
+
+  it('gives an interactive shell a terminal of the client\'s size, and resizes it with the client\'s window', async () => {
+    const c = await connect();
+    const ch = await new Promise<import('ssh2').ClientChannel>((resolve, reject) =>
+      c.shell({ term: 'xterm', rows: 24, cols: 80 }, (err, channel) => (err ? reject(err) : resolve(channel))),
+    );
+    let seen = '';
+    ch.on('data', (d: Buffer) => (seen += d.toString()));
+    // A line of the terminal's output, after the echo of the command and bash's escapes.
+    const line = (text: string): RegExp => new RegExp(`[\\r\\n]${text}\\r\\n`);
+    ch.write('tty; stty size\n');
+    await waitFor(() => (line('24 80').test(seen) ? true : undefined), 10_000, 'the first size');
+    expect(seen).to.match(/\/dev\/pts\/\d+/);
+    ch.setWindow(50, 120, 0, 0);
+    // Asked again until the resize has landed (it is applied by a process of its own).
+    await waitFor(async () => {
+      ch.write('stty size\n');
+      await new Promise((r) => setTimeout(r, 100));
+      return line('50 120').test(seen) ? true : undefined;
+    }, 10_000, 'the new size');
+    ch.end('exit\n');
   });
 
   it('closes the sessions when the job ends', async () => {
