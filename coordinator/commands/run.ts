@@ -13,6 +13,7 @@ import { attach, checkTagName, submitRun, tagTaken } from '../submit.js';
 import { formatBytes, formatTable } from '../output.js';
 import { didYouMean } from '../workflow-names.js';
 import { bareEnvNames, pinBareEnv } from '../run-secrets.js';
+import { refuseWhatThisMachineCannotRun } from '../capability.js';
 
 const formatMiB = (mib: number): string => formatBytes(mib * 2 ** 20);
 
@@ -82,6 +83,7 @@ export async function runCommand(ctx: Context, o: RunOptions): Promise<number> {
     }
     return 0;
   }
+  await refuseWhatThisMachineCannotRun(ctx, `${located.file}:${located.line}`, probe);
   if (o.tag) await checkTag(ctx, info.repoId, o.tag, o.force ?? false);
   if (bare.size > 0 && !ctx.secrets) {
     throw new UsageError(`env ${[...bare].join(', ')} of workflow \`${o.workflow}\`: a bare env name is kept as a secret of the run, and this backend has no secret store; give a value (\`NAME=value\`) instead`);
