@@ -83,7 +83,6 @@ export async function runCommand(ctx: Context, o: RunOptions): Promise<number> {
     }
     return 0;
   }
-  await refuseWhatThisMachineCannotRun(ctx, `${located.file}:${located.line}`, probe);
   if (o.tag) await checkTag(ctx, info.repoId, o.tag, o.force ?? false);
   if (bare.size > 0 && !ctx.secrets) {
     throw new UsageError(`env ${[...bare].join(', ')} of workflow \`${o.workflow}\`: a bare env name is kept as a secret of the run, and this backend has no secret store; give a value (\`NAME=value\`) instead`);
@@ -91,6 +90,7 @@ export async function runCommand(ctx: Context, o: RunOptions): Promise<number> {
   const pinnedDeps = await resolveDeps(ctx.store, info.repoId, probe.deps);
   // An impossible resource request (or a missing agent image) is refused before the code is uploaded.
   const placement = await ctx.compute.plan(probe.resources);
+  await refuseWhatThisMachineCannotRun(ctx, `${located.file}:${located.line}`, probe);
   await captured.upload(ctx.store);
   const code = captured.ref;
   const submitted = await submitRun(ctx, {
