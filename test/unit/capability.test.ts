@@ -108,7 +108,6 @@ describe('run: refused at submit when the local agents of this machine cannot ru
     expect(r.error, `exited ${String(r.code)}`).to.be.instanceOf(UsageError);
     const message = (r.error as Error).message;
     expect(message.split('\n'), message).to.have.length(1);
-    if (process.env.SHOW) process.stderr.write(`${message}\n`);
     return message;
   }
 
