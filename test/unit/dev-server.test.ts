@@ -94,7 +94,7 @@ describe('dev environments: the authenticating proxy in front of code-server', (
     const ok = await fetch(`http://127.0.0.1:${port}/static/x.js`, { headers: { cookie: `other=1; dstack-token=${token}` } });
     expect(ok.status).to.equal(200);
     expect(await ok.text()).to.equal('upstream /static/x.js');
-    for (const headers of [{}, { cookie: `dstack-token=${'b'.repeat(32)}` }, { cookie: `dstack-token=${token}x` }]) {
+    for (const headers of [{}, { cookie: `dstack-token=${'b'.repeat(32)}` }, { cookie: `dstack-token=${token}x` }] as Array<Record<string, string>>) {
       const res = await fetch(`http://127.0.0.1:${port}/static/x.js`, { headers });
       expect(res.status).to.equal(401);
     }
