@@ -97,7 +97,8 @@ export class Attempt {
     const { store, spec, attempt, jobDir, signal, log } = this.o;
     const { repoId, runName } = spec;
     const shipper = new LogShipper(store, (seq) => runKeys.logChunk(repoId, runName, attempt, seq));
-    const codeDir = join(jobDir, 'code');
+    // Named after the repo, as a clone would be: what a dev environment's explorer and file tree show.
+    const codeDir = join(jobDir, 'repo', repoDirName(repoId));
     const saver = new ArtifactSaver(store, spec, codeDir);
     const onAbort = (): void => this.proc?.abort();
     signal.addEventListener('abort', onAbort, { once: true });
@@ -295,6 +296,13 @@ async function absoluteArtifactDirs(spec: JobSpec): Promise<string[]> {
     if (top !== undefined && !made.some((m) => top.startsWith(`${m}/`))) made.push(top);
   }
   return made;
+}
+
+/** The repo's folder name from its id: `github.com/acme/mnist` → `mnist`, `local/mnist-0123456789` → `mnist`. */
+export function repoDirName(repoId: string): string {
+  const last = repoId.split('/').pop() ?? '';
+  const name = repoId.startsWith('local/') ? last.replace(/-[0-9a-f]{10}$/, '') : last;
+  return /^[A-Za-z0-9_][A-Za-z0-9._-]*$/.test(name) ? name : 'code';
 }
 
 /** Retries of the final save after a transport error: 1 + 2 + 4 + 8 s, within any lease. */

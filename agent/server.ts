@@ -118,6 +118,8 @@ export function probeOnce(probe: ServerPlan['probe'], timeoutMs = 2000): Promise
 export class CodeAuthProxy {
   private readonly server: Server;
   private readonly proxy;
+  /** Upgraded (WebSocket) connections: the HTTP server no longer tracks them, and close must end them. */
+  private readonly upgraded = new Set<Duplex>();
 
   constructor(
     private readonly socketPath: string,
@@ -136,6 +138,8 @@ export class CodeAuthProxy {
         socket.end('HTTP/1.1 401 Unauthorized\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
         return;
       }
+      this.upgraded.add(socket);
+      socket.once('close', () => this.upgraded.delete(socket));
       this.proxy.ws(req, socket, head);
     });
   }
@@ -150,7 +154,9 @@ export class CodeAuthProxy {
     });
   }
 
+  /** Stops listening and ends every connection, WebSockets included (a browser tab left open must not hold the job's end). */
   async close(): Promise<void> {
+    for (const socket of this.upgraded) socket.destroy();
     this.server.closeAllConnections();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
     this.proxy.close();

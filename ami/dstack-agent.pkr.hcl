@@ -1,6 +1,7 @@
 # The dstack agent's machine image: AWS's Deep Learning Base AMI (NVIDIA driver, CUDA, Docker)
-# plus Node 20, the agent bundle, Miniforge with one env per Python version, a shared pip cache and
-# the dstack-agent systemd unit. A spot instance started from it takes jobs seconds after boot.
+# plus Node 20, the agent bundle, Miniforge with one env per Python version, a shared pip cache,
+# the dev environments' servers (code-server, JupyterLab, the Notebook) and the dstack-agent systemd
+# unit. A spot instance started from it takes jobs seconds after boot.
 #
 # Built by scripts/build-ami.sh (which builds the agent bundle first and passes region, subnet and
 # version). Written for Packer 1.6 (amazon-ebs built in, no `packer init`); see ami/README.md.
@@ -93,7 +94,7 @@ source "amazon-ebs" "agent" {
   }
 
   ami_name        = local.ami_name
-  ami_description = "dstack agent ${var.version}: Deep Learning Base AMI + Node 20, Miniforge (Python 3.7-3.11), dstack-agent.service"
+  ami_description = "dstack agent ${var.version}: Deep Learning Base AMI + Node 20, Miniforge (Python 3.7-3.11), code-server, JupyterLab, Notebook, dstack-agent.service"
   tags            = local.image_tags
   snapshot_tags   = local.image_tags
   run_tags = {
@@ -118,6 +119,12 @@ build {
   provisioner "file" {
     source      = "${local.bundle_dir}/"
     destination = "${local.remote_dir}/agent-bundle"
+  }
+
+  # install-dev-servers.sh installs code-server with the same script CI uses.
+  provisioner "file" {
+    source      = "${path.root}/../scripts/install-code-server.sh"
+    destination = "${local.remote_dir}/install-code-server.sh"
   }
 
   # provision.sh checks that the uploaded bundle is the version the image is named after.

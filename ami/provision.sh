@@ -8,7 +8,8 @@
 #   DSTACK_AMI_OFFLINE_DIR  the offline switch: download nothing, take inputs from this dir (README)
 #   DSTACK_AGENT_VERSION    when set, the bundle's VERSION must equal it (the image is named after it)
 #   DSTACK_AGENT_BUNDLE_DIR the bundle (default: agent-bundle/ next to this script)
-#   DSTACK_NODE_VERSION, DSTACK_PYTHON_VERSIONS, DSTACK_PIP_PREWARM: see the step scripts
+#   DSTACK_NODE_VERSION, DSTACK_PYTHON_VERSIONS, DSTACK_PIP_PREWARM, DSTACK_CODE_SERVER_VERSION,
+#   DSTACK_JUPYTERLAB_VERSION, DSTACK_NOTEBOOK_VERSION: see the step scripts
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -42,7 +43,7 @@ if ((${#missing[@]} > 0)); then
   fi
 fi
 
-for step in install-node.sh install-agent.sh install-conda.sh install-docker.sh install-job-user.sh; do
+for step in install-node.sh install-agent.sh install-conda.sh install-dev-servers.sh install-docker.sh install-job-user.sh; do
   log "== $step"
   bash "$here/$step"
 done

@@ -4,6 +4,7 @@ import { isOthers } from '../../common/owner.js';
 import { repoInfo } from '../code-capture.js';
 import type { Context } from '../context.js';
 import { attach, submitRun } from '../submit.js';
+import { refuseWhatThisMachineCannotRun } from '../capability.js';
 
 export interface RestartOptions {
   run: string;
@@ -28,6 +29,7 @@ export async function restartCommand(ctx: Context, o: RestartOptions): Promise<n
       throw new UsageError(`run ${record.runName} belongs to ${record.owner} and pins values from their shell (${pinned.join(', ')}): add --force to restart it with those values anyway`);
     }
   }
+  await refuseWhatThisMachineCannotRun(ctx, `run ${record.runName}`, record.spec);
   const runSecrets: Record<string, string> = {};
   for (const name of pinned) {
     const value = ctx.secrets ? await ctx.secrets.get({ repoId: record.repoId, runName: record.runName }, name) : undefined;

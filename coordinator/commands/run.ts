@@ -15,6 +15,7 @@ import { didYouMean } from '../workflow-names.js';
 import { bareEnvNames, pinBareEnv, withServerToken } from '../run-secrets.js';
 import { randomBytes } from 'node:crypto';
 import { isServerProvider } from '../../common/spec/schema.js';
+import { refuseWhatThisMachineCannotRun } from '../capability.js';
 
 const formatMiB = (mib: number): string => formatBytes(mib * 2 ** 20);
 
@@ -99,6 +100,7 @@ export async function runCommand(ctx: Context, o: RunOptions): Promise<number> {
   const pinnedDeps = await resolveDeps(ctx.store, info.repoId, probe.deps);
   // An impossible resource request (or a missing agent image) is refused before the code is uploaded.
   const placement = await ctx.compute.plan(probe.resources);
+  await refuseWhatThisMachineCannotRun(ctx, `${located.file}:${located.line}`, probe);
   await captured.upload(ctx.store);
   const code = captured.ref;
   const submitted = await submitRun(ctx, {

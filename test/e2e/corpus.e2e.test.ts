@@ -12,7 +12,8 @@ interface Runnable {
   env?: Record<string, string>;
   files?: Record<string, string>;
   expect: RegExp;
-  failsWith?: RegExp;
+  /** Refused at submit (exit 2, one line), as a workflow this machine can't run is. */
+  refusedWith?: RegExp;
 }
 
 /** Our own fixtures (file:workflow) that run here. */
@@ -42,10 +43,10 @@ const SHARED_RUNNABLE: Record<string, Runnable> = {
   'dstackai-dstack-examples__f8c6f11__8.yaml:hello': { expect: /^Hello, world!$/m },
   'dstackai-dstack-examples__f8c6f11__7.yaml:hello-env': { expect: /^DSTACK_ENV_2=VAL2$/m },
   'dstackai-dstack-examples__f8c6f11__11.yaml:local-hello': { expect: /^Hello, world!$/m },
-  // Python 3.7 is there on machines with pyenv's 3.7; elsewhere the run must fail saying so.
+  // Python 3.7 is there on machines with pyenv's 3.7; elsewhere `dstack run` must refuse it at submit, saying so.
   'dstackai-dstack-examples__f8c6f11__10.yaml:python-version': HAS_PY37
     ? { expect: /^Python 3\.7\.\d+$/m }
-    : { expect: /^$/, failsWith: /Python 3\.7 is not installed on this agent/ },
+    : { expect: /^$/, refusedWith: /asks for `python: 3\.7`, which no interpreter on this machine provides/ },
   'dstackai-dstack__0391aa1d7__1.yaml:hello': { files: { 'examples/hello/main.py': 'print("Hello from the python provider")\n' }, expect: /^Hello from the python provider$/m },
   'dstackai-dstack-examples__f8c6f11__2.yaml:print-args': {
     args: ['-l', 'Hello, world!'],
@@ -82,9 +83,10 @@ function corpusSuite(title: string, files: CorpusFile[], runnable: Record<string
             for (const name of names.filter((n) => runs(n))) {
               const spec = runs(name)!;
               const r = await dstack(['run', name, ...(spec.args ?? [])], { cwd: repo, home, ...(spec.env ? { env: spec.env } : {}) });
-              if (spec.failsWith) {
-                expect(r.code).to.equal(1);
-                expect(r.stderr).to.match(spec.failsWith);
+              if (spec.refusedWith) {
+                expect(r.code).to.equal(2);
+                expect(r.stderr.trimEnd().split('\n')).to.have.length(1);
+                expect(r.stderr).to.match(spec.refusedWith);
                 continue;
               }
               expect(r.code, `${name}: ${r.stderr}`).to.equal(0);

@@ -94,10 +94,13 @@ describe('e2e: dstack run on the embedded local backend', function () {
     expect(r.stderr).to.match(/Run [a-z]+-[a-z]+-\d+ failed: a command exited with code 3/);
   });
 
-  it('fails clearly when the requested Python is not installed', async () => {
+  it('refuses at submit, in one line, a Python this machine does not have, and records no run', async () => {
+    const before = (await dstack(['ps', '-a', '--json'], { cwd: repo, home })).stdout;
     const r = await dstack(['run', 'no-python'], { cwd: repo, home });
-    expect(r.code).to.equal(1);
-    expect(r.stderr).to.include('Python 2.1 is not installed on this agent');
+    expect(r.code).to.equal(2);
+    expect(r.stdout).to.equal('');
+    expect(r.stderr).to.match(/^\.dstack\/workflows\.yaml:33: workflow `no-python` asks for `python: 2\.1`, which no interpreter on this machine provides \(.*\): install Python 2\.1 or change `python:`\n$/);
+    expect((await dstack(['ps', '-a', '--json'], { cwd: repo, home })).stdout).to.equal(before);
   });
 
   it('shows finished runs in ps -a and replays their output with logs', async () => {

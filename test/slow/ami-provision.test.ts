@@ -93,6 +93,7 @@ describe('slow: the agent image, provisioned in a Debian chroot, runs a job from
     expect(provision.code, provision.output).to.equal(0);
     const r = root as Chroot;
     expect(provision.output).to.match(/^\[dstack-ami\] SKIPPED Miniforge and the py3\.x envs: offline and no \/tmp\/dstack-offline\/Miniforge3-Linux-x86_64\.sh/m);
+    expect(provision.output).to.match(/^\[dstack-ami\] SKIPPED code-server, JupyterLab and the Notebook: offline/m);
     expect(provision.output).to.match(/^\[dstack-ami\] SKIPPED docker: offline/m);
     expect(provision.output).to.match(/^\[dstack-ami\] SKIPPED nvidia container toolkit: offline/m);
     expect(provision.output).to.match(new RegExp(`^\\[dstack-ami\\] done in \\d+ s: agent ${VERSION} with ${process.version}$`, 'm'));
