@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import { execFile } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
@@ -206,7 +206,9 @@ describe('e2e: dstack ssh on the local backend', function () {
       // Running, and its folder set up.
       return x.code === 0 && x.stdout.includes('its folder is /') ? x : undefined;
     }, 30_000, 'the run to start');
-    expect(r.stdout).to.match(new RegExp(`^Run ${run} runs on this machine \\(local backend\\): its folder is /\\S+/code\\n$`));
+    const folder = new RegExp(`^Run ${run} runs on this machine \\(local backend\\): its folder is (/\\S+)\\n$`).exec(r.stdout)?.[1] ?? '';
+    // The job's checkout, there while the job runs.
+    expect(existsSync(join(folder, '.dstack', 'workflows.yaml')), r.stdout).to.equal(true);
     await dstack(['stop', run, '-y'], { cwd: env.repo, home: env.home });
   });
 });
