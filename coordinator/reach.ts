@@ -1,3 +1,4 @@
+import { toError } from '../common/errors.js';
 import type { RunRecord } from '../common/runs.js';
 import type { Context } from './context.js';
 import { reachLocal, runningAttempt, type Reach } from './links.js';
@@ -14,12 +15,17 @@ export async function reachFor(ctx: Context, record: RunRecord): Promise<{ reach
   return { reach: (port) => forwards.reach(port), forwarded: true, close: () => forwards.close() };
 }
 
+/** How long a refused or silent endpoint is left alone before the next try. */
+const RETRY_MS = 5000;
+
 /** One SSH connection to the agent of the running attempt, and a local port per job port asked for, made on first use. */
 class SshForwards {
   private conn: { key: string; client: import('ssh2').Client; forwards: Map<number, Forward> } | undefined;
   /** Calls are serialized: two links of one poll must not open two connections. */
   private chain: Promise<unknown> = Promise.resolve();
   private closed = false;
+  /** The endpoint that last refused or did not answer, and when: tried again after RETRY_MS, said once. */
+  private failed: { key: string; atMs: number } | undefined;
 
   constructor(
     private readonly ctx: Context,
@@ -42,7 +48,14 @@ class SshForwards {
     if (this.conn?.key !== key) {
       await this.drop();
       const [{ connectSsh }, { userSshKey }] = await Promise.all([import('./ssh-forward.js'), import('./ssh-key.js')]);
-      const client = await connectSsh(ssh, (await userSshKey(this.ctx.config.home)).privateKey).catch(() => undefined);
+      if (this.failed?.key === key && Date.now() - this.failed.atMs < RETRY_MS) return undefined;
+      const client = await connectSsh(ssh, (await userSshKey(this.ctx.config.home)).privateKey).catch((e: unknown) => {
+        if (this.failed?.key !== key) {
+          this.ctx.out.note(`dstack: no forward to run ${this.record.runName} yet: ${toError(e).message} (is this machine's address in aws.allowedCidrs?); trying again`);
+        }
+        this.failed = { key, atMs: Date.now() };
+        return undefined;
+      });
       if (!client) return undefined;
       const conn = { key, client, forwards: new Map<number, Forward>() };
       // The job ended, or the instance went away: the next call connects again (to the next attempt).

@@ -9,7 +9,11 @@ import { connectSsh, forwardPort, forwardService, type SshEndpoint } from '../..
 import { userSshKey } from '../../coordinator/ssh-key.js';
 import { sshConfigBlock } from '../../coordinator/commands/ssh.js';
 import { configCommand, type ConfigOptions } from '../../coordinator/commands/config.js';
-import { captureOutput } from '../support/coordinator.js';
+import { captureOutput, coordinatorContext } from '../support/coordinator.js';
+import { reachFor } from '../../coordinator/reach.js';
+import { parseConfig } from '../../common/config.js';
+import { runKeys } from '../../common/runs.js';
+import { ExternalAgents } from '../../common/local/local-compute.js';
 import { removeAll, tempDir, waitFor } from '../support/cli.js';
 
 /** A TCP server on 127.0.0.1 that answers each line with `echo:LINE`. */
@@ -220,6 +224,29 @@ describe('SSH: the agent\'s endpoint and the CLI\'s forward (ssh2 on both sides)
     expect(await shell).to.equal('started\n');
     server.setJob(undefined);
     await closed;
+  });
+
+  it('reachFor on EC2: forwards through the running attempt\'s endpoint; a bad host key is said once, not forwarded', async () => {
+    const home = join(dir, 'home');
+    const local = await coordinatorContext({ configYaml: '', home: join(dir, 'cli'), cwd: dir, compute: new ExternalAgents() });
+    const ctx = { ...local, config: parseConfig('backend: aws\naws:\n  bucket: b-1\n', 'test', home) };
+    const record = { repoId: 'r1', runName: 'lazy-owl-1' } as const;
+    const attemptWith = (hostKey: string): string =>
+      JSON.stringify({ attempt: 1, agentId: 'i-1', host: 'h', startedAt: new Date().toISOString(), heartbeatAt: new Date().toISOString(), leaseMs: 60_000, state: 'running', service: { ports: [{ port: echo.port, open: true }], ssh: { ...endpoint, hostKey } } });
+    await ctx.store.put(runKeys.attempt(record.repoId, record.runName, 1), attemptWith(ssh2.utils.generateKeyPairSync('ed25519').public));
+    const r = await reachFor(ctx, record as unknown as Parameters<typeof reachFor>[1]);
+    try {
+      expect(r.forwarded).to.equal(true);
+      expect(await r.reach(echo.port)).to.equal(undefined);
+      expect(await r.reach(echo.port)).to.equal(undefined);
+      expect(ctx.out.text()).to.match(/^dstack: no forward to run lazy-owl-1 yet: SSH to the agent at 127\.0\.0\.1:\d+: .*; trying again\n$/);
+      await ctx.store.put(runKeys.attempt(record.repoId, record.runName, 1), attemptWith(endpoint.hostKey));
+      const at = await r.reach(echo.port);
+      expect(at?.host).to.equal('localhost');
+      expect(await ask(at?.port ?? 0, 'via reach')).to.equal('echo:via reach');
+    } finally {
+      await r.close();
+    }
   });
 
   it('keeps its host key across restarts', async () => {
