@@ -93,7 +93,7 @@ describe('run: refused at submit when the local agents of this machine cannot ru
   }
 
   async function run(ctx: Awaited<ReturnType<typeof context>>, workflow: string, overrides: Overrides = noOverrides(), dryRun = false): Promise<{ code?: number; error?: unknown }> {
-    return runCommand(ctx, { workflow, args: [], detach: true, dryRun, tag: undefined, useCache: false, overrides, overrideArgv: [] }).then(
+    return runCommand(ctx, { workflow, args: [], detach: true, dryRun, tag: undefined, useCache: false, overrides, overrideArgv: [], waitForLink: false }).then(
       (code) => ({ code }),
       (error: unknown) => ({ error }),
     );
