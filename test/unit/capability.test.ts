@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { UsageError } from '../../common/errors.js';
 import { ExternalAgents } from '../../common/local/local-compute.js';
 import { listRuns } from '../../common/runs.js';
-import { agentsAreLocal, listGpus, resourceProblem } from '../../coordinator/capability.js';
+import { agentsAreLocal, imageProblem, listGpus, refuseWhatThisMachineCannotRun, resourceProblem } from '../../coordinator/capability.js';
 import { repoInfo } from '../../coordinator/code-capture.js';
 import { restartCommand } from '../../coordinator/commands/restart.js';
 import { runCommand } from '../../coordinator/commands/run.js';
@@ -232,7 +232,6 @@ describe('capability: which agents the check speaks for, and the resource line',
 
 describe('run: refused at submit when the EC2 agents\' image cannot serve it', () => {
   it('a python: version the image has no env for is one line naming the image\'s versions and the fix; an image of your own is not judged', async () => {
-    const { imageProblem, refuseWhatThisMachineCannotRun } = await import('../../coordinator/capability.js');
     expect(imageProblem({ workflow: 'w', python: '3.10' }, false)).to.equal(undefined);
     expect(imageProblem({ workflow: 'w', python: '3.11.4' }, false)).to.equal(undefined);
     expect(imageProblem({ workflow: 'w' }, false)).to.equal(undefined);
