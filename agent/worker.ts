@@ -277,6 +277,14 @@ export class Agent {
       return 'settled';
     }
 
+    // The heartbeat and the service record write the same object: one write at a time, each serialized
+    // when it starts, so a slow heartbeat never lands after (and undoes) a newer service record.
+    let writes: Promise<unknown> = Promise.resolve();
+    const writeRecord = (): Promise<void> => {
+      const next = writes.catch(() => undefined).then(() => store.put(attemptKey, JSON.stringify(record)));
+      writes = next;
+      return next;
+    };
     const jobName = `${runName}-${attempt}-${randomBytes(3).toString('hex')}`;
     const jobDir = join(this.o.workRoot, jobName);
     // The lease writes its deadline here; the job's watchdog reads it (see job-process.ts).
@@ -289,7 +297,7 @@ export class Agent {
       heartbeatMs: this.o.heartbeatMs,
       writeHeartbeat: async () => {
         record.heartbeatAt = now();
-        await store.put(attemptKey, JSON.stringify(record));
+        await writeRecord();
       },
       deadlineFile,
       log,
@@ -315,14 +323,14 @@ export class Agent {
       onService: (info) => {
         // Published at once, not at the next heartbeat: the CLI waits on it to print the link.
         record.service = { ...info, ...(ssh ? { ssh } : {}) };
-        store.put(attemptKey, JSON.stringify(record)).catch((e: unknown) => log.log('warn', 'could not publish the service record', { error: toError(e).message }));
+        writeRecord().catch((e: unknown) => log.log('warn', 'could not publish the service record', { error: toError(e).message }));
       },
       onJobStarted: (job) => {
         // Where `dstack ssh` opens its shell; on EC2, the SSH endpoint now lets the submitter in.
         record.cwd = job.cwd;
         ssh = this.o.ssh?.jobStarted(spec, job);
         if (ssh) record.service = { ports: [], ...record.service, ssh };
-        store.put(attemptKey, JSON.stringify(record)).catch((e: unknown) => log.log('warn', 'could not publish the job\'s folder', { error: toError(e).message }));
+        writeRecord().catch((e: unknown) => log.log('warn', 'could not publish the job\'s folder', { error: toError(e).message }));
       },
       log,
     });
@@ -345,7 +353,7 @@ export class Agent {
     delete record.service;
     if (result.outcome === 'handed-back') {
       record.interruption = this.interruption ?? result.reason;
-      await store.put(attemptKey, JSON.stringify(record)).catch(() => undefined);
+      await writeRecord().catch(() => undefined);
       // Forced off: an idle agent resumes it at once. An infrastructure failure waits a little, longer each attempt.
       const delayMs = this.forced ? 0 : Math.min(this.o.visibilityMs, 1000 * 2 ** (attempt - 1));
       log.log('warn', 'job handed back to the queue', { reason: record.interruption, delayMs });
@@ -353,7 +361,7 @@ export class Agent {
       return 'released';
     }
     const settled = await retry(() => settleRun(store, repoId, runName, result.final), 5, 500);
-    await store.put(attemptKey, JSON.stringify(record)).catch((e: unknown) => log.log('warn', 'could not mark the attempt ended', { error: toError(e).message }));
+    await writeRecord().catch((e: unknown) => log.log('warn', 'could not mark the attempt ended', { error: toError(e).message }));
     if (settled.status === 'done' && settled === result.final && spec.cacheKey) {
       await store.put(runKeys.cache(repoId, spec.cacheKey), JSON.stringify({ runName })).catch(() => undefined);
     }

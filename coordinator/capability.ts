@@ -47,6 +47,11 @@ export function agentsAreLocal(ctx: Pick<Context, 'config'>): boolean {
  * (file:line); the resource line names what the machine has and the overrides that run it anyway.
  */
 export async function refuseWhatThisMachineCannotRun(ctx: Pick<Context, 'config' | 'shellEnv'>, where: string, spec: JobSpec): Promise<void> {
+  if (ctx.config.backend === 'aws' && ctx.config.aws?.agents === 'ec2') {
+    const problem = imageProblem(spec, ctx.config.aws.ami !== undefined);
+    if (problem) throw new UsageError(`${where}: ${problem}`);
+    return;
+  }
   if (!agentsAreLocal(ctx)) return;
   const tools: LocalTools = { path: ctx.shellEnv.PATH ?? DEFAULT_PATH, codeServer: ctx.config.local.codeServer };
   const problems = await capabilityProblems(spec, tools, () => machineFacts(tools.path));
@@ -178,4 +183,18 @@ async function onPath(name: string, path: string): Promise<string | undefined> {
     }
   }
   return undefined;
+}
+
+/** The Pythons of dstack's agent image (ami/install-conda.sh: /opt/conda/envs/py3.7 … py3.11). */
+export const IMAGE_PYTHONS = ['3.7', '3.8', '3.9', '3.10', '3.11'] as const;
+
+/**
+ * What dstack's own agent image can't serve: a `python:` it has no env for. An image given as
+ * `aws.ami` may have been built with other versions (DSTACK_PYTHON_VERSIONS), so it is not judged.
+ */
+export function imageProblem(spec: Pick<JobSpec, 'workflow' | 'python'>, customImage: boolean): string | undefined {
+  if (spec.python === undefined || customImage) return undefined;
+  const minor = spec.python.split('.').slice(0, 2).join('.');
+  if ((IMAGE_PYTHONS as readonly string[]).includes(minor)) return undefined;
+  return `workflow \`${spec.workflow}\` asks for \`python: ${spec.python}\`, and the EC2 agents' image has Python ${IMAGE_PYTHONS.join(', ')}: use one of these, or build an image with it (DSTACK_PYTHON_VERSIONS, see ami/README.md) and set \`aws.ami\``;
 }

@@ -175,7 +175,7 @@ async function cachedRun(ctx: Context, repoId: string, key: string): Promise<{ r
 }
 
 /** Follows a submitted run to its end (attached), or says how to follow it (-d); returns the exit code. */
-export async function attach(ctx: Context, submitted: Submitted, detach: boolean): Promise<number> {
+export async function attach(ctx: Context, submitted: Submitted, detach: boolean, waitForLink = true): Promise<number> {
   const { runName: name, workflow, repoId } = submitted.record;
   if (submitted.cacheOf) {
     ctx.out.line(`Run ${name} (workflow ${workflow}): cache hit, reused the outputs of run ${submitted.cacheOf}; no commands were run.`);
@@ -183,7 +183,7 @@ export async function attach(ctx: Context, submitted: Submitted, detach: boolean
   }
   const spec = submitted.record.spec;
   const devEnv = isServerProvider(spec.provider);
-  if (detach && !devEnv) {
+  if (detach && (!devEnv || !waitForLink)) {
     ctx.out.line(`Run ${name} (workflow ${workflow}) submitted. Follow it with \`dstack logs ${name} -f\`.`);
     return 0;
   }

@@ -12,6 +12,7 @@ import type { JobSpec } from '../common/spec/job-spec.js';
 import { benchArtifacts } from './bench-artifacts.js';
 import { benchAws } from './bench-aws.js';
 import { benchFleet } from './bench-fleet.js';
+import { benchDev } from './bench-dev.js';
 
 /** Ends the run early when BENCH_ONLY picks one section. */
 class Skip extends Error {}
@@ -57,6 +58,8 @@ try {
   if (only === 'aws') throw new Skip();
   if (only === undefined || only === 'fleet') results.push(...(await benchFleet(join(work, 'fleet'), Number(process.env.BENCH_FLEET_N ?? 5))));
   if (only === 'fleet') throw new Skip();
+  if (only === undefined || only === 'dev') results.push(...(await benchDev(join(work, 'dev'), Number(process.env.BENCH_DEV_N ?? 5))));
+  if (only === 'dev') throw new Skip();
   // 1. CLI cold start.
   const cli: number[] = [];
   const node: number[] = [];

@@ -1,3 +1,5 @@
+import { randomBytes } from 'node:crypto';
+import { SERVER_TOKEN } from '../../common/dev-tools.js';
 import { UsageError } from '../../common/errors.js';
 import { loadRun } from '../../common/runs.js';
 import { isOthers } from '../../common/owner.js';
@@ -8,6 +10,8 @@ import { refuseWhatThisMachineCannotRun } from '../capability.js';
 
 export interface RestartOptions {
   run: string;
+  /** With `detach`, a dev environment waits for its link and prints it (default); false returns at once. */
+  waitForLink?: boolean;
   detach: boolean;
   /** Restart another owner's run even when it pins values from their shell. */
   force?: boolean;
@@ -23,15 +27,21 @@ export async function restartCommand(ctx: Context, o: RestartOptions): Promise<n
   const info = await repoInfo(ctx.cwd);
   const { record } = await loadRun(ctx.store, info.repoId, o.run);
   const pinned = record.spec.runSecrets ?? [];
-  if (pinned.length > 0 && record.owner !== undefined && !o.force) {
+  const fromShell = pinned.filter((name) => name !== SERVER_TOKEN);
+  if (fromShell.length > 0 && record.owner !== undefined && !o.force) {
     const me = await ctx.owner();
     if (isOthers(record.owner, me)) {
-      throw new UsageError(`run ${record.runName} belongs to ${record.owner} and pins values from their shell (${pinned.join(', ')}): add --force to restart it with those values anyway`);
+      throw new UsageError(`run ${record.runName} belongs to ${record.owner} and pins values from their shell (${fromShell.join(', ')}): add --force to restart it with those values anyway`);
     }
   }
   await refuseWhatThisMachineCannotRun(ctx, `run ${record.runName}`, record.spec);
   const runSecrets: Record<string, string> = {};
   for (const name of pinned) {
+    // A dev environment gets a fresh token: the old run's link must not open the new one.
+    if (name === SERVER_TOKEN) {
+      runSecrets[name] = randomBytes(24).toString('base64url');
+      continue;
+    }
     const value = ctx.secrets ? await ctx.secrets.get({ repoId: record.repoId, runName: record.runName }, name) : undefined;
     if (value === undefined) throw new UsageError(`the value of \`${name}\` pinned to run ${record.runName} is gone: run the workflow again`);
     runSecrets[name] = value;
@@ -50,5 +60,5 @@ export async function restartCommand(ctx: Context, o: RestartOptions): Promise<n
     placement: await ctx.compute.plan(record.spec.resources),
   });
   if (!o.detach) ctx.out.note(`Restarting ${record.runName} as ${submitted.record.runName}.`);
-  return attach(ctx, submitted, o.detach);
+  return attach(ctx, submitted, o.detach, o.waitForLink ?? true);
 }

@@ -31,6 +31,8 @@ export interface RunOptions {
   overrides: Overrides;
   /** The override flags as typed, kept in the run record. */
   overrideArgv: string[];
+  /** With `detach`, a dev environment's run waits for its link and prints it (default); false returns at once. */
+  waitForLink?: boolean;
 }
 
 /** `dstack run`: capture the code, build the spec, pin the deps, then submit (or reuse a cached run) and follow. */
@@ -113,7 +115,7 @@ export async function runCommand(ctx: Context, o: RunOptions): Promise<number> {
     placement,
     runSecrets: pinned('x-y-1', 'x', code).values,
   });
-  return attach(ctx, submitted, o.detach);
+  return attach(ctx, submitted, o.detach, o.waitForLink ?? true);
 }
 
 /**

@@ -3,7 +3,7 @@ import { readFileSync, readdirSync, existsSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join, relative } from 'node:path';
 import { httpGetFollowing } from '../../coordinator/links.js';
-import { CORPUS, dstack, makeHome, makeRepo, removeAll, killAgents, waitFor, type CliResult } from '../support/cli.js';
+import { CORPUS, dstack, makeHome, makeRepo, removeAll, killAgents, spawnCli, waitFor, type CliResult } from '../support/cli.js';
 import { requireTool } from '../support/tools.js';
 
 const runName = (r: CliResult): string => /Run ([a-z]+-[a-z]+-\d+)/.exec(r.stdout + r.stderr)?.[1] ?? '';
@@ -175,6 +175,29 @@ describe('e2e: ports and max_duration (any workflow)', function () {
     expect(r.code, r.stderr).to.equal(0);
     expect(r.stdout).to.include(`port=${port}`);
     expect(r.stdout).to.match(new RegExp(`Port ${port} of run \\S+: http://127\\.0\\.0\\.1:${port}\\n`));
+  });
+
+  it('after Ctrl-C, `dstack attach RUN` from another terminal prints the output and the link again; a finished run is refused in one line', async () => {
+    repo = makeRepo({
+      '.dstack/workflows.yaml': 'workflows:\n  - name: web\n    provider: bash\n    ports: 1\n    commands:\n      - echo "serving"\n      - exec python3 -m http.server "$PORT_0" --bind 127.0.0.1\n',
+    });
+    home = makeHome({ maxParallelJobs: 1 });
+    const first = spawnCli(['run', 'web'], { cwd: repo, home });
+    const link = await waitFor(() => /Port \d+ of run \S+: (http:\S+)/.exec(first.out.stdout)?.[1], 30_000, 'the port link');
+    first.child.kill('SIGINT');
+    expect(await first.exited).to.equal(130);
+    expect(first.out.stderr).to.match(/Reattach with `dstack attach [a-z]+-[a-z]+-\d+`/);
+    const run = runName({ code: 0, stdout: first.out.stdout, stderr: first.out.stderr });
+    const again = spawnCli(['attach', run], { cwd: repo, home });
+    await waitFor(() => (again.out.stdout.includes(`of run ${run}: ${link}`) ? true : undefined), 30_000, 'the link again');
+    expect(again.out.stdout).to.include('serving');
+    expect((await fetch(link)).status).to.equal(200);
+    await dstack(['stop', '-y', run], { cwd: repo, home });
+    expect(await again.exited).to.not.equal(0);
+    const ended = await dstack(['attach', run], { cwd: repo, home });
+    expect(ended.code).to.equal(2);
+    expect(ended.stderr.trim().split('\n')).to.have.length(1);
+    expect(ended.stderr).to.include(`run ${run} has ended (stopped: stopped by the user): \`dstack logs ${run}\` shows its output`);
   });
 
   it('`ports: [P]` with P taken on the machine fails the attempt with one line naming the port', async () => {

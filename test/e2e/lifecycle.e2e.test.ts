@@ -166,7 +166,7 @@ describe('e2e: agent failure, stop, detach and rm', function () {
     const code = await run.exited;
     expect(code).to.equal(130);
     const name = runNameFrom(run.out.stderr) ?? '';
-    expect(run.out.stderr).to.include(`Reattach with \`dstack logs ${name} -f\``);
+    expect(run.out.stderr).to.include(`Reattach with \`dstack attach ${name}\``);
     expect((await psJson(repo, home, name))[0]?.status).to.equal('running');
     await dstack(['stop', '-a', '-y'], { cwd: repo, home });
     expect((await psJson(repo, home, name))[0]?.status).to.equal('stopped');

@@ -60,7 +60,7 @@ export async function coordinatorContext(o: {
 /** Submits a workflow detached, as `dstack run WORKFLOW -d` would; returns the run name. */
 export async function submit(ctx: Context & { out: ReturnType<typeof captureOutput> }, workflow: string): Promise<string> {
   const before = ctx.out.text().length;
-  const code = await runCommand(ctx, { workflow, args: [], detach: true, dryRun: false, tag: undefined, useCache: false, overrides: { env: [], artifacts: [], deps: [] }, overrideArgv: [] });
+  const code = await runCommand(ctx, { workflow, args: [], detach: true, dryRun: false, tag: undefined, useCache: false, overrides: { env: [], artifacts: [], deps: [] }, overrideArgv: [], waitForLink: false });
   const said = ctx.out.text().slice(before);
   if (code !== 0) throw new Error(`run ${workflow} exited ${code}: ${said}`);
   const name = /Run ([a-z]+-[a-z]+-\d+)/.exec(said)?.[1];

@@ -5,12 +5,13 @@ import { join } from 'node:path';
 import { UsageError } from '../../common/errors.js';
 import { ExternalAgents } from '../../common/local/local-compute.js';
 import { listRuns } from '../../common/runs.js';
-import { agentsAreLocal, listGpus, resourceProblem } from '../../coordinator/capability.js';
+import { agentsAreLocal, imageProblem, listGpus, refuseWhatThisMachineCannotRun, resourceProblem } from '../../coordinator/capability.js';
 import { repoInfo } from '../../coordinator/code-capture.js';
 import { restartCommand } from '../../coordinator/commands/restart.js';
 import { runCommand } from '../../coordinator/commands/run.js';
 import type { Overrides } from '../../coordinator/overrides.js';
 import { parseConfig } from '../../common/config.js';
+import type { JobSpec } from '../../common/spec/job-spec.js';
 import { makeRepo, removeAll, tempDir } from '../support/cli.js';
 import { coordinatorContext } from '../support/coordinator.js';
 
@@ -93,7 +94,7 @@ describe('run: refused at submit when the local agents of this machine cannot ru
   }
 
   async function run(ctx: Awaited<ReturnType<typeof context>>, workflow: string, overrides: Overrides = noOverrides(), dryRun = false): Promise<{ code?: number; error?: unknown }> {
-    return runCommand(ctx, { workflow, args: [], detach: true, dryRun, tag: undefined, useCache: false, overrides, overrideArgv: [] }).then(
+    return runCommand(ctx, { workflow, args: [], detach: true, dryRun, tag: undefined, useCache: false, overrides, overrideArgv: [], waitForLink: false }).then(
       (code) => ({ code }),
       (error: unknown) => ({ error }),
     );
@@ -226,5 +227,24 @@ describe('capability: which agents the check speaks for, and the resource line',
       'workflow `ide-code-gpu` asks for 1 GPU and 64GB of memory, and this machine has no GPU, 23.4GB of memory and 2 CPUs: run it here anyway with `dstack run ide-code-gpu --gpu 0 --memory 8GB`',
     );
     expect(resourceProblem('ide-code-gpu', { memoryMiB: 8192, interruptible: false, local: false }, { cpus: 2, memoryMiB: 23976, gpus: [] })).to.equal(undefined);
+  });
+});
+
+describe('run: refused at submit when the EC2 agents\' image cannot serve it', () => {
+  it('a python: version the image has no env for is one line naming the image\'s versions and the fix; an image of your own is not judged', async () => {
+    expect(imageProblem({ workflow: 'w', python: '3.10' }, false)).to.equal(undefined);
+    expect(imageProblem({ workflow: 'w', python: '3.11.4' }, false)).to.equal(undefined);
+    expect(imageProblem({ workflow: 'w' }, false)).to.equal(undefined);
+    expect(imageProblem({ workflow: 'w', python: '3.12' }, true)).to.equal(undefined);
+    const ctx = { config: parseConfig('backend: aws\naws:\n  bucket: dstack-test\n  agents: ec2\n', 'test', '/tmp/h'), shellEnv: {} };
+    const spec = { workflow: 'w', python: '3.12', provider: 'bash', resources: { interruptible: false, local: false } } as unknown as JobSpec;
+    const err = await refuseWhatThisMachineCannotRun(ctx, '.dstack/workflows.yaml:3', spec).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).to.be.instanceOf(UsageError);
+    expect((err as Error).message).to.equal(
+      ".dstack/workflows.yaml:3: workflow `w` asks for `python: 3.12`, and the EC2 agents' image has Python 3.7, 3.8, 3.9, 3.10, 3.11: use one of these, or build an image with it (DSTACK_PYTHON_VERSIONS, see ami/README.md) and set `aws.ami`",
+    );
   });
 });
