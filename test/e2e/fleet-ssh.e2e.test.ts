@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import ssh2 from 'ssh2';
 import { agentUserData } from '../../common/fleet/user-data.js';
+import { runCommand } from '../../coordinator/commands/run.js';
 import { sshCommand, type SshTerminal } from '../../coordinator/commands/ssh.js';
 import { stopCommand } from '../../coordinator/commands/stop.js';
 import { connectSsh, forwardPort } from '../../coordinator/ssh-forward.js';
@@ -163,8 +164,13 @@ describe('e2e: SSH to a job on a simulated EC2 instance (its own 127.0.0.N, the 
 
   it('a notebook on instance N: `dstack run -d` prints a localhost link through the forward, and attach forwards it again', async function () {
     requireTool(this, 'jupyter-notebook');
-    const submitted = await submit(ctx, 'nb');
-    const link = /is ready: (http\S+)/.exec(ctx.out.text())?.[1] ?? '';
+    // As the CLI does it: `dstack run nb -d` waits for the link.
+    const before = ctx.out.text().length;
+    const code = await runCommand(ctx, { workflow: 'nb', args: [], detach: true, dryRun: false, tag: undefined, useCache: false, overrides: { env: [], artifacts: [], deps: [] }, overrideArgv: [] });
+    const said = ctx.out.text().slice(before);
+    expect(code, said).to.equal(0);
+    const submitted = /Run ([a-z]+-[a-z]+-\d+)/.exec(said)?.[1] ?? '';
+    const link = /is ready: (http\S+)/.exec(said)?.[1] ?? '';
     expect(link, ctx.out.text()).to.match(/^http:\/\/localhost:\d+\/tree\?token=[A-Za-z0-9_-]{32}$/);
     const view = await waitForRun(ctx.store, repo, submitted, (v) => v.attempts[0]?.service?.server?.ready === true, 10_000, 'the notebook');
     const instance = sim.launched.find((i) => i.id === view.attempts[0]?.agentId);
