@@ -49,8 +49,10 @@ export interface AttemptOptions {
   jobUser?: JobUser;
   /** `local.codeServer`, for `provider: code`. */
   codeServer?: string;
-  /** Gets what the running job serves (its ports, a dev environment's server) each time that changes. */
-  onService?: (info: ServiceInfo) => void;
+  /** Gets what the running job serves (its ports, a dev environment's server) each time that changes; undefined when it ends. */
+  onService?: (info: ServiceInfo | undefined) => void;
+  /** How long the run's earlier attempts ran their job: `max_duration` counts it. */
+  ranBeforeMs?: number;
   /** Called once the job's process has started: where it runs, with what, and the ports it may serve (for `dstack ssh`). */
   onJobStarted?: (job: StartedJob) => void;
   log: Logger;
@@ -107,6 +109,7 @@ export class Attempt {
     let ended = false;
     let stopReadFailing = false;
     let maxTimer: NodeJS.Timeout | undefined;
+    let jobExited = false;
     let service: ServiceWatch | undefined;
     // Re-armed with setTimeout so that reads never overlap. An error here is not a lost lease: it is
     // tried again at the next tick (the lease, not this read, decides whether the job is still ours).
@@ -146,6 +149,16 @@ export class Attempt {
       await useRequirementsEnv(spec, prepared, { venvRoot: this.o.venvRoot, jobDir, say: (d) => shipper.write('err', d), signal: setupSignal, ...(user ? { user } : {}) });
       if (signal.aborted) throw signal.reason;
       if (this.forced) throw new HandedBack('the agent was stopped before the job started');
+      if (ServiceWatch.needed(prepared)) {
+        // The proxy's port is taken before the job starts: a failure here fails the attempt with nothing left running.
+        service = new ServiceWatch({
+          prepared,
+          publish: (info) => this.o.onService?.(info),
+          ...(spec.idleDurationS !== undefined ? { idleDurationS: spec.idleDurationS } : {}),
+          onIdle: (reason) => this.stopItself(reason, shipper),
+        });
+        await service.listen();
+      }
       const command = this.o.sandbox ? await sandboxed(this.o.sandbox, prepared.script, jobDir, spec) : undefined;
       const proc = startJob(prepared.script, {
         cwd: prepared.cwd,
@@ -156,22 +169,24 @@ export class Attempt {
       });
       this.proc = proc;
       started = true;
+      void proc.exited.then(
+        () => (jobExited = true),
+        () => (jobExited = true),
+      );
       proc.stdout.on('data', (d: Buffer) => shipper.write('out', d));
       proc.stderr.on('data', (d: Buffer) => shipper.write('err', d));
       this.applyStop();
       if (spec.maxDurationS !== undefined) {
         const limit = spec.maxDurationS;
-        maxTimer = setTimeout(() => this.stopItself(`stopped after running longer than ${formatSeconds(limit)} (max_duration)`, shipper), limit * 1000);
+        // What earlier attempts ran counts too: the limit is the run's, not each attempt's.
+        const deadline = Date.now() + limit * 1000 - (this.o.ranBeforeMs ?? 0);
+        const arm = (): void => {
+          // setTimeout holds at most ~24.8 days: a longer limit is re-armed on the way.
+          maxTimer = setTimeout(() => (Date.now() >= deadline ? this.stopItself(`stopped after running longer than ${formatSeconds(limit)} (max_duration)`, shipper) : arm()), Math.min(Math.max(0, deadline - Date.now()), 2 ** 31 - 1));
+        };
+        arm();
       }
-      if (ServiceWatch.needed(prepared)) {
-        service = new ServiceWatch({
-          prepared,
-          publish: (info) => this.o.onService?.(info),
-          ...(spec.idleDurationS !== undefined ? { idleDurationS: spec.idleDurationS } : {}),
-          onIdle: (reason) => this.stopItself(reason, shipper),
-        });
-        await service.start();
-      }
+      if (service) await service.start();
       this.o.onJobStarted?.({ cwd: prepared.cwd, env: prepared.env, ports: service?.allPorts ?? [], ...(user ? { user } : {}) });
       if (saver.hasMounted) {
         // `mount: true`: save while the job runs, so that a stopped or killed job keeps its progress.
@@ -194,9 +209,16 @@ export class Attempt {
         : exitFinal(exit, attempt);
       // Forced off (a second SIGTERM, a spot notice) before it finished: what it saves is the
       // checkpoint the next attempt resumes from.
-      result = this.forced && !stop && final.status !== 'done' ? { outcome: 'handed-back', reason: 'forced stop' } : { outcome: 'ended', final };
+      // A job the agent itself was stopping (max_duration, idle_duration) ends as stopped, not handed back to run again.
+      result = this.forced && !stop && this.autoStop === undefined && final.status !== 'done' ? { outcome: 'handed-back', reason: 'forced stop' } : { outcome: 'ended', final };
     } catch (e) {
       const err = toError(e);
+      // Failed after the job started (the dev environment's watch): the job ends too, before its folder goes.
+      const proc = this.proc;
+      if (proc && !jobExited) {
+        proc.abort();
+        await proc.exited.catch(() => undefined);
+      }
       if (signal.aborted) result = { outcome: 'abandoned' };
       else if (err instanceof HandedBack) result = { outcome: 'handed-back', reason: err.message };
       else if (err instanceof StoppedInSetup) result = { outcome: 'ended', final: finalRecord('stopped', null, err.message, attempt) };

@@ -119,18 +119,21 @@ async function prepareServer(
 /** `ports: [8888, 6006]`: the job gets exactly these, or the attempt fails naming the one that is taken. */
 async function claimFixedPorts(ports: number[]): Promise<number[]> {
   for (const port of ports) {
-    if (!(await portFree(port))) {
+    const problem = await portProblem(port);
+    if (problem === 'EACCES') throw new JobFailedError(`port ${port} of \`ports\` needs root on this machine: use a port above 1023, or \`ports: ${ports.length}\` to get free ports as $PORT_0…`);
+    if (problem !== undefined) {
       throw new JobFailedError(`port ${port} of \`ports\` is taken on this machine: stop what listens on it, or use \`ports: ${ports.length}\` to get free ports as $PORT_0…`);
     }
   }
   return ports;
 }
 
-function portFree(port: number): Promise<boolean> {
+/** Undefined when the port can be listened on; else the error's code. */
+function portProblem(port: number): Promise<string | undefined> {
   return new Promise((resolve) => {
     const server = createServer();
-    server.once('error', () => resolve(false));
-    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
+    server.once('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? 'EADDRINUSE'));
+    server.listen(port, '127.0.0.1', () => server.close(() => resolve(undefined)));
   });
 }
 

@@ -1,4 +1,4 @@
-import { timingSafeEqual } from 'node:crypto';
+import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { request as httpRequest, createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { createProxyServer } from 'http-proxy-3';
@@ -44,7 +44,6 @@ export interface ServerPlanInput {
 }
 
 export const CODE_TOKEN_PARAM = 'dstack-token';
-const COOKIE = 'dstack-token';
 
 export function planServer(i: ServerPlanInput): ServerPlan {
   const bin = shellQuote(i.binary);
@@ -112,12 +111,20 @@ export function probeOnce(probe: ServerPlan['probe'], timeoutMs = 2000): Promise
 
 /**
  * The authenticating proxy in front of code-server: 127.0.0.1:port → the unix socket. A request whose
- * query carries the right `dstack-token` gets an HttpOnly, SameSite=Strict cookie and a redirect to the
- * same URL without the token; requests and WebSocket upgrades with the cookie pass; all else gets 401.
+ * query carries the right `dstack-token` gets a session cookie (HttpOnly, SameSite=Strict) and a
+ * redirect to the same path without the token; requests and WebSocket upgrades with the cookie pass;
+ * all else gets 401.
+ *
+ * Browsers keep one cookie jar per host, whatever the port, so the cookie is named after this port
+ * (two dev environments open at once don't log each other out) and holds a random session id, never
+ * the token (other servers on 127.0.0.1 see the cookie). A WebSocket from a page of another origin
+ * (another port on the same host is the same site) is refused.
  */
 export class CodeAuthProxy {
   private readonly server: Server;
   private readonly proxy;
+  private readonly sessions = new Set<string>();
+  private cookie = 'dstack-session';
   /** Upgraded (WebSocket) connections: the HTTP server no longer tracks them, and close must end them. */
   private readonly upgraded = new Set<Duplex>();
 
@@ -134,7 +141,7 @@ export class CodeAuthProxy {
     });
     this.server = createServer((req, res) => this.onRequest(req, res));
     this.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
-      if (!this.hasCookie(req)) {
+      if (!this.hasCookie(req) || !sameOrigin(req)) {
         socket.end('HTTP/1.1 401 Unauthorized\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
         return;
       }
@@ -149,6 +156,7 @@ export class CodeAuthProxy {
       this.server.once('error', reject);
       this.server.listen(port, '127.0.0.1', () => {
         this.server.off('error', reject);
+        this.cookie = `dstack-session-${port}`;
         resolve();
       });
     });
@@ -168,9 +176,13 @@ export class CodeAuthProxy {
     if (given !== null) {
       if (!this.matches(given)) return unauthorized(res);
       url.searchParams.delete(CODE_TOKEN_PARAM);
+      const session = randomBytes(24).toString('base64url');
+      this.sessions.add(session);
+      // A path, never a scheme-relative `//host`: leading slashes (and backslashes, which browsers read as slashes) fold into one.
+      const path = `/${url.pathname.replace(/^[/\\]+/, '')}`;
       res.writeHead(302, {
-        'set-cookie': `${COOKIE}=${this.token}; HttpOnly; SameSite=Strict; Path=/`,
-        location: `${url.pathname}${url.search}`,
+        'set-cookie': `${this.cookie}=${session}; HttpOnly; SameSite=Strict; Path=/`,
+        location: `${path}${url.search}`,
         'cache-control': 'no-store',
       });
       res.end();
@@ -183,7 +195,7 @@ export class CodeAuthProxy {
   private hasCookie(req: IncomingMessage): boolean {
     for (const part of (req.headers.cookie ?? '').split(';')) {
       const eq = part.indexOf('=');
-      if (eq > 0 && part.slice(0, eq).trim() === COOKIE && this.matches(part.slice(eq + 1).trim())) return true;
+      if (eq > 0 && part.slice(0, eq).trim() === this.cookie && this.sessions.has(part.slice(eq + 1).trim())) return true;
     }
     return false;
   }
@@ -192,6 +204,17 @@ export class CodeAuthProxy {
     const a = Buffer.from(given);
     const b = Buffer.from(this.token);
     return a.length === b.length && timingSafeEqual(a, b);
+  }
+}
+
+/** A WebSocket's page is of this server's origin: its Origin (when the browser sends one) names the Host it connects to. */
+function sameOrigin(req: IncomingMessage): boolean {
+  const origin = req.headers.origin;
+  if (origin === undefined) return true;
+  try {
+    return new URL(origin).host === req.headers.host;
+  } catch {
+    return false;
   }
 }
 

@@ -1,4 +1,5 @@
 import { connect } from 'node:net';
+import { JobFailedError, toError } from '../common/errors.js';
 import type { ServiceInfo } from '../common/records/runs.js';
 import { establishedTo } from './connections.js';
 import type { PreparedRun } from './providers.js';
@@ -6,8 +7,8 @@ import { CodeAuthProxy, probeOnce } from './server.js';
 
 export interface ServiceOptions {
   prepared: PreparedRun;
-  /** Called with the whole service record whenever it changes (a port opens, the server is ready). */
-  publish: (info: ServiceInfo) => void;
+  /** Called with the whole service record whenever it changes (a port opens, the server is ready); undefined once it ends. */
+  publish: (info: ServiceInfo | undefined) => void;
   /** `idle_duration` in seconds: `onIdle` fires after this long with no connection to the ports. */
   idleDurationS?: number;
   onIdle: (reason: string) => void;
@@ -49,12 +50,23 @@ export class ServiceWatch {
     return [...this.info.ports.map((p) => p.port), ...(this.info.server ? [this.info.server.port] : [])];
   }
 
-  async start(): Promise<void> {
+  /** Takes the published port (the proxy in front of code-server) before the job starts. */
+  async listen(): Promise<void> {
     const server = this.o.prepared.server;
     if (server?.socket) {
-      this.proxy = new CodeAuthProxy(server.socket, server.token);
-      await this.proxy.listen(server.port);
+      const proxy = new CodeAuthProxy(server.socket, server.token);
+      try {
+        await proxy.listen(server.port);
+      } catch (e) {
+        throw new JobFailedError(`the dev environment's port ${server.port} could not be opened on this machine (${toError(e).message}): run it again`);
+      }
+      this.proxy = proxy;
     }
+  }
+
+  /** Publishes the service and watches the ports, the server's readiness and the idle time, once the job has started. */
+  async start(): Promise<void> {
+    const server = this.o.prepared.server;
     this.o.publish(structuredClone(this.info));
     const poll = this.o.pollMs ?? 200;
     const tick = async (): Promise<void> => {
@@ -90,11 +102,14 @@ export class ServiceWatch {
     }
   }
 
+  /** Ends the watch and the proxy; the links are withdrawn (published as undefined) so that nobody is sent to a server that is gone. */
   async stop(): Promise<void> {
+    const wasStarted = !this.stopped;
     this.stopped = true;
     clearTimeout(this.timer);
     clearTimeout(this.idleTimer);
     await this.proxy?.close();
+    if (wasStarted) this.o.publish(undefined);
   }
 }
 

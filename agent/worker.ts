@@ -230,6 +230,16 @@ export class Agent {
     log.log('info', 'job ended', { outcome, durationMs: Date.now() - started });
   }
 
+  /** How long the run's earlier attempts ran (start to end, or to their last heartbeat): what `max_duration` counts before this one. */
+  private async ranBefore(spec: JobSpec, attempt: number): Promise<number> {
+    let total = 0;
+    for (let n = 1; n < attempt; n++) {
+      const a = await readJson(this.o.store, runKeys.attempt(spec.repoId, spec.runName, n), AttemptRecordSchema).catch(() => null);
+      if (a) total += Math.max(0, Date.parse(a.endedAt ?? a.heartbeatAt) - Date.parse(a.startedAt));
+    }
+    return total;
+  }
+
   /** The attempt of another agent whose heartbeat is still fresh, if any. */
   private async liveHolder(attemptKeys: string[]): Promise<AttemptRecord | undefined> {
     const last = attemptKeys[attemptKeys.length - 1];
@@ -303,11 +313,13 @@ export class Agent {
       log,
       ...(this.o.clock ? { clock: this.o.clock } : {}),
     });
+    const ranBeforeMs = spec.maxDurationS !== undefined && attempt > 1 ? await this.ranBefore(spec, attempt) : 0;
     let ssh: ReturnType<NonNullable<AgentOptions['ssh']>['jobStarted']>;
     const run = new Attempt({
       store,
       spec,
       attempt,
+      ranBeforeMs,
       jobDir,
       jobEnv: this.o.jobEnv,
       ...(this.o.secrets ? { secrets: this.o.secrets } : {}),
@@ -322,7 +334,9 @@ export class Agent {
       ...(this.o.codeServer !== undefined ? { codeServer: this.o.codeServer } : {}),
       onService: (info) => {
         // Published at once, not at the next heartbeat: the CLI waits on it to print the link.
-        record.service = { ...info, ...(ssh ? { ssh } : {}) };
+        // The SSH endpoint stays published while the job runs, whatever it serves.
+        if (info || ssh) record.service = { ports: [], ...info, ...(ssh ? { ssh } : {}) };
+        else delete record.service;
         writeRecord().catch((e: unknown) => log.log('warn', 'could not publish the service record', { error: toError(e).message }));
       },
       onJobStarted: (job) => {

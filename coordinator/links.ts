@@ -4,6 +4,7 @@ import { AttemptRecordSchema } from '../common/records/runs.js';
 import { readJson, runKeys, type AttemptRecord, type ServiceInfo } from '../common/runs.js';
 import type { SecretStore } from '../common/secrets.js';
 import { SERVER_TOKEN } from '../common/dev-tools.js';
+import { isOthers } from '../common/owner.js';
 
 
 /** A link the CLI prints: a dev environment's (with its token) or one of the job's ports. */
@@ -70,10 +71,16 @@ export async function watchLinks(o: WatchOptions): Promise<void> {
   let done = false;
   void o.stopped.then(() => (done = true));
   let token: string | undefined;
+  let tokenRead = false;
   while (!done) {
     const attempt = await runningAttempt(o.store, o.repoId, o.runName).catch(() => undefined);
+    let pending = true;
     if (attempt?.service) {
-      if (attempt.service.server && token === undefined) token = await serverToken(o.secrets, o.repoId, o.runName).catch(() => undefined);
+      // Read once: the token of a run does not change, and the secret store is not polled.
+      if (attempt.service.server && !tokenRead) {
+        token = await serverToken(o.secrets, o.repoId, o.runName).catch(() => undefined);
+        tokenRead = true;
+      }
       for (const link of await linksOf(attempt.service, token, o.reach)) {
         const key = `${attempt.attempt}:${link.kind}:${link.port}`;
         if (printed.has(key) || done) continue;
@@ -81,8 +88,13 @@ export async function watchLinks(o: WatchOptions): Promise<void> {
         printed.add(key);
         o.onLink(link);
       }
+      const s = attempt.service;
+      const all = [...(s.server && token !== undefined ? [`server:${s.server.port}`] : []), ...s.ports.map((p) => `port:${p.port}`)];
+      pending = all.some((k) => !printed.has(`${attempt.attempt}:${k}`));
     }
-    await Promise.race([new Promise((r) => setTimeout(r, o.pollMs ?? 200)), o.stopped]);
+    // Quick while a link is still to come; then slow (a later attempt, after a spot interruption, brings new links).
+    const pollMs = pending ? (o.pollMs ?? 200) : 3000;
+    await Promise.race([new Promise((r) => setTimeout(r, pollMs)), o.stopped]);
   }
 }
 
@@ -108,10 +120,22 @@ export async function httpGetFollowing(url: string, timeoutMs = 5000): Promise<n
       if (pair && eq > 0) cookies.set(pair.slice(0, eq).trim(), pair.slice(eq + 1).trim());
     }
     if (res.status >= 300 && res.status < 400 && res.location) {
-      current = new URL(res.location, current);
+      const next = new URL(res.location, current);
+      // Only within the server the link names: the cookies (and the token) never go elsewhere.
+      if (next.origin !== current.origin) return res.status;
+      current = next;
       continue;
     }
     return res.status;
   }
   return 0;
+}
+
+/**
+ * Whether this user may see the run's token: their own run, or one recorded before owners existed.
+ * Another owner's dev environment is theirs: its link (a shell as the job's user) is never printed here.
+ */
+export async function mayOpen(owner: () => Promise<string>, runOwner: string | undefined): Promise<boolean> {
+  if (runOwner === undefined) return true;
+  return !isOthers(runOwner, await owner());
 }

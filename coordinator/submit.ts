@@ -6,7 +6,7 @@ import type { JobSpec } from '../common/spec/job-spec.js';
 import type { Context } from './context.js';
 import { followRun } from './follow.js';
 import { userSshKey } from './ssh-key.js';
-import { watchLinks, type Link } from './links.js';
+import { mayOpen, watchLinks, type Link } from './links.js';
 import { reachFor } from './reach.js';
 import { isServerProvider } from '../common/spec/schema.js';
 import { rememberProfile } from './fleet.js';
@@ -157,11 +157,11 @@ async function ensureOwnCapacity(ctx: Context, placement: Placement, queue: Queu
  */
 export function cacheKey(spec: JobSpec): string {
   const { commit, diffSha256, untrackedSha256 } = spec.code;
-  const { provider, commands, python, requirements, env, runSecrets, workingDir, artifacts, image, resources, portCount, pinnedDeps } = spec;
-  // `requirements` and `runSecrets` are undefined (left out by JSON) unless set, so keys of runs without them are unchanged.
+  const { provider, commands, python, requirements, env, runSecrets, workingDir, artifacts, image, resources, portCount, pinnedDeps, fixedPorts, maxDurationS, idleDurationS } = spec;
+  // `requirements`, `runSecrets` and the fields of spec version 4 are undefined (left out by JSON) unless set, so keys of runs without them are unchanged.
   // The values of `runSecrets` are not in the key: a secret is no input of the computation.
   return sha256(
-    JSON.stringify({ commit, diffSha256, untrackedSha256, provider, commands, python, requirements, env, runSecrets, workingDir, artifacts, image, resources, portCount, pinnedDeps }),
+    JSON.stringify({ commit, diffSha256, untrackedSha256, provider, commands, python, requirements, env, runSecrets, workingDir, artifacts, image, resources, portCount, pinnedDeps, fixedPorts, maxDurationS, idleDurationS }),
   );
 }
 
@@ -200,9 +200,11 @@ export async function follow(ctx: Context, record: RunRecord, reconcile: boolean
   const { runName: name, repoId } = record;
   const ended = deferred();
   const reach = await reachFor(ctx, record);
+  const mine = await mayOpen(ctx.owner, record.owner).catch(() => false);
+  if (!mine && isServerProvider(record.spec.provider)) ctx.out.note(`Run ${name} is ${record.owner ?? 'another user'}'s dev environment: its link is theirs and is not shown here.`);
   const links = watchLinks({
     store: ctx.store,
-    secrets: ctx.secrets,
+    secrets: mine ? ctx.secrets : undefined,
     repoId,
     runName: name,
     reach: reach.reach,
@@ -259,11 +261,14 @@ async function waitForDevLink(ctx: Context, record: RunRecord): Promise<number> 
   // Capacity is reconciled meanwhile, as when following: an agent that was draining when the job was sent is replaced.
   const finished = (async (): Promise<void> => {
     let lastTick = Date.now();
-    while (!(await ctx.store.get(runKeys.final(repoId, name)))) {
+    // A store or queue error is tried again at the next tick, as the follow loop does: waiting never crashes the CLI.
+    const ended = (): Promise<boolean> => ctx.store.get(runKeys.final(repoId, name)).then((b) => Boolean(b), () => false);
+    while (!(await ended())) {
       if (await Promise.race([got.promise.then(() => true), ctx.interrupted.then(() => true), new Promise((r) => setTimeout(() => r(false), 250))])) return;
       if (record.placement && Date.now() - lastTick >= 2000) {
         lastTick = Date.now();
-        await ensureOwnCapacity(ctx, record.placement, await ctx.queueFor(record.placement.profileId)).catch(() => undefined);
+        const placement = record.placement;
+        await ctx.queueFor(placement.profileId).then((q) => ensureOwnCapacity(ctx, placement, q)).catch(() => undefined);
       }
     }
     got.resolve(undefined);

@@ -110,8 +110,9 @@ export const ServiceInfoSchema = z.object({
     .object({
       provider: z.enum(['code', 'lab', 'notebook']),
       port: z.number().int(),
-      path: z.string(),
-      tokenParam: z.string(),
+      // Checked: the CLI builds a URL from them, with the token in it.
+      path: z.string().regex(/^\/[A-Za-z0-9/_.-]*$/),
+      tokenParam: z.string().regex(/^[a-z][a-z-]*$/),
       /** True once the server answered the agent's HTTP probe with 200. */
       ready: z.boolean(),
     })

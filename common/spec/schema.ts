@@ -15,17 +15,23 @@ export function isServerProvider(p: ProviderName): p is ServerProvider {
 
 /** `30m`, `2h`, `45s`, `1d`, or seconds as a number; `0` means never. */
 export const DURATION_PATTERN = /^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$/i;
-const duration = z.union([z.number().nonnegative(), z.string().regex(DURATION_PATTERN, 'expected a duration such as 30m, 2h or 90 (seconds)')], {
-  error: 'expected a duration such as 30m, 2h or 90 (seconds)',
-});
+/** The longest `idle_duration` or `max_duration`: a year. */
+export const MAX_DURATION_S = 365 * 86400;
+const duration = z
+  .union([z.number().nonnegative(), z.string().regex(DURATION_PATTERN, 'expected a duration such as 30m, 2h or 90 (seconds)')], {
+    error: 'expected a duration such as 30m, 2h or 90 (seconds)',
+  })
+  .refine((v) => Number.isFinite(durationSeconds(v)) && durationSeconds(v) <= MAX_DURATION_S, { error: 'expected a duration of at most a year (365d)' });
 
 /** A duration field's value in seconds. */
 export function durationSeconds(value: string | number): number {
-  if (typeof value === 'number') return value;
+  if (typeof value === 'number') return Math.ceil(value);
   const m = DURATION_PATTERN.exec(value);
   const n = Number(m?.[1] ?? 0);
   const unit = (m?.[2] ?? 's').toLowerCase();
-  return Math.round(n * ({ s: 1, m: 60, h: 3600, d: 86400 }[unit] ?? 1));
+  const seconds = n * ({ s: 1, m: 60, h: 3600, d: 86400 }[unit] ?? 1);
+  // Up to the next whole second: `0.4` is not `0` (never).
+  return Math.ceil(seconds);
 }
 
 /** Commands: a list of lines, or one (multi-line) string. */

@@ -4,7 +4,7 @@ import { isFinished, listRuns, loadRun, type RunRow, type RunView } from '../../
 import { repoInfo } from '../code-capture.js';
 import type { Context } from '../context.js';
 import { ago } from '../output.js';
-import { linksOf, reachLocal, serverToken } from '../links.js';
+import { linksOf, mayOpen, reachLocal, serverToken } from '../links.js';
 import { starvedProfiles } from '../fleet.js';
 import { toError } from '../../common/errors.js';
 import { orphanGraceMs, settleOrphans } from '../../common/orphans.js';
@@ -177,8 +177,12 @@ async function runLinks(ctx: Context, view: RunView): Promise<Array<{ kind: stri
     const ports = [...(last.service.server?.ready ? [last.service.server.port] : []), ...last.service.ports.filter((p) => p.open).map((p) => p.port)];
     return ports.map((port) => ({ kind: port === last.service?.server?.port ? 'server' : 'port', port, url: `(dstack attach ${view.record.runName})` }));
   }
-  const token = last.service.server ? await serverToken(ctx.secrets, view.record.repoId, view.record.runName).catch(() => undefined) : undefined;
-  return linksOf(last.service, token, reachLocal);
+  const mine = last.service.server ? await mayOpen(ctx.owner, view.record.owner).catch(() => false) : true;
+  const token = last.service.server && mine ? await serverToken(ctx.secrets, view.record.repoId, view.record.runName).catch(() => undefined) : undefined;
+  const links = await linksOf(last.service, token, reachLocal);
+  // Another owner's dev environment: shown as theirs, without the token.
+  if (!mine && last.service.server?.ready) links.unshift({ kind: 'server', port: last.service.server.port, url: `(${ownerLabel(view.record.owner ?? '')}'s)` });
+  return links;
 }
 
 function capitalize(s: string): string {

@@ -126,7 +126,8 @@ describe('e2e: dev environments on the local backend, real servers', function ()
     const first = await get(link);
     expect(first.status).to.equal(302);
     const cookie = (await fetch(link, { redirect: 'manual' })).headers.get('set-cookie')?.split(';')[0] ?? '';
-    expect(cookie).to.match(/^dstack-token=/);
+    expect(cookie).to.match(new RegExp(`^dstack-session-${url.port}=`));
+    expect(cookie).not.to.include(url.searchParams.get('dstack-token') ?? '-');
     expect(await httpGetFollowing(link)).to.equal(200);
     const page = await fetch(`${url.origin}/`, { headers: { cookie } });
     expect(page.status).to.be.oneOf([200, 302]);

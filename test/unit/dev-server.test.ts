@@ -82,30 +82,48 @@ describe('dev environments: the authenticating proxy in front of code-server', (
     rmSync(dir, { recursive: true, force: true });
   });
 
-  it('the token in the link sets an HttpOnly cookie and redirects to the same URL without it', async () => {
-    const res = await fetch(`http://127.0.0.1:${port}/?folder=/x&dstack-token=${token}`, { redirect: 'manual' });
+  /** Follows the link's first hop: the session cookie it sets (name=value), and where it sends the browser. */
+  async function open(link: string): Promise<{ cookie: string; location: string | null }> {
+    const res = await fetch(link, { redirect: 'manual' });
     expect(res.status).to.equal(302);
-    expect(res.headers.get('location')).to.equal('/?folder=%2Fx');
-    expect(res.headers.get('set-cookie')).to.equal(`dstack-token=${token}; HttpOnly; SameSite=Strict; Path=/`);
+    const set = res.headers.get('set-cookie') ?? '';
+    expect(set).to.match(new RegExp(`^dstack-session-${port}=[A-Za-z0-9_-]{32}; HttpOnly; SameSite=Strict; Path=/$`));
+    return { cookie: set.split(';')[0] ?? '', location: res.headers.get('location') };
+  }
+
+  it('the token in the link sets a session cookie named after the port (never holding the token) and redirects to the same path without it', async () => {
+    const { cookie, location } = await open(`http://127.0.0.1:${port}/?folder=/x&dstack-token=${token}`);
+    expect(location).to.equal('/?folder=%2Fx');
+    expect(cookie).not.to.include(token);
   });
 
-  it('passes requests with the cookie, and refuses (401) those without it or with a wrong token, never reaching code-server', async () => {
+  it('never redirects off the server: `//host` paths fold into one slash', async () => {
+    for (const path of ['/.//evil.com/', '//evil.com/', '/%2e//evil.com', '/\\evil.com/']) {
+      const { location } = await open(`http://127.0.0.1:${port}${path}?dstack-token=${token}`);
+      expect(location, path).to.match(/^\/(?![/\\])/);
+    }
+  });
+
+  it('passes requests with the cookie, and refuses (401) those without it, with a wrong or stale one, or with the raw token as the cookie, never reaching code-server', async () => {
+    const { cookie } = await open(`http://127.0.0.1:${port}/?dstack-token=${token}`);
     seen.length = 0;
-    const ok = await fetch(`http://127.0.0.1:${port}/static/x.js`, { headers: { cookie: `other=1; dstack-token=${token}` } });
+    const ok = await fetch(`http://127.0.0.1:${port}/static/x.js`, { headers: { cookie: `other=1; ${cookie}` } });
     expect(ok.status).to.equal(200);
     expect(await ok.text()).to.equal('upstream /static/x.js');
-    for (const headers of [{}, { cookie: `dstack-token=${'b'.repeat(32)}` }, { cookie: `dstack-token=${token}x` }] as Array<Record<string, string>>) {
+    const wrong = [{}, { cookie: `dstack-session-${port}=${'b'.repeat(32)}` }, { cookie: `dstack-session-${port}=${token}` }, { cookie: `dstack-token=${token}` }, { cookie: cookie.replace(`-${port}=`, `-${port + 1}=`) }];
+    for (const headers of wrong as Array<Record<string, string>>) {
       const res = await fetch(`http://127.0.0.1:${port}/static/x.js`, { headers });
-      expect(res.status).to.equal(401);
+      expect(res.status, JSON.stringify(headers)).to.equal(401);
     }
     expect((await fetch(`http://127.0.0.1:${port}/?dstack-token=wrong`, { redirect: 'manual' })).status).to.equal(401);
     expect(seen).to.deep.equal(['/static/x.js']);
   });
 
-  it('a WebSocket upgrade needs the cookie too; with it the bytes flow both ways', async () => {
-    const upgrade = (cookie?: string): Promise<string> =>
+  it('a WebSocket upgrade needs the cookie and a page of this origin; with both the bytes flow both ways', async () => {
+    const { cookie } = await open(`http://127.0.0.1:${port}/?dstack-token=${token}`);
+    const upgrade = (headers: Record<string, string>): Promise<string> =>
       new Promise((resolve, reject) => {
-        const req = request({ host: '127.0.0.1', port, path: '/ws', headers: { connection: 'Upgrade', upgrade: 'websocket', ...(cookie ? { cookie } : {}) } });
+        const req = request({ host: '127.0.0.1', port, path: '/ws', headers: { connection: 'Upgrade', upgrade: 'websocket', ...headers } });
         req.on('upgrade', (_res, sock) => {
           sock.once('data', (d: Buffer) => {
             resolve(`upgraded ${d.toString()}`);
@@ -117,8 +135,10 @@ describe('dev environments: the authenticating proxy in front of code-server', (
         req.on('error', reject);
         req.end();
       });
-    expect(await upgrade()).to.equal('status 401');
-    expect(await upgrade(`dstack-token=${token}`)).to.equal('upgraded ping');
+    expect(await upgrade({})).to.equal('status 401');
+    expect(await upgrade({ cookie, origin: `http://127.0.0.1:${port + 1}` })).to.equal('status 401');
+    expect(await upgrade({ cookie, origin: `http://127.0.0.1:${port}` })).to.equal('upgraded ping');
+    expect(await upgrade({ cookie })).to.equal('upgraded ping');
   });
 });
 
@@ -143,6 +163,11 @@ describe('dev environments: idle connections, durations and the spec', () => {
     expect([durationSeconds('30m'), durationSeconds('2h'), durationSeconds('45s'), durationSeconds(90), durationSeconds('1.5h'), durationSeconds('0')]).to.deep.equal([1800, 7200, 45, 90, 5400, 0]);
     expect([formatSeconds(5), formatSeconds(3600), formatSeconds(1800), formatSeconds(90)]).to.deep.equal(['5s', '1h', '30m', '90s']);
     expect(WorkflowSchema.safeParse({ name: 'x', provider: 'bash', max_duration: '10 minutes' }).success).to.equal(false);
+    // Up to a year (longer than a timer holds: the agent re-arms it); `0.4` is a second, not `0` (never).
+    expect(WorkflowSchema.safeParse({ name: 'x', provider: 'bash', max_duration: '365d' }).success).to.equal(true);
+    expect(WorkflowSchema.safeParse({ name: 'x', provider: 'bash', max_duration: '366d' }).success).to.equal(false);
+    expect(WorkflowSchema.safeParse({ name: 'x', provider: 'bash', max_duration: Infinity }).success).to.equal(false);
+    expect([durationSeconds('0.4'), durationSeconds(0.4)]).to.deep.equal([1, 1]);
   });
 
   const spec = (workflow: Record<string, unknown>) =>
