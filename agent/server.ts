@@ -129,7 +129,7 @@ export class CodeAuthProxy {
   private readonly upgraded = new Set<Duplex>();
 
   constructor(
-    private readonly socketPath: string,
+    socketPath: string,
     private readonly token: string,
   ) {
     this.proxy = createProxyServer({ target: { socketPath, host: 'localhost', port: 0 }, ws: true, xfwd: false });

@@ -176,7 +176,7 @@ async function cachedRun(ctx: Context, repoId: string, key: string): Promise<{ r
 
 /** Follows a submitted run to its end (attached), or says how to follow it (-d); returns the exit code. */
 export async function attach(ctx: Context, submitted: Submitted, detach: boolean, waitForLink = true): Promise<number> {
-  const { runName: name, workflow, repoId } = submitted.record;
+  const { runName: name, workflow } = submitted.record;
   if (submitted.cacheOf) {
     ctx.out.line(`Run ${name} (workflow ${workflow}): cache hit, reused the outputs of run ${submitted.cacheOf}; no commands were run.`);
     return 0;

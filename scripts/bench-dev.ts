@@ -3,9 +3,8 @@
 // starting the same server by hand in the same run and polling it until it answers 200.
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
-import { findDevServer } from '../common/dev-tools.js';
+import { freePort } from '../agent/providers.js';
 import { httpGetFollowing } from '../coordinator/links.js';
 import { findTool } from '../test/support/tools.js';
 
@@ -17,15 +16,6 @@ function median(xs: number[]): number {
   return s[Math.floor(s.length / 2)] ?? NaN;
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const a = s.address();
-      s.close(() => resolve(typeof a === 'object' && a ? a.port : 0));
-    });
-  });
-}
 
 /** Starts the server as a user would by hand and polls `url` every 20 ms until it answers 200: ms from spawn. */
 async function byHand(cmd: string, args: string[], url: string, env: NodeJS.ProcessEnv, cwd: string): Promise<number> {
@@ -55,7 +45,7 @@ export async function benchDev(dir: string, reps: number): Promise<string[]> {
   mkdirSync(join(repo, '.dstack'), { recursive: true });
   // As the tests find it: DSTACK_TEST_CODE_SERVER, PATH, or the CI cache of .ci/run.
   const codeServer = findTool('code-server');
-  const notebook = await findDevServer('notebook', process.env.PATH ?? '');
+  const notebook = findTool('jupyter-notebook');
   writeFileSync(
     join(home, 'config.yaml'),
     `backend: local\nlocal:\n  agentIdleTimeoutSec: 300\n  maxParallelJobs: 1\n  stopGraceSec: 1\n${codeServer ? `  codeServer: ${codeServer}\n` : ''}`,

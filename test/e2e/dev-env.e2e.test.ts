@@ -1,9 +1,10 @@
 import { expect } from 'chai';
 import { readFileSync, readdirSync, existsSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { join, relative } from 'node:path';
+import { join } from 'node:path';
 import { httpGetFollowing } from '../../coordinator/links.js';
-import { CORPUS, dstack, makeHome, makeRepo, removeAll, killAgents, spawnCli, waitFor, type CliResult } from '../support/cli.js';
+import { CORPUS, dstack, filesHolding, makeHome, makeRepo, removeAll, killAgents, spawnCli, waitFor, type CliResult } from '../support/cli.js';
+import { freePort } from '../../agent/providers.js';
 import { requireTool } from '../support/tools.js';
 
 const runName = (r: CliResult): string => /Run ([a-z]+-[a-z]+-\d+)/.exec(r.stdout + r.stderr)?.[1] ?? '';
@@ -15,19 +16,6 @@ async function get(url: string, cookie?: string): Promise<{ status: number; body
   return { status: res.status, body: await res.text() };
 }
 
-/** Every file under `dir` whose bytes hold `value`, as paths relative to it. */
-function filesHolding(dir: string, value: string): string[] {
-  const found: string[] = [];
-  const walk = (d: string): void => {
-    for (const e of readdirSync(d, { withFileTypes: true })) {
-      const p = join(d, e.name);
-      if (e.isDirectory()) walk(p);
-      else if (e.isFile() && readFileSync(p).includes(value)) found.push(relative(dir, p));
-    }
-  };
-  walk(dir);
-  return found;
-}
 
 /** Processes whose command line mentions `needle`. */
 function processesWith(needle: string): string[] {
@@ -43,15 +31,6 @@ function processesWith(needle: string): string[] {
   return out;
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const a = s.address();
-      s.close(() => resolve(typeof a === 'object' && a ? a.port : 0));
-    });
-  });
-}
 
 const DEV_ENVIRONMENTS = readFileSync(join(CORPUS, 'dstackai-dstack-examples__f8c6f11__6.yaml'), 'utf8');
 

@@ -2,8 +2,8 @@ import { expect } from 'chai';
 import { execFile, execFileSync, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync, readdirSync, statSync } from 'node:fs';
-import { join, relative } from 'node:path';
-import { CLI, dstack, withRepoAndHome, type CliResult } from '../support/cli.js';
+import { join } from 'node:path';
+import { CLI, dstack, filesHolding, withRepoAndHome, type CliResult } from '../support/cli.js';
 
 const WORKFLOWS = `workflows:
   - name: show
@@ -35,19 +35,6 @@ function dstackWithInput(args: string[], input: string, o: { cwd: string; home: 
   });
 }
 
-/** Every file under `dir` (relative paths) whose bytes hold `value`. */
-function filesHolding(dir: string, value: string): string[] {
-  const found: string[] = [];
-  const walk = (d: string): void => {
-    for (const e of readdirSync(d, { withFileTypes: true })) {
-      const p = join(d, e.name);
-      if (e.isDirectory()) walk(p);
-      else if (e.isFile() && readFileSync(p).includes(value)) found.push(relative(dir, p));
-    }
-  };
-  walk(dir);
-  return found;
-}
 
 const runName = (r: CliResult): string => /Run ([a-z]+-[a-z]+-\d+)/.exec(r.stdout + r.stderr)?.[1] ?? '';
 

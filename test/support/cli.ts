@@ -1,7 +1,7 @@
 import { spawn, execFileSync, type ChildProcessByStdio } from 'node:child_process';
 import { mkdtempSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { dirname, join, relative } from 'node:path';
 import type { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 
@@ -151,4 +151,18 @@ export async function waitFor<T>(fn: () => T | undefined | Promise<T | undefined
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 100));
   }
+}
+
+/** Every file under `dir` whose bytes hold `value`, as paths relative to it: where a secret went. */
+export function filesHolding(dir: string, value: string): string[] {
+  const found: string[] = [];
+  const walk = (d: string): void => {
+    for (const e of readdirSync(d, { withFileTypes: true })) {
+      const p = join(d, e.name);
+      if (e.isDirectory()) walk(p);
+      else if (e.isFile() && readFileSync(p).includes(value)) found.push(relative(dir, p));
+    }
+  };
+  walk(dir);
+  return found;
 }
