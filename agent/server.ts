@@ -1,5 +1,5 @@
 import { randomBytes, timingSafeEqual } from 'node:crypto';
-import { request as httpRequest, createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { Agent as HttpAgent, request as httpRequest, createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { createProxyServer } from 'http-proxy-3';
 import type { ServerProvider } from '../common/spec/schema.js';
@@ -124,6 +124,7 @@ export class CodeAuthProxy {
   private readonly server: Server;
   private readonly proxy;
   private readonly sessions = new Set<string>();
+  private readonly upstream: HttpAgent;
   private cookie = 'dstack-session';
   /** Upgraded (WebSocket) connections: the HTTP server no longer tracks them, and close must end them. */
   private readonly upgraded = new Set<Duplex>();
@@ -132,7 +133,9 @@ export class CodeAuthProxy {
     socketPath: string,
     private readonly token: string,
   ) {
-    this.proxy = createProxyServer({ target: { socketPath, host: 'localhost', port: 0 }, ws: true, xfwd: false });
+    // Its own agent, ended with the proxy: Node's global agent would keep connections to a code-server that is gone.
+    this.upstream = new HttpAgent({ keepAlive: true });
+    this.proxy = createProxyServer({ target: { socketPath, host: 'localhost', port: 0 }, ws: true, xfwd: false, agent: this.upstream });
     this.proxy.on('error', (_e: Error, _req: IncomingMessage, res: ServerResponse | Duplex) => {
       if ('writeHead' in res && !res.headersSent) {
         res.writeHead(502, { 'content-type': 'text/plain' });
@@ -168,6 +171,7 @@ export class CodeAuthProxy {
     this.server.closeAllConnections();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
     this.proxy.close();
+    this.upstream.destroy();
   }
 
   private onRequest(req: IncomingMessage, res: ServerResponse): void {

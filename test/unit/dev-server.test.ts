@@ -2,6 +2,7 @@ import { expect } from 'chai';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, request, type Server } from 'node:http';
 import { connect, type AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { establishedTo } from '../../agent/connections.js';
@@ -55,6 +56,7 @@ describe('dev environments: the authenticating proxy in front of code-server', (
   let port: number;
   const token = 'a'.repeat(32);
   const seen: string[] = [];
+  const upgraded: Duplex[] = [];
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'proxy-'));
@@ -64,6 +66,7 @@ describe('dev environments: the authenticating proxy in front of code-server', (
       res.end(`upstream ${req.url ?? ''}`);
     });
     upstream.on('upgrade', (_req, sock) => {
+      upgraded.push(sock);
       sock.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n');
       sock.on('data', (d: Buffer) => sock.write(d));
     });
@@ -78,6 +81,8 @@ describe('dev environments: the authenticating proxy in front of code-server', (
   });
   after(async () => {
     await proxy.close();
+    for (const sock of upgraded) sock.destroy();
+    upstream.closeAllConnections();
     upstream.close();
     rmSync(dir, { recursive: true, force: true });
   });
