@@ -2,11 +2,12 @@
 // prints the link (the agent's probe and the CLI's GET through the link both answered 200), beside
 // starting the same server by hand in the same run and polling it until it answers 200.
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { freePort } from '../agent/providers.js';
 import { httpGetFollowing } from '../coordinator/links.js';
 import { findTool } from '../test/support/tools.js';
+import { killAgents } from '../test/support/cli.js';
 
 const ROOT = join(import.meta.dirname, '..');
 const CLI = join(ROOT, 'dist', 'coordinator', 'main.js');
@@ -68,14 +69,7 @@ export async function benchDev(dir: string, reps: number): Promise<string[]> {
   try {
     return await measure();
   } finally {
-    const agents = join(home, 'local', 'agents');
-    for (const name of existsSync(agents) ? readdirSync(agents).filter((n) => n.endsWith('.json')) : []) {
-      try {
-        process.kill((JSON.parse(readFileSync(join(agents, name), 'utf8')) as { pid: number }).pid, 'SIGKILL');
-      } catch {
-        // Gone already.
-      }
-    }
+    await killAgents(home);
   }
 
   async function measure(): Promise<string[]> {
