@@ -1,9 +1,10 @@
 import { expect } from 'chai';
-import { existsSync, readFileSync, statSync } from 'node:fs';
-import { basename, join } from 'node:path';
+import { statSync } from 'node:fs';
+import { basename } from 'node:path';
 import { openBrowser, type TestBrowser } from '../support/browser.js';
-import { CORPUS, dstack, killAgents, makeHome, makeRepo, removeAll, type CliResult } from '../support/cli.js';
+import { dstack, killAgents, makeHome, makeRepo, removeAll, type CliResult } from '../support/cli.js';
 import { requireTool } from '../support/tools.js';
+import { devEnvironmentsYaml } from '../support/corpus.js';
 
 const linkOf = (r: CliResult): string => /is ready: (http\S+)/.exec(r.stdout)?.[1] ?? '';
 const runName = (r: CliResult): string => /Run ([a-z]+-[a-z]+-\d+)/.exec(r.stdout + r.stderr)?.[1] ?? '';
@@ -27,14 +28,12 @@ describe('e2e: dev environment links open in a real browser', function () {
   });
 
   const setUp = (extraConfig: Record<string, unknown> = {}): void => {
-    const file = join(CORPUS, 'dstackai-dstack-examples__f8c6f11__6.yaml');
-    repo = makeRepo({ '.dstack/workflows/dev-environments.yaml': readFileSync(file, 'utf8'), 'train.py': 'print("hello")\n', 'notes.md': '# notes\n' });
+    repo = makeRepo({ '.dstack/workflows/dev-environments.yaml': devEnvironmentsYaml(), 'train.py': 'print("hello")\n', 'notes.md': '# notes\n' });
     home = makeHome({ maxParallelJobs: 1, ...extraConfig });
   };
 
   it('ide-notebook: the Jupyter file tree lists the repo\'s files', async function () {
     requireTool(this, 'jupyter-notebook');
-    if (!existsSync(CORPUS)) this.skip();
     setUp();
     browser = await openBrowser(this);
     const r = await dstack(['run', 'ide-notebook', '-d'], { cwd: repo, home });
@@ -61,7 +60,6 @@ describe('e2e: dev environment links open in a real browser', function () {
 
   it('ide-code: the VS Code workbench shows the repo\'s folder in the explorer', async function () {
     const codeServer = requireTool(this, 'code-server');
-    if (!existsSync(CORPUS)) this.skip();
     setUp({ codeServer });
     browser = await openBrowser(this);
     const r = await dstack(['run', 'ide-code', '-d'], { cwd: repo, home, timeoutMs: 90_000 });

@@ -1,11 +1,12 @@
 import { expect } from 'chai';
-import { readFileSync, readdirSync, existsSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { httpGetFollowing } from '../../coordinator/links.js';
-import { CORPUS, dstack, filesHolding, makeHome, makeRepo, removeAll, killAgents, spawnCli, waitFor, type CliResult } from '../support/cli.js';
+import { dstack, filesHolding, makeHome, makeRepo, removeAll, killAgents, spawnCli, waitFor, type CliResult } from '../support/cli.js';
 import { freePort } from '../../agent/providers.js';
 import { requireTool } from '../support/tools.js';
+import { devEnvironmentsYaml } from '../support/corpus.js';
 
 const runName = (r: CliResult): string => /Run ([a-z]+-[a-z]+-\d+)/.exec(r.stdout + r.stderr)?.[1] ?? '';
 const linkOf = (r: CliResult): string => /is ready: (http\S+)/.exec(r.stdout)?.[1] ?? '';
@@ -32,7 +33,6 @@ function processesWith(needle: string): string[] {
 }
 
 
-const DEV_ENVIRONMENTS = readFileSync(join(CORPUS, 'dstackai-dstack-examples__f8c6f11__6.yaml'), 'utf8');
 
 describe('e2e: dev environments on the local backend, real servers', function () {
   this.timeout(120_000);
@@ -45,8 +45,7 @@ describe('e2e: dev environments on the local backend, real servers', function ()
 
   it('notebook: `dstack run ide-notebook -d` prints a link that opens the repo; without the token nothing is listed; stop ends it', async function () {
     requireTool(this, 'jupyter-notebook');
-    if (!existsSync(CORPUS)) this.skip();
-    repo = makeRepo({ '.dstack/workflows.yaml': DEV_ENVIRONMENTS, 'train.py': 'print("hi")\n', 'data/readme.txt': 'x\n' });
+    repo = makeRepo({ '.dstack/workflows.yaml': devEnvironmentsYaml(), 'train.py': 'print("hi")\n', 'data/readme.txt': 'x\n' });
     home = makeHome({ maxParallelJobs: 1 });
     const r = await dstack(['run', 'ide-notebook', '-d'], { cwd: repo, home });
     expect(r.code, r.stderr).to.equal(0);
@@ -93,8 +92,7 @@ describe('e2e: dev environments on the local backend, real servers', function ()
 
   it('code: `dstack run ide-code -d` prints a link to the workbench; without the token the proxy answers 401', async function () {
     const codeServer = requireTool(this, 'code-server');
-    if (!existsSync(CORPUS)) this.skip();
-    repo = makeRepo({ '.dstack/workflows.yaml': DEV_ENVIRONMENTS, 'train.py': 'print("hi")\n' });
+    repo = makeRepo({ '.dstack/workflows.yaml': devEnvironmentsYaml(), 'train.py': 'print("hi")\n' });
     home = makeHome({ maxParallelJobs: 1, codeServer });
     const r = await dstack(['run', 'ide-code', '-d'], { cwd: repo, home, timeoutMs: 90_000 });
     expect(r.code, r.stderr).to.equal(0);

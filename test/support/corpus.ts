@@ -50,3 +50,28 @@ export function readCorpus(dir: string): CorpusFile[] {
       };
     });
 }
+
+/**
+ * The corpus's dev-environments.yaml (dstack-examples at f8c6f11) when the shared corpus is there;
+ * in a clone with nothing beside it, the same four workflows as written here, so the dev-environment
+ * tests still run.
+ */
+export function devEnvironmentsYaml(): string {
+  const file = join(SHARED_CORPUS, 'dstackai-dstack-examples__f8c6f11__6.yaml');
+  if (existsSync(file)) return readFileSync(file, 'utf8');
+  return [
+    'workflows:',
+    '  - name: ide-code',
+    '    provider: code',
+    '  - name: ide-code-gpu',
+    '    provider: code',
+    '    resources:',
+    '      memory: 64GB',
+    '      gpu: 1',
+    '  - name: ide-lab',
+    '    provider: lab',
+    '  - name: ide-notebook',
+    '    provider: notebook',
+    '',
+  ].join('\n');
+}
