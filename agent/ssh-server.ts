@@ -7,6 +7,7 @@ import ssh2 from 'ssh2';
 import type { AuthContext, Connection, ParsedKey, PseudoTtyInfo, ServerChannel } from 'ssh2';
 import { errnoCode } from '../common/errors.js';
 import type { JobUser } from './job-user.js';
+import { TCP_TABLES, tcpSockets } from './connections.js';
 
 /** What the SSH endpoint lets the current job's submitter reach. */
 export interface SshJob {
@@ -189,21 +190,11 @@ async function resizePty(scriptPid: number, rows: number, cols: number): Promise
 }
 
 /** The uids of the sockets listening on `port` on loopback or on every address (/proc/net/tcp and tcp6). */
-export async function loopbackListeners(port: number, files = ['/proc/net/tcp', '/proc/net/tcp6']): Promise<number[]> {
-  const uids: number[] = [];
+export async function loopbackListeners(port: number, files: readonly string[] = TCP_TABLES): Promise<number[]> {
   // Addresses as the kernel prints them: 127.0.0.1, 0.0.0.0, ::1, :: and ::ffff:127.0.0.1.
   const loopback = new Set(['0100007F', '00000000', '00000000000000000000000001000000', '00000000000000000000000000000000', '0000000000000000FFFF00000100007F']);
-  for (const file of files) {
-    const text = await readFile(file, 'utf8').catch(() => '');
-    for (const line of text.split('\n').slice(1)) {
-      const f = line.trim().split(/\s+/);
-      const [address, hexPort] = (f[1] ?? '').split(':');
-      // State 0A: LISTEN.
-      if (f[3] !== '0A' || address === undefined || !loopback.has(address) || parseInt(hexPort ?? '', 16) !== port) continue;
-      uids.push(Number(f[7]));
-    }
-  }
-  return uids;
+  // State 0A: LISTEN.
+  return (await tcpSockets(files)).filter((s) => s.state === '0A' && loopback.has(s.address) && s.port === port).map((s) => s.uid);
 }
 
 /**
