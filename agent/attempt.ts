@@ -11,7 +11,7 @@ import type { JobSpec } from '../common/spec/job-spec.js';
 import { ArtifactSaver, absoluteArtifactPaths, restoreCheckpoint, restoreDeps } from './artifacts.js';
 import { startJob, type JobExit, type JobProcess } from './job-process.js';
 import { LogShipper } from './log-shipper.js';
-import { prepareRun } from './providers.js';
+import { prepareRun, type PreparedRun } from './providers.js';
 import { ServiceWatch, formatSeconds } from './service.js';
 import type { ServiceInfo } from '../common/records/runs.js';
 import { useRequirementsEnv } from './python-env.js';
@@ -19,6 +19,7 @@ import { rebuildCode } from './workspace.js';
 import { fetchSecrets } from './secrets.js';
 import { sandboxed, type Sandbox } from './sandbox.js';
 import { checkNoForeignLinks, chownTree, endJobUserProcesses, type JobUser } from './job-user.js';
+import type { GpuGrant, GpuPool } from './gpus.js';
 
 export interface AttemptOptions {
   store: Store;
@@ -53,6 +54,8 @@ export interface AttemptOptions {
   onService?: (info: ServiceInfo | undefined) => void;
   /** How long the run's earlier attempts ran their job: `max_duration` counts it. */
   ranBeforeMs?: number;
+  /** The GPUs of this machine: a job that asks for GPUs waits for its own here before it starts. */
+  gpuPool?: GpuPool;
   /** Called once the job's process has started: where it runs, with what, and the ports it may serve (for `dstack ssh`). */
   onJobStarted?: (job: StartedJob) => void;
   log: Logger;
@@ -111,6 +114,7 @@ export class Attempt {
     let maxTimer: NodeJS.Timeout | undefined;
     let jobExited = false;
     let service: ServiceWatch | undefined;
+    let gpus: GpuGrant | undefined;
     // Re-armed with setTimeout so that reads never overlap. An error here is not a lost lease: it is
     // tried again at the next tick (the lease, not this read, decides whether the job is still ours).
     const pollStop = async (): Promise<void> => {
@@ -147,6 +151,15 @@ export class Attempt {
       // After the deps, as when `pip install -r` was the job's first line: the file may name a wheel a dep made.
       const setupSignal = AbortSignal.any([signal, this.setup.signal]);
       await useRequirementsEnv(spec, prepared, { venvRoot: this.o.venvRoot, jobDir, say: (d) => shipper.write('err', d), signal: setupSignal, ...(user ? { user } : {}) });
+      if (signal.aborted) throw signal.reason;
+      if (this.forced) throw new HandedBack('the agent was stopped before the job started');
+      // Last before the start: a job waiting for its GPUs holds nothing else of the machine's meanwhile.
+      const wantGpus = spec.resources.gpu;
+      if (wantGpus !== undefined && wantGpus.count > 0) {
+        if (!this.o.gpuPool) throw new JobFailedError(`workflow \`${spec.workflow}\` asks for ${wantGpus.count} GPU${wantGpus.count === 1 ? '' : 's'}, and this agent has none: run it with \`--gpu 0\` or on a machine with GPUs`);
+        gpus = await this.o.gpuPool.acquire(wantGpus, `${spec.runName}/${attempt}`, setupSignal, (line) => shipper.write('err', `dstack: ${line}\n`));
+      }
+      assignGpus(prepared, gpus?.indices ?? []);
       if (signal.aborted) throw signal.reason;
       if (this.forced) throw new HandedBack('the agent was stopped before the job started');
       if (ServiceWatch.needed(prepared)) {
@@ -240,6 +253,11 @@ export class Attempt {
       await service?.stop().catch((e: unknown) => log.log('warn', 'could not stop the dev environment proxy', { error: toError(e).message }));
       signal.removeEventListener('abort', onAbort);
     }
+    if (gpus) {
+      // Only once the job's process has ended (above, whatever the outcome): no two jobs ever share a GPU.
+      if (this.proc && !jobExited) await this.proc.exited.catch(() => undefined);
+      await gpus.release().catch((e: unknown) => log.log('error', 'could not release the job\'s GPUs', { error: toError(e).message }));
+    }
     if (user) {
       // The job's leftovers (setsid, double fork) end before its artifacts are read and before another job starts.
       await endJobUserProcesses(user).catch((e: unknown) => log.log('error', 'could not end the job user\'s processes', { error: toError(e).message }));
@@ -318,6 +336,17 @@ async function absoluteArtifactDirs(spec: JobSpec): Promise<string[]> {
     if (top !== undefined && !made.some((m) => top.startsWith(`${m}/`))) made.push(top);
   }
   return made;
+}
+
+/**
+ * The job sees only the GPUs it was given: CUDA_VISIBLE_DEVICES (and NVIDIA_VISIBLE_DEVICES, which the
+ * NVIDIA container runtime reads) name them, and are empty for a job that asked for none.
+ */
+export function assignGpus(prepared: PreparedRun, indices: number[]): void {
+  prepared.gpus = indices;
+  const ids = indices.join(',');
+  prepared.env.CUDA_VISIBLE_DEVICES = ids;
+  prepared.env.NVIDIA_VISIBLE_DEVICES = indices.length > 0 ? ids : 'void';
 }
 
 /** The repo's folder name from its id: `github.com/acme/mnist` → `mnist`, `local/mnist-0123456789` → `mnist`. */

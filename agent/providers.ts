@@ -19,6 +19,8 @@ export interface PreparedRun {
   interpreter?: string;
   /** The job's ports (PORT_0…), on 127.0.0.1. */
   ports: number[];
+  /** The GPUs (nvidia-smi indices) the job was given; set just before it starts. */
+  gpus?: number[];
   /** A dev environment's server (code, lab, notebook), started by the script's last line. */
   server?: ServerPlan & { token: string };
 }
