@@ -13,6 +13,7 @@ import { benchArtifacts } from './bench-artifacts.js';
 import { benchAws } from './bench-aws.js';
 import { benchFleet } from './bench-fleet.js';
 import { benchDev } from './bench-dev.js';
+import { benchDocker } from './bench-docker.js';
 
 /** Ends the run early when BENCH_ONLY picks one section. */
 class Skip extends Error {}
@@ -60,6 +61,8 @@ try {
   if (only === 'fleet') throw new Skip();
   if (only === undefined || only === 'dev') results.push(...(await benchDev(join(work, 'dev'), Number(process.env.BENCH_DEV_N ?? 5))));
   if (only === 'dev') throw new Skip();
+  if (only === undefined || only === 'docker') results.push(...(await benchDocker(join(work, 'docker'), Number(process.env.BENCH_DOCKER_N ?? 5))));
+  if (only === 'docker') throw new Skip();
   // 1. CLI cold start.
   const cli: number[] = [];
   const node: number[] = [];

@@ -57,14 +57,20 @@ export interface DockerContext extends SkippableContext {
   timeout?(ms: number): unknown;
 }
 
+/** Why no Docker daemon can be had here: `reason` is the line a skipped test prints. */
+export class DockerUnavailable extends Error {
+  constructor(readonly reason: string) {
+    super(reason);
+  }
+}
+
 /**
- * The Docker daemon and registry a test uses. Under .ci/run they are already running
- * (DSTACK_TEST_DOCKER_HOST and friends); otherwise a private pair is started once per mocha process with
- * scripts/ci-docker.sh (needs root and docker.io, docker-registry, busybox-static) and stopped when the
- * process exits. When that is not possible the test is skipped with a reason naming dockerd, except
- * under CI (`CI` set), where it fails.
+ * The Docker daemon and registry to use: the ones .ci/run started (DSTACK_TEST_DOCKER_HOST and
+ * friends), or else a private pair started once per process with scripts/ci-docker.sh (needs root and
+ * docker.io, docker-registry, busybox-static) and stopped when the process exits. Rejects with
+ * DockerUnavailable when neither can be had; with any other error when the variables are half set.
  */
-export async function requireDocker(ctx: DockerContext, o: DockerOptions = { env: process.env }): Promise<DockerEnv> {
+export async function openDocker(o: Omit<DockerOptions, 'log'> = { env: process.env }): Promise<DockerEnv> {
   const given = o.env.DSTACK_TEST_DOCKER_HOST;
   if (given !== undefined && given !== '') {
     const registry = o.env.DSTACK_TEST_REGISTRY;
@@ -73,14 +79,32 @@ export async function requireDocker(ctx: DockerContext, o: DockerOptions = { env
     return dockerEnv({ DSTACK_TEST_DOCKER_HOST: given, DSTACK_TEST_REGISTRY: registry, DSTACK_TEST_DOCKER_IMAGE: image, DSTACK_TEST_DOCKER_DEBIAN_IMAGE: o.env.DSTACK_TEST_DOCKER_DEBIAN_IMAGE });
   }
   const missing = (['dockerd', 'docker-registry', 'busybox', 'docker'] as const).find((t) => !findOnPath(t, o.env));
-  if (missing !== undefined) return skip(ctx, o, `skipped: needs dockerd (apt-get install docker.io docker-registry busybox-static): no ${missing} on PATH`);
-  if (!(o.isRoot ?? process.getuid?.() === 0)) return skip(ctx, o, 'skipped: needs dockerd, which only root can start here (or set DSTACK_TEST_DOCKER_HOST from `scripts/ci-docker.sh start DIR`)');
-  ctx.timeout?.(180_000);
+  if (missing !== undefined) throw new DockerUnavailable(`needs dockerd (apt-get install docker.io docker-registry busybox-static): no ${missing} on PATH`);
+  if (!(o.isRoot ?? process.getuid?.() === 0)) throw new DockerUnavailable('needs dockerd, which only root can start here (or set DSTACK_TEST_DOCKER_HOST from `scripts/ci-docker.sh start DIR`)');
   try {
     return dockerEnv(await (o.start ?? startPrivateOnce)());
   } catch (e) {
     const why = (e instanceof Error ? e.message : String(e)).trim().split('\n');
-    return skip(ctx, o, `skipped: needs dockerd, which could not start: ${why.slice(-6).join(' | ')}`);
+    throw new DockerUnavailable(`needs dockerd, which could not start: ${why.slice(-6).join(' | ')}`);
+  }
+}
+
+/**
+ * openDocker for a test: when no daemon can be had, the test is skipped with a reason naming dockerd
+ * (its title and one line on stderr say why), except under CI (`CI` set), where it fails.
+ */
+export async function requireDocker(ctx: DockerContext, o: DockerOptions = { env: process.env }): Promise<DockerEnv> {
+  // Starting a daemon and pushing the image takes several seconds.
+  if (!o.env.DSTACK_TEST_DOCKER_HOST) ctx.timeout?.(180_000);
+  try {
+    return await openDocker(o);
+  } catch (e) {
+    if (!(e instanceof DockerUnavailable)) throw e;
+    if (o.env.CI) throw new Error(`${e.reason}: CI must provide it (see .ci/run)`);
+    const line = `skipped: ${e.reason}`;
+    (o.log ?? ((l: string) => void process.stderr.write(`${l}\n`)))(line);
+    if (ctx.test && ctx.test.type === 'test') ctx.test.title += ` (${line})`;
+    return ctx.skip();
   }
 }
 
@@ -96,13 +120,6 @@ function findOnPath(name: 'dockerd' | 'docker-registry' | 'busybox' | 'docker', 
       return false;
     }
   });
-}
-
-function skip(ctx: DockerContext, o: DockerOptions, reason: string): never {
-  if (o.env.CI) throw new Error(`${reason.replace(/^skipped: /, '')}: CI must provide it (see .ci/run)`);
-  (o.log ?? ((line: string) => void process.stderr.write(`${line}\n`)))(reason);
-  if (ctx.test && ctx.test.type === 'test') ctx.test.title += ` (${reason})`;
-  return ctx.skip();
 }
 
 let started: Promise<StartedVars> | undefined;
