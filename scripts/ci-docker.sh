@@ -14,6 +14,7 @@
 # DIR must be short (the socket path limit is 108 bytes): /tmp/dsd-XXXX, say. Needs root.
 # DSTACK_CI_DOCKER_OWNER=PID: stop by itself once that process is gone (a test run killed with -9).
 # DSTACK_CI_CACHE (default /var/cache/dstack-ci): the busybox root is kept there as a tar, one per day.
+# DSTACK_CI_DOCKER_DEBIAN=0: do not import the cached debootstrap root (a few seconds).
 set -euo pipefail
 
 usage() { echo "usage: ci-docker.sh start|stop DIR" >&2; exit 2; }
@@ -52,7 +53,7 @@ pids_naming_dir() {
   for p in /proc/[0-9]*; do
     p=${p#/proc/}
     [ "$p" = "$$" ] && continue
-    args="$(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null)" || continue
+    args="$(tr '\0' ' ' 2>/dev/null <"/proc/$p/cmdline")" || continue
     case "$args" in *ci-docker.sh*) continue ;; *"$dir/"*) echo "$p" ;; esac
   done
 }
@@ -205,7 +206,7 @@ $(tail -n 20 "$dir/registry.log")"
   local debian=""
   local root
   root="$(find "$debootstrap_cache" -maxdepth 1 -name 'bookworm-minbase-*.tar' 2>/dev/null | sort | tail -n 1 || true)"
-  if [ -n "$root" ]; then
+  if [ -n "$root" ] && [ "${DSTACK_CI_DOCKER_DEBIAN:-1}" != 0 ]; then
     debian="$registry/debian:bookworm-minbase"
     docker import -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' "$root" "$debian" >/dev/null
     docker push -q "$debian" >/dev/null || docker push "$debian" >&2

@@ -99,7 +99,7 @@ describe('docker test infrastructure (scripts/ci-docker.sh, test/support/docker.
     if (process.getuid?.() !== 0) this.skip();
     const dir = mkdtempSync('/tmp/dsd-');
     try {
-      const start = spawnSync('bash', [CI_DOCKER, 'start', dir], { encoding: 'utf8', timeout: 120_000 });
+      const start = spawnSync('bash', [CI_DOCKER, 'start', dir], { encoding: 'utf8', timeout: 120_000, env: { ...process.env, DSTACK_CI_DOCKER_DEBIAN: '0' } });
       expect(start.status, start.stderr).to.equal(0);
       const vars = parseEnvLines(start.stdout);
       const env = { ...process.env, DOCKER_HOST: vars.DOCKER_HOST ?? '' };
