@@ -15,6 +15,7 @@ import { detectSandbox } from './sandbox.js';
 import { agentFolders, asJobUser, jobUserFor } from './job-user.js';
 import { Imds } from './imds.js';
 import { watchSpot } from './spot-watch.js';
+import { dockerClient, removeLeftovers } from './runtime/docker.js';
 import type { InstanceFacts } from '../common/runs.js';
 
 /**
@@ -74,7 +75,11 @@ async function main(): Promise<number> {
   // On EC2, `dstack ssh` and the forwards to a job's ports go through the agent's SSH endpoint.
   const sshPort = config.aws?.sshPort ?? 0;
   const ssh = imds && config.backend === 'aws' && sshPort > 0 ? await (await import('./ssh-wiring.js')).startSshEndpoint({ home, imds, port: sshPort, log, ...(jobUser ? { user: jobUser } : {}) }) : undefined;
+  // `provider: docker`: the containers an earlier agent here left behind (killed, say) go first.
+  const docker = await dockerClient(process.env);
+  if (docker) await removeLeftovers(docker, agentId, hostname(), log);
   const agent = new Agent({
+    ...(docker ? { docker } : {}),
     // With `aws.agents: local` this is the queue of the agent's owner (the ARN of its credentials).
     queue: await backend.queueFor('default'),
     store: backend.store,

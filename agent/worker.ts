@@ -14,6 +14,7 @@ import { Lease, type Clock } from './lease.js';
 import type { Sandbox } from './sandbox.js';
 import type { JobUser } from './job-user.js';
 import type { SshWiring } from './ssh-wiring.js';
+import type { DockerClient } from './runtime/docker.js';
 
 export interface AgentOptions {
   queue: Queue;
@@ -55,6 +56,8 @@ export interface AgentOptions {
   onState?: (state: 'idle' | 'busy') => Promise<void>;
   /** The SSH endpoint of an EC2 agent: told when a job is set up and when it ends (see ssh-wiring.ts). */
   ssh?: SshWiring;
+  /** The docker CLI, for `provider: docker` (see runtime/docker.ts). */
+  docker?: DockerClient;
   /** The lease's clock; tests pass a fake one. */
   clock?: Clock;
 }
@@ -332,6 +335,14 @@ export class Agent {
       ...(this.o.sandbox ? { sandbox: this.o.sandbox } : {}),
       ...(this.o.jobUser ? { jobUser: this.o.jobUser } : {}),
       ...(this.o.codeServer !== undefined ? { codeServer: this.o.codeServer } : {}),
+      ...(this.o.docker ? { docker: this.o.docker } : {}),
+      agentId: this.o.agentId,
+      host: this.o.host,
+      onImage: (image) => {
+        // The digest is what `restart` runs: a tag that moves later does not change it.
+        record.image = image;
+        writeRecord().catch((e: unknown) => log.log('warn', 'could not record the job\'s image', { error: toError(e).message }));
+      },
       onService: (info) => {
         // Published at once, not at the next heartbeat: the CLI waits on it to print the link.
         // The SSH endpoint stays published while the job runs, whatever it serves.

@@ -73,6 +73,9 @@ export async function capabilityProblems(spec: Pick<JobSpec, 'workflow' | 'provi
       provider === 'code' && tools.codeServer !== undefined ? `\`local.codeServer\` (${tools.codeServer}) is not an executable` : `\`${server.binary}\` is not on PATH`;
     problems.push(`workflow \`${spec.workflow}\` (\`provider: ${provider}\`) needs ${server.what}, and ${missing}: ${server.install}`);
   }
+  if (provider === 'docker' && (await onPath('docker', tools.path)) === undefined) {
+    problems.push(`workflow \`${spec.workflow}\` (\`provider: docker\`) needs Docker, and \`docker\` is not on PATH: install Docker (apt-get install docker.io) and start its daemon`);
+  }
   if (spec.python !== undefined && (await findPython(spec.python, tools.path)) === undefined) {
     problems.push(
       `workflow \`${spec.workflow}\` asks for \`python: ${spec.python}\`, which no interpreter on this machine provides (looked for python${spec.python} on PATH, /opt/conda/envs/py${spec.python} and ~/.pyenv/versions): install Python ${spec.python} or change \`python:\``,
