@@ -115,7 +115,7 @@ export async function pullImage(o: PullOptions): Promise<ImageRecord> {
   if (o.signal.aborted) throw o.signal.reason;
   if (pull.code !== 0) {
     const why = lastLine(pull.stderr) || `docker pull exited with code ${pull.code}`;
-    const hint = /unauthorized|authentication required|denied/i.test(why)
+    const hint = /unauthorized|authentication required|denied|no basic auth credentials|credentials/i.test(why)
       ? `: set the repo secrets ${REGISTRY_USERNAME} and ${REGISTRY_PASSWORD} (\`dstack secrets add\`) for ${registryOf(o.image)}`
       : /manifest unknown|not found|does not exist/i.test(why)
         ? ': check the name and tag in `image:`'
