@@ -142,6 +142,8 @@ export const AttemptRecordSchema = z.object({
   service: ServiceInfoSchema.optional(),
   /** The job's working folder on its machine (where `dstack ssh` opens its shell). */
   cwd: z.string().optional(),
+  /** The GPUs (nvidia-smi indices) the job was given on its machine. */
+  gpus: z.array(z.number().int()).optional(),
 });
 export type AttemptRecord = z.infer<typeof AttemptRecordSchema>;
 
