@@ -53,10 +53,6 @@ export class MachineGpuPool implements GpuPool {
     this.pollMs = o.pollMs ?? 500;
   }
 
-  get gpus(): Gpu[] {
-    return this.o.gpus;
-  }
-
   async acquire(want: NonNullable<ResourceSpec['gpu']>, holder: string, signal: AbortSignal, say: (line: string) => void): Promise<GpuGrant> {
     const fit = gpusFitting(this.o.gpus, want);
     if (fit.length < want.count) throw new JobFailedError(neverServed(want, this.o.gpus));
