@@ -15,6 +15,7 @@ import type { Sandbox } from './sandbox.js';
 import type { JobUser } from './job-user.js';
 import type { SshWiring } from './ssh-wiring.js';
 import type { DockerClient } from './runtime/docker.js';
+import type { GpuPool } from './gpus.js';
 
 export interface AgentOptions {
   queue: Queue;
@@ -58,6 +59,8 @@ export interface AgentOptions {
   ssh?: SshWiring;
   /** The docker CLI, for `provider: docker` (see runtime/docker.ts). */
   docker?: DockerClient;
+  /** This machine's GPUs, shared with its other agents; none: a job that asks for GPUs fails. */
+  gpuPool?: GpuPool;
   /** The lease's clock; tests pass a fake one. */
   clock?: Clock;
 }
@@ -318,6 +321,13 @@ export class Agent {
     });
     const ranBeforeMs = spec.maxDurationS !== undefined && attempt > 1 ? await this.ranBefore(spec, attempt) : 0;
     let ssh: ReturnType<NonNullable<AgentOptions['ssh']>['jobStarted']>;
+    // The GPUs a job gets go into its attempt record: which cards a run used.
+    const gpuPool =
+      this.o.gpuPool &&
+      recordingGrants(this.o.gpuPool, (indices) => {
+        record.gpus = indices;
+        writeRecord().catch((e: unknown) => log.log('warn', 'could not record the job\'s GPUs', { error: toError(e).message }));
+      });
     const run = new Attempt({
       store,
       spec,
@@ -343,6 +353,7 @@ export class Agent {
         record.image = image;
         writeRecord().catch((e: unknown) => log.log('warn', 'could not record the job\'s image', { error: toError(e).message }));
       },
+      ...(gpuPool ? { gpuPool } : {}),
       onService: (info) => {
         // Published at once, not at the next heartbeat: the CLI waits on it to print the link.
         // The SSH endpoint stays published while the job runs, whatever it serves.
@@ -406,4 +417,15 @@ async function retry<T>(fn: () => Promise<T>, tries: number, delayMs: number): P
       await new Promise((r) => setTimeout(r, delayMs));
     }
   }
+}
+
+/** The pool, telling `onGrant` the GPUs each grant holds. */
+function recordingGrants(pool: GpuPool, onGrant: (indices: number[]) => void): GpuPool {
+  return {
+    acquire: async (...args) => {
+      const grant = await pool.acquire(...args);
+      onGrant(grant.indices);
+      return grant;
+    },
+  };
 }

@@ -147,6 +147,8 @@ export const AttemptRecordSchema = z.object({
    * reference the container ran (`repo@sha256:…`, or the id of an image built on its machine): what `restart` runs.
    */
   image: z.object({ ref: z.string(), digest: z.string(), pinned: z.string() }).optional(),
+  /** The GPUs (nvidia-smi indices) the job was given on its machine. */
+  gpus: z.array(z.number().int()).optional(),
 });
 export type AttemptRecord = z.infer<typeof AttemptRecordSchema>;
 
