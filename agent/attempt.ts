@@ -20,6 +20,8 @@ import { fetchSecrets } from './secrets.js';
 import { sandboxed, type Sandbox } from './sandbox.js';
 import { checkNoForeignLinks, chownTree, endJobUserProcesses, type JobUser } from './job-user.js';
 import type { GpuGrant, GpuPool } from './gpus.js';
+import { REGISTRY_PASSWORD, REGISTRY_USERNAME, pullImage, removeContainer, startContainer, type DockerClient, type ImageRecord } from './runtime/docker.js';
+import { basename } from 'node:path';
 
 export interface AttemptOptions {
   store: Store;
@@ -54,6 +56,13 @@ export interface AttemptOptions {
   onService?: (info: ServiceInfo | undefined) => void;
   /** How long the run's earlier attempts ran their job: `max_duration` counts it. */
   ranBeforeMs?: number;
+  /** The docker CLI, for `provider: docker`; undefined when this machine has none. */
+  docker?: DockerClient;
+  /** Who runs the attempt: labels of its container. */
+  agentId?: string;
+  host?: string;
+  /** Gets the image a docker job runs, by its digest, once it is pulled: recorded in the attempt. */
+  onImage?: (image: ImageRecord) => void;
   /** The GPUs of this machine: a job that asks for GPUs waits for its own here before it starts. */
   gpuPool?: GpuPool;
   /** Called once the job's process has started: where it runs, with what, and the ports it may serve (for `dstack ssh`). */
@@ -115,6 +124,7 @@ export class Attempt {
     let jobExited = false;
     let service: ServiceWatch | undefined;
     let gpus: GpuGrant | undefined;
+    let container: string | undefined;
     // Re-armed with setTimeout so that reads never overlap. An error here is not a lost lease: it is
     // tried again at the next tick (the lease, not this read, decides whether the job is still ours).
     const pollStop = async (): Promise<void> => {
@@ -138,8 +148,10 @@ export class Attempt {
       if (user) await endJobUserProcesses(user);
       await rebuildCode(store, spec.code, codeDir);
       // Fetched before anything the job's repo controls prints, so every line after this is masked.
-      const secretEnv = this.o.secrets ? await fetchSecrets(this.o.secrets, spec) : {};
-      shipper.mask(Object.values(secretEnv));
+      const { [REGISTRY_USERNAME]: registryUser, [REGISTRY_PASSWORD]: registryPassword, ...secretEnv } = this.o.secrets ? await fetchSecrets(this.o.secrets, spec) : {};
+      shipper.mask([...Object.values(secretEnv), ...(registryPassword !== undefined ? [registryPassword] : [])]);
+      const docker = spec.provider === 'docker' ? this.o.docker : undefined;
+      if (spec.provider === 'docker' && !docker) throw new JobFailedError('`provider: docker` needs Docker, and this agent\'s machine has no `docker` on PATH: install Docker (apt-get install docker.io) or run the job on a machine that has it');
       const prepared = await prepareRun(spec, jobDir, codeDir, this.o.jobEnv, secretEnv, this.o.codeServer !== undefined ? { codeServer: this.o.codeServer } : {});
       const madeForJob = user ? await absoluteArtifactDirs(spec) : [];
       // What a restore writes at an absolute path (in a folder an earlier job made, say) becomes the job user's.
@@ -153,6 +165,20 @@ export class Attempt {
       await useRequirementsEnv(spec, prepared, { venvRoot: this.o.venvRoot, jobDir, say: (d) => shipper.write('err', d), signal: setupSignal, ...(user ? { user } : {}) });
       if (signal.aborted) throw signal.reason;
       if (this.forced) throw new HandedBack('the agent was stopped before the job started');
+      let image: string | undefined;
+      if (docker) {
+        const pulled = await pullImage({
+          client: docker,
+          image: spec.image ?? '',
+          jobDir,
+          ...(registryUser !== undefined && registryPassword !== undefined ? { login: { username: registryUser, password: registryPassword } } : {}),
+          say: (line) => shipper.write('err', `dstack: ${line}\n`),
+          output: (d) => shipper.write('err', d),
+          signal: setupSignal,
+        });
+        image = pulled.pinned;
+        this.o.onImage?.(pulled);
+      }
       // Last before the start: a job waiting for its GPUs holds nothing else of the machine's meanwhile.
       const wantGpus = spec.resources.gpu;
       if (wantGpus !== undefined && wantGpus.count > 0) {
@@ -172,14 +198,36 @@ export class Attempt {
         });
         await service.listen();
       }
-      const command = this.o.sandbox ? await sandboxed(this.o.sandbox, prepared.script, jobDir, spec) : undefined;
-      const proc = startJob(prepared.script, {
-        cwd: prepared.cwd,
-        env: prepared.env,
-        ...(this.o.deadlineFile ? { deadlineFile: this.o.deadlineFile } : {}),
-        ...(command ? { command } : {}),
-        ...(user ? { user } : {}),
-      });
+      let proc: JobProcess;
+      if (docker && image !== undefined) {
+        container = `dstack-${basename(jobDir)}`;
+        const uid = process.getuid?.() ?? 0;
+        proc = await startContainer(
+          docker,
+          {
+            spec,
+            attempt,
+            agentId: this.o.agentId ?? 'agent',
+            host: this.o.host ?? 'localhost',
+            name: container,
+            image,
+            prepared,
+            codeDir,
+            absolutePaths: absoluteArtifactPaths(spec),
+            ...(uid !== 0 ? { ids: { uid, gid: process.getgid?.() ?? uid } } : {}),
+          },
+          this.o.deadlineFile,
+        );
+      } else {
+        const command = this.o.sandbox ? await sandboxed(this.o.sandbox, prepared.script, jobDir, spec) : undefined;
+        proc = startJob(prepared.script, {
+          cwd: prepared.cwd,
+          env: prepared.env,
+          ...(this.o.deadlineFile ? { deadlineFile: this.o.deadlineFile } : {}),
+          ...(command ? { command } : {}),
+          ...(user ? { user } : {}),
+        });
+      }
       this.proc = proc;
       started = true;
       void proc.exited.then(
@@ -252,6 +300,13 @@ export class Attempt {
       clearTimeout(maxTimer);
       await service?.stop().catch((e: unknown) => log.log('warn', 'could not stop the dev environment proxy', { error: toError(e).message }));
       signal.removeEventListener('abort', onAbort);
+    }
+    if (container !== undefined && this.o.docker) {
+      // No container outlives its attempt, however it ended.
+      const docker = this.o.docker;
+      await pRetry(() => removeContainer(docker, container ?? ''), { retries: 3, minTimeout: 200 }).catch((e: unknown) =>
+        log.log('error', 'could not remove the job\'s container', { container, error: toError(e).message }),
+      );
     }
     if (gpus) {
       // Only once the job's process has ended (above, whatever the outcome): no two jobs ever share a GPU.

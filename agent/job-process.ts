@@ -20,8 +20,9 @@ export interface JobProcess {
 // Kills the job's group if the agent dies (kill -9 included), or once the lease deadline in the
 // deadline file has passed: a frozen agent's pid is alive, but it can no longer refresh the file, so
 // its job dies before another agent may take the job. Arguments are positional ($1 agent pid, $2 job
-// group id, $3 deadline file or ''), never interpolated into the script. A missing or unreadable
-// file keeps the last deadline read.
+// group id, $3 deadline file or '', $4 the docker program and $5 the job's container, or ''), never
+// interpolated into the script. A missing or unreadable file keeps the last deadline read. A job in a
+// container is out of the group's reach: its container is killed and removed too.
 const WATCHDOG = [
   'deadline=',
   'while kill -0 -- "-$2" 2>/dev/null && kill -0 "$1" 2>/dev/null; do',
@@ -33,7 +34,9 @@ const WATCHDOG = [
   '  fi',
   '  sleep 0.2',
   'done',
-  'kill -KILL -- "-$2" 2>/dev/null; exit 0',
+  'kill -KILL -- "-$2" 2>/dev/null',
+  'if [ -n "$5" ]; then "$4" kill "$5" >/dev/null 2>&1; "$4" rm -f "$5" >/dev/null 2>&1; fi',
+  'exit 0',
 ].join('\n');
 
 export interface StartOptions {
@@ -45,6 +48,11 @@ export interface StartOptions {
   command?: { command: string; args: string[] };
   /** Runs the job as this user (the agent runs as root): see job-user.ts. */
   user?: JobUser;
+  /**
+   * The command attaches to this container (`docker start -a`): stop and abort go to the container
+   * (`docker stop -t`, `docker kill`), and the watchdog kills it too. `env` is the docker client's.
+   */
+  container?: { docker: string; name: string; env: NodeJS.ProcessEnv };
 }
 
 /** Starts `bash SCRIPT` in its own process group, with a watchdog tied to this process's life and the deadline file. */
@@ -70,7 +78,17 @@ export function startJob(script: string, options: StartOptions): JobProcess {
   });
   const pid = child.pid;
   if (pid === undefined) throw new Error('bash could not be started');
-  spawn('bash', ['-c', WATCHDOG, 'dstack-watchdog', String(process.pid), String(pid), options.deadlineFile ?? ''], { detached: true, stdio: 'ignore' }).unref();
+  const container = options.container;
+  spawn('bash', ['-c', WATCHDOG, 'dstack-watchdog', String(process.pid), String(pid), options.deadlineFile ?? '', container?.docker ?? '', container?.name ?? ''], {
+    detached: true,
+    stdio: 'ignore',
+    ...(container ? { env: container.env } : {}),
+  }).unref();
+  const tellDocker = (args: string[]): void => {
+    if (!container) return;
+    const c = spawn(container.docker, [...args, container.name], { env: container.env, stdio: 'ignore' });
+    c.once('error', () => undefined);
+  };
 
   let killTimer: NodeJS.Timeout | undefined;
   let finished = false;
@@ -95,11 +113,21 @@ export function startJob(script: string, options: StartOptions): JobProcess {
     exited,
     stop(graceMs) {
       if (finished || killTimer) return;
+      if (container) {
+        // The daemon sends SIGTERM, then SIGKILL after the grace; the attached client then exits with the container.
+        tellDocker(['stop', '--time', String(Math.max(1, Math.ceil(graceMs / 1000)))]);
+        killTimer = setTimeout(() => {
+          tellDocker(['kill']);
+          signalGroup('SIGKILL');
+        }, graceMs + 10_000);
+        return;
+      }
       signalGroup('SIGTERM');
       killTimer = setTimeout(() => signalGroup('SIGKILL'), graceMs);
     },
     abort() {
       if (finished) return;
+      tellDocker(['kill']);
       signalGroup('SIGKILL');
     },
   };

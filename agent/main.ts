@@ -15,6 +15,9 @@ import { detectSandbox } from './sandbox.js';
 import { agentFolders, asJobUser, jobUserFor } from './job-user.js';
 import { Imds } from './imds.js';
 import { watchSpot } from './spot-watch.js';
+import { dockerClient, removeLeftovers } from './runtime/docker.js';
+import { MachineGpuPool } from './gpus.js';
+import { describeGpus, listGpus } from '../common/gpus.js';
 import type { InstanceFacts } from '../common/runs.js';
 
 /**
@@ -71,10 +74,18 @@ async function main(): Promise<number> {
   const hidden = { hidden: [join(homedir(), '.aws'), join(homedir(), '.ssh'), home, join(backend.root, 'work')], readOnly: [venvRoot] };
   const sandbox = await detectSandbox(config.local.sandbox, process.env.PATH ?? '', hidden, jobUser);
   log.log('info', sandbox ? `jobs run in a sandbox (${sandbox.bwrap})` : `jobs run without a sandbox (local.sandbox: ${config.local.sandbox}${config.local.sandbox === 'auto' ? ', bwrap not found or not working' : ''})`);
+  // Found once: nvidia-smi on the agent's PATH. The agents of this machine share the claims under the backend's root.
+  const gpus = await listGpus(process.env.PATH ?? '');
+  log.log('info', gpus.length > 0 ? `GPUs: ${describeGpus(gpus)}` : 'no GPU (no nvidia-smi on PATH, or it lists none)');
+  const gpuPool = new MachineGpuPool({ gpus, dir: join(backend.root, 'gpus'), pid: process.pid, host: hostname() });
   // On EC2, `dstack ssh` and the forwards to a job's ports go through the agent's SSH endpoint.
   const sshPort = config.aws?.sshPort ?? 0;
   const ssh = imds && config.backend === 'aws' && sshPort > 0 ? await (await import('./ssh-wiring.js')).startSshEndpoint({ home, imds, port: sshPort, log, ...(jobUser ? { user: jobUser } : {}) }) : undefined;
+  // `provider: docker`: the containers an earlier agent here left behind (killed, say) go first.
+  const docker = await dockerClient(process.env);
+  if (docker) await removeLeftovers(docker, agentId, hostname(), log);
   const agent = new Agent({
+    ...(docker ? { docker } : {}),
     // With `aws.agents: local` this is the queue of the agent's owner (the ARN of its credentials).
     queue: await backend.queueFor('default'),
     store: backend.store,
@@ -94,6 +105,7 @@ async function main(): Promise<number> {
     maxAttempts: config.local.maxAttempts,
     jobEnv,
     ...(backend.secrets ? { secrets: backend.secrets } : {}),
+    gpuPool,
     onState: setState,
     ...(ssh ? { ssh } : {}),
     ...(instance ? { instance } : {}),

@@ -14,6 +14,8 @@ import { Lease, type Clock } from './lease.js';
 import type { Sandbox } from './sandbox.js';
 import type { JobUser } from './job-user.js';
 import type { SshWiring } from './ssh-wiring.js';
+import type { DockerClient } from './runtime/docker.js';
+import type { GpuPool } from './gpus.js';
 
 export interface AgentOptions {
   queue: Queue;
@@ -55,6 +57,10 @@ export interface AgentOptions {
   onState?: (state: 'idle' | 'busy') => Promise<void>;
   /** The SSH endpoint of an EC2 agent: told when a job is set up and when it ends (see ssh-wiring.ts). */
   ssh?: SshWiring;
+  /** The docker CLI, for `provider: docker` (see runtime/docker.ts). */
+  docker?: DockerClient;
+  /** This machine's GPUs, shared with its other agents; none: a job that asks for GPUs fails. */
+  gpuPool?: GpuPool;
   /** The lease's clock; tests pass a fake one. */
   clock?: Clock;
 }
@@ -315,6 +321,13 @@ export class Agent {
     });
     const ranBeforeMs = spec.maxDurationS !== undefined && attempt > 1 ? await this.ranBefore(spec, attempt) : 0;
     let ssh: ReturnType<NonNullable<AgentOptions['ssh']>['jobStarted']>;
+    // The GPUs a job gets go into its attempt record: which cards a run used.
+    const gpuPool =
+      this.o.gpuPool &&
+      recordingGrants(this.o.gpuPool, (indices) => {
+        record.gpus = indices;
+        writeRecord().catch((e: unknown) => log.log('warn', 'could not record the job\'s GPUs', { error: toError(e).message }));
+      });
     const run = new Attempt({
       store,
       spec,
@@ -332,6 +345,15 @@ export class Agent {
       ...(this.o.sandbox ? { sandbox: this.o.sandbox } : {}),
       ...(this.o.jobUser ? { jobUser: this.o.jobUser } : {}),
       ...(this.o.codeServer !== undefined ? { codeServer: this.o.codeServer } : {}),
+      ...(this.o.docker ? { docker: this.o.docker } : {}),
+      agentId: this.o.agentId,
+      host: this.o.host,
+      onImage: (image) => {
+        // The digest is what `restart` runs: a tag that moves later does not change it.
+        record.image = image;
+        writeRecord().catch((e: unknown) => log.log('warn', 'could not record the job\'s image', { error: toError(e).message }));
+      },
+      ...(gpuPool ? { gpuPool } : {}),
       onService: (info) => {
         // Published at once, not at the next heartbeat: the CLI waits on it to print the link.
         // The SSH endpoint stays published while the job runs, whatever it serves.
@@ -395,4 +417,15 @@ async function retry<T>(fn: () => Promise<T>, tries: number, delayMs: number): P
       await new Promise((r) => setTimeout(r, delayMs));
     }
   }
+}
+
+/** The pool, telling `onGrant` the GPUs each grant holds. */
+function recordingGrants(pool: GpuPool, onGrant: (indices: number[]) => void): GpuPool {
+  return {
+    acquire: async (...args) => {
+      const grant = await pool.acquire(...args);
+      onGrant(grant.indices);
+      return grant;
+    },
+  };
 }

@@ -1,21 +1,14 @@
-import { access, constants } from 'node:fs/promises';
 import { cpus, totalmem } from 'node:os';
-import { delimiter, isAbsolute, join } from 'node:path';
 import { findPython } from '../agent/providers.js';
 import { DEFAULT_PATH } from '../agent/environment.js';
 import { DEV_SERVERS, findDevServer } from '../common/dev-tools.js';
 import { UsageError } from '../common/errors.js';
-import { exec } from '../common/exec.js';
+import { gpuNameMatches, listGpus, onPath, shortGpuName, type Gpu } from '../common/gpus.js';
 import type { JobSpec, ResourceSpec } from '../common/spec/job-spec.js';
 import { isServerProvider } from '../common/spec/schema.js';
 import type { Context } from './context.js';
 
-/** One GPU as `nvidia-smi` lists it. */
-export interface Gpu {
-  index: number;
-  name: string;
-  memoryMiB: number;
-}
+export { listGpus, type Gpu };
 
 /** What this machine offers the jobs of its local agents. */
 export interface MachineFacts {
@@ -73,6 +66,9 @@ export async function capabilityProblems(spec: Pick<JobSpec, 'workflow' | 'provi
       provider === 'code' && tools.codeServer !== undefined ? `\`local.codeServer\` (${tools.codeServer}) is not an executable` : `\`${server.binary}\` is not on PATH`;
     problems.push(`workflow \`${spec.workflow}\` (\`provider: ${provider}\`) needs ${server.what}, and ${missing}: ${server.install}`);
   }
+  if (provider === 'docker' && (await onPath('docker', tools.path)) === undefined) {
+    problems.push(`workflow \`${spec.workflow}\` (\`provider: docker\`) needs Docker, and \`docker\` is not on PATH: install Docker (apt-get install docker.io) and start its daemon`);
+  }
   if (spec.python !== undefined && (await findPython(spec.python, tools.path)) === undefined) {
     problems.push(
       `workflow \`${spec.workflow}\` asks for \`python: ${spec.python}\`, which no interpreter on this machine provides (looked for python${spec.python} on PATH, /opt/conda/envs/py${spec.python} and ~/.pyenv/versions): install Python ${spec.python} or change \`python:\``,
@@ -120,30 +116,6 @@ export async function machineFacts(path: string): Promise<MachineFacts> {
   return { cpus: cpus().length, memoryMiB: Math.floor(totalmem() / 2 ** 20), gpus: await listGpus(path) };
 }
 
-/** The GPUs `nvidia-smi` lists; none when it is not on `path` or fails (no driver loaded). */
-export async function listGpus(path: string): Promise<Gpu[]> {
-  const smi = await onPath('nvidia-smi', path);
-  if (smi === undefined) return [];
-  const r = await exec(smi, ['--query-gpu=index,name,memory.total', '--format=csv,noheader,nounits'], { env: { PATH: path } }).catch(() => undefined);
-  if (r === undefined || r.code !== 0) return [];
-  const gpus: Gpu[] = [];
-  for (const line of r.stdout.toString('utf8').split('\n')) {
-    const [index, name, memory] = line.split(',').map((c) => c.trim());
-    if (index === undefined || name === undefined || memory === undefined || !/^\d+$/.test(index) || !/^\d+$/.test(memory)) continue;
-    gpus.push({ index: Number(index), name, memoryMiB: Number(memory) });
-  }
-  return gpus;
-}
-
-/** `A10G` matches `NVIDIA A10G`, `v100` matches `Tesla V100-SXM2-16GB`. */
-function gpuNameMatches(have: string, want: string): boolean {
-  return have.toLowerCase().includes(want.toLowerCase());
-}
-
-function shortGpuName(name: string): string {
-  return name.replace(/^(NVIDIA|Tesla)\s+/i, '').split(/\s+/)[0] ?? name;
-}
-
 /** `2×A10G (22.5GB)`, or `1×T4 (15GB) and 1×A10G (22.5GB)`. */
 function gpuList(gpus: Gpu[]): string {
   const groups = new Map<string, number>();
@@ -170,19 +142,6 @@ function size(mib: number): string {
 
 function list(items: string[]): string {
   return items.length <= 1 ? (items[0] ?? '') : `${items.slice(0, -1).join(', ')} and ${items.at(-1) ?? ''}`;
-}
-
-async function onPath(name: string, path: string): Promise<string | undefined> {
-  for (const dir of path.split(delimiter)) {
-    if (dir === '' || !isAbsolute(dir)) continue;
-    try {
-      await access(join(dir, name), constants.X_OK);
-      return join(dir, name);
-    } catch {
-      // not here
-    }
-  }
-  return undefined;
 }
 
 /** The Pythons of dstack's agent image (ami/install-conda.sh: /opt/conda/envs/py3.7 … py3.11). */

@@ -40,7 +40,7 @@ const CodeRefSchema = z.object({
 });
 
 export const JobSpecSchema = z.object({
-  specVersion: z.union([z.literal(1), z.literal(2), z.literal(3), z.literal(4)]),
+  specVersion: z.union([z.literal(1), z.literal(2), z.literal(3), z.literal(4), z.literal(5)]),
   repoId: z.string().min(1),
   runName: z.string().min(1),
   jobId: z.string(),
@@ -62,6 +62,7 @@ export const JobSpecSchema = z.object({
   idleDurationS: z.number().positive().optional(),
   sshKey: z.string().regex(/^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp256) [A-Za-z0-9+/=]+( .*)?$/).optional(),
   image: z.string().optional(),
+  entrypoint: z.array(z.string()).min(1).optional(),
   resources: ResourceSpecSchema,
   runArgs: z.array(z.string()),
   code: CodeRefSchema,
@@ -71,7 +72,7 @@ export const JobSpecSchema = z.object({
 });
 
 /** The spec versions the schema reads, for the agent's check before anything else is trusted. */
-export const KNOWN_SPEC_VERSIONS: ReadonlySet<number> = new Set([1, 2, 3, 4]);
+export const KNOWN_SPEC_VERSIONS: ReadonlySet<number> = new Set([1, 2, 3, 4, 5]);
 
 /** Parses a job spec whose version is known; the problems (`path: message`, at most 3) if it is not one. */
 export function parseJobSpec(value: unknown): { spec: JobSpec } | { problems: string } {

@@ -142,6 +142,13 @@ export const AttemptRecordSchema = z.object({
   service: ServiceInfoSchema.optional(),
   /** The job's working folder on its machine (where `dstack ssh` opens its shell). */
   cwd: z.string().optional(),
+  /**
+   * `provider: docker`: the image as the workflow named it, the digest it was pulled as, and the
+   * reference the container ran (`repo@sha256:…`, or the id of an image built on its machine): what `restart` runs.
+   */
+  image: z.object({ ref: z.string(), digest: z.string(), pinned: z.string() }).optional(),
+  /** The GPUs (nvidia-smi indices) the job was given on its machine. */
+  gpus: z.array(z.number().int()).optional(),
 });
 export type AttemptRecord = z.infer<typeof AttemptRecordSchema>;
 

@@ -1,4 +1,5 @@
 import { posix } from 'node:path';
+import { parse as parseShell } from 'shell-quote';
 import { SpecError } from '../errors.js';
 import type { CodeRef } from '../code-ref.js';
 import { ARTIFACT_PATH_RULE, SIZE_PATTERN, durationSeconds, isServerProvider, normalizeArtifactPath, type ParsedWorkflow, type ProviderName } from './schema.js';
@@ -38,9 +39,10 @@ export interface JobSpec {
   /**
    * 2 when the spec has `requirements`, which an agent that knows only 1 would not install; 3 when it
    * has `runSecrets`, which an older agent would drop; 4 when it is a dev environment or has fixed
-   * ports, a duration limit or an SSH key, which an older agent would ignore.
+   * ports, a duration limit or an SSH key, which an older agent would ignore; 5 for `provider: docker`,
+   * which an older agent would fail.
    */
-  specVersion: 1 | 2 | 3 | 4;
+  specVersion: 1 | 2 | 3 | 4 | 5;
   repoId: string;
   runName: string;
   jobId: string;
@@ -81,7 +83,10 @@ export interface JobSpec {
   idleDurationS?: number;
   /** The submitter's SSH public key (one OpenSSH line): the only key an EC2 agent accepts for this run's forwards and shell. Not a secret. */
   sshKey?: string;
+  /** `provider: docker`: the image, as the workflow names it (a restart pins it as `name@sha256:…`). */
   image?: string;
+  /** `provider: docker`: `entrypoint`, split as a shell would; the commands' script is its last argument. */
+  entrypoint?: string[];
   resources: ResourceSpec;
   runArgs: string[];
   code: CodeRef;
@@ -145,7 +150,21 @@ export function buildJobSpec(input: BuildInput): JobSpec {
     spec.requirements = wf.requirements;
     spec.specVersion = 2;
   }
-  if (wf.image !== undefined) spec.image = wf.image;
+  if (wf.provider === 'docker') {
+    // The image brings its own Python: `requirements` and `python` would set up the host's.
+    if (wf.requirements !== undefined) fail('`requirements` applies to the bash and python providers: in a docker workflow, add `pip install -r ' + wf.requirements + '` to `commands`');
+    if (wf.python !== undefined) fail('`python` applies to the bash and python providers: a docker workflow gets its Python from `image`');
+    if (wf.image === undefined) fail('the docker provider needs `image:` (for example `image: ubuntu:22.04`)');
+    spec.image = wf.image;
+    if (wf.entrypoint !== undefined) {
+      const words = parseShell(wf.entrypoint);
+      if (words.length === 0 || words.some((w) => typeof w !== 'string')) fail('`entrypoint` must be a command line such as `/bin/sh -c` (words, without pipes or redirections)');
+      spec.entrypoint = words as string[];
+    }
+  } else {
+    if (wf.image !== undefined) spec.image = wf.image;
+    if (wf.entrypoint !== undefined) fail('`entrypoint` applies to `provider: docker`');
+  }
   if (Array.isArray(wf.ports)) {
     if (new Set(wf.ports).size !== wf.ports.length) fail('`ports` lists a port twice');
     spec.fixedPorts = [...wf.ports];
@@ -158,6 +177,7 @@ export function buildJobSpec(input: BuildInput): JobSpec {
     fail('`idle_duration` applies to dev environments (provider code, lab or notebook): use `max_duration` to limit any run');
   }
   if (spec.fixedPorts || spec.maxDurationS !== undefined || spec.idleDurationS !== undefined || isServerProvider(wf.provider)) spec.specVersion = 4;
+  if (wf.provider === 'docker') spec.specVersion = 5;
   return spec;
 }
 

@@ -5,7 +5,7 @@ import { z } from 'zod';
 export const PROVIDERS = ['bash', 'python', 'docker', 'code', 'lab', 'notebook'] as const;
 export type ProviderName = (typeof PROVIDERS)[number];
 /** The providers this version's agents run; the others are accepted in workflows (and `--dry-run`) but refused at `dstack run`. */
-export const RUNNABLE_PROVIDERS: readonly ProviderName[] = ['bash', 'python', 'code', 'lab', 'notebook'];
+export const RUNNABLE_PROVIDERS: readonly ProviderName[] = ['bash', 'python', 'docker', 'code', 'lab', 'notebook'];
 /** The providers that serve a dev environment: the agent starts the server and publishes its link. */
 export const SERVER_PROVIDERS = ['code', 'lab', 'notebook'] as const;
 export type ServerProvider = (typeof SERVER_PROVIDERS)[number];

@@ -25,7 +25,9 @@ export interface RestartOptions {
  */
 export async function restartCommand(ctx: Context, o: RestartOptions): Promise<number> {
   const info = await repoInfo(ctx.cwd);
-  const { record } = await loadRun(ctx.store, info.repoId, o.run);
+  const { record, attempts } = await loadRun(ctx.store, info.repoId, o.run);
+  // A docker job runs again from the image it ran, by digest: a tag moved since then changes nothing.
+  const image = attempts.map((a) => a.image).filter((i) => i !== undefined).pop();
   const pinned = record.spec.runSecrets ?? [];
   const fromShell = pinned.filter((name) => name !== SERVER_TOKEN);
   if (fromShell.length > 0 && record.owner !== undefined && !o.force) {
@@ -52,7 +54,7 @@ export async function restartCommand(ctx: Context, o: RestartOptions): Promise<n
     workflow: record.workflow,
     spec: (runName, jobId) => {
       const { cacheKey: _unused, ...spec } = record.spec;
-      return { ...spec, runName, jobId, submittedAt: new Date().toISOString() };
+      return { ...spec, ...(image ? { image: image.pinned } : {}), runName, jobId, submittedAt: new Date().toISOString() };
     },
     overrides: record.overrides,
     restartOf: record.runName,
