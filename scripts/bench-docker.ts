@@ -28,7 +28,10 @@ function timed(cmd: string, args: string[], o: { cwd?: string; env: NodeJS.Proce
   return ms;
 }
 
-/** Two rows: `dstack run` of a docker workflow beside `docker run --rm`, and beside `docker pull` + `docker run --rm`; medians of `reps`. */
+/**
+ * Three rows, medians of `reps`: attached `dstack run` of a docker workflow beside `docker run --rm`,
+ * beside `docker pull` + `docker run --rm`, and beside the same command as a bash workflow.
+ */
 export async function benchDocker(dir: string, reps: number): Promise<string[]> {
   let d;
   try {
@@ -45,7 +48,7 @@ export async function benchDocker(dir: string, reps: number): Promise<string[]> 
   // The workflow in the shape of 0.0.14's docs.
   writeFileSync(
     join(repo, '.dstack', 'workflows.yaml'),
-    `workflows:\n  - name: hi\n    provider: docker\n    image: ${d.image}\n    commands:\n      - echo hi\n  - name: warm\n    provider: bash\n    commands: [echo warm]\n`,
+    `workflows:\n  - name: hi\n    provider: docker\n    image: ${d.image}\n    commands:\n      - echo hi\n  - name: hi-bash\n    provider: bash\n    commands:\n      - echo hi\n`,
   );
   const git = (...args: string[]): void => void execFileSync('git', args, { cwd: repo, stdio: 'ignore' });
   git('init', '-q');
@@ -53,28 +56,32 @@ export async function benchDocker(dir: string, reps: number): Promise<string[]> 
   git('-c', 'user.name=b', '-c', 'user.email=b@b', 'commit', '-qm', 'bench');
   // The agents the CLI starts inherit DOCKER_HOST, as a user's would.
   const env = { ...process.env, DSTACK_HOME: home, ...d.env() };
-  const dstack = (...args: string[]): number => timed(process.execPath, [CLI, ...args], { cwd: repo, env, expect: args[1] === 'hi' ? 'hi' : undefined });
+  const dstack = (...args: string[]): number => timed(process.execPath, [CLI, ...args], { cwd: repo, env, expect: 'hi' });
   const docker = (...args: string[]): number => timed('docker', args, { env, expect: args[0] === 'run' ? 'hi' : undefined });
   try {
     // An idle agent, and the image in the daemon already: the first docker run is not counted either.
-    dstack('run', 'warm');
+    dstack('run', 'hi-bash');
     dstack('run', 'hi');
     docker('run', '--rm', d.image, 'sh', '-c', 'echo hi');
     const viaDstack: number[] = [];
     const run: number[] = [];
     const pullRun: number[] = [];
+    const onHost: number[] = [];
     for (let i = 0; i < reps; i++) {
       run.push(docker('run', '--rm', d.image, 'sh', '-c', 'echo hi'));
       pullRun.push(docker('pull', '-q', d.image) + docker('run', '--rm', d.image, 'sh', '-c', 'echo hi'));
       viaDstack.push(dstack('run', 'hi'));
+      onHost.push(dstack('run', 'hi-bash'));
     }
     const v = median(viaDstack);
     const r = median(run);
     const p = median(pullRun);
+    const h = median(onHost);
     const figure = `docker provider: attached \`dstack run\` of \`echo hi\` in busybox from the local registry, idle local agent, until done (median of ${reps})`;
     return [
       `| ${figure} | ${v.toFixed(0)} ms | \`docker run --rm\` of the same image and command | ${r.toFixed(0)} ms | +${(v - r).toFixed(0)} ms (${(v / r).toFixed(1)}x) |`,
       `| ${figure} | ${v.toFixed(0)} ms | \`docker pull\` + \`docker run --rm\` (the agent pulls for each job) | ${p.toFixed(0)} ms | +${(v - p).toFixed(0)} ms (${(v / p).toFixed(1)}x) |`,
+      `| ${figure} | ${v.toFixed(0)} ms | the same \`echo hi\` as a bash workflow (no container), same agent | ${h.toFixed(0)} ms | +${(v - h).toFixed(0)} ms (${(v / h).toFixed(1)}x) |`,
     ];
   } finally {
     await killAgents(home);
