@@ -1,7 +1,8 @@
 import { expect } from 'chai';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { waitFor } from '../support/cli.js';
 import { alive } from '../support/process.js';
 import { CI_DOCKER, parseEnvLines, requireDocker, type DockerEnv } from '../support/docker.js';
 
@@ -115,6 +116,28 @@ describe('docker test infrastructure (scripts/ci-docker.sh, test/support/docker.
       expect(existsSync(dir)).to.equal(false);
       expect(readFileSync('/proc/self/mountinfo', 'utf8')).to.not.include(dir);
     } finally {
+      spawnSync('bash', [CI_DOCKER, 'stop', dir], { stdio: 'ignore', timeout: 120_000 });
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('ci-docker.sh stops everything by itself once its owner process is gone (a test run killed with -9)', async function () {
+    if (process.getuid?.() !== 0) this.skip();
+    const dir = mkdtempSync('/tmp/dsd-');
+    const owner = spawn('sleep', ['600'], { stdio: 'ignore' });
+    try {
+      const start = spawnSync('bash', [CI_DOCKER, 'start', dir], { encoding: 'utf8', timeout: 120_000, env: { ...process.env, DSTACK_CI_DOCKER_DEBIAN: '0', DSTACK_CI_DOCKER_OWNER: String(owner.pid) } });
+      expect(start.status, start.stderr).to.equal(0);
+      const vars = parseEnvLines(start.stdout);
+      const run = spawnSync('docker', ['run', '-d', vars.DSTACK_TEST_DOCKER_IMAGE ?? '', 'sleep', '1000'], { env: { ...process.env, DOCKER_HOST: vars.DOCKER_HOST ?? '' }, encoding: 'utf8' });
+      expect(run.status, run.stderr).to.equal(0);
+      const dockerd = Number(readFileSync(join(dir, 'docker.pid'), 'utf8'));
+      owner.kill('SIGKILL');
+      await waitFor(() => (existsSync(dir) ? undefined : true), 60_000, `${dir} to be removed`);
+      expect(alive(dockerd)).to.equal(false);
+      expect(processesNaming(dir)).to.deep.equal([]);
+    } finally {
+      owner.kill('SIGKILL');
       spawnSync('bash', [CI_DOCKER, 'stop', dir], { stdio: 'ignore', timeout: 120_000 });
       rmSync(dir, { recursive: true, force: true });
     }

@@ -134,7 +134,8 @@ async function startPrivate(): Promise<StartedVars> {
   // Short, under /tmp: the daemon's unix sockets live inside it.
   const dir = mkdtempSync('/tmp/dsd-');
   process.once('exit', () => {
-    spawnSync('bash', [CI_DOCKER, 'stop', dir], { stdio: 'ignore', timeout: 120_000 });
+    // Its stderr is ours: a stop that could not clean up says so.
+    spawnSync('bash', [CI_DOCKER, 'stop', dir], { stdio: ['ignore', 'ignore', 'inherit'], timeout: 120_000 });
   });
   const out = await new Promise<string>((resolve, reject) => {
     // The owner pid makes the script stop everything itself if this process dies without its exit handler.
