@@ -32,6 +32,8 @@ export interface AttemptOptions {
   secrets?: SecretStore;
   /** The cache of venvs for `requirements`, shared by the agents of this machine. */
   venvRoot: string;
+  /** The Conda envs made for `python: X.Y`, shared by the agents of this machine (see python-find.ts). */
+  condaRoot?: string;
   stopGraceMs: number;
   /** How often a running job checks for a stop request. */
   tickMs: number;
@@ -140,7 +142,8 @@ export class Attempt {
       // Fetched before anything the job's repo controls prints, so every line after this is masked.
       const secretEnv = this.o.secrets ? await fetchSecrets(this.o.secrets, spec) : {};
       shipper.mask(Object.values(secretEnv));
-      const prepared = await prepareRun(spec, jobDir, codeDir, this.o.jobEnv, secretEnv, this.o.codeServer !== undefined ? { codeServer: this.o.codeServer } : {});
+      const python = { ...(this.o.condaRoot !== undefined ? { condaRoot: this.o.condaRoot } : {}), say: (d: Buffer | string) => shipper.write('err', d), signal };
+      const prepared = await prepareRun(spec, jobDir, codeDir, this.o.jobEnv, secretEnv, { ...(this.o.codeServer !== undefined ? { codeServer: this.o.codeServer } : {}), python });
       const madeForJob = user ? await absoluteArtifactDirs(spec) : [];
       // What a restore writes at an absolute path (in a folder an earlier job made, say) becomes the job user's.
       await restoreDeps(store, spec, codeDir, (line) => shipper.write('err', line), user);
