@@ -1,0 +1,77 @@
+import { expect } from 'chai';
+import { existsSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { dstack, killAgents, makeHome, makeRepo, removeAll, tempDir } from '../support/cli.js';
+import { fakeConda, type FakeConda } from '../support/fake-conda.js';
+
+// `python: 3.7` on a machine whose only Python is the system's: the CLI and its agents get the
+// system's PATH (no ~/.pyenv shims) and a HOME of their own (no ~/.pyenv/versions), with or
+// without a fake `conda` first on PATH.
+const SYSTEM_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+const WORKFLOWS = `workflows:
+  - name: py37
+    provider: bash
+    python: 3.7
+    commands:
+      - python --version
+      - python -c 'print("the job ran")'
+`;
+
+describe('e2e: python: X.Y from a Conda env the agent makes with the conda on PATH', function () {
+  this.timeout(90_000);
+  let repo: string;
+  let userHome: string;
+  let condaDir: string;
+  let conda: FakeConda;
+  const homes: string[] = [];
+  before(function () {
+    const has37 = ['/opt/conda/envs/py3.7/bin/python', ...SYSTEM_PATH.split(':').map((d) => join(d, 'python3.7'))].filter((p) => existsSync(p));
+    // A machine with Python 3.7 of its own cannot show the refusal, nor that conda was what served it.
+    if (has37.length > 0) this.skip();
+    repo = makeRepo({ '.dstack/workflows.yaml': WORKFLOWS });
+    userHome = tempDir('user-home');
+    condaDir = tempDir('conda');
+    conda = fakeConda(condaDir);
+  });
+  after(async () => {
+    for (const home of homes) await killAgents(home);
+    if (repo) removeAll(repo, userHome, condaDir, ...homes);
+  });
+  const newHome = (): string => {
+    const home = makeHome();
+    homes.push(home);
+    return home;
+  };
+
+  it('with conda on PATH: the first run creates py3.7 in the agents\' cache (its output in the logs), the second reuses it', async () => {
+    const home = newHome();
+    const env = { PATH: `${conda.bin}:${SYSTEM_PATH}`, HOME: userHome };
+    const prefix = join(home, 'local', 'conda', 'py3.7');
+    const first = await dstack(['run', 'py37'], { cwd: repo, home, env });
+    expect(first.code, first.stderr).to.equal(0);
+    expect(first.stdout).to.equal('Python 3.7.99 (fake env)\nthe job ran\n');
+    expect(first.stderr).to.include(`dstack: creating a Conda env for Python 3.7 in ${prefix} (once: later jobs reuse it)\nfake conda: created ${prefix} with Python 3.7\n`);
+    expect(conda.calls()).to.deep.equal([`create --prefix ${prefix} python=3.7 --yes --quiet`]);
+    expect(readdirSync(prefix)).to.include('dstack-conda-env.json');
+
+    const second = await dstack(['run', 'py37'], { cwd: repo, home, env });
+    expect(second.code, second.stderr).to.equal(0);
+    expect(second.stdout).to.equal('Python 3.7.99 (fake env)\nthe job ran\n');
+    expect(second.stderr).to.not.include('Conda env');
+    expect(conda.calls()).to.have.length(1);
+  });
+
+  it('without conda: refused at submit with one line naming what was looked for and the fix; exit 2; no run recorded', async () => {
+    const home = newHome();
+    const env = { PATH: SYSTEM_PATH, HOME: userHome };
+    const r = await dstack(['run', 'py37'], { cwd: repo, home, env });
+    expect(r.code).to.equal(2);
+    expect(r.stdout).to.equal('');
+    expect(r.stderr).to.equal(
+      '.dstack/workflows.yaml:2: workflow `py37` asks for `python: 3.7`, which no interpreter on this machine provides (looked for /opt/conda/envs/py3.7, `conda` on PATH, python3.7 on PATH and ~/.pyenv/versions/3.7*): install Python 3.7 or conda, or change `python:`\n',
+    );
+    const ps = await dstack(['ps', '-a', '--json'], { cwd: repo, home, env });
+    expect(ps.code, ps.stderr).to.equal(0);
+    expect(JSON.parse(ps.stdout)).to.deep.equal([]);
+  });
+});
