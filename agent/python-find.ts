@@ -216,6 +216,17 @@ function runConda(conda: string, args: string[], o: CreateOptions): Promise<numb
   });
 }
 
+/**
+ * A line for the top of a job's bash script when `conda` is on `path`: conda's shell function, which
+ * a non-interactive bash lacks, so that `conda activate ENV` works as in the 0.0.x docs' example
+ * (an env made by one workflow, restored through deps in the next). Undefined without conda; a
+ * hook that fails defines nothing and the script goes on.
+ */
+export async function condaShellHook(path: string): Promise<string | undefined> {
+  const conda = await onPath('conda', path.split(delimiter).filter((d) => d.length > 0 && isAbsolute(d)));
+  return conda === undefined ? undefined : `eval "$('${conda.replace(/'/g, `'\\''`)}' shell.bash hook 2>/dev/null)"`;
+}
+
 /** `3.10.4` asks for `3.10`. */
 function minorOf(version: string): string {
   return version.split('.').slice(0, 2).join('.');

@@ -39,7 +39,8 @@ export interface FakeConda {
 
 /**
  * `dir/bin/conda`: records each call in `dir/calls`, and for `create --prefix DIR python=X.Y` makes
- * DIR/bin/python as fakeEnvPython(X.Y) and prints a line. `fail`: it makes DIR/bin and exits 1, as a
+ * DIR/bin/python as fakeEnvPython(X.Y) and prints a line. `shell.bash hook` prints a `conda` shell
+ * function whose `activate ENV` prints a line; `activate` run as a program fails, as conda's does. `fail`: it makes DIR/bin and exits 1, as a
  * conda that lost its network half-way would.
  */
 export function fakeConda(dir: string, o: { gate?: boolean; fail?: boolean } = {}): FakeConda {
@@ -53,6 +54,12 @@ export function fakeConda(dir: string, o: { gate?: boolean; fail?: boolean } = {
     join(bin, 'conda'),
     `#!/bin/sh
 printf '%s\\n' "$*" >> '${calls}'
+if [ "$1 $2" = "shell.bash hook" ]; then
+  echo 'conda() { if [ "$1" = activate ]; then echo "fake conda: activated $2"; else command conda "$@"; fi; }'
+  exit 0
+fi
+# As conda does, when its shell function was not set up.
+[ "$1" = activate ] && { echo "CondaError: Run 'conda init' before 'conda activate'" >&2; exit 1; }
 [ "$1" = create ] || { echo "fake conda: only create is faked" >&2; exit 2; }
 prefix= version= prev=
 for a in "$@"; do

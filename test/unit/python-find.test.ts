@@ -1,8 +1,8 @@
 import { expect } from 'chai';
-import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, symlinkSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { CONDA_MARKER, findPython, locatePython } from '../../agent/python-find.js';
+import { CONDA_MARKER, condaShellHook, findPython, locatePython } from '../../agent/python-find.js';
 import { JobFailedError } from '../../common/errors.js';
 import { HOST_PYTHON, fakeConda, makeFakeEnv } from '../support/fake-conda.js';
 import { removeAll, tempDir, waitFor } from '../support/cli.js';
@@ -109,5 +109,21 @@ describe('python-find: where `python: X.Y` comes from', function () {
     // 3.4: a version no ~/.pyenv of a developer's has.
     expect(await locatePython('3.4', { path: join(dir, 'empty'), condaRoot, imageEnvs })).to.equal(undefined);
     expect(conda.calls()).to.deep.equal([]);
+  });
+
+  it('conda\'s shell hook, first in a job\'s script, makes `conda activate ENV` work in a non-interactive bash', async () => {
+    const conda = fakeConda(join(dir, 'conda'));
+    const path = withConda(conda);
+    const hook = await condaShellHook(path);
+    expect(hook).to.equal(`eval "$('${join(conda.bin, 'conda')}' shell.bash hook 2>/dev/null)"`);
+    const script = (lines: string[]): { status: number | null; out: string } => {
+      writeFileSync(join(dir, 'run.sh'), ['set -e', ...lines, ''].join('\n'));
+      const r = spawnSync('bash', [join(dir, 'run.sh')], { env: { PATH: path }, encoding: 'utf8' });
+      return { status: r.status, out: r.stdout + r.stderr };
+    };
+    expect(script([hook ?? '', 'conda activate myenv'])).to.deep.equal({ status: 0, out: 'fake conda: activated myenv\n' });
+    // Without it, as with a real conda: the job fails at `conda activate`.
+    expect(script(['conda activate myenv']).status).to.equal(1);
+    expect(await condaShellHook(join(dir, 'empty'))).to.equal(undefined);
   });
 });
