@@ -38,7 +38,7 @@ export interface FindPythonOptions {
   condaRoot?: string;
   /** See PythonLookup.imageEnvs. */
   imageEnvs?: string;
-  /** The environment `conda create` runs with (proxies, HOME); `{PATH: path}` when not given. */
+  /** The environment `conda create` runs with (PATH, proxies; its HOME is replaced); `{PATH: path}` when not given. */
   env?: NodeJS.ProcessEnv;
   /** The job's stderr: what is being made, and conda's own output as it comes. */
   say?: (data: Buffer | string) => void;
@@ -171,7 +171,11 @@ async function createCondaEnv(source: { conda: string; prefix: string }, minor: 
     // Whatever is there has no mark: a creator died half-way.
     await rm(prefix, { recursive: true, force: true });
     o.say(`dstack: creating a Conda env for Python ${minor} in ${prefix} (once: later jobs reuse it)\n`);
-    const code = await runConda(source.conda, ['create', '--prefix', prefix, `python=${minor}`, '--yes', '--quiet'], o);
+    // A HOME of the agent's: the job's may be the job user's, whose ~/.condarc must not choose the
+    // channels of a conda the agent runs (as root, on the image), nor get root's ~/.conda in it.
+    const home = join(prefix, '..', '.home');
+    await mkdir(home, { recursive: true, mode: 0o700 });
+    const code = await runConda(source.conda, ['create', '--prefix', prefix, `python=${minor}`, '--yes', '--quiet'], { ...o, env: { ...o.env, HOME: home } });
     if (code !== 0) {
       await rm(prefix, { recursive: true, force: true }).catch(() => undefined);
       throw new JobFailedError(`\`conda create --prefix ${prefix} python=${minor}\` exited with code ${code}: see its output above`);

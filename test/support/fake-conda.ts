@@ -33,6 +33,8 @@ export function makeFakeEnv(prefix: string, version: string): void {
 export interface FakeConda {
   bin: string;
   calls(): string[];
+  /** The HOME of each call. */
+  homes(): string[];
   /** With a gate, `conda create` waits until `open()` before it makes anything. */
   open(): void;
 }
@@ -54,6 +56,7 @@ export function fakeConda(dir: string, o: { gate?: boolean; fail?: boolean } = {
     join(bin, 'conda'),
     `#!/bin/sh
 printf '%s\\n' "$*" >> '${calls}'
+printf '%s\\n' "$HOME" >> '${calls}.home'
 if [ "$1 $2" = "shell.bash hook" ]; then
   echo 'conda() { if [ "$1" = activate ]; then echo "fake conda: activated $2"; else command conda "$@"; fi; }'
   exit 0
@@ -80,6 +83,7 @@ echo "fake conda: created $prefix with Python $version"
   return {
     bin,
     calls: () => (existsSync(calls) ? readFileSync(calls, 'utf8').split('\n').filter((l) => l.length > 0) : []),
+    homes: () => (existsSync(`${calls}.home`) ? readFileSync(`${calls}.home`, 'utf8').split('\n').filter((l) => l.length > 0) : []),
     open: () => writeFileSync(gate, ''),
   };
 }

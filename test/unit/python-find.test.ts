@@ -36,9 +36,11 @@ describe('python-find: where `python: X.Y` comes from', function () {
   it('creates X.Y once with the conda on PATH, in the agent cache, its output in the job log; a later job reuses it', async () => {
     const conda = fakeConda(join(dir, 'conda'));
     const prefix = join(condaRoot, 'py3.7');
-    const python = await findPython('3.7', withConda(conda), { condaRoot, imageEnvs, say });
+    const python = await findPython('3.7', withConda(conda), { condaRoot, imageEnvs, say, env: { PATH: withConda(conda), HOME: join(dir, 'job-user-home') } });
     expect(python).to.equal(join(prefix, 'bin', 'python'));
     expect(conda.calls()).to.deep.equal([`create --prefix ${prefix} python=3.7 --yes --quiet`]);
+    // Not the job's HOME (on the image, the job user's): one of the agent's, in its cache.
+    expect(conda.homes()).to.deep.equal([join(condaRoot, '.home')]);
     expect(said).to.equal(`dstack: creating a Conda env for Python 3.7 in ${prefix} (once: later jobs reuse it)\nfake conda: created ${prefix} with Python 3.7\n`);
     expect(readdirSync(prefix)).to.include(CONDA_MARKER);
 
