@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { dstack, killAgents, makeHome, makeRepo, removeAll, tempDir } from '../support/cli.js';
+import { dstack, killAgents, makeHome, makeRepo, removeAll, tempDir, waitFor } from '../support/cli.js';
 import { fakeConda, type FakeConda } from '../support/fake-conda.js';
 
 // `python: 3.7` on a machine whose only Python is the system's: the CLI and its agents get the
@@ -15,6 +15,11 @@ const WORKFLOWS = `workflows:
     commands:
       - python --version
       - python -c 'print("the job ran")'
+  - name: py38
+    provider: bash
+    python: 3.8
+    commands:
+      - python --version
 `;
 
 describe('e2e: python: X.Y from a Conda env the agent makes with the conda on PATH', function () {
@@ -24,8 +29,9 @@ describe('e2e: python: X.Y from a Conda env the agent makes with the conda on PA
   let condaDir: string;
   let conda: FakeConda;
   const homes: string[] = [];
+  const dirs: string[] = [];
   before(function () {
-    const has37 = ['/opt/conda/envs/py3.7/bin/python', ...SYSTEM_PATH.split(':').map((d) => join(d, 'python3.7'))].filter((p) => existsSync(p));
+    const has37 = ['3.7', '3.8'].flatMap((v) => [`/opt/conda/envs/py${v}/bin/python`, ...SYSTEM_PATH.split(':').map((d) => join(d, `python${v}`))]).filter((p) => existsSync(p));
     // A machine with Python 3.7 of its own cannot show the refusal, nor that conda was what served it.
     if (has37.length > 0) this.skip();
     repo = makeRepo({ '.dstack/workflows.yaml': WORKFLOWS });
@@ -35,10 +41,10 @@ describe('e2e: python: X.Y from a Conda env the agent makes with the conda on PA
   });
   after(async () => {
     for (const home of homes) await killAgents(home);
-    if (repo) removeAll(repo, userHome, condaDir, ...homes);
+    if (repo) removeAll(repo, userHome, condaDir, ...homes, ...dirs);
   });
-  const newHome = (): string => {
-    const home = makeHome();
+  const newHome = (config: Record<string, unknown> = {}): string => {
+    const home = makeHome(config);
     homes.push(home);
     return home;
   };
@@ -73,5 +79,45 @@ describe('e2e: python: X.Y from a Conda env the agent makes with the conda on PA
     const ps = await dstack(['ps', '-a', '--json'], { cwd: repo, home, env });
     expect(ps.code, ps.stderr).to.equal(0);
     expect(JSON.parse(ps.stdout)).to.deep.equal([]);
+  });
+
+  it('two agents at once: one creates py3.8 while the other waits for it; conda runs once and both jobs use the env', async () => {
+    const home = newHome({ maxParallelJobs: 2 });
+    const gatedDir = tempDir('conda-gated');
+    dirs.push(gatedDir);
+    const gated = fakeConda(gatedDir, { gate: true });
+    const env = { PATH: `${gated.bin}:${SYSTEM_PATH}`, HOME: userHome };
+    const names: string[] = [];
+    for (let i = 0; i < 2; i++) {
+      const sub = await dstack(['run', '-d', 'py38'], { cwd: repo, home, env });
+      expect(sub.code, sub.stderr).to.equal(0);
+      names.push(/Run ([a-z]+-[a-z]+-\d+)/.exec(sub.stdout)?.[1] ?? '');
+    }
+    const logs = async (name: string): Promise<{ stdout: string; stderr: string }> => dstack(['logs', name], { cwd: repo, home, env });
+    // One agent's conda has started, and the other agent has seen its lock: only then may conda finish.
+    await waitFor(
+      async () => (gated.calls().length === 1 && (await Promise.all(names.map(logs))).some((l) => l.stderr.includes('dstack: waiting for another job to finish creating the Conda env for Python 3.8')) ? true : undefined),
+      60_000,
+      'one conda create and one job waiting for it',
+    );
+    gated.open();
+    const agents: string[] = [];
+    for (const name of names) {
+      const run = await waitFor(
+        async () => {
+          const ps = await dstack(['ps', name, '--json'], { cwd: repo, home, env });
+          const r = (JSON.parse(ps.stdout) as Array<{ status: string; attempts: Array<{ agentId: string }> }>)[0];
+          return r !== undefined && ['done', 'failed', 'stopped'].includes(r.status) ? r : undefined;
+        },
+        60_000,
+        `run ${name} to end`,
+      );
+      expect(run.status, (await logs(name)).stderr).to.equal('done');
+      expect((await logs(name)).stdout).to.equal('Python 3.8.99 (fake env)\n');
+      agents.push(run.attempts.at(-1)?.agentId ?? '');
+    }
+    // Two agents, each with its own process.
+    expect(new Set(agents).size).to.equal(2);
+    expect(gated.calls()).to.deep.equal([`create --prefix ${join(home, 'local', 'conda', 'py3.8')} python=3.8 --yes --quiet`]);
   });
 });
