@@ -128,4 +128,21 @@ describe('python-find: where `python: X.Y` comes from', function () {
     expect(script(['conda activate myenv']).status).to.equal(1);
     expect(await condaShellHook(join(dir, 'empty'))).to.equal(undefined);
   });
+
+  it('an attempt aborted during conda create kills it and frees the lock: the next job makes the env at once', async () => {
+    const gated = fakeConda(join(dir, 'conda'), { gate: true });
+    const abort = new AbortController();
+    const first = findPython('3.9', withConda(gated), { condaRoot, imageEnvs, say, signal: abort.signal }).then(
+      () => 'resolved',
+      (e: unknown) => e,
+    );
+    await waitFor(() => (gated.calls().length === 1 ? true : undefined), 10_000, 'conda create to start');
+    abort.abort(new Error('lease lost'));
+    expect(((await first) as Error).message).to.equal('lease lost');
+    expect(existsSync(join(condaRoot, 'py3.9.lock'))).to.equal(false);
+    const working = fakeConda(join(dir, 'conda2'));
+    said = '';
+    expect(await findPython('3.9', withConda(working), { condaRoot, imageEnvs, say })).to.equal(join(condaRoot, 'py3.9', 'bin', 'python'));
+    expect(said).to.not.include('waiting');
+  });
 });
