@@ -142,7 +142,7 @@ export class Attempt {
       // Fetched before anything the job's repo controls prints, so every line after this is masked.
       const secretEnv = this.o.secrets ? await fetchSecrets(this.o.secrets, spec) : {};
       shipper.mask(Object.values(secretEnv));
-      const python = { ...(this.o.condaRoot !== undefined ? { condaRoot: this.o.condaRoot } : {}), say: (d: Buffer | string) => shipper.write('err', d), signal };
+      const python = { ...(this.o.condaRoot !== undefined ? { condaRoot: this.o.condaRoot } : {}), say: (d: Buffer | string) => shipper.write('err', d), signal: AbortSignal.any([signal, this.setup.signal]) };
       const prepared = await prepareRun(spec, jobDir, codeDir, this.o.jobEnv, secretEnv, { ...(this.o.codeServer !== undefined ? { codeServer: this.o.codeServer } : {}), python });
       const madeForJob = user ? await absoluteArtifactDirs(spec) : [];
       // What a restore writes at an absolute path (in a folder an earlier job made, say) becomes the job user's.

@@ -120,4 +120,24 @@ describe('e2e: python: X.Y from a Conda env the agent makes with the conda on PA
     expect(new Set(agents).size).to.equal(2);
     expect(gated.calls()).to.deep.equal([`create --prefix ${join(home, 'local', 'conda', 'py3.8')} python=3.8 --yes --quiet`]);
   });
+
+  it('dstack stop while conda creates the env: conda is killed, the run is stopped, nothing half-made is kept', async () => {
+    const home = newHome();
+    const gatedDir = tempDir('conda-stop');
+    dirs.push(gatedDir);
+    const gated = fakeConda(gatedDir, { gate: true });
+    const env = { PATH: `${gated.bin}:${SYSTEM_PATH}`, HOME: userHome };
+    const sub = await dstack(['run', '-d', 'py37'], { cwd: repo, home, env });
+    const name = /Run ([a-z]+-[a-z]+-\d+)/.exec(sub.stdout)?.[1] ?? '';
+    await waitFor(() => (gated.calls().length === 1 ? true : undefined), 30_000, 'conda create to start');
+    const stop = await dstack(['stop', name, '-y'], { cwd: repo, home, env });
+    expect(stop.code, stop.stderr).to.equal(0);
+    expect(stop.stdout).to.equal(`Run ${name} stopped.\n`);
+    const logs = await dstack(['logs', name], { cwd: repo, home, env });
+    expect(logs.stdout).to.equal('');
+    expect(logs.stderr).to.include('dstack: creating a Conda env for Python 3.7');
+    const conda = join(home, 'local', 'conda');
+    expect(existsSync(join(conda, 'py3.7', 'dstack-conda-env.json'))).to.equal(false);
+    expect(existsSync(join(conda, 'py3.7.lock'))).to.equal(false);
+  });
 });
