@@ -34,6 +34,8 @@ export interface AttemptOptions {
   secrets?: SecretStore;
   /** The cache of venvs for `requirements`, shared by the agents of this machine. */
   venvRoot: string;
+  /** The Conda envs made for `python: X.Y`, shared by the agents of this machine (see python-find.ts). */
+  condaRoot?: string;
   stopGraceMs: number;
   /** How often a running job checks for a stop request. */
   tickMs: number;
@@ -152,7 +154,8 @@ export class Attempt {
       shipper.mask([...Object.values(secretEnv), ...(registryPassword !== undefined ? [registryPassword] : [])]);
       const docker = spec.provider === 'docker' ? this.o.docker : undefined;
       if (spec.provider === 'docker' && !docker) throw new JobFailedError('`provider: docker` needs Docker, and this agent\'s machine has no `docker` on PATH: install Docker (apt-get install docker.io) or run the job on a machine that has it');
-      const prepared = await prepareRun(spec, jobDir, codeDir, this.o.jobEnv, secretEnv, this.o.codeServer !== undefined ? { codeServer: this.o.codeServer } : {});
+      const python = { ...(this.o.condaRoot !== undefined ? { condaRoot: this.o.condaRoot } : {}), say: (d: Buffer | string) => shipper.write('err', d), signal: AbortSignal.any([signal, this.setup.signal]) };
+      const prepared = await prepareRun(spec, jobDir, codeDir, this.o.jobEnv, secretEnv, { ...(this.o.codeServer !== undefined ? { codeServer: this.o.codeServer } : {}), python });
       const madeForJob = user ? await absoluteArtifactDirs(spec) : [];
       // What a restore writes at an absolute path (in a folder an earlier job made, say) becomes the job user's.
       await restoreDeps(store, spec, codeDir, (line) => shipper.write('err', line), user);

@@ -68,10 +68,12 @@ async function main(): Promise<number> {
 
   const workRoot = join(backend.root, 'work', agentId);
   const venvRoot = join(backend.root, 'venvs');
+  // coordinator/capability.ts looks here too, for the submit-time check of `python:`.
+  const condaRoot = join(backend.root, 'conda');
   // The job user passes through to its job's folder and venv, and lists none of the agent's folders.
   if (jobUser) await agentFolders(backend.root, workRoot, venvRoot);
   // The job sees neither the agent's credentials and state nor other jobs' folders; the venvs for `requirements` stay readable.
-  const hidden = { hidden: [join(homedir(), '.aws'), join(homedir(), '.ssh'), home, join(backend.root, 'work')], readOnly: [venvRoot] };
+  const hidden = { hidden: [join(homedir(), '.aws'), join(homedir(), '.ssh'), home, join(backend.root, 'work')], readOnly: [venvRoot, condaRoot] };
   const sandbox = await detectSandbox(config.local.sandbox, process.env.PATH ?? '', hidden, jobUser);
   log.log('info', sandbox ? `jobs run in a sandbox (${sandbox.bwrap})` : `jobs run without a sandbox (local.sandbox: ${config.local.sandbox}${config.local.sandbox === 'auto' ? ', bwrap not found or not working' : ''})`);
   // Found once: nvidia-smi on the agent's PATH. The agents of this machine share the claims under the backend's root.
@@ -94,6 +96,7 @@ async function main(): Promise<number> {
     host: hostname(),
     workRoot,
     venvRoot,
+    condaRoot,
     ...(sandbox ? { sandbox } : {}),
     ...(jobUser ? { jobUser } : {}),
     visibilityMs: config.local.visibilityTimeoutSec * 1000,

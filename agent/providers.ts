@@ -1,14 +1,15 @@
-import { chmod, mkdir, stat, writeFile, readdir } from 'node:fs/promises';
-import { homedir } from 'node:os';
-import { delimiter, join } from 'node:path';
+import { chmod, mkdir, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { createServer } from 'node:net';
 import { JobFailedError } from '../common/errors.js';
-import { exec } from '../common/exec.js';
 import { substitute, type JobSpec } from '../common/spec/job-spec.js';
 import { RUNNABLE_PROVIDERS, isServerProvider, type ServerProvider } from '../common/spec/schema.js';
 import { DEV_SERVERS, SERVER_TOKEN, findDevServer } from '../common/dev-tools.js';
 import { planServer, type ServerPlan } from './server.js';
 import { baseEnv as cleanBase, buildJobEnv } from './environment.js';
+import { findPython, type FindPythonOptions } from './python-find.js';
+
+export { findPython } from './python-find.js';
 
 /** What the agent runs for a job: a bash script, in a directory, with an environment. */
 export interface PreparedRun {
@@ -28,6 +29,8 @@ export interface PreparedRun {
 export interface PrepareOptions {
   /** `local.codeServer`: the code-server program when it is not on PATH. */
   codeServer?: string;
+  /** Where `python: X.Y` may be made (the agent's Conda cache) and where that says what it does (the job's log). */
+  python?: Omit<FindPythonOptions, 'env'>;
 }
 
 
@@ -49,7 +52,7 @@ export async function prepareRun(
   }
   const binDir = join(jobDir, 'bin');
   await mkdir(binDir, { recursive: true });
-  const interpreter = await findPython(spec.python, baseEnv.PATH ?? '');
+  const interpreter = await findPython(spec.python, baseEnv.PATH ?? '', { ...options.python, env: baseEnv });
   if (spec.python !== undefined && interpreter === undefined) {
     throw new JobFailedError(
       `Python ${spec.python} is not installed on this agent: install it (python${spec.python} on PATH) or change \`python:\` in workflow \`${spec.workflow}\``,
@@ -137,63 +140,6 @@ function portProblem(port: number): Promise<string | undefined> {
     server.once('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? 'EADDRINUSE'));
     server.listen(port, '127.0.0.1', () => server.close(() => resolve(undefined)));
   });
-}
-
-/** Finds an interpreter of the requested `major.minor` (or any python3 when none is asked for). */
-export function findPython(version: string | undefined, path: string): Promise<string | undefined> {
-  // Interpreters do not come and go while an agent runs; looking once per version saves every job ~50 ms.
-  const key = `${version ?? ''}\0${path}`;
-  let found = pythonCache.get(key);
-  if (!found) {
-    found = searchPython(version, path);
-    pythonCache.set(key, found);
-  }
-  return found;
-}
-
-const pythonCache = new Map<string, Promise<string | undefined>>();
-
-async function searchPython(version: string | undefined, path: string): Promise<string | undefined> {
-  const candidates: string[] = [];
-  const dirs = path.split(delimiter).filter((d) => d.length > 0);
-  const minor = version?.split('.').slice(0, 2).join('.');
-  const names = minor ? [`python${minor}`, 'python3', 'python'] : ['python3', 'python'];
-  for (const name of names) for (const dir of dirs) candidates.push(join(dir, name));
-  if (minor) {
-    candidates.push(`/opt/conda/envs/py${minor}/bin/python`);
-    const pyenv = join(homedir(), '.pyenv', 'versions');
-    const installed = await readdir(pyenv).catch(() => [] as string[]);
-    for (const v of installed.filter((v) => v === minor || v.startsWith(`${minor}.`)).sort().reverse()) {
-      candidates.push(join(pyenv, v, 'bin', `python${minor}`));
-    }
-  }
-  for (const candidate of candidates) {
-    const found = await pythonVersion(candidate);
-    if (found !== undefined && (version === undefined || sameMinor(found, version))) return realInterpreter(candidate);
-  }
-  return undefined;
-}
-
-/** `3.10` matches `3.10`, and `3.10.4` asks for `3.10`. */
-function sameMinor(found: string, wanted: string): boolean {
-  return found === wanted.split('.').slice(0, 2).join('.');
-}
-
-async function pythonVersion(bin: string): Promise<string | undefined> {
-  try {
-    await stat(bin);
-  } catch {
-    return undefined;
-  }
-  const r = await exec(bin, ['-c', 'import sys; print("%d.%d" % sys.version_info[:2])']).catch(() => undefined);
-  return r && r.code === 0 ? r.stdout.toString().trim() : undefined;
-}
-
-/** Resolves pyenv-style shims to the interpreter they run, so the job does not depend on shim state. */
-async function realInterpreter(bin: string): Promise<string> {
-  const r = await exec(bin, ['-c', 'import sys; print(sys.executable)']).catch(() => undefined);
-  const exe = r && r.code === 0 ? r.stdout.toString().trim() : '';
-  return exe.length > 0 ? exe : bin;
 }
 
 export function freePort(): Promise<number> {

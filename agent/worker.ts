@@ -30,6 +30,8 @@ export interface AgentOptions {
    * folder); `<workRoot>/venvs` when not set. Not under the work folders the collector sweeps.
    */
   venvRoot?: string;
+  /** The Conda envs made for `python: X.Y` (see python-find.ts), shared like `venvRoot`; none are made when not set. */
+  condaRoot?: string;
   visibilityMs: number;
   /** How often the lease is renewed; well under `visibilityMs`. */
   heartbeatMs: number;
@@ -337,6 +339,7 @@ export class Agent {
       jobEnv: this.o.jobEnv,
       ...(this.o.secrets ? { secrets: this.o.secrets } : {}),
       venvRoot: this.o.venvRoot ?? join(this.o.workRoot, 'venvs'),
+      ...(this.o.condaRoot !== undefined ? { condaRoot: this.o.condaRoot } : {}),
       stopGraceMs: this.o.stopGraceMs,
       tickMs: this.o.tickMs,
       artifactSyncMs: this.o.artifactSyncMs,

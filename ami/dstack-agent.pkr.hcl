@@ -94,7 +94,7 @@ source "amazon-ebs" "agent" {
   }
 
   ami_name        = local.ami_name
-  ami_description = "dstack agent ${var.version}: Deep Learning Base AMI + Node 20, Miniforge (Python 3.7-3.11), code-server, JupyterLab, Notebook, dstack-agent.service"
+  ami_description = "dstack agent ${var.version}: Deep Learning Base AMI + Node 20, Miniforge (Python 3.7-3.11), code-server, JupyterLab, Notebook, pre-pulled docker images, dstack-agent.service"
   tags            = local.image_tags
   snapshot_tags   = local.image_tags
   run_tags = {
@@ -129,8 +129,14 @@ build {
 
   # provision.sh checks that the uploaded bundle is the version the image is named after.
   provisioner "shell" {
+    inline = ["sudo DSTACK_AGENT_VERSION='${var.version}' bash ${local.remote_dir}/provision.sh"]
+  }
+
+  # The images suggested for `provider: docker` (ami/images.txt): a step of its own, the longest
+  # one and the only one that needs Docker Hub.
+  provisioner "shell" {
     inline = [
-      "sudo DSTACK_AGENT_VERSION='${var.version}' bash ${local.remote_dir}/provision.sh",
+      "sudo bash ${local.remote_dir}/pull-images.sh",
       "rm -rf ${local.remote_dir}",
     ]
   }

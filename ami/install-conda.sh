@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs Miniforge to /opt/conda with one env per Python version of the python provider
+# Installs Miniforge to /opt/conda (its `conda` linked into /usr/local/bin) with one env per Python version
 # (/opt/conda/envs/py3.7 ... py3.11, where the agent looks for `python: 3.x`), and a pip cache
 # shared by every job (/var/cache/dstack/pip, also set in /etc/pip.conf), warmed with a few wheels.
 #   online:  Miniforge's latest release, checked against its .sha256; envs from conda-forge
@@ -74,4 +74,8 @@ done
 if ! is_offline; then
   "$conda_dir/bin/conda" clean -afy -q >/dev/null
 fi
+# `conda` for the agent and its jobs (condabin holds conda alone: no python shadows the system's):
+# the agent makes `python: X.Y` with it when the image has no pyX.Y, and jobs run `conda env create`.
+ln -sfn "$conda_dir/condabin/conda" /usr/local/bin/conda
+log "conda: /usr/local/bin/conda -> $conda_dir/condabin/conda"
 log "pip: cache holds $(du -sh "$pip_cache" | cut -f1)"

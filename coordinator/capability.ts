@@ -1,5 +1,6 @@
 import { cpus, totalmem } from 'node:os';
-import { findPython } from '../agent/providers.js';
+import { join } from 'node:path';
+import { locatePython, pythonLookedFor } from '../agent/python-find.js';
 import { DEFAULT_PATH } from '../agent/environment.js';
 import { DEV_SERVERS, findDevServer } from '../common/dev-tools.js';
 import { UsageError } from '../common/errors.js';
@@ -23,6 +24,8 @@ export interface LocalTools {
   path: string;
   /** `local.codeServer`. */
   codeServer?: string | undefined;
+  /** The local agents' Conda envs (`<backend.root>/conda`): one made there earlier serves `python:`, and `conda` on PATH makes one. */
+  condaRoot?: string | undefined;
 }
 
 /**
@@ -46,7 +49,8 @@ export async function refuseWhatThisMachineCannotRun(ctx: Pick<Context, 'config'
     return;
   }
   if (!agentsAreLocal(ctx)) return;
-  const tools: LocalTools = { path: ctx.shellEnv.PATH ?? DEFAULT_PATH, codeServer: ctx.config.local.codeServer };
+  // The agents keep their Conda envs in <backend.root>/conda, and the backend's root is DSTACK_HOME/local (common/backend.ts).
+  const tools: LocalTools = { path: ctx.shellEnv.PATH ?? DEFAULT_PATH, codeServer: ctx.config.local.codeServer, condaRoot: join(ctx.config.home, 'local', 'conda') };
   const problems = await capabilityProblems(spec, tools, () => machineFacts(tools.path));
   if (problems.length > 0) throw new UsageError(problems.map((p) => `${where}: ${p}`).join('\n'));
 }
@@ -69,9 +73,9 @@ export async function capabilityProblems(spec: Pick<JobSpec, 'workflow' | 'provi
   if (provider === 'docker' && (await onPath('docker', tools.path)) === undefined) {
     problems.push(`workflow \`${spec.workflow}\` (\`provider: docker\`) needs Docker, and \`docker\` is not on PATH: install Docker (apt-get install docker.io) and start its daemon`);
   }
-  if (spec.python !== undefined && (await findPython(spec.python, tools.path)) === undefined) {
+  if (spec.python !== undefined && (await locatePython(spec.python, { path: tools.path, ...(tools.condaRoot !== undefined ? { condaRoot: tools.condaRoot } : {}) })) === undefined) {
     problems.push(
-      `workflow \`${spec.workflow}\` asks for \`python: ${spec.python}\`, which no interpreter on this machine provides (looked for python${spec.python} on PATH, /opt/conda/envs/py${spec.python} and ~/.pyenv/versions): install Python ${spec.python} or change \`python:\``,
+      `workflow \`${spec.workflow}\` asks for \`python: ${spec.python}\`, which no interpreter on this machine provides (looked for ${pythonLookedFor(spec.python)}): install Python ${spec.python} or conda, or change \`python:\``,
     );
   }
   return problems;

@@ -99,7 +99,7 @@ describe('e2e: dstack run on the embedded local backend', function () {
     const r = await dstack(['run', 'no-python'], { cwd: repo, home });
     expect(r.code).to.equal(2);
     expect(r.stdout).to.equal('');
-    expect(r.stderr).to.match(/^\.dstack\/workflows\.yaml:33: workflow `no-python` asks for `python: 2\.1`, which no interpreter on this machine provides \(.*\): install Python 2\.1 or change `python:`\n$/);
+    expect(r.stderr).to.match(/^\.dstack\/workflows\.yaml:33: workflow `no-python` asks for `python: 2\.1`, which no interpreter on this machine provides \(.*\): install Python 2\.1 or conda, or change `python:`\n$/);
     expect((await dstack(['ps', '-a', '--json'], { cwd: repo, home })).stdout).to.equal(before);
   });
 

@@ -15,11 +15,28 @@ import { SYSTEMD_DEFAULT_PATH, serviceCommand } from '../support/systemd-unit.js
 // chroot, then the agent started exactly as ami/dstack-agent.service starts it, with its config
 // from a loopback IMDS, taking a job that the real CLI submits to fauxqs. Needs root, debootstrap
 // and deb.debian.org (once a day: the base root is cached in /var/tmp/dstack-debootstrap-cache).
+// The chroot stands in for the Deep Learning Base AMI in two ways: Debian's docker.io is installed
+// before provisioning, and /usr/bin/nvidia-smi is a stand-in that lists two A10Gs (GPU_LINES).
+// "Docker present" means that here: the docker CLI, dockerd and containerd on the machine and the
+// unit's PATH, but no daemon running (no systemd in a chroot, and dockerd would need cgroups,
+// iptables and a storage driver of its own).
 
 const BUNDLE = join(ROOT, 'dist', 'agent-bundle');
 const UNIT = join(ROOT, 'ami', 'dstack-agent.service');
 const VERSION = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
 const IDLE_SEC = 10;
+// What nvidia-smi prints on a g5.12xlarge's first two A10Gs (index, name, memory.total in MiB).
+const GPU_LINES = ['0, NVIDIA A10G, 23028', '1, NVIDIA A10G, 23028'];
+const FAKE_NVIDIA_SMI = `#!/bin/sh
+# A stand-in for the driver's nvidia-smi: --query-gpu answers for two A10Gs, in the --format asked for.
+fmt=
+for a in "$@"; do case "$a" in --format=*) fmt=\${a#--format=} ;; esac; done
+case "$*" in *--query-gpu=*) ;; *) echo "NVIDIA-SMI stand-in (dstack slow test)"; exit 0 ;; esac
+case "$fmt" in *noheader*) ;; *) echo "index, name, memory.total [MiB]" ;; esac
+unit=" MiB"
+case "$fmt" in *nounits*) unit= ;; esac
+${GPU_LINES.map((l) => `echo "${l}$unit"`).join('\n')}
+`;
 const WORKFLOWS = `workflows:
   - name: hello
     provider: bash
@@ -40,6 +57,8 @@ describe('slow: the agent image, provisioned in a Debian chroot, runs a job from
   const timings: Record<string, string> = {};
   let root: Chroot | undefined;
   let provision: RunResult;
+  let pullImages: RunResult;
+  let dockerInstall: RunResult;
   let emulator: Emulator | undefined;
   let imds: ImdsServer | undefined;
   const secretsManager = new SecretsManagerFake();
@@ -65,6 +84,11 @@ describe('slow: the agent image, provisioned in a Debian chroot, runs a job from
     timings.debootstrap = base.builtMs === undefined ? 'cached' : `${(base.builtMs / 1000).toFixed(1)} s`;
     root = await Chroot.create(base.file);
     timings.freshRoot = `${((Date.now() - t - (base.builtMs ?? 0)) / 1000).toFixed(1)} s`;
+    // What the Deep Learning Base AMI has before provisioning: Docker, and the driver's nvidia-smi.
+    t = Date.now();
+    dockerInstall = await root.aptInstall(['docker.io']);
+    timings.dockerInstall = `${((Date.now() - t) / 1000).toFixed(1)} s`;
+    writeFileSync(root.path('usr/bin/nvidia-smi'), FAKE_NVIDIA_SMI, { mode: 0o755 });
     // What Packer's file provisioners upload: ami/ and the bundle in ami/agent-bundle.
     cpSync(join(ROOT, 'ami'), root.path('tmp/dstack-ami'), { recursive: true });
     cpSync(BUNDLE, root.path('tmp/dstack-ami/agent-bundle'), { recursive: true });
@@ -77,6 +101,10 @@ describe('slow: the agent image, provisioned in a Debian chroot, runs a job from
       'DSTACK_AMI_OFFLINE_DIR=/tmp/dstack-offline', `DSTACK_AGENT_VERSION=${VERSION}`, 'bash', '/tmp/dstack-ami/provision.sh',
     ]);
     timings.provisioning = `${((Date.now() - t) / 1000).toFixed(1)} s`;
+    // Packer's next provisioner, as the template runs it.
+    pullImages = await run('chroot', [
+      root.dir, '/usr/bin/env', '-i', `PATH=${SYSTEMD_DEFAULT_PATH}`, 'DSTACK_AMI_OFFLINE_DIR=/tmp/dstack-offline', 'bash', '/tmp/dstack-ami/pull-images.sh',
+    ]);
   });
 
   after(async () => {
@@ -94,8 +122,12 @@ describe('slow: the agent image, provisioned in a Debian chroot, runs a job from
     const r = root as Chroot;
     expect(provision.output).to.match(/^\[dstack-ami\] SKIPPED Miniforge and the py3\.x envs: offline and no \/tmp\/dstack-offline\/Miniforge3-Linux-x86_64\.sh/m);
     expect(provision.output).to.match(/^\[dstack-ami\] SKIPPED code-server, JupyterLab and the Notebook: offline/m);
-    expect(provision.output).to.match(/^\[dstack-ami\] SKIPPED docker: offline/m);
+    // Docker came with the "base image"; the toolkit would come from NVIDIA's repository, not reached offline.
+    expect(dockerInstall.code, dockerInstall.output).to.equal(0);
+    expect(provision.output).to.match(/^\[dstack-ami\] docker: present \(Docker version 20\.10\.\d+/m);
     expect(provision.output).to.match(/^\[dstack-ami\] SKIPPED nvidia container toolkit: offline/m);
+    expect(pullImages.code, pullImages.output).to.equal(0);
+    expect(pullImages.output).to.match(/^\[dstack-ami\] SKIPPED the docker images \(nvidia\/cuda:\S+ .*\): offline and dockerd does not answer$/m);
     expect(provision.output).to.match(new RegExp(`^\\[dstack-ami\\] done in \\d+ s: agent ${VERSION} with ${process.version}$`, 'm'));
     const node = await run('chroot', [r.dir, '/usr/bin/node', '-p', 'process.version'], { env: { PATH: SYSTEMD_DEFAULT_PATH } });
     expect(node.output.trim()).to.equal(process.version);
@@ -105,11 +137,12 @@ describe('slow: the agent image, provisioned in a Debian chroot, runs a job from
     expect(readlinkSync(r.path('etc/systemd/system/multi-user.target.wants/dstack-agent.service'))).to.equal('/etc/systemd/system/dstack-agent.service');
     expect(readFileSync(r.path('etc/pip.conf'), 'utf8')).to.match(/^cache-dir = \/var\/cache\/dstack\/pip$/m);
     expect(existsSync(r.path('var/cache/dstack/pip'))).to.equal(true);
-    // The job user, and the unit that keeps it off IMDS (iptables itself is not installed offline).
+    // The job user, and the unit that keeps it off IMDS (iptables came with docker.io, as on the base AMI).
     expect(readFileSync(r.path('etc/passwd'), 'utf8')).to.match(/^dstack-job:x:\d+:\d+::\/var\/lib\/dstack-job:\/bin\/bash$/m);
     expect(readlinkSync(r.path('etc/systemd/system/multi-user.target.wants/dstack-job-imds-block.service'))).to.equal('/etc/systemd/system/dstack-job-imds-block.service');
     expect(readFileSync(r.path('opt/dstack/agent/job-imds-block.sh'), 'utf8')).to.equal(readFileSync(join(ROOT, 'ami', 'job-imds-block.sh'), 'utf8'));
-    expect(provision.output).to.match(/^\[dstack-ami\] SKIPPED iptables: offline/m);
+    expect(existsSync(r.path('usr/sbin/iptables'))).to.equal(true);
+    expect(provision.output).to.not.match(/SKIPPED iptables/);
   });
 
   it('starts the agent as the unit does, with config from IMDS user-data, and it runs a job the CLI submits', async () => {
@@ -179,6 +212,28 @@ describe('slow: the agent image, provisioned in a Debian chroot, runs a job from
     expect(imds.hits.get('/latest/user-data')).to.equal(1);
     expect(imds.hits.get('/latest/meta-data/instance-id')).to.equal(1);
     expect(imds.hits.get('/latest/meta-data/iam/security-credentials/dstack-agent')).to.be.greaterThan(0);
+  });
+
+  it('started and ran its job with Docker present (the CLI on its PATH, no daemon running)', async () => {
+    const r = root as Chroot;
+    expect(agent, 'the agent was not started').to.not.equal(undefined);
+    const docker = await run('chroot', [r.dir, 'docker', '--version'], { env: { PATH: SYSTEMD_DEFAULT_PATH } });
+    expect(docker.output).to.match(/^Docker version 20\.10\./);
+    const smi = await run('chroot', [r.dir, 'nvidia-smi', '--query-gpu=index,name,memory.total', '--format=csv,noheader,nounits'], { env: { PATH: SYSTEMD_DEFAULT_PATH } });
+    expect(smi.output).to.equal(`${GPU_LINES.join('\n')}\n`);
+    // The agent took and ran the job above with Docker there: nothing of its start tripped on a daemon that is not running.
+    const lines = agentOut.trim().split('\n').map((l) => JSON.parse(l) as { level?: string; msg?: string });
+    expect(lines.filter((l) => l.level === 'error'), agentOut).to.deep.equal([]);
+  });
+
+  it('found its GPUs at start through nvidia-smi (the stand-in\'s two A10Gs)', function () {
+    const lines = agentOut.trim().split('\n').map((l) => JSON.parse(l) as { msg?: string });
+    // GPU discovery at agent start is agent/gpus.ts's, from the gpus branch: until it is merged the bundle never
+    // runs nvidia-smi, and there is no line to look for. (Lead: drop this skip after the merge.)
+    if (!readFileSync(join(BUNDLE, 'dstack-agent.mjs'), 'utf8').includes('query-gpu')) this.skip();
+    const gpus = lines.find((l) => /GPU/.test(l.msg ?? ''));
+    expect(gpus?.msg, agentOut).to.match(/NVIDIA A10G/);
+    expect(gpus?.msg).to.match(/\b2\b/);
   });
 
   it('exits 0 after its idle timeout (the unit then powers the instance off)', async () => {

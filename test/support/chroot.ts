@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, realpathSync, renameSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, realpathSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 /** Where the debootstrapped base root is kept between runs, as one tarball per day. */
@@ -90,6 +90,27 @@ export class Chroot {
 
   path(p: string): string {
     return join(this.dir, p);
+  }
+
+  /**
+   * `apt-get install --no-install-recommends PACKAGES` inside, from deb.debian.org, as a base image
+   * that already has them would be. Services are not started (policy-rc.d), and the downloaded
+   * packages are kept in DEBOOTSTRAP_CACHE/apt-archives for the next run.
+   */
+  async aptInstall(packages: string[]): Promise<RunResult> {
+    const archives = join(DEBOOTSTRAP_CACHE, 'apt-archives');
+    mkdirSync(join(archives, 'partial'), { recursive: true });
+    await mustRun('mount', ['--bind', archives, this.path('var/cache/apt/archives')]);
+    // Replaced, not written through: a link there would lead out of the chroot.
+    rmSync(this.path('etc/resolv.conf'), { force: true });
+    copyFileSync('/etc/resolv.conf', this.path('etc/resolv.conf'));
+    writeFileSync(this.path('usr/sbin/policy-rc.d'), '#!/bin/sh\n# No service starts in a chroot.\nexit 101\n', { mode: 0o755 });
+    const env = { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', DEBIAN_FRONTEND: 'noninteractive' };
+    const update = await run('chroot', [this.dir, 'apt-get', '-qq', 'update'], { env, timeoutMs: 300_000 });
+    const r = update.code === 0 ? await run('chroot', [this.dir, 'apt-get', 'install', '-y', '-qq', '--no-install-recommends', ...packages], { env, timeoutMs: 600_000 }) : update;
+    rmSync(this.path('usr/sbin/policy-rc.d'));
+    await mustRun('umount', [this.path('var/cache/apt/archives')]);
+    return r;
   }
 
   /** Pids of the processes whose root directory is this chroot. */

@@ -187,7 +187,7 @@ describe('run: refused at submit when the local agents of this machine cannot ru
   it('a python: version no interpreter here provides is refused with the fix', async () => {
     const ctx = await context(join(dir, 'empty'));
     expect(refusal(await run(ctx, 'old-python'))).to.match(
-      /others\.yaml:17: workflow `old-python` asks for `python: 3\.1`, which no interpreter on this machine provides \(.*\): install Python 3\.1 or change `python:`$/,
+      /others\.yaml:17: workflow `old-python` asks for `python: 3\.1`, which no interpreter on this machine provides \(.*\): install Python 3\.1 or conda, or change `python:`$/,
     );
     expect(await runs(ctx)).to.equal(0);
   });
