@@ -7,7 +7,7 @@ import { RUNNABLE_PROVIDERS, isServerProvider, type ServerProvider } from '../co
 import { DEV_SERVERS, SERVER_TOKEN, findDevServer } from '../common/dev-tools.js';
 import { planServer, type ServerPlan } from './server.js';
 import { baseEnv as cleanBase, buildJobEnv } from './environment.js';
-import { findPython, type FindPythonOptions } from './python-find.js';
+import { condaShellHook, findPython, pythonLookedFor, type FindPythonOptions } from './python-find.js';
 
 export { findPython } from './python-find.js';
 
@@ -55,7 +55,7 @@ export async function prepareRun(
   const interpreter = await findPython(spec.python, baseEnv.PATH ?? '', { ...options.python, env: baseEnv });
   if (spec.python !== undefined && interpreter === undefined) {
     throw new JobFailedError(
-      `Python ${spec.python} is not installed on this agent: install it (python${spec.python} on PATH) or change \`python:\` in workflow \`${spec.workflow}\``,
+      `Python ${spec.python} is not installed on this agent (looked for ${pythonLookedFor(spec.python)}): install Python ${spec.python} or conda, or change \`python:\` in workflow \`${spec.workflow}\``,
     );
   }
   if (interpreter !== undefined) {
@@ -87,7 +87,11 @@ export async function prepareRun(
     extraEnv: { ...secretEnv, ...(server?.env ?? {}) },
   });
   const script = join(jobDir, 'run.sh');
-  await writeFile(script, ['set -e', ...substitute(spec.commands, vars), ...(server ? [server.command] : []), ''].join('\n'));
+  const commands = substitute(spec.commands, vars);
+  // `conda activate` needs conda's shell function, which a non-interactive bash lacks: defined first
+  // when the commands use conda (the hook costs a Python start, so not for every job).
+  const hook = spec.provider !== 'docker' && commands.some((c) => /\bconda\b/.test(c)) ? await condaShellHook(env.PATH ?? '') : undefined;
+  await writeFile(script, ['set -e', ...(hook ? [hook] : []), ...commands, ...(server ? [server.command] : []), ''].join('\n'));
   try {
     if (!(await stat(cwd)).isDirectory()) throw new Error('not a directory');
   } catch {

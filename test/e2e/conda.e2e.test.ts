@@ -20,6 +20,11 @@ const WORKFLOWS = `workflows:
     python: 3.8
     commands:
       - python --version
+  - name: activate
+    provider: bash
+    commands:
+      - conda activate myenv
+      - echo "after activate"
 `;
 
 describe('e2e: python: X.Y from a Conda env the agent makes with the conda on PATH', function () {
@@ -65,6 +70,15 @@ describe('e2e: python: X.Y from a Conda env the agent makes with the conda on PA
     expect(second.stdout).to.equal('Python 3.7.99 (fake env)\nthe job ran\n');
     expect(second.stderr).to.not.include('Conda env');
     expect(conda.calls()).to.have.length(1);
+  });
+
+  it('`conda activate` works in a job\'s commands: the agent defines conda\'s shell function first when they use conda', async () => {
+    // The fake conda lives under /tmp, which the sandbox gives each job empty.
+    const home = newHome({ sandbox: 'off' });
+    const env = { PATH: `${conda.bin}:${SYSTEM_PATH}`, HOME: userHome };
+    const r = await dstack(['run', 'activate'], { cwd: repo, home, env });
+    expect(r.code, r.stderr).to.equal(0);
+    expect(r.stdout).to.equal('fake conda: activated myenv\nafter activate\n');
   });
 
   it('without conda: refused at submit with one line naming what was looked for and the fix; exit 2; no run recorded', async () => {

@@ -12,6 +12,7 @@ interface Report {
   agentUser: string;
   jobUserSandboxed: string | null;
   agentUserSandboxed: string | null;
+  dockerUser: string;
 }
 
 /** The tools the test needs, by the Debian package that brings them; the first one missing, if any. */
@@ -74,7 +75,7 @@ describe('e2e: EC2 jobs are kept off the instance metadata service (ami/job-imds
     const name = user ?? '';
     const r = await probe(dir, name);
     expect(r.code, r.stderr).to.equal(0);
-    expect(r.stderr).to.include(`connections of user ${name} to IMDS are rejected`);
+    expect(r.stderr).to.include(`connections of user ${name}, and of containers, to IMDS are rejected`);
     report = JSON.parse(r.stdout) as Report;
     jobUid = String(spawnSync('id', ['-u', name]).stdout).trim();
   });
@@ -87,6 +88,10 @@ describe('e2e: EC2 jobs are kept off the instance metadata service (ami/job-imds
     expect(report.agent).to.equal('i-0probe');
     expect(report.jobUser).to.equal(`uid=${jobUid}\nimds: refused\n`);
     expect(report.agentUser).to.equal('uid=0\nHTTP/1.1 200 OK\n');
+  });
+
+  it('containers (provider: docker) are refused too: DOCKER-USER, which docker puts before its own forwarding rules, rejects IMDS', () => {
+    expect(report.dockerUser.split('\n')).to.include('-A DOCKER-USER -d 169.254.169.254/32 -j REJECT --reject-with icmp-port-unreachable');
   });
 
   it('under the bwrap sandbox too: the job user is refused, the agent user is not', function () {

@@ -228,9 +228,7 @@ describe('slow: the agent image, provisioned in a Debian chroot, runs a job from
 
   it('found its GPUs at start through nvidia-smi (the stand-in\'s two A10Gs)', function () {
     const lines = agentOut.trim().split('\n').map((l) => JSON.parse(l) as { msg?: string });
-    // GPU discovery at agent start is agent/gpus.ts's, from the gpus branch: until it is merged the bundle never
-    // runs nvidia-smi, and there is no line to look for. (Lead: drop this skip after the merge.)
-    if (!readFileSync(join(BUNDLE, 'dstack-agent.mjs'), 'utf8').includes('query-gpu')) this.skip();
+    expect(readFileSync(join(BUNDLE, 'dstack-agent.mjs'), 'utf8')).to.include('query-gpu');
     const gpus = lines.find((l) => /GPU/.test(l.msg ?? ''));
     expect(gpus?.msg, agentOut).to.match(/NVIDIA A10G/);
     expect(gpus?.msg).to.match(/\b2\b/);

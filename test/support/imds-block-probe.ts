@@ -5,6 +5,7 @@
  * with and without the bwrap sandbox, and prints what each saw as one JSON line.
  *   node --import tsx test/support/imds-block-probe.ts DIR JOB_USER_NAME
  */
+import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { Attempt } from '../../agent/attempt.js';
 import { Imds } from '../../agent/imds.js';
@@ -68,6 +69,8 @@ async function main(): Promise<void> {
       agentUser: await runJob(dir, store, 'as-agent-user', {}),
       jobUserSandboxed: sandbox ? await runJob(dir, store, 'as-job-user-sandboxed', { user, sandbox }) : null,
       agentUserSandboxed: rootSandbox ? await runJob(dir, store, 'as-agent-user-sandboxed', { sandbox: rootSandbox }) : null,
+      // The rule for containers (forwarded traffic, no owner): what docker's DOCKER-USER chain holds.
+      dockerUser: execFileSync('iptables', ['-w', '-S', 'DOCKER-USER'], { encoding: 'utf8' }),
     };
     process.stdout.write(`${JSON.stringify(report)}\n`);
   } finally {
