@@ -11,12 +11,14 @@ import { ArtifactIndexSchema } from '../common/records/runs.js';
 import type { JobUser } from './job-user.js';
 
 /**
- * Where an artifact lives on the agent: relative paths under the working dir; absolute ones only at
- * their declared path. The spec came through the queue, so a `..` is refused here too.
+ * Where an artifact lives on the agent: relative paths under the working dir; absolute ones at their
+ * declared path, or, for a job in a container (`absRoot`), under that folder of the job's, mounted at
+ * the declared path inside the container only. The spec came through the queue, so a `..` is refused here too.
  */
-export function artifactDir(spec: JobSpec, codeDir: string, path: string): string {
+export function artifactDir(spec: JobSpec, codeDir: string, path: string, absRoot?: string): string {
   checkArtifactPath(path);
-  return isAbsolute(path) ? path : join(codeDir, checkArtifactPath(spec.workingDir), path);
+  if (isAbsolute(path)) return absRoot === undefined ? path : join(absRoot, path);
+  return join(codeDir, checkArtifactPath(spec.workingDir), path);
 }
 
 /** The absolute paths among the job's artifacts and its deps' (each once): restored and written outside the job's folder. */
@@ -41,10 +43,12 @@ async function restoreRefs(
   failed: (path: string) => string,
   say: (line: string) => void,
   owner: JobUser | undefined,
+  absRoot: string | undefined,
 ): Promise<void> {
   for (const a of refs) {
     try {
-      const target = await artifactTarget(join(codeDir, checkArtifactPath(spec.workingDir)), a.path, 'at-path');
+      const target =
+        absRoot !== undefined && isAbsolute(a.path) ? await artifactTarget(absRoot, a.path, 'under-base') : await artifactTarget(join(codeDir, checkArtifactPath(spec.workingDir)), a.path, 'at-path');
       const m = await restoreTree(store, a.manifestSha, target);
       if (owner && isAbsolute(a.path)) {
         const deepestFirst = m.entries.map((e) => e.path.split('/')).sort((x, y) => y.length - x.length);
@@ -59,7 +63,7 @@ async function restoreRefs(
 }
 
 /** Restores every pinned dep's artifacts at the same paths, before the commands start. */
-export async function restoreDeps(store: Store, spec: JobSpec, codeDir: string, say: (line: string) => void, owner?: JobUser): Promise<void> {
+export async function restoreDeps(store: Store, spec: JobSpec, codeDir: string, say: (line: string) => void, owner?: JobUser, absRoot?: string): Promise<void> {
   for (const dep of spec.pinnedDeps) {
     const from = `${dep.kind} ${dep.name} (run ${dep.runName})`;
     await restoreRefs(
@@ -71,6 +75,7 @@ export async function restoreDeps(store: Store, spec: JobSpec, codeDir: string, 
       (path) => `could not restore dep ${dep.kind} \`${dep.name}\` (run ${dep.runName}), artifact ${path}`,
       say,
       owner,
+      absRoot,
     );
   }
 }
@@ -79,7 +84,7 @@ export async function restoreDeps(store: Store, spec: JobSpec, codeDir: string, 
  * Puts back what earlier attempts of this run saved (the checkpoint of an interrupted attempt, or
  * the last incremental save of a killed one), at the same paths, so that the job resumes.
  */
-export async function restoreCheckpoint(store: Store, spec: JobSpec, codeDir: string, say: (line: string) => void, owner?: JobUser): Promise<void> {
+export async function restoreCheckpoint(store: Store, spec: JobSpec, codeDir: string, say: (line: string) => void, owner?: JobUser, absRoot?: string): Promise<void> {
   const index = await readJson(store, runKeys.artifacts(spec.repoId, spec.runName), ArtifactIndexSchema);
   await restoreRefs(
     store,
@@ -90,6 +95,7 @@ export async function restoreCheckpoint(store: Store, spec: JobSpec, codeDir: st
     (path) => `could not restore the checkpoint ${path} of the previous attempt`,
     say,
     owner,
+    absRoot,
   );
 }
 
@@ -105,6 +111,8 @@ export class ArtifactSaver {
     private readonly store: Store,
     private readonly spec: JobSpec,
     private readonly codeDir: string,
+    /** A job in a container: where its absolute artifact paths are on this machine (see artifactDir). */
+    private readonly absRoot?: string,
   ) {}
 
   get hasMounted(): boolean {
@@ -123,7 +131,7 @@ export class ArtifactSaver {
     const saved: SavedArtifactRef[] = [];
     for (const a of this.spec.artifacts.filter((x) => final || x.mount)) {
       try {
-        const s = await saveTree(this.store, artifactDir(this.spec, this.codeDir, a.path), { cache: this.cache });
+        const s = await saveTree(this.store, artifactDir(this.spec, this.codeDir, a.path, this.absRoot), { cache: this.cache });
         saved.push({ path: a.path, manifestSha: s.manifestSha, files: s.files, sizeBytes: s.sizeBytes });
       } catch (e) {
         throw new JobFailedError(`could not save artifact ${a.path}: ${toError(e).message}`, { cause: e });

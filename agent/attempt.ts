@@ -115,7 +115,9 @@ export class Attempt {
     const shipper = new LogShipper(store, (seq) => runKeys.logChunk(repoId, runName, attempt, seq));
     // Named after the repo, as a clone would be: what a dev environment's explorer and file tree show.
     const codeDir = join(jobDir, 'repo', repoDirName(repoId));
-    const saver = new ArtifactSaver(store, spec, codeDir);
+    // A container sees its absolute artifact paths (and its deps') in a folder of the job's, never the host's.
+    const absRoot = spec.provider === 'docker' ? join(jobDir, 'root') : undefined;
+    const saver = new ArtifactSaver(store, spec, codeDir, absRoot);
     const onAbort = (): void => this.proc?.abort();
     signal.addEventListener('abort', onAbort, { once: true });
     let stopTimer: NodeJS.Timeout | undefined;
@@ -156,11 +158,12 @@ export class Attempt {
       if (spec.provider === 'docker' && !docker) throw new JobFailedError('`provider: docker` needs Docker, and this agent\'s machine has no `docker` on PATH: install Docker (apt-get install docker.io) or run the job on a machine that has it');
       const python = { ...(this.o.condaRoot !== undefined ? { condaRoot: this.o.condaRoot } : {}), say: (d: Buffer | string) => shipper.write('err', d), signal: AbortSignal.any([signal, this.setup.signal]) };
       const prepared = await prepareRun(spec, jobDir, codeDir, this.o.jobEnv, secretEnv, { ...(this.o.codeServer !== undefined ? { codeServer: this.o.codeServer } : {}), python });
-      const madeForJob = user ? await absoluteArtifactDirs(spec) : [];
+      const madeForJob = user && absRoot === undefined ? await absoluteArtifactDirs(spec) : [];
+      if (absRoot !== undefined) for (const path of absoluteArtifactPaths(spec)) await mkdir(join(absRoot, path), { recursive: true });
       // What a restore writes at an absolute path (in a folder an earlier job made, say) becomes the job user's.
-      await restoreDeps(store, spec, codeDir, (line) => shipper.write('err', line), user);
+      await restoreDeps(store, spec, codeDir, (line) => shipper.write('err', line), user, absRoot);
       // A later attempt resumes: what the earlier ones saved (checkpoints included) is put back first.
-      if (attempt > 1) await restoreCheckpoint(store, spec, codeDir, (line) => shipper.write('err', line), user);
+      if (attempt > 1) await restoreCheckpoint(store, spec, codeDir, (line) => shipper.write('err', line), user, absRoot);
       // What the agent made for the job (its folder, code, deps) becomes the job user's.
       if (user) for (const dir of [jobDir, ...madeForJob]) await chownTree(dir, user);
       // After the deps, as when `pip install -r` was the job's first line: the file may name a wheel a dep made.
@@ -186,7 +189,7 @@ export class Attempt {
       const wantGpus = spec.resources.gpu;
       if (wantGpus !== undefined && wantGpus.count > 0) {
         if (!this.o.gpuPool) throw new JobFailedError(`workflow \`${spec.workflow}\` asks for ${wantGpus.count} GPU${wantGpus.count === 1 ? '' : 's'}, and this agent has none: run it with \`--gpu 0\` or on a machine with GPUs`);
-        gpus = await this.o.gpuPool.acquire(wantGpus, `${spec.runName}/${attempt}`, setupSignal, (line) => shipper.write('err', `dstack: ${line}\n`));
+        gpus = await this.o.gpuPool.acquire(wantGpus, `${spec.runName}/${attempt}`, setupSignal, (line) => shipper.write('err', `dstack: ${line}\n`), this.o.deadlineFile !== undefined ? { deadlineFile: this.o.deadlineFile } : {});
       }
       assignGpus(prepared, gpus?.indices ?? []);
       if (signal.aborted) throw signal.reason;
@@ -216,7 +219,7 @@ export class Attempt {
             image,
             prepared,
             codeDir,
-            absolutePaths: absoluteArtifactPaths(spec),
+            absolutePaths: absoluteArtifactPaths(spec).map((path) => ({ host: join(absRoot ?? jobDir, path), container: path })),
             ...(uid !== 0 ? { ids: { uid, gid: process.getgid?.() ?? uid } } : {}),
           },
           this.o.deadlineFile,
@@ -233,6 +236,9 @@ export class Attempt {
       }
       this.proc = proc;
       started = true;
+      // Aborted or forced while the container was being created: it is stopped now, not left to run.
+      if (signal.aborted) proc.abort();
+      else if (this.forced) proc.stop(this.o.stopGraceMs);
       void proc.exited.then(
         () => (jobExited = true),
         () => (jobExited = true),
@@ -304,14 +310,16 @@ export class Attempt {
       await service?.stop().catch((e: unknown) => log.log('warn', 'could not stop the dev environment proxy', { error: toError(e).message }));
       signal.removeEventListener('abort', onAbort);
     }
+    let containerLeft = false;
     if (container !== undefined && this.o.docker) {
       // No container outlives its attempt, however it ended.
       const docker = this.o.docker;
-      await pRetry(() => removeContainer(docker, container ?? ''), { retries: 3, minTimeout: 200 }).catch((e: unknown) =>
-        log.log('error', 'could not remove the job\'s container', { container, error: toError(e).message }),
-      );
+      await pRetry(() => removeContainer(docker, container ?? ''), { retries: 3, minTimeout: 200 }).catch((e: unknown) => {
+        containerLeft = true;
+        log.log('error', 'could not remove the job\'s container: its GPUs stay claimed until this agent ends', { container, error: toError(e).message });
+      });
     }
-    if (gpus) {
+    if (gpus && !containerLeft) {
       // Only once the job's process has ended (above, whatever the outcome): no two jobs ever share a GPU.
       if (this.proc && !jobExited) await this.proc.exited.catch(() => undefined);
       await gpus.release().catch((e: unknown) => log.log('error', 'could not release the job\'s GPUs', { error: toError(e).message }));
@@ -404,6 +412,8 @@ export function assignGpus(prepared: PreparedRun, indices: number[]): void {
   prepared.gpus = indices;
   const ids = indices.join(',');
   prepared.env.CUDA_VISIBLE_DEVICES = ids;
+  // nvidia-smi's indices follow the PCI bus; CUDA's own order is fastest first unless told otherwise.
+  prepared.env.CUDA_DEVICE_ORDER = 'PCI_BUS_ID';
   prepared.env.NVIDIA_VISIBLE_DEVICES = indices.length > 0 ? ids : 'void';
 }
 

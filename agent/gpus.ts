@@ -20,11 +20,12 @@ export interface GpuGrant {
  * when this machine can never serve the request, and rejects with `signal.reason` when aborted.
  */
 export interface GpuPool {
-  acquire(want: NonNullable<ResourceSpec['gpu']>, holder: string, signal: AbortSignal, say: (line: string) => void): Promise<GpuGrant>;
+  acquire(want: NonNullable<ResourceSpec['gpu']>, holder: string, signal: AbortSignal, say: (line: string) => void, o?: { deadlineFile?: string }): Promise<GpuGrant>;
 }
 
 /** A GPU's claim file: who holds it, in the name of which process on which host. */
-const ClaimSchema = z.object({ holder: z.string(), pid: z.number().int(), host: z.string(), since: z.string() });
+/** `deadlineFile`: the holder's lease deadline (see lease.ts); once past, the holder's job has been killed, even if its agent is frozen. */
+const ClaimSchema = z.object({ holder: z.string(), pid: z.number().int(), host: z.string(), since: z.string(), deadlineFile: z.string().optional() });
 type Claim = z.infer<typeof ClaimSchema>;
 
 export interface MachineGpuPoolOptions {
@@ -53,14 +54,14 @@ export class MachineGpuPool implements GpuPool {
     this.pollMs = o.pollMs ?? 500;
   }
 
-  async acquire(want: NonNullable<ResourceSpec['gpu']>, holder: string, signal: AbortSignal, say: (line: string) => void): Promise<GpuGrant> {
+  async acquire(want: NonNullable<ResourceSpec['gpu']>, holder: string, signal: AbortSignal, say: (line: string) => void, o: { deadlineFile?: string } = {}): Promise<GpuGrant> {
     const fit = gpusFitting(this.o.gpus, want);
     if (fit.length < want.count) throw new JobFailedError(neverServed(want, this.o.gpus));
     const waitingSince = Date.now();
     let said = false;
     for (;;) {
       signal.throwIfAborted();
-      const taken = await this.tryTake(fit, want.count, holder);
+      const taken = await this.tryTake(fit, want.count, holder, o.deadlineFile);
       if (Array.isArray(taken)) {
         if (said) say(`got GPU ${taken.join(', ')} after waiting ${Math.round((Date.now() - waitingSince) / 1000)}s`);
         return this.grant(taken);
@@ -74,7 +75,7 @@ export class MachineGpuPool implements GpuPool {
   }
 
   /** Takes `count` of `fit` (lowest indices first), or none and returns the claims that keep them. */
-  private async tryTake(fit: Gpu[], count: number, holder: string): Promise<number[] | Map<number, Claim>> {
+  private async tryTake(fit: Gpu[], count: number, holder: string, deadlineFile: string | undefined): Promise<number[] | Map<number, Claim>> {
     const { dir } = this.o;
     await mkdir(dir, { recursive: true });
     const unlock = await lockfile.lock(dir, {
@@ -93,7 +94,7 @@ export class MachineGpuPool implements GpuPool {
         else held.set(g.index, claim);
       }
       if (free.length < count) return held;
-      const mine: Claim = { holder, pid: this.o.pid, host: this.o.host, since: new Date().toISOString() };
+      const mine: Claim = { holder, pid: this.o.pid, host: this.o.host, since: new Date().toISOString(), ...(deadlineFile !== undefined ? { deadlineFile } : {}) };
       const taken: number[] = [];
       try {
         for (const index of free.slice(0, count)) {
@@ -127,7 +128,7 @@ export class MachineGpuPool implements GpuPool {
       claim = undefined;
     }
     // A claim of another host (a home shared over NFS, say) can't be judged from here: it holds.
-    if (claim !== undefined && (claim.host !== this.o.host || isAlive(claim.pid))) return claim;
+    if (claim !== undefined && (claim.host !== this.o.host || (isAlive(claim.pid) && !(await leaseLapsed(claim.deadlineFile))))) return claim;
     await rm(path, { force: true });
     return null;
   }
@@ -143,6 +144,16 @@ export class MachineGpuPool implements GpuPool {
       },
     };
   }
+}
+
+/**
+ * Whether the holder's lease deadline has passed: a frozen agent (SIGSTOP) keeps its pid alive, but its
+ * job was killed at that deadline (the watchdog) and another attempt may run it. No file: not lapsed.
+ */
+async function leaseLapsed(deadlineFile: string | undefined): Promise<boolean> {
+  if (deadlineFile === undefined) return false;
+  const text = await readFile(deadlineFile, 'utf8').catch(() => '');
+  return /^\d+$/.test(text.trim()) && Number(text.trim()) < Date.now();
 }
 
 function claimPath(dir: string, index: number): string {

@@ -160,7 +160,10 @@ async function createCondaEnv(source: { conda: string; prefix: string }, minor: 
     if (ready !== undefined) return ready;
     if (!waiting) o.say(`dstack: waiting for another job to finish creating the Conda env for Python ${minor} (${prefix})\n`);
     waiting = true;
-    await sleep(500, undefined, o.signal ? { signal: o.signal } : {});
+    // An abort rejects with a generic AbortError: the attempt needs the signal's own reason (a stop, a forced stop).
+    await sleep(500, undefined, o.signal ? { signal: o.signal } : {}).catch((e: unknown) => {
+      throw o.signal?.aborted ? o.signal.reason : e;
+    });
   }
   try {
     const ready = await readyCondaEnv(prefix, minor);

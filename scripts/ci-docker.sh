@@ -163,10 +163,13 @@ start() {
   ip link show "$bridge" >/dev/null 2>&1 || make_bridge
   echo '{}' >"$dir/daemon.json"
   # --iptables=false: this daemon leaves the host's firewall to any other dockerd; published ports still
-  # work through docker-proxy, and no test container needs to reach out.
+  # work through docker-proxy, and no test container needs to reach out. cgroupfs: on a systemd host
+  # dockerd would take the systemd driver, which refuses a cgroup parent that is not a .slice. Its own
+  # containerd namespaces: a machine whose docker.io started the system containerd shares nothing with it.
   setsid dockerd --config-file "$dir/daemon.json" --data-root "$dir/data" --exec-root "$dir/exec" \
     -H "unix://$dir/docker.sock" --pidfile "$dir/docker.pid" --bridge "$bridge" --iptables=false --ip-masq=false \
-    --cgroup-parent "$cgroup_parent" </dev/null >"$dir/dockerd.log" 2>&1 &
+    --cgroup-parent "$cgroup_parent" --exec-opt native.cgroupdriver=cgroupfs \
+    --containerd-namespace "dsd$tag" --containerd-plugins-namespace "dsd$tag-plugins" </dev/null >"$dir/dockerd.log" 2>&1 &
   export DOCKER_HOST="unix://$dir/docker.sock"
   local i
   for ((i = 0; ; i++)); do

@@ -5,7 +5,7 @@ import { access, constants } from 'node:fs/promises';
 import { JobFailedError } from '../../common/errors.js';
 import { exec } from '../../common/exec.js';
 import type { Logger } from '../../common/log.js';
-import type { JobSpec } from '../../common/spec/job-spec.js';
+import { substitute, type JobSpec } from '../../common/spec/job-spec.js';
 import { BASE_VARS } from '../environment.js';
 import { startJob, type JobProcess } from '../job-process.js';
 import type { PreparedRun } from '../providers.js';
@@ -59,11 +59,21 @@ export async function dockerClient(agentEnv: NodeJS.ProcessEnv): Promise<DockerC
   return undefined;
 }
 
-/** `ubuntu` → the Docker Hub key of a registry login; `127.0.0.1:5000/x` → `127.0.0.1:5000`. */
+/** `ubuntu`, `docker.io/library/ubuntu` → the Docker Hub key of a registry login; `127.0.0.1:5000/x` → `127.0.0.1:5000`. */
 export function registryOf(image: string): string {
   const first = image.split('/')[0] ?? '';
   const hasHost = image.includes('/') && (first.includes('.') || first.includes(':') || first === 'localhost');
-  return hasHost ? first : 'https://index.docker.io/v1/';
+  return hasHost && !DOCKER_HUB.has(first) ? first : 'https://index.docker.io/v1/';
+}
+
+const DOCKER_HUB = new Set(['docker.io', 'index.docker.io', 'registry-1.docker.io']);
+
+/** A repository as docker lists it in RepoDigests: Docker Hub's without its host and `library/`. */
+export function shortRepository(repo: string): string {
+  const parts = repo.split('/');
+  if (parts.length > 1 && DOCKER_HUB.has(parts[0] ?? '')) parts.shift();
+  if (parts.length > 1 && parts[0] === 'library') parts.shift();
+  return parts.join('/');
 }
 
 /** `repo:tag` or `repo@sha256:…` → `repo` (a registry port stays). */
@@ -109,12 +119,23 @@ export async function pullImage(o: PullOptions): Promise<ImageRecord> {
     o.say(`image ${o.image} was built on this machine (no registry digest): using it as it is, ${local.id}`);
     return { ref: o.image, digest: local.id, pinned: local.id };
   }
+  const repo = repositoryOf(o.image);
+  const digestOf = (image: { repoDigests: string[] } | undefined): string | undefined =>
+    o.image.includes('@')
+      ? o.image.slice(o.image.indexOf('@') + 1)
+      : image?.repoDigests.map((d) => d.split('@')).find(([r]) => r !== undefined && shortRepository(r) === shortRepository(repo))?.[1];
   o.say(`pulling image ${o.image}`);
   const started = Date.now();
   const pull = await run(o.client.docker, ['pull', o.image], env, o.output, o.signal);
   if (o.signal.aborted) throw o.signal.reason;
   if (pull.code !== 0) {
     const why = lastLine(pull.stderr) || `docker pull exited with code ${pull.code}`;
+    // A machine that can't reach the registry (offline, rate-limited) runs the copy it has, pinned all the same.
+    const had = digestOf(local);
+    if (local && had !== undefined) {
+      o.say(`could not pull image ${o.image} (${why}): using the copy on this machine, ${had}`);
+      return { ref: o.image, digest: had, pinned: `${repo}@${had}` };
+    }
     const hint = /unauthorized|authentication required|denied|no basic auth credentials|credentials/i.test(why)
       ? `: set the repo secrets ${REGISTRY_USERNAME} and ${REGISTRY_PASSWORD} (\`dstack secrets add\`) for ${registryOf(o.image)}`
       : /manifest unknown|not found|does not exist/i.test(why)
@@ -123,10 +144,7 @@ export async function pullImage(o: PullOptions): Promise<ImageRecord> {
     throw new JobFailedError(`could not pull image ${o.image} (${why})${hint}`);
   }
   const pulled = await inspectImage(o.client, o.image);
-  const repo = repositoryOf(o.image);
-  const digest = o.image.includes('@')
-    ? o.image.slice(o.image.indexOf('@') + 1)
-    : pulled?.repoDigests.map((d) => d.split('@')).find(([r]) => r === repo || r === `docker.io/${repo}` || r === `docker.io/library/${repo}`)?.[1];
+  const digest = digestOf(pulled);
   if (!pulled || digest === undefined) throw new JobFailedError(`pulled image ${o.image}, but docker reports no digest for it`);
   o.say(`image ${o.image} is ${digest} (${((Date.now() - started) / 1000).toFixed(1)} s)`);
   return { ref: o.image, digest, pinned: `${repo}@${digest}` };
@@ -150,8 +168,8 @@ export interface ContainerPlan {
   image: string;
   prepared: PreparedRun;
   codeDir: string;
-  /** Absolute artifact paths (the job's and its deps'): mounted at the same place. */
-  absolutePaths: string[];
+  /** Absolute artifact paths (the job's and its deps'): each a folder of the job's, mounted at the declared path. */
+  absolutePaths: Array<{ host: string; container: string }>;
   /** The agent's uid and gid: a container of a non-root agent runs as it, so that all it writes stays the agent's to save and remove. */
   ids?: { uid: number; gid: number };
 }
@@ -167,9 +185,10 @@ export function createArgs(p: ContainerPlan): { args: string[]; env: Record<stri
   const { spec, prepared } = p;
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(prepared.env)) {
-    if (v === undefined || HOST_ONLY.has(k) || k === 'VIRTUAL_ENV') continue;
+    // The host's base (PATH, HOME, locale…) stays out, unless the workflow's `env` sets it itself.
+    if (v === undefined || ((HOST_ONLY.has(k) || k === 'VIRTUAL_ENV') && spec.env[k] === undefined)) continue;
     // Inside, the container's GPUs are numbered from 0: `--gpus` picks them, not these.
-    if (k === 'CUDA_VISIBLE_DEVICES' || k === 'NVIDIA_VISIBLE_DEVICES') continue;
+    if (k === 'CUDA_VISIBLE_DEVICES' || k === 'NVIDIA_VISIBLE_DEVICES' || k === 'CUDA_DEVICE_ORDER') continue;
     env[k] = v;
   }
   const reserved = Object.keys(env).filter((k) => k.startsWith('DOCKER_'));
@@ -189,9 +208,13 @@ export function createArgs(p: ContainerPlan): { args: string[]; env: Record<stri
     '--volume', `${p.codeDir}:${CONTAINER_ROOT}`,
     '--workdir', workdir,
   ];
-  for (const path of p.absolutePaths) args.push('--volume', `${path}:${path}`);
+  for (const path of p.absolutePaths) args.push('--volume', `${path.host}:${path.container}`);
   for (const port of prepared.ports) args.push('--publish', `127.0.0.1:${port}:${port}`);
-  if (p.ids) args.push('--user', `${p.ids.uid}:${p.ids.gid}`);
+  if (p.ids) {
+    args.push('--user', `${p.ids.uid}:${p.ids.gid}`);
+    // That uid has no home in the image: pip and friends get a writable one (pip then installs for the user).
+    if (env.HOME === undefined) env.HOME = '/tmp';
+  }
   const r = spec.resources;
   const gpus = prepared.gpus ?? [];
   if (gpus.length > 0) args.push('--gpus', `"device=${gpus.join(',')}"`);
@@ -201,7 +224,9 @@ export function createArgs(p: ContainerPlan): { args: string[]; env: Record<stri
   for (const k of Object.keys(env).sort()) args.push('--env', k);
   // 0.0.14's docker provider: the commands as one script for `entrypoint` (by default `/bin/sh -c`);
   // without commands, the image's own entrypoint and command run (with `entrypoint`, that alone).
-  const script = spec.commands.length > 0 ? ['set -e', ...spec.commands].join('\n') : undefined;
+  // `${{ run.name }}` is filled in here, as for a job on the host: a restarted run sees its own name.
+  const commands = substitute(spec.commands, { 'run.name': spec.runName });
+  const script = commands.length > 0 ? ['set -e', ...commands].join('\n') : undefined;
   const entrypoint = spec.entrypoint ?? (script !== undefined ? ['/bin/sh', '-c'] : undefined);
   if (entrypoint) args.push('--entrypoint', entrypoint[0] ?? '/bin/sh');
   args.push(p.image);

@@ -47,7 +47,7 @@ describe('e2e: the docker runtime\'s container, as the daemon sees it', function
       image: d.image,
       prepared: { script: '/x/run.sh', cwd: '/tmp', env: { PATH: '/host/bin', HOME: '/root', RUN_NAME: 'brave-fox-1', WANDB_API_KEY: 'sekret-value-123', CUDA_VISIBLE_DEVICES: '1,3', PORT_0: '40123' }, ports: [40123], gpus: [1, 3] },
       codeDir: '/tmp',
-      absolutePaths: ['/tmp'],
+      absolutePaths: [{ host: '/tmp', container: '/data' }],
       ...overrides,
     };
   }
@@ -73,7 +73,7 @@ describe('e2e: the docker runtime\'s container, as the daemon sees it', function
 
   it('mounts the code at /workflow, works in working_dir, publishes the ports on loopback, and labels the container', async () => {
     const c = await createAndInspect(plan());
-    expect(c.HostConfig.Binds).to.include('/tmp:/workflow');
+    expect(c.HostConfig.Binds).to.deep.equal(['/tmp:/workflow', '/tmp:/data']);
     expect(c.Config.WorkingDir).to.equal('/workflow/src');
     expect(c.HostConfig.PortBindings).to.deep.equal({ '40123/tcp': [{ HostIp: '127.0.0.1', HostPort: '40123' }] });
     expect(c.Config.Labels).to.include({ 'dstack.job': 'job-1', 'dstack.run': 'brave-fox-1', 'dstack.attempt': '2', 'dstack.agent': 'agent-7', 'dstack.agent-host': 'box' });
@@ -90,6 +90,24 @@ describe('e2e: the docker runtime\'s container, as the daemon sees it', function
     expect(c.Config.Env).to.include('RUN_NAME=brave-fox-1');
     expect(c.Config.Env).to.include('PORT_0=40123');
     expect(c.Config.Env.some((e) => e.startsWith('HOME=/root') || e === 'PATH=/host/bin' || e.startsWith('CUDA_VISIBLE_DEVICES='))).to.equal(false);
+  });
+
+  it('a non-root agent\'s container runs as its user with HOME=/tmp; what the workflow\'s env sets itself (LANG) stays', async () => {
+    const p = plan({ ids: { uid: 1234, gid: 1234 } });
+    p.spec.env = { LANG: 'C.UTF-8' };
+    const c = await createAndInspect({ ...p, prepared: { ...p.prepared, env: { ...p.prepared.env, LANG: 'C.UTF-8', TZ: 'Europe/Berlin' } } });
+    expect(c.Config.User).to.equal('1234:1234');
+    expect(c.Config.Env).to.include('HOME=/tmp');
+    expect(c.Config.Env).to.include('LANG=C.UTF-8');
+    // The host's TZ was not the workflow's: the image's stays.
+    expect(c.Config.Env.some((e) => e.startsWith('TZ='))).to.equal(false);
+  });
+
+  it('fills in ${{ run.name }} in the commands, as for a job on the host', async () => {
+    const p = plan();
+    p.spec.commands = ['echo ${{ run.name }}'];
+    const c = await createAndInspect(p);
+    expect(c.Config.Cmd).to.deep.equal(['-c', 'set -e\necho brave-fox-1']);
   });
 
   it('a job with no GPU gets no device request; `entrypoint` replaces the image\'s and takes the script last', async () => {

@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import { createHash } from 'node:crypto';
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
@@ -69,6 +69,29 @@ function workflows(image: string, moving: string, registry: string): string {
     image: ${moving}
     commands:
       - echo "variant $(cat /variant)"
+  - name: abswriter
+    provider: docker
+    image: ${image}
+    commands:
+      - echo "written in the container" > ${ABS}/note.txt
+      - ls /
+    artifacts:
+      - ${ABS}
+  - name: absreader
+    provider: docker
+    image: ${image}
+    deps:
+      - workflow: abswriter
+    commands:
+      - cat ${ABS}/note.txt
+      - echo "run \${{ run.name }}"
+  - name: failing
+    provider: docker
+    image: ${image}
+    commands:
+      - echo "about to fail"
+      - exit 3
+      - echo never
   - name: missing
     provider: docker
     image: ${registry}/dstack-test/no-such-image:1
@@ -78,6 +101,8 @@ function workflows(image: string, moving: string, registry: string): string {
 }
 
 const MOVING = 'dstack-test/moving:latest';
+/** An absolute artifact path: in the container only, never on the host. */
+const ABS = '/dstack-e2e-abs-artifact';
 
 function runName(text: string): string {
   return /Run ([a-z]+-[a-z]+-\d+)/.exec(text)?.[1] ?? '';
@@ -257,6 +282,29 @@ describe('e2e: provider: docker on the local backend, with the real dockerd', fu
     expect((await ps(restarted)).attempts[0]?.image?.digest).to.equal(digestA);
   });
 
+  it('an absolute artifact path is the container\'s: saved and restored through deps, never made or read on the host', async () => {
+    expect(existsSync(ABS)).to.equal(false);
+    const w = await dstack(['run', 'abswriter'], { cwd: repo, home, env });
+    expect(w.code, w.stderr).to.equal(0);
+    expect(w.stdout).to.include(ABS.slice(1));
+    const r = await dstack(['run', 'absreader'], { cwd: repo, home, env });
+    expect(r.code, r.stderr).to.equal(0);
+    const name = runName(r.stderr);
+    expect(r.stdout).to.equal(`written in the container\nrun ${name}\n`);
+    expect(existsSync(ABS)).to.equal(false);
+  });
+
+  it('a command that fails fails the run with its exit code, and leaves no container', async () => {
+    const r = await dstack(['run', 'failing'], { cwd: repo, home, env });
+    expect(r.code).to.equal(3);
+    expect(r.stdout).to.equal('about to fail\n');
+    const name = runName(r.stderr);
+    const view = await ps(name);
+    expect(view.status).to.equal('failed');
+    expect(view.reason).to.equal('a command exited with code 3');
+    expect(await runOf(name)).to.deep.equal([]);
+  });
+
   it('a pull failure fails the attempt with one clear line', async () => {
     const r = await dstack(['run', 'missing'], { cwd: repo, home, env });
     expect(r.code).to.not.equal(0);
@@ -305,9 +353,14 @@ describe('e2e: provider: docker pulls from a registry that needs a login, with t
   before(async function () {
     d = await requireDocker(this);
     dir = tempDir('auth-registry');
-    // The registry checks bcrypt hashes (htpasswd); Python's crypt makes one without apache2-utils.
-    const hash = execFileSync('python3', ['-W', 'ignore', '-c', 'import crypt,sys; print(crypt.crypt(sys.argv[1], crypt.mksalt(crypt.METHOD_BLOWFISH)).replace("$2b$", "$2y$", 1))', password], { encoding: 'utf8' }).trim();
-    writeFileSync(join(dir, 'htpasswd'), `puller:${hash}\n`);
+    // The registry checks bcrypt hashes: htpasswd (apache2-utils, which .ci/run installs) makes the file, or else
+    // Python's crypt (gone from Python 3.13).
+    const htpasswd = spawnSync('htpasswd', ['-nbB', 'puller', password], { encoding: 'utf8' });
+    const line =
+      htpasswd.status === 0
+        ? htpasswd.stdout.trim()
+        : `puller:${execFileSync('python3', ['-W', 'ignore', '-c', 'import crypt,sys; print(crypt.crypt(sys.argv[1], crypt.mksalt(crypt.METHOD_BLOWFISH)).replace("$2b$", "$2y$", 1))', password], { encoding: 'utf8' }).trim()}`;
+    writeFileSync(join(dir, 'htpasswd'), `${line}\n`);
     const port = await freePort();
     address = `127.0.0.1:${port}`;
     writeFileSync(
@@ -341,7 +394,7 @@ describe('e2e: provider: docker pulls from a registry that needs a login, with t
     removeAll(repo, home, dir);
   });
 
-  it('without the secrets: one line naming them; with them: pulled, and the password is nowhere in the run, its logs or its job', async () => {
+  it('without the secrets: one line naming them; with them: pulled, and the password is nowhere in the run, its logs or its job; with the registry gone, the copy on the machine runs', async () => {
     const denied = await dstack(['run', 'private'], { cwd: repo, home, env });
     expect(denied.code).to.not.equal(0);
     const first = runName(denied.stderr);
@@ -362,6 +415,16 @@ describe('e2e: provider: docker pulls from a registry that needs a login, with t
     const ps = await dstack(['ps', '-a', '--json', name], { cwd: repo, home, env });
     expect(logs.stdout + logs.stderr + ps.stdout + ok.stdout + ok.stderr).to.not.include(password);
     expect(filesHolding(join(home, 'local', 'store'), password)).to.deep.equal([]);
+
+    // The registry goes away (a machine offline, a rate limit): the copy this machine has runs, pinned by its digest.
+    const pulledDigest = (JSON.parse(ps.stdout) as PsView[])[0]?.attempts[0]?.image?.digest ?? '';
+    registry?.kill('SIGKILL');
+    const offline = await dstack(['run', 'private'], { cwd: repo, home, env });
+    expect(offline.code, offline.stderr).to.equal(0);
+    expect(offline.stdout).to.include('pulled privately\n');
+    expect(offline.stderr).to.match(new RegExp(`dstack: could not pull image 127\\.0\\.0\\.1:\\d+/private/busybox:1 \\(.*\\): using the copy on this machine, ${pulledDigest}\n`));
+    const again = JSON.parse((await dstack(['ps', '-a', '--json', runName(offline.stderr)], { cwd: repo, home, env })).stdout) as PsView[];
+    expect(again[0]?.attempts[0]?.image?.digest).to.equal(pulledDigest);
   });
 });
 

@@ -8,7 +8,7 @@ import { dstack, killAgents, makeHome, makeRepo, removeAll, tempDir, waitFor } f
 const BASE = ['PATH', 'HOME', 'USER', 'LOGNAME', 'SHELL', 'LANG', 'LANGUAGE', 'LC_ALL', 'LC_CTYPE', 'TZ'];
 const NETWORK = ['http_proxy', 'https_proxy', 'no_proxy', 'HTTP_PROXY', 'HTTPS_PROXY', 'NO_PROXY', 'SSL_CERT_FILE', 'SSL_CERT_DIR', 'REQUESTS_CA_BUNDLE'];
 const PYTHON_SETUP = ['PIP_CACHE_DIR', 'CONDA_PKGS_DIRS', 'CONDA_ENVS_PATH', 'CUDA_HOME', 'LD_LIBRARY_PATH'];
-const JOB_VARS = ['RUN_NAME', 'JOB_ID', 'PYTHONUNBUFFERED', 'VIRTUAL_ENV', 'PORT_0', 'JOB_PORT_0', 'CUDA_VISIBLE_DEVICES', 'NVIDIA_VISIBLE_DEVICES'];
+const JOB_VARS = ['RUN_NAME', 'JOB_ID', 'PYTHONUNBUFFERED', 'VIRTUAL_ENV', 'PORT_0', 'JOB_PORT_0', 'CUDA_VISIBLE_DEVICES', 'NVIDIA_VISIBLE_DEVICES', 'CUDA_DEVICE_ORDER'];
 /** Set by bash itself for the commands it runs. */
 const SHELL_VARS = ['PWD', 'OLDPWD', 'SHLVL', '_'];
 

@@ -137,6 +137,20 @@ describe('GPUs', () => {
       await g.release();
     });
 
+    it('frees the claim of a frozen agent (its pid alive, its lease deadline past): its job was killed at that deadline', async () => {
+      const deadline = join(dir, 'job.deadline');
+      writeFileSync(deadline, String(Date.now() + 60_000));
+      const frozen = await agent().acquire({ count: 2 }, 'run-frozen/1', never, quiet, { deadlineFile: deadline });
+      expect(frozen.indices).to.deep.equal([0, 1]);
+      let waited = '';
+      const next = agent().acquire({ count: 1 }, 'run-next/2', never, (line) => (waited = line));
+      await new Promise((r) => setTimeout(r, 100));
+      expect(waited).to.match(/^waiting for 1 GPU/);
+      // The holder's agent stops refreshing its deadline (SIGSTOP): once it is past, the claim is stale.
+      writeFileSync(deadline, String(Date.now() - 1));
+      expect((await next).indices).to.deep.equal([0]);
+    });
+
     it('rejects with the signal’s reason when aborted while waiting, holding nothing', async () => {
       const both = await agent().acquire({ count: 2 }, 'run-a/1', never, quiet);
       const ac = new AbortController();
