@@ -2,11 +2,11 @@ import { expect } from 'chai';
 import { createHash } from 'node:crypto';
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { ROOT, dstack, filesHolding, killAgents, makeHome, makeRepo, removeAll, spawnCli, tempDir, waitFor } from '../support/cli.js';
 import { requireDocker, type DockerEnv } from '../support/docker.js';
+import { freePort } from '../../agent/providers.js';
 
 interface PsView {
   runName: string;
@@ -428,13 +428,3 @@ describe('e2e: provider: docker pulls from a registry that needs a login, with t
   });
 });
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const a = server.address();
-      server.close(() => resolve(typeof a === 'object' && a ? a.port : 0));
-    });
-  });
-}
