@@ -9,7 +9,6 @@ import { makeRepo, removeAll, tempDir } from '../support/cli.js';
 import { coordinatorContext, reconcileLoop, submit, waitForRun } from '../support/coordinator.js';
 import { requireDocker, type DockerEnv } from '../support/docker.js';
 import { dockerWithoutGpus } from '../support/docker-gpu-shim.js';
-import { fakeNvidiaSmi } from '../support/fake-nvidia-smi.js';
 import { startEmulator, uniqueName, type Emulator } from '../support/fauxqs.js';
 import { FleetSimulator } from '../support/fleet-sim.js';
 
@@ -47,8 +46,8 @@ describe('e2e: a docker job on a simulated EC2 GPU instance', function () {
     });
     home = tempDir('fleet-docker-home');
     bin = tempDir('fleet-docker-bin');
-    // The instance's PATH: a stand-in nvidia-smi (2 × A10G), and docker with the device request recorded, then dropped.
-    fakeNvidiaSmi(bin, { gpus: 2 });
+    // The instance's PATH: docker with the device request recorded, then dropped. The simulator puts a
+    // stand-in nvidia-smi with the instance's one A10G before it.
     const requests = join(bin, 'device-requests.jsonl');
     const realDocker = execFileSync('bash', ['-c', 'command -v docker'], { encoding: 'utf8' }).trim();
     dockerWithoutGpus(bin, realDocker, requests);
@@ -78,7 +77,7 @@ local:
       const final = await waitForRun(ctx.store, repo, run, (v) => v.final !== null, 90_000, 'the run to end');
       const instance = sim.launched[0];
       expect(final.status, instance?.output ?? '').to.equal('done');
-      expect(instance?.output).to.match(/GPUs: 2 × NVIDIA A10G/);
+      expect(instance?.output).to.match(/GPUs: 1 × NVIDIA A10G/);
     } finally {
       await loop.stop();
     }

@@ -1,9 +1,12 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { mkdirSync } from 'node:fs';
+import { delimiter, join } from 'node:path';
 import { profileIdOf } from '../../common/fleet/match.js';
 import type { AgentInfo, Compute, Demand, Offer, Placement } from '../../common/ports.js';
 import type { ResourceSpec } from '../../common/spec/job-spec.js';
 import { AGENT, removeAll, tempDir } from './cli.js';
+import { fakeNvidiaSmi } from './fake-nvidia-smi.js';
 import { ImdsServer } from './imds-server.js';
 
 /**
@@ -63,7 +66,8 @@ export class FleetSimulator implements Compute {
 
   async plan(resources: ResourceSpec): Promise<Placement> {
     const market = resources.interruptible ? 'spot' : 'on-demand';
-    const offer: Offer = { instanceType: resources.gpu ? 'sim.gpu' : 'sim.cpu', market, pricePerHour: resources.gpu ? 1.2 : 0.1, vcpus: 4, memoryMiB: 16384, gpu: null };
+    const gpu = resources.gpu && resources.gpu.count > 0 ? { name: 'A10G', count: resources.gpu.count, memoryMiB: 23028 } : null;
+    const offer: Offer = { instanceType: gpu ? 'sim.gpu' : 'sim.cpu', market, pricePerHour: gpu ? 1.2 : 0.1, vcpus: 4, memoryMiB: 16384, gpu };
     return { profileId: profileIdOf(resources), offers: [offer] };
   }
 
@@ -88,8 +92,17 @@ export class FleetSimulator implements Compute {
     const imds = new ImdsServer(id, this.o.userData(p.profileId), p.offers[0]?.instanceType ?? 'sim', market, address);
     const url = await imds.start();
     const home = tempDir('siminstance');
+    // A GPU instance's cards: a stand-in nvidia-smi first on its agent's PATH (there is no GPU here).
+    const env: Record<string, string | undefined> = { ...process.env, ...this.o.env, DSTACK_HOME: home, DSTACK_AGENT_CONFIG: 'user-data', DSTACK_IMDS_URL: url };
+    const gpu = p.offers[0]?.gpu;
+    if (gpu) {
+      const bin = join(home, 'sim-bin');
+      mkdirSync(bin, { recursive: true });
+      fakeNvidiaSmi(bin, { gpus: gpu.count });
+      env.PATH = `${bin}${delimiter}${env.PATH ?? ''}`;
+    }
     const child = spawn(process.execPath, [AGENT], {
-      env: { ...process.env, ...this.o.env, DSTACK_HOME: home, DSTACK_AGENT_CONFIG: 'user-data', DSTACK_IMDS_URL: url },
+      env,
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
