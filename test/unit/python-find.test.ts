@@ -67,6 +67,25 @@ describe('python-find: where `python: X.Y` comes from', function () {
     expect(waiter).to.equal(`dstack: waiting for another job to finish creating the Conda env for Python 3.8 (${join(condaRoot, 'py3.8')})\ndstack: using the Conda env for Python 3.8 another job created\n`);
   });
 
+  it('a job waiting for another job\'s conda create that is stopped rejects with the stop\'s own reason', async () => {
+    const conda = fakeConda(join(dir, 'conda'), { gate: true });
+    const creator = findPython('3.6', withConda(conda), { condaRoot, imageEnvs, say: () => undefined });
+    await waitFor(() => (conda.calls().length === 1 ? true : undefined), 10_000, 'conda create to start');
+    const stop = new AbortController();
+    let waited = '';
+    const waiter = findPython('3.6', withConda(conda), { condaRoot, imageEnvs, say: (d) => void (waited += d.toString()), signal: stop.signal }).then(
+      () => 'resolved',
+      (e: unknown) => e,
+    );
+    await waitFor(() => (/waiting for another job/.test(waited) ? true : undefined), 10_000, 'the waiter');
+    const reason = new Error('stopped by the user');
+    stop.abort(reason);
+    // The attempt tells a stop (or a forced stop) from a failure by this reason: a generic AbortError would fail the run.
+    expect(await waiter).to.equal(reason);
+    conda.open();
+    await creator;
+  });
+
   it('an env a creator left half-made (no mark) is never used: it is made again', async () => {
     const conda = fakeConda(join(dir, 'conda'));
     makeFakeEnv(join(condaRoot, 'py3.9'), '3.9');
