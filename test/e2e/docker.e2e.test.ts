@@ -4,7 +4,7 @@ import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_pr
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { ROOT, dstack, filesHolding, killAgents, makeHome, makeRepo, removeAll, spawnCli, tempDir, waitFor } from '../support/cli.js';
+import { AGENT, ROOT, dstack, filesHolding, killAgents, makeHome, makeRepo, removeAll, spawnCli, tempDir, waitFor } from '../support/cli.js';
 import { requireDocker, type DockerEnv } from '../support/docker.js';
 import { freePort } from '../../agent/providers.js';
 
@@ -226,6 +226,8 @@ describe('e2e: provider: docker on the local backend, with the real dockerd', fu
     const agent = JSON.parse(readFileSync(join(home, 'local', 'agents', `${first?.agentId ?? ''}.json`), 'utf8')) as { pid: number };
     const [container = ''] = await runOf(name);
     process.kill(agent.pid, 'SIGSTOP');
+    // Another agent, as the fleet would start one for the job that comes back to the queue (a frozen agent's pid is alive, so none replaces it).
+    spawn(process.execPath, [AGENT], { env: { ...process.env, ...env, DSTACK_HOME: home, DSTACK_AGENT_ID: `second-${Date.now()}` }, detached: true, stdio: 'ignore' }).unref();
     try {
       await waitFor(async () => ((await ps(name)).attempts.length === 2 ? true : undefined), 40_000, 'attempt 2');
       expect(await d.containers(`dstack.attempt=1`)).to.not.include(container);
