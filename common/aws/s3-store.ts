@@ -26,6 +26,32 @@ function isMissing(e: unknown): boolean {
   return awsStatus(e) === 404 || code === 'NotFound' || code === 'NoSuchKey';
 }
 
+/**
+ * Reads a response body into one buffer, sized from Content-Length when S3 sent it, so that each
+ * byte is copied once (the SDK's transformToByteArray gathers the chunks and then copies them all).
+ * A body shorter or longer than announced is a broken transfer: retryable.
+ */
+export async function readBody(body: Readable, sizeBytes: number | undefined): Promise<Buffer> {
+  if (sizeBytes === undefined) {
+    const chunks: Buffer[] = [];
+    for await (const c of body) chunks.push(c as Buffer);
+    return Buffer.concat(chunks);
+  }
+  const out = Buffer.allocUnsafe(sizeBytes);
+  let at = 0;
+  for await (const c of body) {
+    const chunk = c as Buffer;
+    if (at + chunk.length > sizeBytes) {
+      body.destroy();
+      throw new TransportError(`S3 get: the body is longer than its Content-Length (${sizeBytes} bytes)`, { retryable: true });
+    }
+    chunk.copy(out, at);
+    at += chunk.length;
+  }
+  if (at !== sizeBytes) throw new TransportError(`S3 get: the body ended after ${at} of ${sizeBytes} bytes`, { retryable: true });
+  return out;
+}
+
 /** Multipart part size: at least 8 MiB, and large enough that the object fits in 10,000 parts. */
 export function partSizeFor(sizeBytes: number | undefined): number {
   if (!sizeBytes) return MIN_PART_BYTES;
@@ -113,7 +139,7 @@ export class S3Store implements Store {
     return this.retry(`get ${key}`, async () => {
       try {
         const r = await this.s3.send(new GetObjectCommand({ Bucket: this.bucket, Key }));
-        return Buffer.from(await (r.Body as { transformToByteArray(): Promise<Uint8Array> }).transformToByteArray());
+        return await readBody(r.Body as Readable, r.ContentLength);
       } catch (e) {
         if (isMissing(e)) return undefined;
         throw e;
