@@ -12,7 +12,7 @@ function stream(isTTY: boolean): NodeJS.WriteStream & { text: () => string } {
 }
 
 describe('CLI transfer progress', () => {
-  let clock: FakeTimers.InstalledClock;
+  let clock: ReturnType<typeof FakeTimers.install>;
   beforeEach(() => (clock = FakeTimers.install({ toFake: ['Date'] })));
   afterEach(() => clock.uninstall());
 
