@@ -37,6 +37,10 @@ export function awsClients(s: AwsSettings): AwsClients {
     s3: new S3Client({
       ...common,
       ...(s.endpoints?.s3 ? { endpoint: s.endpoints.s3, forcePathStyle: true } : {}),
+      // Reads are not CRC-checked by the SDK (uploads still send their checksum, which S3 verifies):
+      // every artifact blob read is checked against its sha256 by restore, and TLS guards the rest;
+      // a CRC of each GET body on top would be a second pass over every byte, in JavaScript.
+      responseChecksumValidation: 'WHEN_REQUIRED',
       requestHandler: {
         httpAgent: new HttpAgent({ keepAlive: true, maxSockets: S3_MAX_SOCKETS }),
         httpsAgent: new HttpsAgent({ keepAlive: true, maxSockets: S3_MAX_SOCKETS }),
