@@ -57,6 +57,8 @@ export interface TransferProgressOptions {
   /** `terminal`: one line redrawn with \r and cleared at the end; `log`: whole lines. */
   mode: 'terminal' | 'log';
   write: (text: string) => void;
+  /** A terminal's width: the line is cut to fit, since a line that wraps cannot be redrawn with \r. */
+  columns?: number;
   /** ms; Date.now unless a test passes its clock. */
   now?: () => number;
 }
@@ -83,7 +85,8 @@ export class TransferProgress {
     const text = `${this.o.label}: ${describeTransfer(doneBytes, this.o.totalBytes, elapsed)}`;
     if (this.o.mode === 'terminal') {
       if (t - this.lastMs < REDRAW_MS) return;
-      this.o.write(`\r${text}\x1b[K`);
+      const cols = this.o.columns ?? 0;
+      this.o.write(`\r${cols > 1 && text.length >= cols ? `${text.slice(0, cols - 2)}…` : text}\x1b[K`);
     } else {
       // The first line once the transfer has lasted LOG_EVERY_MS (so a short one says nothing), then
       // a line only when both LOG_EVERY_MS and LOG_STEP of the total have passed since the last.

@@ -39,7 +39,7 @@ export function consoleOutput(stdout: NodeJS.WriteStream, stderr: NodeJS.WriteSt
     table: (header, rows) => void stdout.write(formatTable(header, rows)),
     progress: (label, total) => {
       if (!stderr.isTTY) return { update: () => undefined, done: () => undefined };
-      const meter = new TransferProgress({ label, totalBytes: total, mode: 'terminal', write: (s) => void stderr.write(s) });
+      const meter = new TransferProgress({ label, totalBytes: total, mode: 'terminal', columns: stderr.columns, write: (s) => void stderr.write(s) });
       return { update: (done) => meter.update(done), done: () => meter.end() };
     },
   };

@@ -37,6 +37,15 @@ describe('transfer progress', () => {
     ]);
   });
 
+  it('on a terminal: a line wider than the terminal is cut to fit, so that it redraws in place', () => {
+    const out: string[] = [];
+    let t = 0;
+    const p = new TransferProgress({ label: 'downloading data', totalBytes: 100 * MB, mode: 'terminal', columns: 40, write: (s) => out.push(s), now: () => t });
+    t = 2500;
+    p.update(50 * MB);
+    expect(out).to.deep.equal(['\rdownloading data: 50.0 MB of 100.0 MB …\x1b[K']);
+  });
+
   it('in a log: a line every 10% or 10 s, whichever is rarer', () => {
     // Fast: 10% every second, so a line every 10 s.
     const fast = meter('log', 1000 * MB);
