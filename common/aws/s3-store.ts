@@ -27,17 +27,11 @@ function isMissing(e: unknown): boolean {
 }
 
 /**
- * Reads a response body into one buffer, sized from Content-Length when S3 sent it, so that each
- * byte is copied once (the SDK's transformToByteArray gathers the chunks and then copies them all).
- * A body shorter or longer than announced is a broken transfer: retryable.
+ * Reads a response body into `out` (of at least `sizeBytes`, its Content-Length) as it arrives, so
+ * that each byte is copied once (the SDK's transformToByteArray gathers the chunks and then copies
+ * them all). A body shorter or longer than announced is a broken transfer: retryable.
  */
-export async function readBody(body: Readable, sizeBytes: number | undefined): Promise<Buffer> {
-  if (sizeBytes === undefined) {
-    const chunks: Buffer[] = [];
-    for await (const c of body) chunks.push(c as Buffer);
-    return Buffer.concat(chunks);
-  }
-  const out = Buffer.allocUnsafe(sizeBytes);
+async function readBodyInto(body: Readable, out: Buffer, sizeBytes: number): Promise<void> {
   let at = 0;
   for await (const c of body) {
     const chunk = c as Buffer;
@@ -49,6 +43,17 @@ export async function readBody(body: Readable, sizeBytes: number | undefined): P
     at += chunk.length;
   }
   if (at !== sizeBytes) throw new TransportError(`S3 get: the body ended after ${at} of ${sizeBytes} bytes`, { retryable: true });
+}
+
+/** A response body as one buffer, sized from Content-Length when S3 sent it. */
+export async function readBody(body: Readable, sizeBytes: number | undefined): Promise<Buffer> {
+  if (sizeBytes === undefined) {
+    const chunks: Buffer[] = [];
+    for await (const c of body) chunks.push(c as Buffer);
+    return Buffer.concat(chunks);
+  }
+  const out = Buffer.allocUnsafe(sizeBytes);
+  await readBodyInto(body, out, sizeBytes);
   return out;
 }
 
@@ -140,6 +145,36 @@ export class S3Store implements Store {
       try {
         const r = await this.s3.send(new GetObjectCommand({ Bucket: this.bucket, Key }));
         return await readBody(r.Body as Readable, r.ContentLength);
+      } catch (e) {
+        if (isMissing(e)) return undefined;
+        throw e;
+      }
+    });
+  }
+
+  /**
+   * Reads an object into `buf` (a restore reuses its chunk buffers this way, rather than a fresh
+   * 8 MiB buffer per blob): its size, or undefined if it does not exist. An object larger than `buf`
+   * is not read; its size says so.
+   */
+  async readInto(key: string, buf: Buffer): Promise<number | undefined> {
+    const Key = this.key(key);
+    return this.retry(`get ${key}`, async () => {
+      try {
+        const r = await this.s3.send(new GetObjectCommand({ Bucket: this.bucket, Key }));
+        const body = r.Body as Readable;
+        const size = r.ContentLength;
+        if (size === undefined || size > buf.length) {
+          if (size !== undefined) {
+            body.destroy();
+            return size;
+          }
+          const whole = await readBody(body, undefined);
+          whole.copy(buf, 0, 0, Math.min(whole.length, buf.length));
+          return whole.length;
+        }
+        await readBodyInto(body, buf, size);
+        return size;
       } catch (e) {
         if (isMissing(e)) return undefined;
         throw e;

@@ -37,4 +37,17 @@ describe('S3Store reads', () => {
     expect((e as TransportError).retryable).to.equal(true);
     expect((e as Error).message).to.match(/ended after 100 of 4096 bytes/);
   });
+
+  it("reads a blob into the caller's buffer, again when its connection drops; a larger one only says its size; a missing one is undefined", async () => {
+    const blob = Buffer.from('abcdefgh'.repeat(512));
+    mock.on(GetObjectCommand, { Key: 'blobs/x' }).resolvesOnce(answer(blob.subarray(0, 1000), blob.length)).callsFake(() => answer(blob, blob.length));
+    mock.on(GetObjectCommand, { Key: 'blobs/big' }).callsFake(() => answer(Buffer.alloc(10_000), 10_000));
+    mock.on(GetObjectCommand, { Key: 'blobs/gone' }).rejects(Object.assign(new Error('gone'), { name: 'NoSuchKey', $metadata: { httpStatusCode: 404 } }));
+    const store = new S3Store({ s3, bucket: 'b', retries: 2 });
+    const buf = Buffer.alloc(8192, 0);
+    expect(await store.readInto('blobs/x', buf)).to.equal(blob.length);
+    expect(buf.subarray(0, blob.length).equals(blob)).to.equal(true);
+    expect(await store.readInto('blobs/big', buf)).to.equal(10_000);
+    expect(await store.readInto('blobs/gone', buf)).to.equal(undefined);
+  });
 });
