@@ -1,10 +1,11 @@
 import { lchown } from 'node:fs/promises';
 import { isAbsolute, join } from 'node:path';
 import { checkArtifactPath } from '../common/artifacts/manifest.js';
-import { artifactTarget, restoreTree } from '../common/artifacts/restore.js';
+import { artifactTarget, readManifest, restoreTree } from '../common/artifacts/restore.js';
 import { HashCache, saveTree } from '../common/artifacts/save.js';
 import { JobFailedError, toError } from '../common/errors.js';
 import type { Store } from '../common/ports.js';
+import { TransferProgress, treeSizeBytes } from '../common/progress.js';
 import { readJson, runKeys, type ArtifactIndex, type SavedArtifactRef } from '../common/runs.js';
 import type { JobSpec } from '../common/spec/job-spec.js';
 import { ArtifactIndexSchema } from '../common/records/runs.js';
@@ -49,7 +50,10 @@ async function restoreRefs(
     try {
       const target =
         absRoot !== undefined && isAbsolute(a.path) ? await artifactTarget(absRoot, a.path, 'under-base') : await artifactTarget(join(codeDir, checkArtifactPath(spec.workingDir)), a.path, 'at-path');
-      const m = await restoreTree(store, a.manifestSha, target);
+      // The manifest's size is the total of the progress lines (restoreTree reads it again: it is small).
+      const meter = new TransferProgress({ label: `restoring ${a.path}`, totalBytes: (await readManifest(store, a.manifestSha)).sizeBytes, mode: 'log', write: say });
+      const m = await restoreTree(store, a.manifestSha, target, (done) => meter.update(done));
+      meter.end();
       if (owner && isAbsolute(a.path)) {
         const deepestFirst = m.entries.map((e) => e.path.split('/')).sort((x, y) => y.length - x.length);
         for (const parts of deepestFirst) await lchown(join(target, ...parts), owner.uid, owner.gid);
@@ -119,19 +123,25 @@ export class ArtifactSaver {
     return this.spec.artifacts.some((a) => a.mount);
   }
 
-  /** Saves the `mount: true` artifacts only (`final` false), or all of them (`final` true). */
-  save(final: boolean): Promise<void> {
-    const run = this.chain.then(() => this.saveNow(final));
+  /**
+   * Saves the `mount: true` artifacts only (`final` false), or all of them (`final` true). With `say`,
+   * a save that lasts says how far it is (common/progress.ts) in lines for the job's log.
+   */
+  save(final: boolean, say?: (line: string) => void): Promise<void> {
+    const run = this.chain.then(() => this.saveNow(final, say));
     this.chain = run.catch(() => undefined);
     return run;
   }
 
-  private async saveNow(final: boolean): Promise<void> {
+  private async saveNow(final: boolean, say: ((line: string) => void) | undefined): Promise<void> {
     const { repoId, runName } = this.spec;
     const saved: SavedArtifactRef[] = [];
     for (const a of this.spec.artifacts.filter((x) => final || x.mount)) {
       try {
-        const s = await saveTree(this.store, artifactDir(this.spec, this.codeDir, a.path, this.absRoot), { cache: this.cache });
+        const dir = artifactDir(this.spec, this.codeDir, a.path, this.absRoot);
+        const meter = say ? new TransferProgress({ label: `saving ${a.path}`, totalBytes: await treeSizeBytes(dir), mode: 'log', write: say }) : undefined;
+        const s = await saveTree(this.store, dir, { cache: this.cache, ...(meter ? { onProgress: (done: number) => meter.update(done) } : {}) });
+        meter?.end();
         saved.push({ path: a.path, manifestSha: s.manifestSha, files: s.files, sizeBytes: s.sizeBytes });
       } catch (e) {
         throw new JobFailedError(`could not save artifact ${a.path}: ${toError(e).message}`, { cause: e });

@@ -349,7 +349,7 @@ export class Attempt {
     // The output is stored before the save: a save that fills the disk must not take the logs with it.
     await shipper.flush();
     try {
-      await pRetry(() => saver.save(true), {
+      await pRetry(() => saver.save(true, (line) => shipper.write('err', line)), {
         retries: SAVE_RETRIES,
         minTimeout: 1000,
         factor: 2,

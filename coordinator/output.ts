@@ -1,3 +1,5 @@
+import { TransferProgress } from '../common/progress.js';
+
 /** The CLI's only way to print: for people on stdout/stderr, or JSON for scripts. */
 export interface Output {
   /** A line for people on stdout. */
@@ -11,7 +13,10 @@ export interface Output {
   note(text: string): void;
   json(value: unknown): void;
   table(header: string[], rows: string[][]): void;
-  /** A progress bar on stderr when it is a terminal; silent otherwise. `total` 0 means unknown. */
+  /**
+   * A transfer's progress on stderr when it is a terminal (one line redrawn in place, from 2 s on: bytes,
+   * rate, time left; see common/progress.ts); silent otherwise. `total` 0 means unknown.
+   */
   progress(label: string, total: number): Progress;
   readonly isTTY: boolean;
 }
@@ -34,21 +39,8 @@ export function consoleOutput(stdout: NodeJS.WriteStream, stderr: NodeJS.WriteSt
     table: (header, rows) => void stdout.write(formatTable(header, rows)),
     progress: (label, total) => {
       if (!stderr.isTTY) return { update: () => undefined, done: () => undefined };
-      let last = 0;
-      const draw = (done: number): void => {
-        const width = 30;
-        const filled = total > 0 ? Math.min(width, Math.round((done / total) * width)) : 0;
-        const bar = total > 0 ? `[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${formatBytes(done)} / ${formatBytes(total)}` : formatBytes(done);
-        stderr.write(`\r${label} ${bar}\x1b[K`);
-      };
-      return {
-        update: (done) => {
-          if (Date.now() - last < 100) return;
-          last = Date.now();
-          draw(done);
-        },
-        done: () => void stderr.write('\r\x1b[K'),
-      };
+      const meter = new TransferProgress({ label, totalBytes: total, mode: 'terminal', columns: stderr.columns, write: (s) => void stderr.write(s) });
+      return { update: (done) => meter.update(done), done: () => meter.end() };
     },
   };
 }

@@ -1,8 +1,10 @@
-// Artifact upload to S3 on a fauxqs server, against Debian's `aws s3 cp` of the same data to the same endpoint.
-import { spawn } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, writeFileSync, writeSync } from 'node:fs';
+// Artifact upload to and download from S3 on a fauxqs server, against Debian's `aws s3 cp` of the same data
+// to and from the same endpoint. fauxqs keeps objects in memory: each side's objects are deleted before the next.
+import { execFileSync, spawn } from 'node:child_process';
+import { closeSync, existsSync, mkdirSync, openSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
+import { restoreTree } from '../common/artifacts/restore.js';
 import { saveTree } from '../common/artifacts/save.js';
 import { S3Store } from '../common/aws/s3-store.js';
 import { ensureAws } from '../common/aws/provision.js';
@@ -38,21 +40,48 @@ export async function benchAws(work: string): Promise<string[]> {
     const big = join(work, 'big');
     mkdirSync(big, { recursive: true });
     const fd = openSync(join(big, 'model.bin'), 'w');
-    for (let i = 0; i < 32; i++) writeSync(fd, randomBytes(16 * 1024 * 1024));
+    for (let i = 0; i < 64; i++) writeSync(fd, randomBytes(16 * 1024 * 1024));
     closeSync(fd);
     const small = join(work, 'small');
     for (let d = 0; d < 100; d++) {
       mkdirSync(join(small, `d${d}`), { recursive: true });
       for (let f = 0; f < 100; f++) writeFileSync(join(small, `d${d}`, `f${f}.bin`), randomBytes(10 * 1024));
     }
-    for (const [label, src, cliArgs] of [
-      ['one 512 MiB file', big, ['s3', 'cp', '--only-show-errors', join(big, 'model.bin'), 's3://bench/cli-big/model.bin']],
-      ['10,000 files of 10 KiB', small, ['s3', 'cp', '--only-show-errors', '--recursive', small, 's3://bench/cli-small/']],
+    // Downloads: the median of 3, each from a disk with nothing left to write back (the disk here is
+    // noisy, and a download must not pay for the one before it); fauxqs holds one side's data at a time.
+    const medianOf3 = async (fn: () => Promise<unknown>, out: string): Promise<number> => {
+      const ms: number[] = [];
+      for (let i = 0; i < 3; i++) {
+        execFileSync('sync');
+        ms.push(await timed(fn));
+        rmSync(out, { recursive: true, force: true });
+      }
+      return ms.sort((a, b) => a - b)[1] ?? NaN;
+    };
+    const rate = (bytes: number, ms: number): string => `${((bytes / 2 ** 20) / (ms / 1000)).toFixed(0)} MiB/s`;
+    for (const [label, src, recursive, bytes] of [
+      ['one 1 GiB file', big, false, 2 ** 30],
+      ['10,000 files of 10 KiB', small, true, 10_000 * 10 * 1024],
     ] as const) {
-      const cliMs = await timed(() => cli([...cliArgs]));
-      const store = new S3Store({ s3: clients.s3, bucket: 'bench', prefix: `ours-${label.length}/` });
-      const oursMs = await timed(() => saveTree(store, src, { concurrency: 32 }));
-      rows.push(`| artifact upload to S3 (fauxqs), ${label} | ${oursMs.toFixed(0)} ms | \`aws s3 cp${label.startsWith('one') ? '' : ' --recursive'}\` | ${cliMs.toFixed(0)} ms | ${(cliMs / oursMs).toFixed(1)}x faster |`);
+      const cp = recursive ? ['--recursive'] : [];
+      const cliSrc = recursive ? src : join(src, 'model.bin');
+      const cliUrl = recursive ? 's3://bench/cli/' : 's3://bench/cli/model.bin';
+      execFileSync('sync');
+      const cliUpMs = await timed(() => cli(['s3', 'cp', '--only-show-errors', ...cp, cliSrc, cliUrl]));
+      const cliOut = join(work, 'cli-out');
+      const cliDownMs = await medianOf3(() => cli(['s3', 'cp', '--only-show-errors', ...cp, cliUrl, recursive ? cliOut : join(cliOut, 'model.bin')]), cliOut);
+      await cli(['s3', 'rm', '--only-show-errors', '--recursive', 's3://bench/cli/']);
+      const store = new S3Store({ s3: clients.s3, bucket: 'bench', prefix: 'ours/' });
+      let manifestSha = '';
+      execFileSync('sync');
+      const oursUpMs = await timed(async () => (manifestSha = (await saveTree(store, src, { concurrency: 32 })).manifestSha));
+      const oursOut = join(work, 'ours-out');
+      const oursDownMs = await medianOf3(() => restoreTree(store, manifestSha, oursOut), oursOut);
+      await store.delete((await store.list('')).map((o) => o.key));
+      const c = recursive ? ' --recursive' : '';
+      rows.push(`| artifact upload to S3 (fauxqs), ${label} | ${oursUpMs.toFixed(0)} ms | \`aws s3 cp${c}\` | ${cliUpMs.toFixed(0)} ms | ${(cliUpMs / oursUpMs).toFixed(1)}x faster |`);
+      const ratio = (cliDownMs / oursDownMs).toFixed(1);
+      rows.push(`| artifact download from S3 (fauxqs), ${label}, verified | ${oursDownMs.toFixed(0)} ms (${rate(bytes, oursDownMs)}) | \`aws s3 cp${c}\` | ${cliDownMs.toFixed(0)} ms (${rate(bytes, cliDownMs)}) | ${recursive ? `${ratio}x faster` : `${ratio}x its throughput`} |`);
     }
   } finally {
     server.stop();

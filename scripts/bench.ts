@@ -14,6 +14,7 @@ import { benchAws } from './bench-aws.js';
 import { benchFleet } from './bench-fleet.js';
 import { benchDev } from './bench-dev.js';
 import { benchDocker } from './bench-docker.js';
+import { benchRss } from './bench-rss.js';
 
 /** Ends the run early when BENCH_ONLY picks one section. */
 class Skip extends Error {}
@@ -63,6 +64,8 @@ try {
   if (only === 'dev') throw new Skip();
   if (only === undefined || only === 'docker') results.push(...(await benchDocker(join(work, 'docker'), Number(process.env.BENCH_DOCKER_N ?? 5))));
   if (only === 'docker') throw new Skip();
+  if (only === undefined || only === 'rss') results.push(...(await benchRss(join(work, 'rss'))));
+  if (only === 'rss') throw new Skip();
   // 1. CLI cold start.
   const cli: number[] = [];
   const node: number[] = [];

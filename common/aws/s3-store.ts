@@ -26,6 +26,37 @@ function isMissing(e: unknown): boolean {
   return awsStatus(e) === 404 || code === 'NotFound' || code === 'NoSuchKey';
 }
 
+/**
+ * Reads a response body into `out` (of at least `sizeBytes`, its Content-Length) as it arrives, so
+ * that each byte is copied once (the SDK's transformToByteArray gathers the chunks and then copies
+ * them all). A body shorter or longer than announced is a broken transfer: retryable.
+ */
+async function readBodyInto(body: Readable, out: Buffer, sizeBytes: number): Promise<void> {
+  let at = 0;
+  for await (const c of body) {
+    const chunk = c as Buffer;
+    if (at + chunk.length > sizeBytes) {
+      body.destroy();
+      throw new TransportError(`S3 get: the body is longer than its Content-Length (${sizeBytes} bytes)`, { retryable: true });
+    }
+    chunk.copy(out, at);
+    at += chunk.length;
+  }
+  if (at !== sizeBytes) throw new TransportError(`S3 get: the body ended after ${at} of ${sizeBytes} bytes`, { retryable: true });
+}
+
+/** A response body as one buffer, sized from Content-Length when S3 sent it. */
+export async function readBody(body: Readable, sizeBytes: number | undefined): Promise<Buffer> {
+  if (sizeBytes === undefined) {
+    const chunks: Buffer[] = [];
+    for await (const c of body) chunks.push(c as Buffer);
+    return Buffer.concat(chunks);
+  }
+  const out = Buffer.allocUnsafe(sizeBytes);
+  await readBodyInto(body, out, sizeBytes);
+  return out;
+}
+
 /** Multipart part size: at least 8 MiB, and large enough that the object fits in 10,000 parts. */
 export function partSizeFor(sizeBytes: number | undefined): number {
   if (!sizeBytes) return MIN_PART_BYTES;
@@ -113,7 +144,37 @@ export class S3Store implements Store {
     return this.retry(`get ${key}`, async () => {
       try {
         const r = await this.s3.send(new GetObjectCommand({ Bucket: this.bucket, Key }));
-        return Buffer.from(await (r.Body as { transformToByteArray(): Promise<Uint8Array> }).transformToByteArray());
+        return await readBody(r.Body as Readable, r.ContentLength);
+      } catch (e) {
+        if (isMissing(e)) return undefined;
+        throw e;
+      }
+    });
+  }
+
+  /**
+   * Reads an object into `buf` (a restore reuses its chunk buffers this way, rather than a fresh
+   * 8 MiB buffer per blob): its size, or undefined if it does not exist. An object larger than `buf`
+   * is not read; its size says so.
+   */
+  async readInto(key: string, buf: Buffer): Promise<number | undefined> {
+    const Key = this.key(key);
+    return this.retry(`get ${key}`, async () => {
+      try {
+        const r = await this.s3.send(new GetObjectCommand({ Bucket: this.bucket, Key }));
+        const body = r.Body as Readable;
+        const size = r.ContentLength;
+        if (size === undefined || size > buf.length) {
+          if (size !== undefined) {
+            body.destroy();
+            return size;
+          }
+          const whole = await readBody(body, undefined);
+          whole.copy(buf, 0, 0, Math.min(whole.length, buf.length));
+          return whole.length;
+        }
+        await readBodyInto(body, buf, size);
+        return size;
       } catch (e) {
         if (isMissing(e)) return undefined;
         throw e;

@@ -1,5 +1,7 @@
 import { HeadBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import { GetQueueUrlCommand, SQSClient } from '@aws-sdk/client-sqs';
+import { Agent as HttpAgent } from 'node:http';
+import { Agent as HttpsAgent } from 'node:https';
 import { ConfigError } from '../errors.js';
 import { awsCode, awsStatus, credentialsError, wrapAws } from './errors.js';
 
@@ -21,12 +23,29 @@ export interface AwsClients {
   s3: S3Client;
 }
 
+/**
+ * Connections to S3 kept open and reused (keep-alive): enough for a save's 32 uploads, or a restore's
+ * parallel chunk reads, at once without queueing behind each other or opening a connection per blob.
+ */
+export const S3_MAX_SOCKETS = 64;
+
 export function awsClients(s: AwsSettings): AwsClients {
   const common = { region: s.region, ...(s.profile ? { profile: s.profile } : {}) };
   return {
     sqs: new SQSClient({ ...common, ...(s.endpoints?.sqs ? { endpoint: s.endpoints.sqs } : {}) }),
     // An endpoint override means an S3-compatible store or an emulator: path-style addressing works with all of them.
-    s3: new S3Client({ ...common, ...(s.endpoints?.s3 ? { endpoint: s.endpoints.s3, forcePathStyle: true } : {}) }),
+    s3: new S3Client({
+      ...common,
+      ...(s.endpoints?.s3 ? { endpoint: s.endpoints.s3, forcePathStyle: true } : {}),
+      // Reads are not CRC-checked by the SDK (uploads still send their checksum, which S3 verifies):
+      // every artifact blob read is checked against its sha256 by restore, and TLS guards the rest;
+      // a CRC of each GET body on top would be a second pass over every byte, in JavaScript.
+      responseChecksumValidation: 'WHEN_REQUIRED',
+      requestHandler: {
+        httpAgent: new HttpAgent({ keepAlive: true, maxSockets: S3_MAX_SOCKETS }),
+        httpsAgent: new HttpsAgent({ keepAlive: true, maxSockets: S3_MAX_SOCKETS }),
+      },
+    }),
   };
 }
 

@@ -41,7 +41,7 @@ export async function artifactsDownloadCommand(ctx: Context, o: { run: string; o
     // An absolute artifact (say /opt/conda/envs/x) lands under DIR at the same path, never at the path
     // itself; the index comes from the store, so a `..` in it is refused before anything is written.
     const dest = await artifactTarget(outDir, a.path, 'under-base');
-    const bar = ctx.out.progress(`${a.path}`, a.sizeBytes);
+    const bar = ctx.out.progress(`downloading ${a.path}`, a.sizeBytes);
     await restoreTree(ctx.store, a.manifestSha, dest, (done) => bar.update(done));
     bar.done();
     ctx.out.line(`${a.path}: ${a.files} files, ${formatBytes(a.sizeBytes)} -> ${dest}`);

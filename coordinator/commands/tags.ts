@@ -10,6 +10,7 @@ import type { Context } from '../context.js';
 import { ago } from '../output.js';
 import { checkTagName } from '../submit.js';
 import { TagRecordSchema } from '../../common/records/runs.js';
+import { treeSizeBytes } from '../../common/progress.js';
 
 /** `dstack tags add TAG RUN`, or `dstack tags add TAG -a PATH...` to upload local folders as a new finished run. */
 export async function tagsAddCommand(ctx: Context, o: { tag: string; run: string | undefined; paths: string[] }): Promise<number> {
@@ -45,9 +46,10 @@ async function uploadAsRun(ctx: Context, repoId: string, root: string, paths: st
   }
   const saved = [];
   for (const f of folders) {
-    const bar = ctx.out.progress(f.path, 0);
     // The user named this folder to upload: a link to it is followed here (a job's artifact path is not).
-    const s = await saveTree(ctx.store, await realpath(f.abs), { onProgress: (n) => bar.update(n) });
+    const dir = await realpath(f.abs);
+    const bar = ctx.out.progress(`uploading ${f.path}`, ctx.out.isTTY ? await treeSizeBytes(dir) : 0);
+    const s = await saveTree(ctx.store, dir, { onProgress: (n) => bar.update(n) });
     bar.done();
     saved.push({ path: f.path, manifestSha: s.manifestSha, files: s.files, sizeBytes: s.sizeBytes });
   }
