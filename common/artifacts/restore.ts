@@ -4,7 +4,8 @@ import pLimit from 'p-limit';
 import { errnoCode } from '../errors.js';
 import type { Store } from '../ports.js';
 import { ManifestSchema } from '../records/manifest.js';
-import { ArtifactError, blobKey, checkArtifactPath, checkManifest, manifestKey, sha256, type Manifest, type ManifestEntry } from './manifest.js';
+import { hashChunk } from './hash-pool.js';
+import { ArtifactError, CHUNK_BYTES, blobKey, checkArtifactPath, checkManifest, manifestKey, sha256, type Manifest, type ManifestEntry } from './manifest.js';
 
 /**
  * Reads a manifest by its hash and parses it with ManifestSchema, then checks what the schema cannot
@@ -60,6 +61,9 @@ export async function artifactTarget(base: string, path: string, absolute: 'at-p
   }
   return dest;
 }
+
+/** Chunks fetched, verified or being written at once over a restore: each holds up to CHUNK_BYTES. */
+const CHUNKS_IN_FLIGHT = 6;
 
 /**
  * Restores a saved artifact into `target`. Every entry is checked before anything is written; every
@@ -133,19 +137,36 @@ export async function restoreTree(store: Store, manifestSha: string, target: str
       }),
     ),
   );
+  // Chunked files: their chunks are fetched, verified (on the hashing threads) and written at their
+  // offsets in parallel, at most CHUNKS_IN_FLIGHT of them held at once over the whole restore.
+  const chunkLimit = pLimit(CHUNKS_IN_FLIGHT);
   await Promise.all(
     files.filter((e) => !e.pack).map((e) =>
       limit(async () => {
+        const chunks = e.chunks ?? [];
         const fh = await opened(e);
         try {
-          for (const chunk of e.chunks ?? []) {
-            const data = await store.get(blobKey(chunk));
-            if (!data) throw new ArtifactError(`\`${e.path}\`: blob ${chunk} is missing from the store`);
-            if (sha256(data) !== chunk) throw new ArtifactError(`\`${e.path}\`: blob ${chunk} is corrupt (hash mismatch)`);
-            await fh.write(data);
-            done += data.length;
-            onProgress?.(done);
-          }
+          // Pre-sized, so that the chunks land at their offsets in any order.
+          if (e.sizeBytes > 0) await fh.truncate(e.sizeBytes);
+          const sizes = await Promise.all(
+            chunks.map((chunk, i) =>
+              chunkLimit(async () => {
+                const got = await store.get(blobKey(chunk));
+                if (!got) throw new ArtifactError(`\`${e.path}\`: blob ${chunk} is missing from the store`);
+                const { sha, data } = await hashChunk(got);
+                if (sha !== chunk) throw new ArtifactError(`\`${e.path}\`: blob ${chunk} is corrupt (hash mismatch)`);
+                // Every chunk but the last is whole (that is how a save cuts a file), so each one's offset is known before it arrives.
+                if (i < chunks.length - 1 && data.length !== CHUNK_BYTES) throw new ArtifactError(`\`${e.path}\`: blob ${chunk} is not a whole chunk`);
+                await writeAll(fh, data, i * CHUNK_BYTES);
+                done += data.length;
+                onProgress?.(done);
+                return data.length;
+              }),
+            ),
+          );
+          // A file that shrank while it was saved has fewer bytes than its entry says: it is what its chunks hold.
+          const total = sizes.reduce((a, b) => a + b, 0);
+          if (total !== e.sizeBytes) await fh.truncate(total);
           await fh.chmod(e.mode);
         } finally {
           await fh.close();
@@ -199,6 +220,14 @@ export async function ensureInside(root: string, dir: string, path: string): Pro
   if (existing !== dir) {
     await mkdir(dir, { recursive: true });
     if (!inside(await realpath(dir))) throw new ArtifactError(`refusing to restore \`${path}\`: it would be written outside the target`);
+  }
+}
+
+/** Writes all of `data` at `position` (a positional write may write less than asked). */
+async function writeAll(fh: FileHandle, data: Buffer, position: number): Promise<void> {
+  for (let off = 0; off < data.length; ) {
+    const { bytesWritten } = await fh.write(data, off, data.length - off, position + off);
+    off += bytesWritten;
   }
 }
 

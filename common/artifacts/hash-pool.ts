@@ -1,0 +1,95 @@
+import { availableParallelism } from 'node:os';
+import { Worker } from 'node:worker_threads';
+import { sha256 } from '../hash.js';
+
+/** Below this size a buffer is hashed on the calling thread: a round trip to a worker costs more. */
+const POOL_MIN_BYTES = 1024 * 1024;
+
+/**
+ * The worker's code, as a string: the CLI and the agent are esbuild bundles, so a worker cannot load
+ * a file of its own from dist/. It hashes the buffer it is given and hands the memory back.
+ */
+const WORKER_SOURCE = `
+const { parentPort } = require('node:worker_threads');
+const { createHash } = require('node:crypto');
+parentPort.on('message', (m) => {
+  const data = new Uint8Array(m.buffer, m.offset, m.length);
+  const hex = createHash('sha256').update(data).digest('hex');
+  parentPort.postMessage({ id: m.id, hex, buffer: m.buffer }, [m.buffer]);
+});
+`;
+
+interface Task {
+  id: number;
+  resolve: (r: { hex: string; buffer: ArrayBuffer }) => void;
+  reject: (e: Error) => void;
+}
+
+interface Slot {
+  worker: Worker;
+  busy: Map<number, Task>;
+}
+
+/**
+ * A few worker threads that hash large buffers in parallel, one per core. The buffer's memory is
+ * moved to the worker and back (no copy); meanwhile the caller must not touch it. Workers start on
+ * the first large hash and do not keep the process alive while idle.
+ */
+class HashPool {
+  private slots: Slot[] = [];
+  private nextId = 0;
+  private readonly size = Math.max(1, Math.min(4, availableParallelism()));
+
+  private slot(): Slot {
+    if (this.slots.length < this.size) {
+      const worker = new Worker(WORKER_SOURCE, { eval: true });
+      const slot: Slot = { worker, busy: new Map() };
+      worker.unref();
+      worker.on('message', (m: { id: number; hex: string; buffer: ArrayBuffer }) => {
+        const task = slot.busy.get(m.id);
+        slot.busy.delete(m.id);
+        if (slot.busy.size === 0) worker.unref();
+        task?.resolve(m);
+      });
+      const fail = (e: Error): void => {
+        this.slots = this.slots.filter((s) => s !== slot);
+        for (const task of slot.busy.values()) task.reject(e);
+        slot.busy.clear();
+      };
+      worker.on('error', fail);
+      worker.on('exit', (code) => fail(new Error(`a hashing thread exited (code ${code})`)));
+      this.slots.push(slot);
+      return slot;
+    }
+    return this.slots.reduce((a, b) => (b.busy.size < a.busy.size ? b : a));
+  }
+
+  run(buffer: ArrayBuffer, offset: number, length: number): Promise<{ hex: string; buffer: ArrayBuffer }> {
+    const slot = this.slot();
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      slot.busy.set(id, { id, resolve, reject });
+      slot.worker.ref();
+      slot.worker.postMessage({ id, buffer, offset, length }, [buffer]);
+    });
+  }
+}
+
+let pool: HashPool | undefined;
+
+/**
+ * Hex sha256 of `data`, on a worker thread when it is large, so that several chunks hash at once.
+ * Resolves to the hash and the same bytes: large buffers come back as a new Buffer over the same
+ * memory, and `data` itself must not be used after the call.
+ */
+export async function hashChunk(data: Buffer): Promise<{ sha: string; data: Buffer }> {
+  // Only a buffer that owns its whole ArrayBuffer can be moved (small ones share Node's pool).
+  if (data.length < POOL_MIN_BYTES || data.byteOffset !== 0 || data.buffer.byteLength !== data.length || !(data.buffer instanceof ArrayBuffer)) {
+    return { sha: sha256(data), data };
+  }
+  pool ??= new HashPool();
+  // Moving the memory detaches `data` (its length reads 0 from then on).
+  const length = data.length;
+  const { hex, buffer } = await pool.run(data.buffer, 0, length);
+  return { sha: hex, data: Buffer.from(buffer, 0, length) };
+}

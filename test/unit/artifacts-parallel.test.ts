@@ -1,0 +1,89 @@
+import { expect } from 'chai';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import { ArtifactError, CHUNK_BYTES, blobKey, encodeManifest, manifestKey, sha256 } from '../../common/artifacts/manifest.js';
+import { hashChunk } from '../../common/artifacts/hash-pool.js';
+import { restoreTree } from '../../common/artifacts/restore.js';
+import { saveTree } from '../../common/artifacts/save.js';
+import type { Store } from '../../common/ports.js';
+import { withTempStore } from '../support/temp-store.js';
+
+/** The store, with the most blob reads it saw outstanding at once. */
+function countingGets(store: Store): { store: Store; maxInFlight: () => number } {
+  let now = 0;
+  let max = 0;
+  const wrapped: Store = Object.create(store) as Store;
+  wrapped.get = async (key) => {
+    if (!key.startsWith('blobs/')) return store.get(key);
+    max = Math.max(max, ++now);
+    try {
+      return await store.get(key);
+    } finally {
+      now--;
+    }
+  };
+  return { store: wrapped, maxInFlight: () => max };
+}
+
+describe('artifacts: large files move in parallel chunks, every chunk verified', () => {
+  const t = withTempStore('art-par', 'store');
+
+  it('hashes a chunk on the hashing threads to the same sha256, and hands back the same bytes', async () => {
+    for (const size of [0, 1000, CHUNK_BYTES, CHUNK_BYTES - 7]) {
+      const data = Buffer.allocUnsafeSlow(size);
+      randomBytes(size).copy(data);
+      const want = sha256(data);
+      const copy = Buffer.from(data);
+      const got = await hashChunk(data);
+      expect(got.sha).to.equal(want);
+      expect(got.data.equals(copy)).to.equal(true);
+    }
+    // Many at once (more than there are threads) all come back right.
+    const many = Array.from({ length: 6 }, (_, i) => Buffer.alloc(CHUNK_BYTES, i));
+    const shas = many.map((b) => sha256(b));
+    expect((await Promise.all(many.map((b) => hashChunk(b)))).map((h) => h.sha)).to.deep.equal(shas);
+  });
+
+  it("restores a large file by fetching several of its chunks at once, each written at its offset", async () => {
+    const src = join(t.dir, 'src');
+    mkdirSync(src);
+    const big = randomBytes(CHUNK_BYTES * 5 + 4321);
+    writeFileSync(join(src, 'model.bin'), big);
+    const saved = await saveTree(t.store, src);
+    const counting = countingGets(t.store);
+    await restoreTree(counting.store, saved.manifestSha, join(t.dir, 'out'));
+    expect(counting.maxInFlight()).to.be.greaterThan(1);
+    expect(readFileSync(join(t.dir, 'out', 'model.bin')).equals(big)).to.equal(true);
+  });
+
+  it('detects a corrupt chunk in the middle of a large file', async () => {
+    const src = join(t.dir, 'src');
+    mkdirSync(src);
+    const big = randomBytes(CHUNK_BYTES * 3);
+    writeFileSync(join(src, 'model.bin'), big);
+    const saved = await saveTree(t.store, src);
+    const middle = sha256(big.subarray(CHUNK_BYTES, 2 * CHUNK_BYTES));
+    const tampered = Buffer.from(big.subarray(CHUNK_BYTES, 2 * CHUNK_BYTES));
+    tampered[100] = (tampered[100] ?? 0) ^ 1;
+    await t.store.put(blobKey(middle), tampered);
+    let err: unknown;
+    await restoreTree(t.store, saved.manifestSha, join(t.dir, 'out')).catch((e: unknown) => (err = e));
+    expect(err).to.be.instanceOf(ArtifactError);
+    expect((err as Error).message).to.include(`blob ${middle} is corrupt (hash mismatch)`);
+  });
+
+  it('refuses a crafted manifest whose chunk before the last is not a whole chunk', async () => {
+    const a = Buffer.from('short');
+    const b = Buffer.from('tail');
+    await t.store.put(blobKey(sha256(a)), a);
+    await t.store.put(blobKey(sha256(b)), b);
+    const chunks = [sha256(a), sha256(b)];
+    const body = encodeManifest({ version: 1, entries: [{ path: 'f', type: 'file', mode: 0o644, sizeBytes: 9, chunks, sha256: sha256(chunks.join('\n')) }], files: 1, sizeBytes: 9 });
+    await t.store.put(manifestKey(sha256(body)), body);
+    let err: unknown;
+    await restoreTree(t.store, sha256(body), join(t.dir, 'out')).catch((e: unknown) => (err = e));
+    expect(err).to.be.instanceOf(ArtifactError);
+    expect((err as Error).message).to.include('is not a whole chunk');
+  });
+});
