@@ -121,7 +121,7 @@ export async function saveTree(store: Store, root: string, options: SaveOptions 
   };
   const all = entries.filter((e) => e.type === 'file');
   const openFile = insideOpener(root);
-  await savePacked(root, all.filter((e) => e.sizeBytes <= PACK_FILE_MAX_BYTES), stamps, cache, storeChunk, onFile, options.concurrency ?? 8);
+  await savePacked(root, all.filter((e) => e.sizeBytes <= PACK_FILE_MAX_BYTES), stamps, cache, storeChunk, onFile);
   await Promise.all(
     all
       .filter((e) => e.sizeBytes > PACK_FILE_MAX_BYTES)

@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { lstatSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { ArtifactError, CHUNK_BYTES, blobKey, encodeManifest, manifestKey, sha256 } from '../../common/artifacts/manifest.js';
@@ -85,5 +85,28 @@ describe('artifacts: large files move in parallel chunks, every chunk verified',
     await restoreTree(t.store, sha256(body), join(t.dir, 'out')).catch((e: unknown) => (err = e));
     expect(err).to.be.instanceOf(ArtifactError);
     expect((err as Error).message).to.include('is not a whole chunk');
+  });
+
+  it('replaces a link already at a file\'s own name (packed or chunked) with the file, never writing through it', async () => {
+    const src = join(t.dir, 'src');
+    mkdirSync(src);
+    writeFileSync(join(src, 'small.txt'), 'mine');
+    const big = randomBytes(CHUNK_BYTES + 10);
+    writeFileSync(join(src, 'big.bin'), big);
+    const saved = await saveTree(t.store, src);
+    const outside = join(t.dir, 'outside');
+    mkdirSync(outside);
+    writeFileSync(join(outside, 'a'), 'precious');
+    writeFileSync(join(outside, 'b'), 'precious');
+    const out = join(t.dir, 'out');
+    mkdirSync(out);
+    symlinkSync(join(outside, 'a'), join(out, 'small.txt'));
+    symlinkSync(join(outside, 'b'), join(out, 'big.bin'));
+    await restoreTree(t.store, saved.manifestSha, out);
+    expect(readFileSync(join(outside, 'a'), 'utf8')).to.equal('precious');
+    expect(readFileSync(join(outside, 'b'), 'utf8')).to.equal('precious');
+    expect(lstatSync(join(out, 'small.txt')).isFile()).to.equal(true);
+    expect(readFileSync(join(out, 'small.txt'), 'utf8')).to.equal('mine');
+    expect(readFileSync(join(out, 'big.bin')).equals(big)).to.equal(true);
   });
 });
