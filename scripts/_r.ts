@@ -1,0 +1,20 @@
+import { rmSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { saveTree } from '../common/artifacts/save.js';
+import { restoreTree } from '../common/artifacts/restore.js';
+import { LocalStore } from '../common/local/local-store.js';
+const floor = () => new Promise<void>((res) => { const h = createHash('sha256'); createReadStream('/tmp/lb/w/big/model.bin').on('data', (d) => h.update(d)).on('end', () => { h.digest(); res(); }); });
+rmSync('/tmp/lb/w/store3', { recursive: true, force: true });
+const store = new LocalStore('/tmp/lb/w/store3');
+let t = performance.now();
+const saved = await saveTree(store, '/tmp/lb/w/big');
+console.log('save', performance.now() - t);
+for (let i = 0; i < 3; i++) { (globalThis as any).T = { get: 0, hash: 0, write: 0 };
+  rmSync('/tmp/lb/w/out3', { recursive: true, force: true }); spawnSync('sync');
+  t = performance.now(); await floor(); console.log('floor', (performance.now() - t).toFixed(0));
+  t = performance.now();
+  await restoreTree(store, saved.manifestSha, '/tmp/lb/w/out3');
+  console.log("restore", (performance.now() - t).toFixed(0), JSON.stringify((globalThis as any).T));
+}
