@@ -12,7 +12,14 @@ const POOL_MIN_BYTES = 1024 * 1024;
 const WORKER_SOURCE = `
 const { parentPort } = require('node:worker_threads');
 const { createHash } = require('node:crypto');
+const shared = new Map();
 parentPort.on('message', (m) => {
+  if (m.shared !== undefined) {
+    if (m.buffer) shared.set(m.shared, m.buffer);
+    const data = new Uint8Array(shared.get(m.shared), m.offset, m.length);
+    parentPort.postMessage({ id: m.id, hex: createHash('sha256').update(data).digest('hex') });
+    return;
+  }
   const data = new Uint8Array(m.buffer, m.offset, m.length);
   const hex = createHash('sha256').update(data).digest('hex');
   parentPort.postMessage({ id: m.id, hex, buffer: m.buffer }, [m.buffer]);
@@ -21,14 +28,20 @@ parentPort.on('message', (m) => {
 
 interface Task {
   id: number;
-  resolve: (r: { hex: string; buffer: ArrayBuffer }) => void;
+  resolve: (r: { hex: string; buffer?: ArrayBuffer }) => void;
   reject: (e: Error) => void;
 }
 
 interface Slot {
   worker: Worker;
   busy: Map<number, Task>;
+  /** The shared buffers this worker already holds (sent once, then named by number). */
+  shared: Set<number>;
 }
+
+/** Numbers for shared buffers (the chunk slots), so that each is sent to a worker only once. */
+const sharedIds = new WeakMap<SharedArrayBuffer, number>();
+let nextShared = 0;
 
 /**
  * A few worker threads that hash large buffers in parallel, one per core. The buffer's memory is
@@ -43,9 +56,9 @@ class HashPool {
   private slot(): Slot {
     if (this.slots.length < this.size) {
       const worker = new Worker(WORKER_SOURCE, { eval: true });
-      const slot: Slot = { worker, busy: new Map() };
+      const slot: Slot = { worker, busy: new Map(), shared: new Set() };
       worker.unref();
-      worker.on('message', (m: { id: number; hex: string; buffer: ArrayBuffer }) => {
+      worker.on('message', (m: { id: number; hex: string; buffer?: ArrayBuffer }) => {
         const task = slot.busy.get(m.id);
         slot.busy.delete(m.id);
         if (slot.busy.size === 0) worker.unref();
@@ -64,13 +77,20 @@ class HashPool {
     return this.slots.reduce((a, b) => (b.busy.size < a.busy.size ? b : a));
   }
 
-  run(buffer: ArrayBuffer, offset: number, length: number): Promise<{ hex: string; buffer: ArrayBuffer }> {
+  /** Hashes bytes of a buffer: an ArrayBuffer is moved there and back; a SharedArrayBuffer is read in place. */
+  run(buffer: ArrayBuffer | SharedArrayBuffer, offset: number, length: number): Promise<{ hex: string; buffer?: ArrayBuffer }> {
     const slot = this.slot();
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       slot.busy.set(id, { id, resolve, reject });
       slot.worker.ref();
-      slot.worker.postMessage({ id, buffer, offset, length }, [buffer]);
+      if (buffer instanceof SharedArrayBuffer) {
+        let shared = sharedIds.get(buffer);
+        if (shared === undefined) sharedIds.set(buffer, (shared = nextShared++));
+        const known = slot.shared.has(shared);
+        slot.shared.add(shared);
+        slot.worker.postMessage({ id, shared, buffer: known ? undefined : buffer, offset, length });
+      } else slot.worker.postMessage({ id, buffer, offset, length }, [buffer]);
     });
   }
 }
@@ -79,10 +99,15 @@ let pool: HashPool | undefined;
 
 /**
  * Hex sha256 of `data`, on a worker thread when it is large, so that several chunks hash at once.
- * Resolves to the hash and the same bytes: large buffers come back as a new Buffer over the same
- * memory, and `data` itself must not be used after the call.
+ * Resolves to the hash and the same bytes. A buffer over shared memory (a chunk slot) is read where it
+ * is and must not change meanwhile; any other large buffer is moved there and back, comes back as a
+ * new Buffer over the same memory, and `data` itself must not be used after the call.
  */
 export async function hashChunk(data: Buffer): Promise<{ sha: string; data: Buffer }> {
+  if (data.length >= POOL_MIN_BYTES && data.buffer instanceof SharedArrayBuffer) {
+    pool ??= new HashPool();
+    return { sha: (await pool.run(data.buffer, data.byteOffset, data.length)).hex, data };
+  }
   // Only a buffer that owns its whole ArrayBuffer can be moved (small ones share Node's pool).
   if (data.length < POOL_MIN_BYTES || data.byteOffset !== 0 || data.buffer.byteLength !== data.length || !(data.buffer instanceof ArrayBuffer)) {
     return { sha: sha256(data), data };
@@ -91,5 +116,6 @@ export async function hashChunk(data: Buffer): Promise<{ sha: string; data: Buff
   // Moving the memory detaches `data` (its length reads 0 from then on).
   const length = data.length;
   const { hex, buffer } = await pool.run(data.buffer, 0, length);
+  if (!buffer) throw new Error('a hashing thread did not hand back its buffer');
   return { sha: hex, data: Buffer.from(buffer, 0, length) };
 }

@@ -6,6 +6,7 @@ import { errnoCode } from '../errors.js';
 import type { Store } from '../ports.js';
 import { ManifestSchema } from '../records/manifest.js';
 import { hashChunk } from './hash-pool.js';
+import { withChunkBuffer } from './chunk-slots.js';
 import { ArtifactError, CHUNK_BYTES, blobKey, checkArtifactPath, checkManifest, manifestKey, sha256, type Manifest, type ManifestEntry } from './manifest.js';
 
 /**
@@ -62,6 +63,17 @@ export async function artifactTarget(base: string, path: string, absolute: 'at-p
   }
   return dest;
 }
+
+/**
+ * A Store that reads an object into the caller's buffer (LocalStore does): a restore then reads each
+ * chunk into one of the process's chunk buffers rather than a fresh 8 MiB one. Returns the object's
+ * size (only `buf.length` bytes of a larger one are read), or undefined when it does not exist.
+ */
+export interface ReadsInto {
+  readInto(key: string, buf: Buffer): Promise<number | undefined>;
+}
+
+const readsInto = (store: Store): store is Store & ReadsInto => 'readInto' in store && typeof store.readInto === 'function';
 
 /** Chunks fetched, verified or being written at once over a restore: each holds up to CHUNK_BYTES. */
 const CHUNKS_IN_FLIGHT = 6;
@@ -149,16 +161,28 @@ export async function restoreTree(store: Store, manifestSha: string, target: str
           const sizes = await Promise.all(
             chunks.map((chunk, i) =>
               chunkLimit(async () => {
+                const put = async (bytes: Buffer): Promise<number> => {
+                  const { sha, data } = await hashChunk(bytes);
+                  if (sha !== chunk) throw new ArtifactError(`\`${e.path}\`: blob ${chunk} is corrupt (hash mismatch)`);
+                  // Every chunk but the last is whole (that is how a save cuts a file), so each one's offset is known before it arrives.
+                  if (i < chunks.length - 1 && data.length !== CHUNK_BYTES) throw new ArtifactError(`\`${e.path}\`: blob ${chunk} is not a whole chunk`);
+                  await writeAll(fh, data, i * CHUNK_BYTES);
+                  done += data.length;
+                  onProgress?.(done);
+                  return data.length;
+                };
+                const missing = (): ArtifactError => new ArtifactError(`\`${e.path}\`: blob ${chunk} is missing from the store`);
+                if (readsInto(store)) {
+                  return withChunkBuffer(async (buf) => {
+                    const size = await store.readInto(blobKey(chunk), buf);
+                    if (size === undefined) throw missing();
+                    if (size > buf.length) throw new ArtifactError(`\`${e.path}\`: blob ${chunk} is corrupt (larger than a chunk)`);
+                    return put(buf.subarray(0, size));
+                  });
+                }
                 const got = await store.get(blobKey(chunk));
-                if (!got) throw new ArtifactError(`\`${e.path}\`: blob ${chunk} is missing from the store`);
-                const { sha, data } = await hashChunk(got);
-                if (sha !== chunk) throw new ArtifactError(`\`${e.path}\`: blob ${chunk} is corrupt (hash mismatch)`);
-                // Every chunk but the last is whole (that is how a save cuts a file), so each one's offset is known before it arrives.
-                if (i < chunks.length - 1 && data.length !== CHUNK_BYTES) throw new ArtifactError(`\`${e.path}\`: blob ${chunk} is not a whole chunk`);
-                await writeAll(fh, data, i * CHUNK_BYTES);
-                done += data.length;
-                onProgress?.(done);
-                return data.length;
+                if (!got) throw missing();
+                return put(got);
               }),
             ),
           );

@@ -8,6 +8,7 @@ import { CHUNK_BYTES, PACK_FILE_MAX_BYTES, blobKey, encodeManifest, fileHash, ma
 import { savePacked } from './pack.js';
 import { insideOpener, type OpenInside } from './open-inside.js';
 import { hashChunk } from './hash-pool.js';
+import { acquireChunkBuffer, releaseChunkBuffer } from './chunk-slots.js';
 
 /** Below this size a blob is written with one conditional PUT rather than a HEAD and a PUT. */
 const SMALL_BLOB_BYTES = 1024 * 1024;
@@ -173,14 +174,27 @@ async function hashAndStore(openFile: OpenInside, rel: string, size: number, sto
       return [sha];
     }
     for (let offset = 0; offset < size; ) {
-      const buf = Buffer.allocUnsafeSlow(Math.min(CHUNK_BYTES, size - offset));
-      const { bytesRead } = await fh.read(buf, 0, buf.length, offset);
-      if (bytesRead === 0) break;
+      // Each chunk is read into one of the process's chunk buffers, held until the chunk is stored;
+      // chunks in flight always finish and give theirs back, so waiting for one cannot deadlock.
+      const buf = await acquireChunkBuffer();
+      let bytesRead: number;
+      try {
+        bytesRead = (await fh.read(buf, 0, Math.min(CHUNK_BYTES, size - offset), offset)).bytesRead;
+      } catch (e) {
+        releaseChunkBuffer(buf);
+        throw e;
+      }
+      if (bytesRead === 0) {
+        releaseChunkBuffer(buf);
+        break;
+      }
       offset += bytesRead;
-      const sha = hashChunk(bytesRead === buf.length ? buf : buf.subarray(0, bytesRead)).then(async (h) => {
-        await storeChunk(h.sha, h.data);
-        return h.sha;
-      });
+      const sha = hashChunk(buf.subarray(0, bytesRead))
+        .then(async (h) => {
+          await storeChunk(h.sha, h.data);
+          return h.sha;
+        })
+        .finally(() => releaseChunkBuffer(buf));
       shas.push(sha);
       const p: Promise<unknown> = sha.finally(() => inFlight.delete(p));
       // Marked handled here; the failure still surfaces through the race or the final Promise.all.

@@ -94,6 +94,33 @@ export class LocalStore implements Store {
     }
   }
 
+  /**
+   * Reads an object into `buf` (artifact restores reuse their chunk buffers this way): its size, of
+   * which only `buf.length` bytes are read when it is larger; undefined if it does not exist.
+   */
+  async readInto(key: string, buf: Buffer): Promise<number | undefined> {
+    let fh;
+    try {
+      fh = await open(this.path(key), 'r');
+    } catch (e) {
+      if (errnoCode(e) === 'ENOENT' || errnoCode(e) === 'ENOTDIR') return undefined;
+      throw e;
+    }
+    try {
+      const size = (await fh.stat()).size;
+      const want = Math.min(size, buf.length);
+      let off = 0;
+      while (off < want) {
+        const { bytesRead } = await fh.read(buf, off, want - off, off);
+        if (bytesRead === 0) break;
+        off += bytesRead;
+      }
+      return size > buf.length ? size : off;
+    } finally {
+      await fh.close();
+    }
+  }
+
   async putStream(key: string, body: Readable): Promise<void> {
     const tmp = await this.tempFile();
     try {

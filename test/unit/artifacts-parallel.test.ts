@@ -7,22 +7,27 @@ import { hashChunk } from '../../common/artifacts/hash-pool.js';
 import { restoreTree } from '../../common/artifacts/restore.js';
 import { saveTree } from '../../common/artifacts/save.js';
 import type { Store } from '../../common/ports.js';
+import { LocalStore } from '../../common/local/local-store.js';
 import { withTempStore } from '../support/temp-store.js';
 
-/** The store, with the most blob reads it saw outstanding at once. */
-function countingGets(store: Store): { store: Store; maxInFlight: () => number } {
+/** The store, with the most blob reads (get, or LocalStore's readInto) it saw outstanding at once. */
+function countingGets(store: LocalStore, readInto: boolean): { store: Store; maxInFlight: () => number } {
   let now = 0;
   let max = 0;
-  const wrapped: Store = Object.create(store) as Store;
-  wrapped.get = async (key) => {
-    if (!key.startsWith('blobs/')) return store.get(key);
+  const counted = async <T>(key: string, read: () => Promise<T>): Promise<T> => {
+    if (!key.startsWith('blobs/')) return read();
     max = Math.max(max, ++now);
     try {
-      return await store.get(key);
+      return await read();
     } finally {
       now--;
     }
   };
+  const get = (key: string): Promise<Buffer | undefined> => counted(key, () => store.get(key));
+  // Without readInto, as a remote store is: every chunk comes from get.
+  const wrapped: Store = readInto
+    ? Object.assign(Object.create(store) as LocalStore, { get, readInto: (key: string, buf: Buffer) => counted(key, () => store.readInto(key, buf)) })
+    : { put: (k, d, o) => store.put(k, d, o), head: (k) => store.head(k), get, putStream: (k, b) => store.putStream(k, b), getStream: (k) => store.getStream(k), list: (p) => store.list(p), delete: (k) => store.delete(k), touch: (k) => store.touch(k) };
   return { store: wrapped, maxInFlight: () => max };
 }
 
@@ -51,10 +56,13 @@ describe('artifacts: large files move in parallel chunks, every chunk verified',
     const big = randomBytes(CHUNK_BYTES * 5 + 4321);
     writeFileSync(join(src, 'model.bin'), big);
     const saved = await saveTree(t.store, src);
-    const counting = countingGets(t.store);
-    await restoreTree(counting.store, saved.manifestSha, join(t.dir, 'out'));
-    expect(counting.maxInFlight()).to.be.greaterThan(1);
-    expect(readFileSync(join(t.dir, 'out', 'model.bin')).equals(big)).to.equal(true);
+    for (const readInto of [true, false]) {
+      const counting = countingGets(t.store, readInto);
+      const out = join(t.dir, `out-${readInto}`);
+      await restoreTree(counting.store, saved.manifestSha, out);
+      expect(counting.maxInFlight()).to.be.greaterThan(1);
+      expect(readFileSync(join(out, 'model.bin')).equals(big)).to.equal(true);
+    }
   });
 
   it('detects a corrupt chunk in the middle of a large file', async () => {
