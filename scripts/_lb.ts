@@ -21,10 +21,10 @@ if (which === 'big') {
   console.log('hash floor', h.toFixed(0));
 }
 const [c] = await t(() => { spawnSync('cp', ['-r', src, join(work, 'cp')]); }); rmSync(join(work, 'cp'), { recursive: true }); console.log('cp', c.toFixed(0));
-for (let i = 0; i < 2; i++) {
+for (let i = 0; i < 4; i++) {
   rmSync(join(work, 'store'), { recursive: true, force: true }); rmSync(join(work, 'out'), { recursive: true, force: true }); spawnSync('sync');
   const store = new LocalStore(join(work, 'store'));
   const [s, saved] = await t(() => saveTree(store, src)); spawnSync('sync');
-  const [r] = await t(() => restoreTree(store, saved.manifestSha, join(work, 'out'))); spawnSync('sync');
-  console.log('save', s.toFixed(0), 'restore', r.toFixed(0));
+  const r0 = process.resourceUsage(); const [r] = await t(() => restoreTree(store, saved.manifestSha, join(work, 'out'))); const r1 = process.resourceUsage(); spawnSync('sync');
+  console.log('save', s.toFixed(0), 'restore', r.toFixed(0), 'cpu', ((r1.userCPUTime - r0.userCPUTime + r1.systemCPUTime - r0.systemCPUTime) / 1000).toFixed(0), 'vol/invol ctx', r1.voluntaryContextSwitches - r0.voluntaryContextSwitches, r1.involuntaryContextSwitches - r0.involuntaryContextSwitches);
 }

@@ -1,6 +1,7 @@
 import { join } from 'node:path';
 import type { HashCache } from './save.js';
 import { insideReaderSync } from './open-inside.js';
+import { hashChunk } from './hash-pool.js';
 import { CHUNK_BYTES, sha256, type ManifestEntry } from './manifest.js';
 
 /** Packs being uploaded at once; each holds at most about CHUNK_BYTES in memory. */
@@ -59,10 +60,10 @@ export async function savePacked(
       }
       e.pack = ref;
     });
-    const pack = Buffer.concat(parts);
-    const packSha = sha256(pack);
-    for (const ref of fresh) ref.sha = packSha;
-    const upload: Promise<void> = storeBlob(packSha, pack).then(() => {
+    // The pack hashes on a hashing thread while the next batch is read.
+    const upload: Promise<void> = hashChunk(Buffer.concat(parts)).then(async ({ sha: packSha, data: pack }) => {
+      for (const ref of fresh) ref.sha = packSha;
+      await storeBlob(packSha, pack);
       for (const e of batch) {
         if (e.pack && e.sha256) cache.remember(join(root, e.path), stamps.get(e) ?? '', { pack: e.pack, sha256: e.sha256 });
         onFile(e);
