@@ -4,6 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { ArtifactError, CHUNK_BYTES, blobKey, encodeManifest, manifestKey, sha256 } from '../../common/artifacts/manifest.js';
 import { hashChunk } from '../../common/artifacts/hash-pool.js';
+import { CHUNK_SLOTS } from '../../common/artifacts/chunk-slots.js';
 import { restoreTree } from '../../common/artifacts/restore.js';
 import { saveTree } from '../../common/artifacts/save.js';
 import type { Store } from '../../common/ports.js';
@@ -116,5 +117,34 @@ describe('artifacts: large files move in parallel chunks, every chunk verified',
     expect(lstatSync(join(out, 'small.txt')).isFile()).to.equal(true);
     expect(readFileSync(join(out, 'small.txt'), 'utf8')).to.equal('mine');
     expect(readFileSync(join(out, 'big.bin')).equals(big)).to.equal(true);
+  });
+
+  it('holds at most CHUNK_SLOTS chunks at once across concurrent saves and restores of large files', async () => {
+    let now = 0;
+    let max = 0;
+    const counted = async <T>(key: string, size: number, op: () => Promise<T>): Promise<T> => {
+      if (!key.startsWith('blobs/') || size < 1024 * 1024) return op();
+      max = Math.max(max, ++now);
+      try {
+        return await op();
+      } finally {
+        now--;
+      }
+    };
+    const store = Object.create(t.store) as LocalStore;
+    store.put = (key, data, o) => counted(key, data.length, () => t.store.put(key, data, o));
+    store.readInto = (key, buf) => counted(key, buf.length, () => t.store.readInto(key, buf));
+    const dirs = [0, 1, 2, 3].map((i) => {
+      const dir = join(t.dir, `src${i}`);
+      mkdirSync(dir);
+      writeFileSync(join(dir, 'model.bin'), randomBytes(CHUNK_BYTES * 3 + i));
+      return dir;
+    });
+    const saved = await Promise.all(dirs.map((d) => saveTree(store, d)));
+    expect(max).to.be.within(2, CHUNK_SLOTS);
+    max = 0;
+    await Promise.all(saved.map((s, i) => restoreTree(store, s.manifestSha, join(t.dir, `out${i}`))));
+    expect(max).to.be.within(2, CHUNK_SLOTS);
+    dirs.forEach((d, i) => expect(readFileSync(join(t.dir, `out${i}`, 'model.bin')).equals(readFileSync(join(d, 'model.bin')))).to.equal(true));
   });
 });
