@@ -1,4 +1,4 @@
-import { closeSync, constants, fchmodSync, lstatSync, openSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, constants, fchmodSync, fstatSync, lstatSync, openSync, unlinkSync, writeSync } from 'node:fs';
 import { chmod, lstat, mkdir, open, readdir, realpath, rm, rmdir, symlink, type FileHandle } from 'node:fs/promises';
 import { dirname, isAbsolute, join, sep } from 'node:path';
 import pLimit from 'p-limit';
@@ -253,16 +253,18 @@ export async function ensureInside(root: string, dir: string, path: string): Pro
 function writeSmallFile(abs: string, data: Buffer, mode: number): void {
   const flags = constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW;
   let fd: number;
+  // Made with its mode, so that a chmod (a second metadata write, which a busy journal makes costly)
+  // is needed only where the umask took bits away or the file was already there.
   try {
-    fd = openSync(abs, flags, 0o600);
+    fd = openSync(abs, flags, mode);
   } catch (e) {
     if (errnoCode(e) !== 'ELOOP' || !lstatSync(abs).isSymbolicLink()) throw e;
     unlinkSync(abs);
-    fd = openSync(abs, flags, 0o600);
+    fd = openSync(abs, flags, mode);
   }
   try {
     for (let off = 0; off < data.length; ) off += writeSync(fd, data, off, data.length - off);
-    fchmodSync(fd, mode);
+    if ((fstatSync(fd).mode & 0o7777) !== mode) fchmodSync(fd, mode);
   } finally {
     closeSync(fd);
   }

@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { lstatSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, lstatSync, mkdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { ArtifactError, CHUNK_BYTES, blobKey, encodeManifest, manifestKey, sha256 } from '../../common/artifacts/manifest.js';
@@ -146,5 +146,23 @@ describe('artifacts: large files move in parallel chunks, every chunk verified',
     await Promise.all(saved.map((s, i) => restoreTree(store, s.manifestSha, join(t.dir, `out${i}`))));
     expect(max).to.be.within(2, CHUNK_SLOTS);
     dirs.forEach((d, i) => expect(readFileSync(join(t.dir, `out${i}`, 'model.bin')).equals(readFileSync(join(d, 'model.bin')))).to.equal(true));
+  });
+
+  it('restored small files get their saved modes, whatever file was there before and whatever the umask', async () => {
+    const src = join(t.dir, 'src');
+    mkdirSync(src);
+    for (const [name, mode] of [['open.sh', 0o777], ['run.sh', 0o755], ['secret', 0o600], ['ro.txt', 0o444]] as const) {
+      writeFileSync(join(src, name), name);
+      chmodSync(join(src, name), mode);
+    }
+    const saved = await saveTree(t.store, src);
+    const out = join(t.dir, 'out');
+    mkdirSync(out);
+    writeFileSync(join(out, 'run.sh'), 'old');
+    chmodSync(join(out, 'run.sh'), 0o600);
+    await restoreTree(t.store, saved.manifestSha, out);
+    const modes = Object.fromEntries(['open.sh', 'run.sh', 'secret', 'ro.txt'].map((n) => [n, statSync(join(out, n)).mode & 0o777]));
+    expect(modes).to.deep.equal({ 'open.sh': 0o777, 'run.sh': 0o755, secret: 0o600, 'ro.txt': 0o444 });
+    expect(readFileSync(join(out, 'run.sh'), 'utf8')).to.equal('run.sh');
   });
 });
