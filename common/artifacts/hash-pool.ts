@@ -22,13 +22,21 @@ parentPort.on('message', (m) => {
   }
   const data = new Uint8Array(m.buffer, m.offset, m.length);
   const hex = createHash('sha256').update(data).digest('hex');
-  parentPort.postMessage({ id: m.id, hex, buffer: m.buffer }, [m.buffer]);
+  const parts = m.parts && m.parts.map(([o, n]) => createHash('sha256').update(data.subarray(o, o + n)).digest('hex'));
+  parentPort.postMessage({ id: m.id, hex, parts, buffer: m.buffer }, [m.buffer]);
 });
 `;
 
+interface Hashed {
+  hex: string;
+  /** The hashes of the ranges asked for, in order. */
+  parts?: string[];
+  buffer?: ArrayBuffer;
+}
+
 interface Task {
   id: number;
-  resolve: (r: { hex: string; buffer?: ArrayBuffer }) => void;
+  resolve: (r: Hashed) => void;
   reject: (e: Error) => void;
 }
 
@@ -58,7 +66,7 @@ class HashPool {
       const worker = new Worker(WORKER_SOURCE, { eval: true });
       const slot: Slot = { worker, busy: new Map(), shared: new Set() };
       worker.unref();
-      worker.on('message', (m: { id: number; hex: string; buffer?: ArrayBuffer }) => {
+      worker.on('message', (m: Hashed & { id: number }) => {
         const task = slot.busy.get(m.id);
         slot.busy.delete(m.id);
         if (slot.busy.size === 0) worker.unref();
@@ -78,7 +86,7 @@ class HashPool {
   }
 
   /** Hashes bytes of a buffer: an ArrayBuffer is moved there and back; a SharedArrayBuffer is read in place. */
-  run(buffer: ArrayBuffer | SharedArrayBuffer, offset: number, length: number): Promise<{ hex: string; buffer?: ArrayBuffer }> {
+  run(buffer: ArrayBuffer | SharedArrayBuffer, offset: number, length: number, parts?: Array<[number, number]>): Promise<Hashed> {
     const slot = this.slot();
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
@@ -90,7 +98,7 @@ class HashPool {
         const known = slot.shared.has(shared);
         slot.shared.add(shared);
         slot.worker.postMessage({ id, shared, buffer: known ? undefined : buffer, offset, length });
-      } else slot.worker.postMessage({ id, buffer, offset, length }, [buffer]);
+      } else slot.worker.postMessage({ id, buffer, offset, length, parts }, [buffer]);
     });
   }
 }
@@ -118,4 +126,19 @@ export async function hashChunk(data: Buffer): Promise<{ sha: string; data: Buff
   const { hex, buffer } = await pool.run(data.buffer, 0, length);
   if (!buffer) throw new Error('a hashing thread did not hand back its buffer');
   return { sha: hex, data: Buffer.from(buffer, 0, length) };
+}
+
+/**
+ * Hex sha256 of a pack and of ranges of it ([offset, length], each inside the pack: the caller checks),
+ * on a worker thread when the pack is large; `data` must not be used after the call (see hashChunk).
+ */
+export async function hashPack(data: Buffer, ranges: Array<[number, number]>): Promise<{ sha: string; parts: string[]; data: Buffer }> {
+  const length = data.length;
+  if (length < POOL_MIN_BYTES || data.byteOffset !== 0 || data.buffer.byteLength !== length || !(data.buffer instanceof ArrayBuffer)) {
+    return { sha: sha256(data), parts: ranges.map(([o, n]) => sha256(data.subarray(o, o + n))), data };
+  }
+  pool ??= new HashPool();
+  const { hex, parts, buffer } = await pool.run(data.buffer, 0, length, ranges);
+  if (!buffer || !parts) throw new Error('a hashing thread did not hand back its buffer');
+  return { sha: hex, parts, data: Buffer.from(buffer, 0, length) };
 }

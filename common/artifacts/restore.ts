@@ -5,7 +5,7 @@ import pLimit from 'p-limit';
 import { errnoCode } from '../errors.js';
 import type { Store } from '../ports.js';
 import { ManifestSchema } from '../records/manifest.js';
-import { hashChunk } from './hash-pool.js';
+import { hashChunk, hashPack } from './hash-pool.js';
 import { withChunkBuffer } from './chunk-slots.js';
 import { ArtifactError, CHUNK_BYTES, blobKey, checkArtifactPath, checkManifest, manifestKey, sha256, type Manifest, type ManifestEntry } from './manifest.js';
 
@@ -132,12 +132,18 @@ export async function restoreTree(store: Store, manifestSha: string, target: str
       limit(async () => {
         const got = await store.get(blobKey(sha));
         if (!got) throw new ArtifactError(`\`${members[0]?.path ?? ''}\`: pack ${sha} is missing from the store`);
-        const { sha: packSha, data: pack } = await hashChunk(got);
+        // Each member's range is checked to lie inside the pack before anything is hashed.
+        const ranges = members.map((e): [number, number] => {
+          const offset = e.pack?.offset ?? 0;
+          if (offset + e.sizeBytes > got.length) throw new ArtifactError(`\`${e.path}\`: its bytes in pack ${sha} do not match its hash`);
+          return [offset, e.sizeBytes];
+        });
+        const { sha: packSha, parts, data: pack } = await hashPack(got, ranges);
         if (packSha !== sha) throw new ArtifactError(`\`${members[0]?.path ?? ''}\`: pack ${sha} is corrupt (hash mismatch)`);
-        for (const e of members) {
+        for (const [k, e] of members.entries()) {
           const offset = e.pack?.offset ?? 0;
           const data = pack.subarray(offset, offset + e.sizeBytes);
-          if (data.length !== e.sizeBytes || sha256(data) !== e.sha256) throw new ArtifactError(`\`${e.path}\`: its bytes in pack ${sha} do not match its hash`);
+          if (data.length !== e.sizeBytes || parts[k] !== e.sha256) throw new ArtifactError(`\`${e.path}\`: its bytes in pack ${sha} do not match its hash`);
           const abs = at(e.path);
           await inside(abs, e.path);
           writeSmallFile(abs, data, e.mode);

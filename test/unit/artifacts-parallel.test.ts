@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { ArtifactError, CHUNK_BYTES, blobKey, encodeManifest, manifestKey, sha256 } from '../../common/artifacts/manifest.js';
 import { hashChunk } from '../../common/artifacts/hash-pool.js';
 import { CHUNK_SLOTS } from '../../common/artifacts/chunk-slots.js';
-import { restoreTree } from '../../common/artifacts/restore.js';
+import { readManifest, restoreTree } from '../../common/artifacts/restore.js';
 import { saveTree } from '../../common/artifacts/save.js';
 import type { Store } from '../../common/ports.js';
 import { LocalStore } from '../../common/local/local-store.js';
@@ -164,5 +164,25 @@ describe('artifacts: large files move in parallel chunks, every chunk verified',
     const modes = Object.fromEntries(['open.sh', 'run.sh', 'secret', 'ro.txt'].map((n) => [n, statSync(join(out, n)).mode & 0o777]));
     expect(modes).to.deep.equal({ 'open.sh': 0o777, 'run.sh': 0o755, secret: 0o600, 'ro.txt': 0o444 });
     expect(readFileSync(join(out, 'run.sh'), 'utf8')).to.equal('run.sh');
+  });
+
+  it('checks every packed file of a large pack against its own hash (on the hashing threads)', async () => {
+    const src = join(t.dir, 'src');
+    mkdirSync(src);
+    for (let i = 0; i < 200; i++) writeFileSync(join(src, `f${String(i).padStart(3, '0')}.bin`), randomBytes(10 * 1024));
+    const saved = await saveTree(t.store, src);
+    await restoreTree(t.store, saved.manifestSha, join(t.dir, 'ok'));
+    expect(readFileSync(join(t.dir, 'ok', 'f123.bin')).equals(readFileSync(join(src, 'f123.bin')))).to.equal(true);
+    // The same manifest, but one file's hash is not that of its bytes in the (genuine) pack.
+    const manifest = await readManifest(t.store, saved.manifestSha);
+    const victim = manifest.entries.find((e) => e.path === 'f123.bin');
+    if (!victim) throw new Error('no f123.bin');
+    victim.sha256 = sha256('something else');
+    const body = encodeManifest(manifest);
+    await t.store.put(manifestKey(sha256(body)), body);
+    let err: unknown;
+    await restoreTree(t.store, sha256(body), join(t.dir, 'out')).catch((e: unknown) => (err = e));
+    expect(err).to.be.instanceOf(ArtifactError);
+    expect((err as Error).message).to.equal(`\`f123.bin\`: its bytes in pack ${victim.pack?.sha ?? ''} do not match its hash`);
   });
 });
