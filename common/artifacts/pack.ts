@@ -1,8 +1,12 @@
 import { join } from 'node:path';
+import { setImmediate as yieldTurn } from 'node:timers/promises';
 import type { HashCache } from './save.js';
 import { insideReaderSync } from './open-inside.js';
 import { hashChunk } from './hash-pool.js';
 import { CHUNK_BYTES, sha256, type ManifestEntry } from './manifest.js';
+
+/** Small files read or written synchronously between two turns of the event loop. */
+export const SYNC_FILES_PER_TURN = 256;
 
 /** Packs being uploaded at once; each holds at most about CHUNK_BYTES in memory. */
 const PACKS_IN_FLIGHT = 3;
@@ -41,7 +45,12 @@ export async function savePacked(
     const batch = misses.slice(i, j);
     i = j;
     // Read synchronously: a batch of small files costs less blocking than thread-pool round trips.
-    const contents = batch.map((e) => readFile(e.path));
+    // A batch may hold many thousands of empty files, so the event loop (heartbeats) gets a turn now and then.
+    const contents: Buffer[] = [];
+    for (const e of batch) {
+      contents.push(readFile(e.path));
+      if (contents.length % SYNC_FILES_PER_TURN === 0) await yieldTurn();
+    }
     const parts: Buffer[] = [];
     const fresh: Array<{ sha: string; offset: number }> = [];
     let offset = 0;

@@ -1,11 +1,13 @@
 import { closeSync, constants, fchmodSync, fstatSync, lstatSync, openSync, unlinkSync, writeSync } from 'node:fs';
 import { chmod, lstat, mkdir, open, readdir, realpath, rm, rmdir, symlink, type FileHandle } from 'node:fs/promises';
 import { dirname, isAbsolute, join, sep } from 'node:path';
+import { setImmediate as yieldTurn } from 'node:timers/promises';
 import pLimit from 'p-limit';
 import { errnoCode } from '../errors.js';
 import type { Store } from '../ports.js';
 import { ManifestSchema } from '../records/manifest.js';
 import { hashChunk, hashPack } from './hash-pool.js';
+import { SYNC_FILES_PER_TURN } from './pack.js';
 import { withChunkBuffer } from './chunk-slots.js';
 import { ArtifactError, CHUNK_BYTES, blobKey, checkArtifactPath, checkManifest, manifestKey, sha256, type Manifest, type ManifestEntry } from './manifest.js';
 
@@ -147,6 +149,7 @@ export async function restoreTree(store: Store, manifestSha: string, target: str
           const abs = at(e.path);
           await inside(abs, e.path);
           writeSmallFile(abs, data, e.mode);
+          if (k % SYNC_FILES_PER_TURN === SYNC_FILES_PER_TURN - 1) await yieldTurn();
           done += data.length;
           onProgress?.(done);
         }
