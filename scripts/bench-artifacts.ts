@@ -5,7 +5,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
 import { createReadStream, mkdirSync, openSync, writeSync, closeSync, writeFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { HashCache, saveTree, type SavedArtifact } from '../common/artifacts/save.js';
+import { HashCache, saveTree } from '../common/artifacts/save.js';
 import { restoreTree } from '../common/artifacts/restore.js';
 import { LocalStore } from '../common/local/local-store.js';
 
@@ -71,27 +71,29 @@ export async function benchArtifacts(work: string): Promise<string[]> {
     ['one 1 GiB file', big, 'big'],
     ['10,000 files of 10 KiB', small, 'small'],
   ] as const) {
-    const storeDir = join(work, `store-${kind}`);
-    const copy = join(work, 'cp-copy');
-    const restored = join(work, 'restored');
+    // Each run writes into folders of its own. The 10,000-file runs' folders are removed only after
+    // the last run: on ext4, creating files just after thousands were deleted is slowed by the
+    // deletions, whichever tool creates them. The 1 GiB runs' folders (a few hundred files, 3 GiB)
+    // go after each run, so that the disk and the page cache hold one run's worth at a time.
+    const storeDir = (i: number): string => join(work, `store-${kind}-${i}`);
+    const copy = (i: number): string => join(work, `cp-copy-${kind}-${i}`);
+    const restored = (i: number): string => join(work, `restored-${kind}-${i}`);
     const floor: number[] = [];
     const cps: number[] = [];
     const saves: number[] = [];
     const restores: number[] = [];
-    let saved: SavedArtifact | undefined;
     for (let i = 0; i < RUNS; i++) {
       if (kind === 'big') floor.push((await timed(() => hashFile(join(big, 'model.bin'))))[0]);
-      cps.push((await timed(() => cp(src, copy)))[0]);
-      clear(copy, storeDir);
-      const [saveMs, s] = await timed(() => saveTree(new LocalStore(storeDir), src));
-      saves.push(saveMs);
-      saved = s;
+      cps.push((await timed(() => cp(src, copy(i))))[0]);
       settle();
-      restores.push((await timed(() => restoreTree(new LocalStore(storeDir), s.manifestSha, restored)))[0]);
-      clear(restored);
+      const [saveMs, s] = await timed(() => saveTree(new LocalStore(storeDir(i)), src));
+      saves.push(saveMs);
+      settle();
+      restores.push((await timed(() => restoreTree(new LocalStore(storeDir(i)), s.manifestSha, restored(i))))[0]);
+      settle();
+      if (kind === 'big') clear(copy(i), restored(i), ...(i > 0 ? [storeDir(i)] : []));
     }
-    if (!saved) throw new Error('no save');
-    const store = new LocalStore(storeDir);
+    const store = new LocalStore(storeDir(0));
     const cache = new HashCache();
     // The first save with this cache fills it; the second is the re-save of the same job.
     await saveTree(store, src, { cache });
@@ -107,7 +109,7 @@ export async function benchArtifacts(work: string): Promise<string[]> {
     rows.push(`| restore ${label} (every chunk's hash checked), median of ${RUNS} ${runs(restores)} | ${ms(restoreMs)} | ${baseName} ${baseRuns} | ${ms(baseMs)} | ${(restoreMs / baseMs).toFixed(2)}x |`);
     rows.push(`| re-save ${label}, unchanged, same job (hash cache) | ${ms(resaveMs)} | first save | ${ms(saveMs)} | ${((resaveMs / saveMs) * 100).toFixed(1)}% |`);
     rows.push(`| re-save ${label}, unchanged, new job (re-hash, no upload) | ${ms(coldResaveMs)} | first save | ${ms(saveMs)} | ${((coldResaveMs / saveMs) * 100).toFixed(1)}% |`);
-    clear(storeDir);
+    for (let i = 0; i < RUNS; i++) clear(storeDir(i), copy(i), restored(i));
   }
   return rows;
 }
