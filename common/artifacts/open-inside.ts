@@ -1,4 +1,4 @@
-import { constants } from 'node:fs';
+import { closeSync, constants, openSync, readFileSync, readlinkSync } from 'node:fs';
 import { open, readlink, realpath, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 
@@ -21,10 +21,7 @@ export function insideOpener(root: string): OpenInside {
     const fh = await open(join(root, rel), constants.O_RDONLY | constants.O_NOFOLLOW);
     try {
       const opened = await readlink(`/proc/self/fd/${fh.fd}`).catch(() => undefined);
-      // Without /proc (not Linux) only the last name is checked.
-      if (opened !== undefined && opened !== join(base, rel)) {
-        throw new Error(`artifact file ${rel} is no longer inside ${root} (a link on its path, made while it was being saved): not saved`);
-      }
+      checkOpened(opened, root, base, rel);
       return fh;
     } catch (e) {
       await fh.close();
@@ -41,4 +38,34 @@ export async function readInside(openInside: OpenInside, rel: string): Promise<B
   } finally {
     await fh.close();
   }
+}
+
+/** Without /proc (not Linux) only the last name is checked (by O_NOFOLLOW). */
+function checkOpened(opened: string | undefined, root: string, base: string, rel: string): void {
+  if (opened !== undefined && opened !== join(base, rel)) {
+    throw new Error(`artifact file ${rel} is no longer inside ${root} (a link on its path, made while it was being saved): not saved`);
+  }
+}
+
+/**
+ * The same checks as `insideOpener`, for whole small files read synchronously: for thousands of small
+ * files, four thread-pool round trips each (open, readlink, read, close) cost more than they block.
+ */
+export async function insideReaderSync(root: string): Promise<(rel: string) => Buffer> {
+  const base = await realpath(root);
+  return (rel) => {
+    const fd = openSync(join(root, rel), constants.O_RDONLY | constants.O_NOFOLLOW);
+    try {
+      let opened: string | undefined;
+      try {
+        opened = readlinkSync(`/proc/self/fd/${fd}`);
+      } catch {
+        opened = undefined;
+      }
+      checkOpened(opened, root, base, rel);
+      return readFileSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+  };
 }

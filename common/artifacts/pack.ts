@@ -1,15 +1,18 @@
 import { join } from 'node:path';
-import pLimit from 'p-limit';
+import { setImmediate as yieldTurn } from 'node:timers/promises';
 import type { HashCache } from './save.js';
-import { insideOpener, readInside } from './open-inside.js';
+import { insideReaderSync } from './open-inside.js';
+import { hashChunk } from './hash-pool.js';
 import { CHUNK_BYTES, sha256, type ManifestEntry } from './manifest.js';
+
+/** Small files read or written synchronously between two turns of the event loop. */
+export const SYNC_FILES_PER_TURN = 256;
 
 /** Packs being uploaded at once; each holds at most about CHUNK_BYTES in memory. */
 const PACKS_IN_FLIGHT = 3;
 
 /**
- * Saves small files packed: in path order, batches of up to CHUNK_BYTES are read (`concurrency`
- * files at a time), concatenated and stored as one content-addressed blob each; every entry gets
+ * Saves small files packed: in path order, batches of up to CHUNK_BYTES are read, concatenated and stored as one content-addressed blob each; every entry gets
  * its pack's sha256 and its offset. Equal contents within a save share one copy. Files the hash
  * cache knows unchanged keep their earlier pack reference and are not read. The packing is
  * deterministic, so re-saving an unchanged tree in a new job produces the same packs (and uploads
@@ -22,7 +25,6 @@ export async function savePacked(
   cache: HashCache,
   storeBlob: (sha: string, data: Buffer) => Promise<void>,
   onFile: (e: ManifestEntry) => void,
-  concurrency: number,
 ): Promise<void> {
   const misses: ManifestEntry[] = [];
   for (const e of entries) {
@@ -33,8 +35,7 @@ export async function savePacked(
       onFile(e);
     } else misses.push(e);
   }
-  const read = pLimit(concurrency);
-  const openFile = insideOpener(root);
+  const readFile = await insideReaderSync(root);
   const uploads = new Set<Promise<void>>();
   const byContent = new Map<string, { sha: string; offset: number }>();
   for (let i = 0; i < misses.length; ) {
@@ -43,7 +44,13 @@ export async function savePacked(
     while (j < misses.length && (j === i || bytes + (misses[j]?.sizeBytes ?? 0) <= CHUNK_BYTES)) bytes += misses[j++]?.sizeBytes ?? 0;
     const batch = misses.slice(i, j);
     i = j;
-    const contents = await Promise.all(batch.map((e) => read(() => readInside(openFile, e.path))));
+    // Read synchronously: a batch of small files costs less blocking than thread-pool round trips.
+    // A batch may hold many thousands of empty files, so the event loop (heartbeats) gets a turn now and then.
+    const contents: Buffer[] = [];
+    for (const e of batch) {
+      contents.push(readFile(e.path));
+      if (contents.length % SYNC_FILES_PER_TURN === 0) await yieldTurn();
+    }
     const parts: Buffer[] = [];
     const fresh: Array<{ sha: string; offset: number }> = [];
     let offset = 0;
@@ -62,10 +69,10 @@ export async function savePacked(
       }
       e.pack = ref;
     });
-    const pack = Buffer.concat(parts);
-    const packSha = sha256(pack);
-    for (const ref of fresh) ref.sha = packSha;
-    const upload: Promise<void> = storeBlob(packSha, pack).then(() => {
+    // The pack hashes on a hashing thread while the next batch is read.
+    const upload: Promise<void> = hashChunk(Buffer.concat(parts)).then(async ({ sha: packSha, data: pack }) => {
+      for (const ref of fresh) ref.sha = packSha;
+      await storeBlob(packSha, pack);
       for (const e of batch) {
         if (e.pack && e.sha256) cache.remember(join(root, e.path), stamps.get(e) ?? '', { pack: e.pack, sha256: e.sha256 });
         onFile(e);

@@ -1,10 +1,15 @@
+import { closeSync, constants, fchmodSync, fstatSync, lstatSync, openSync, unlinkSync, writeSync } from 'node:fs';
 import { chmod, lstat, mkdir, open, readdir, realpath, rm, rmdir, symlink, type FileHandle } from 'node:fs/promises';
 import { dirname, isAbsolute, join, sep } from 'node:path';
+import { setImmediate as yieldTurn } from 'node:timers/promises';
 import pLimit from 'p-limit';
 import { errnoCode } from '../errors.js';
 import type { Store } from '../ports.js';
 import { ManifestSchema } from '../records/manifest.js';
-import { ArtifactError, blobKey, checkArtifactPath, checkManifest, manifestKey, sha256, type Manifest, type ManifestEntry } from './manifest.js';
+import { hashChunk, hashPack } from './hash-pool.js';
+import { SYNC_FILES_PER_TURN } from './pack.js';
+import { withChunkBuffer } from './chunk-slots.js';
+import { ArtifactError, CHUNK_BYTES, blobKey, checkArtifactPath, checkManifest, manifestKey, sha256, type Manifest, type ManifestEntry } from './manifest.js';
 
 /**
  * Reads a manifest by its hash and parses it with ManifestSchema, then checks what the schema cannot
@@ -62,6 +67,20 @@ export async function artifactTarget(base: string, path: string, absolute: 'at-p
 }
 
 /**
+ * A Store that reads an object into the caller's buffer (LocalStore does): a restore then reads each
+ * chunk into one of the process's chunk buffers rather than a fresh 8 MiB one. Returns the object's
+ * size (only `buf.length` bytes of a larger one are read), or undefined when it does not exist.
+ */
+export interface ReadsInto {
+  readInto(key: string, buf: Buffer): Promise<number | undefined>;
+}
+
+const readsInto = (store: Store): store is Store & ReadsInto => 'readInto' in store && typeof store.readInto === 'function';
+
+/** Chunks fetched, verified or being written at once over a restore: each holds up to CHUNK_BYTES. */
+const CHUNKS_IN_FLIGHT = 6;
+
+/**
  * Restores a saved artifact into `target`. Every entry is checked before anything is written; every
  * chunk is verified against its hash; nothing is written through a symlink that leads outside the
  * target, whether the manifest or the existing tree put it there.
@@ -113,39 +132,72 @@ export async function restoreTree(store: Store, manifestSha: string, target: str
   await Promise.all(
     [...packs].map(([sha, members]) =>
       limit(async () => {
-        const pack = await store.get(blobKey(sha));
-        if (!pack) throw new ArtifactError(`\`${members[0]?.path ?? ''}\`: pack ${sha} is missing from the store`);
-        if (sha256(pack) !== sha) throw new ArtifactError(`\`${members[0]?.path ?? ''}\`: pack ${sha} is corrupt (hash mismatch)`);
-        for (const e of members) {
+        const got = await store.get(blobKey(sha));
+        if (!got) throw new ArtifactError(`\`${members[0]?.path ?? ''}\`: pack ${sha} is missing from the store`);
+        // Each member's range is checked to lie inside the pack before anything is hashed.
+        const ranges = members.map((e): [number, number] => {
+          const offset = e.pack?.offset ?? 0;
+          if (offset + e.sizeBytes > got.length) throw new ArtifactError(`\`${e.path}\`: its bytes in pack ${sha} do not match its hash`);
+          return [offset, e.sizeBytes];
+        });
+        const { sha: packSha, parts, data: pack } = await hashPack(got, ranges);
+        if (packSha !== sha) throw new ArtifactError(`\`${members[0]?.path ?? ''}\`: pack ${sha} is corrupt (hash mismatch)`);
+        for (const [k, e] of members.entries()) {
           const offset = e.pack?.offset ?? 0;
           const data = pack.subarray(offset, offset + e.sizeBytes);
-          if (data.length !== e.sizeBytes || sha256(data) !== e.sha256) throw new ArtifactError(`\`${e.path}\`: its bytes in pack ${sha} do not match its hash`);
-          const fh = await opened(e);
-          try {
-            await fh.write(data);
-            await fh.chmod(e.mode);
-          } finally {
-            await fh.close();
-          }
+          if (data.length !== e.sizeBytes || parts[k] !== e.sha256) throw new ArtifactError(`\`${e.path}\`: its bytes in pack ${sha} do not match its hash`);
+          const abs = at(e.path);
+          await inside(abs, e.path);
+          writeSmallFile(abs, data, e.mode);
+          if (k % SYNC_FILES_PER_TURN === SYNC_FILES_PER_TURN - 1) await yieldTurn();
           done += data.length;
           onProgress?.(done);
         }
       }),
     ),
   );
+  // Chunked files: their chunks are fetched, verified (on the hashing threads) and written at their
+  // offsets in parallel, at most CHUNKS_IN_FLIGHT of them held at once over the whole restore.
+  const chunkLimit = pLimit(CHUNKS_IN_FLIGHT);
   await Promise.all(
     files.filter((e) => !e.pack).map((e) =>
       limit(async () => {
+        const chunks = e.chunks ?? [];
         const fh = await opened(e);
         try {
-          for (const chunk of e.chunks ?? []) {
-            const data = await store.get(blobKey(chunk));
-            if (!data) throw new ArtifactError(`\`${e.path}\`: blob ${chunk} is missing from the store`);
-            if (sha256(data) !== chunk) throw new ArtifactError(`\`${e.path}\`: blob ${chunk} is corrupt (hash mismatch)`);
-            await fh.write(data);
-            done += data.length;
-            onProgress?.(done);
-          }
+          // Pre-sized, so that the chunks land at their offsets in any order.
+          if (e.sizeBytes > 0) await fh.truncate(e.sizeBytes);
+          const sizes = await Promise.all(
+            chunks.map((chunk, i) =>
+              chunkLimit(async () => {
+                const put = async (bytes: Buffer): Promise<number> => {
+                  const { sha, data } = await hashChunk(bytes);
+                  if (sha !== chunk) throw new ArtifactError(`\`${e.path}\`: blob ${chunk} is corrupt (hash mismatch)`);
+                  // Every chunk but the last is whole (that is how a save cuts a file), so each one's offset is known before it arrives.
+                  if (i < chunks.length - 1 && data.length !== CHUNK_BYTES) throw new ArtifactError(`\`${e.path}\`: blob ${chunk} is not a whole chunk`);
+                  await writeAll(fh, data, i * CHUNK_BYTES);
+                  done += data.length;
+                  onProgress?.(done);
+                  return data.length;
+                };
+                const missing = (): ArtifactError => new ArtifactError(`\`${e.path}\`: blob ${chunk} is missing from the store`);
+                if (readsInto(store)) {
+                  return withChunkBuffer(async (buf) => {
+                    const size = await store.readInto(blobKey(chunk), buf);
+                    if (size === undefined) throw missing();
+                    if (size > buf.length) throw new ArtifactError(`\`${e.path}\`: blob ${chunk} is corrupt (larger than a chunk)`);
+                    return put(buf.subarray(0, size));
+                  });
+                }
+                const got = await store.get(blobKey(chunk));
+                if (!got) throw missing();
+                return put(got);
+              }),
+            ),
+          );
+          // A file that shrank while it was saved has fewer bytes than its entry says: it is what its chunks hold.
+          const total = sizes.reduce((a, b) => a + b, 0);
+          if (total !== e.sizeBytes) await fh.truncate(total);
           await fh.chmod(e.mode);
         } finally {
           await fh.close();
@@ -199,6 +251,39 @@ export async function ensureInside(root: string, dir: string, path: string): Pro
   if (existing !== dir) {
     await mkdir(dir, { recursive: true });
     if (!inside(await realpath(dir))) throw new ArtifactError(`refusing to restore \`${path}\`: it would be written outside the target`);
+  }
+}
+
+/**
+ * Writes a small file synchronously: for thousands of them, five thread-pool round trips each (lstat,
+ * open, write, chmod, close) cost more than they block. O_NOFOLLOW refuses to write through a link
+ * at the file's own name; such a link is removed and the file made in its place.
+ */
+function writeSmallFile(abs: string, data: Buffer, mode: number): void {
+  const flags = constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW;
+  let fd: number;
+  // Made with its mode, so that a chmod (a second metadata write, which a busy journal makes costly)
+  // is needed only where the umask took bits away or the file was already there.
+  try {
+    fd = openSync(abs, flags, mode);
+  } catch (e) {
+    if (errnoCode(e) !== 'ELOOP' || !lstatSync(abs).isSymbolicLink()) throw e;
+    unlinkSync(abs);
+    fd = openSync(abs, flags, mode);
+  }
+  try {
+    for (let off = 0; off < data.length; ) off += writeSync(fd, data, off, data.length - off);
+    if ((fstatSync(fd).mode & 0o7777) !== mode) fchmodSync(fd, mode);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Writes all of `data` at `position` (a positional write may write less than asked). */
+async function writeAll(fh: FileHandle, data: Buffer, position: number): Promise<void> {
+  for (let off = 0; off < data.length; ) {
+    const { bytesWritten } = await fh.write(data, off, data.length - off, position + off);
+    off += bytesWritten;
   }
 }
 

@@ -7,6 +7,8 @@ import type { Store } from '../ports.js';
 import { CHUNK_BYTES, PACK_FILE_MAX_BYTES, blobKey, encodeManifest, fileHash, manifestKey, sha256, type Manifest, type ManifestEntry } from './manifest.js';
 import { savePacked } from './pack.js';
 import { insideOpener, type OpenInside } from './open-inside.js';
+import { hashChunk } from './hash-pool.js';
+import { acquireChunkBuffer, releaseChunkBuffer } from './chunk-slots.js';
 
 /** Below this size a blob is written with one conditional PUT rather than a HEAD and a PUT. */
 const SMALL_BLOB_BYTES = 1024 * 1024;
@@ -120,7 +122,7 @@ export async function saveTree(store: Store, root: string, options: SaveOptions 
   };
   const all = entries.filter((e) => e.type === 'file');
   const openFile = insideOpener(root);
-  await savePacked(root, all.filter((e) => e.sizeBytes <= PACK_FILE_MAX_BYTES), stamps, cache, storeChunk, onFile, options.concurrency ?? 8);
+  await savePacked(root, all.filter((e) => e.sizeBytes <= PACK_FILE_MAX_BYTES), stamps, cache, storeChunk, onFile);
   await Promise.all(
     all
       .filter((e) => e.sizeBytes > PACK_FILE_MAX_BYTES)
@@ -153,10 +155,16 @@ async function putManifest(store: Store, manifest: Manifest, uploadedBytes: numb
   return { manifestSha, files: manifest.files, sizeBytes: manifest.sizeBytes, uploadedBytes };
 }
 
-/** Reads a file a chunk at a time, hashing each and storing up to four chunks at once. */
+/** Chunks of one file read, hashed or being stored at once: each holds up to CHUNK_BYTES of memory. */
+const CHUNKS_IN_FLIGHT = 4;
+
+/**
+ * Reads a file a chunk at a time while earlier chunks hash (on the hashing threads, in parallel) and
+ * are stored, with at most CHUNKS_IN_FLIGHT chunks held at once.
+ */
 async function hashAndStore(openFile: OpenInside, rel: string, size: number, storeChunk: (sha: string, data: Buffer) => Promise<void>): Promise<string[]> {
-  const chunks: string[] = [];
-  const inFlight = new Set<Promise<void>>();
+  const shas: Array<Promise<string>> = [];
+  const inFlight = new Set<Promise<unknown>>();
   let fh: FileHandle | undefined;
   try {
     fh = await openFile(rel);
@@ -166,21 +174,35 @@ async function hashAndStore(openFile: OpenInside, rel: string, size: number, sto
       return [sha];
     }
     for (let offset = 0; offset < size; ) {
-      const buf = Buffer.allocUnsafe(Math.min(CHUNK_BYTES, size - offset));
-      const { bytesRead } = await fh.read(buf, 0, buf.length, offset);
-      if (bytesRead === 0) break;
-      const data = bytesRead === buf.length ? buf : buf.subarray(0, bytesRead);
-      const sha = sha256(data);
-      chunks.push(sha);
+      // Each chunk is read into one of the process's chunk buffers, held until the chunk is stored;
+      // chunks in flight always finish and give theirs back, so waiting for one cannot deadlock.
+      const buf = await acquireChunkBuffer();
+      let bytesRead: number;
+      try {
+        bytesRead = (await fh.read(buf, 0, Math.min(CHUNK_BYTES, size - offset), offset)).bytesRead;
+      } catch (e) {
+        releaseChunkBuffer(buf);
+        throw e;
+      }
+      if (bytesRead === 0) {
+        releaseChunkBuffer(buf);
+        break;
+      }
       offset += bytesRead;
-      const p: Promise<void> = storeChunk(sha, data).finally(() => inFlight.delete(p));
+      const sha = hashChunk(buf.subarray(0, bytesRead))
+        .then(async (h) => {
+          await storeChunk(h.sha, h.data);
+          return h.sha;
+        })
+        .finally(() => releaseChunkBuffer(buf));
+      shas.push(sha);
+      const p: Promise<unknown> = sha.finally(() => inFlight.delete(p));
       // Marked handled here; the failure still surfaces through the race or the final Promise.all.
       p.catch(() => undefined);
       inFlight.add(p);
-      if (inFlight.size >= 4) await Promise.race(inFlight);
+      if (inFlight.size >= CHUNKS_IN_FLIGHT) await Promise.race(inFlight);
     }
-    await Promise.all(inFlight);
-    return chunks;
+    return await Promise.all(shas);
   } finally {
     await Promise.allSettled(inFlight);
     await fh?.close();

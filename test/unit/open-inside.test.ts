@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import { mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { insideOpener, readInside } from '../../common/artifacts/open-inside.js';
+import { insideOpener, insideReaderSync, readInside } from '../../common/artifacts/open-inside.js';
 import { removeAll, tempDir } from '../support/cli.js';
 
 describe('artifact files are read only from inside their folder', () => {
@@ -24,5 +24,22 @@ describe('artifact files are read only from inside their folder', () => {
     const refused = async (rel: string): Promise<string> => (await readInside(open, rel).then(() => 'read', (e: unknown) => (e as Error).message));
     expect(await refused('leaf')).to.match(/ELOOP|symbolic link/);
     expect(await refused('moved/secret')).to.equal(`artifact file moved/secret is no longer inside ${join(dir, 'art')} (a link on its path, made while it was being saved): not saved`);
+  });
+
+  it('the synchronous reader of small files refuses the same links', async () => {
+    const read = await insideReaderSync(join(dir, 'art'));
+    expect(read('sub/ok.txt').toString()).to.equal('mine');
+    symlinkSync(join(dir, 'outside', 'secret'), join(dir, 'art', 'leaf'));
+    symlinkSync(join(dir, 'outside'), join(dir, 'art', 'moved'));
+    const refused = (rel: string): string => {
+      try {
+        read(rel);
+        return 'read';
+      } catch (e) {
+        return (e as Error).message;
+      }
+    };
+    expect(refused('leaf')).to.match(/ELOOP|symbolic link/);
+    expect(refused('moved/secret')).to.equal(`artifact file moved/secret is no longer inside ${join(dir, 'art')} (a link on its path, made while it was being saved): not saved`);
   });
 });
