@@ -35,6 +35,8 @@ export async function savePacked(
       onFile(e);
     } else misses.push(e);
   }
+  // Nothing to read: the artifact may have no folder at all (a missing path is an empty artifact).
+  if (misses.length === 0) return;
   const readFile = await insideReaderSync(root);
   const uploads = new Set<Promise<void>>();
   const byContent = new Map<string, { sha: string; offset: number }>();

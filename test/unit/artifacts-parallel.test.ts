@@ -51,6 +51,12 @@ describe('artifacts: large files move in parallel chunks, every chunk verified',
     expect((await Promise.all(many.map((b) => hashChunk(b)))).map((h) => h.sha)).to.deep.equal(shas);
   });
 
+  it('an artifact path the job never made is saved as an empty artifact (the corpus\'s `output` of a job that wrote none)', async () => {
+    const saved = await saveTree(t.store, join(t.dir, 'never-made'));
+    expect(saved).to.include({ files: 0, sizeBytes: 0 });
+    expect((await readManifest(t.store, saved.manifestSha)).entries).to.deep.equal([]);
+  });
+
   it("restores a large file by fetching several of its chunks at once, each written at its offset", async () => {
     const src = join(t.dir, 'src');
     mkdirSync(src);
