@@ -45,17 +45,8 @@ export function consoleOutput(stdout: NodeJS.WriteStream, stderr: NodeJS.WriteSt
   };
 }
 
-/** 1536 -> "1.5 KB". */
-export function formatBytes(n: number): string {
-  const units = ['B', 'KB', 'MB', 'GB', 'TB'];
-  let v = n;
-  let i = 0;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return i === 0 ? `${v} B` : `${v.toFixed(1)} ${units[i] ?? ''}`;
-}
+/** 1536 -> "1.5 KB": the one size format, shared with the transfer progress lines. */
+export { formatSize as formatBytes } from '../common/progress.js';
 
 /** Left-aligned columns two spaces apart, header first. */
 export function formatTable(header: string[], rows: string[][]): string {
