@@ -5,7 +5,7 @@ import { delimiter, isAbsolute, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import lockfile from 'proper-lockfile';
 import { JobFailedError, errnoCode, toError } from '../common/errors.js';
-import { exec } from '../common/exec.js';
+import { exec, onPath } from '../common/exec.js';
 
 /** Where the agent image keeps one Conda env per Python version (ami/install-conda.sh: py3.7 … py3.11). */
 export const IMAGE_CONDA_ENVS = '/opt/conda/envs';
@@ -105,7 +105,7 @@ async function searchPython(version: string | undefined, o: PythonLookup): Promi
     const prefix = join(o.condaRoot, `py${minor}`);
     const ready = await readyCondaEnv(prefix, minor);
     if (ready !== undefined) return { kind: 'interpreter', interpreter: ready, from: 'conda-cache' };
-    const conda = await onPath('conda', dirs);
+    const conda = await onPath('conda', o.path);
     if (conda !== undefined) return { kind: 'create', conda, prefix };
   }
   for (const name of [`python${minor}`, 'python3', 'python']) {
@@ -230,7 +230,7 @@ function runConda(conda: string, args: string[], o: CreateOptions): Promise<numb
  * hook that fails defines nothing and the script goes on.
  */
 export async function condaShellHook(path: string): Promise<string | undefined> {
-  const conda = await onPath('conda', path.split(delimiter).filter((d) => d.length > 0 && isAbsolute(d)));
+  const conda = await onPath('conda', path);
   return conda === undefined ? undefined : `eval "$('${conda.replace(/'/g, `'\\''`)}' shell.bash hook 2>/dev/null)"`;
 }
 
@@ -256,14 +256,3 @@ async function realInterpreter(bin: string): Promise<string> {
   return exe.length > 0 ? exe : bin;
 }
 
-async function onPath(name: string, dirs: string[]): Promise<string | undefined> {
-  for (const dir of dirs) {
-    try {
-      await access(join(dir, name), constants.X_OK);
-      return join(dir, name);
-    } catch {
-      // not here
-    }
-  }
-  return undefined;
-}

@@ -1,4 +1,6 @@
 import { spawn } from 'node:child_process';
+import { access, constants } from 'node:fs/promises';
+import { delimiter, isAbsolute, join } from 'node:path';
 
 export interface ExecResult {
   code: number;
@@ -22,4 +24,18 @@ export function exec(cmd: string, args: string[], options: { cwd?: string; env?:
     });
     child.stdin.end(options.input);
   });
+}
+
+/** The executable `name` in one of `path`'s absolute folders, or undefined. */
+export async function onPath(name: string, path: string): Promise<string | undefined> {
+  for (const dir of path.split(delimiter)) {
+    if (dir === '' || !isAbsolute(dir)) continue;
+    try {
+      await access(join(dir, name), constants.X_OK);
+      return join(dir, name);
+    } catch {
+      // not here
+    }
+  }
+  return undefined;
 }

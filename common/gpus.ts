@@ -1,6 +1,8 @@
 import { access, constants } from 'node:fs/promises';
 import { delimiter, isAbsolute, join } from 'node:path';
-import { exec } from './exec.js';
+import { exec, onPath } from './exec.js';
+
+export { onPath };
 
 /** One GPU as `nvidia-smi` lists it. */
 export interface Gpu {
@@ -54,16 +56,3 @@ export function describeGpus(gpus: Gpu[]): string {
   return parts.length <= 1 ? (parts[0] ?? '') : `${parts.slice(0, -1).join(', ')} and ${parts.at(-1) ?? ''}`;
 }
 
-/** The executable `name` in one of `path`'s folders, or undefined. */
-export async function onPath(name: string, path: string): Promise<string | undefined> {
-  for (const dir of path.split(delimiter)) {
-    if (dir === '' || !isAbsolute(dir)) continue;
-    try {
-      await access(join(dir, name), constants.X_OK);
-      return join(dir, name);
-    } catch {
-      // not here
-    }
-  }
-  return undefined;
-}

@@ -1,9 +1,8 @@
 import { spawn } from 'node:child_process';
 import { mkdir, writeFile } from 'node:fs/promises';
-import { delimiter, join, posix } from 'node:path';
-import { access, constants } from 'node:fs/promises';
+import { join, posix } from 'node:path';
 import { JobFailedError } from '../../common/errors.js';
-import { exec } from '../../common/exec.js';
+import { exec, onPath } from '../../common/exec.js';
 import type { Logger } from '../../common/log.js';
 import { substitute, type JobSpec } from '../../common/spec/job-spec.js';
 import { BASE_VARS } from '../environment.js';
@@ -45,18 +44,11 @@ export interface ImageRecord {
 /** The docker CLI on `path`, with the client settings of `agentEnv`; undefined when there is none. */
 export async function dockerClient(agentEnv: NodeJS.ProcessEnv): Promise<DockerClient | undefined> {
   const path = agentEnv.PATH ?? '';
-  for (const dir of path.split(delimiter).filter((d) => d.length > 0)) {
-    const candidate = join(dir, 'docker');
-    try {
-      await access(candidate, constants.X_OK);
-      const env: NodeJS.ProcessEnv = { PATH: path };
-      for (const [k, v] of Object.entries(agentEnv)) if (v !== undefined && (k.startsWith('DOCKER_') || k === 'HOME')) env[k] = v;
-      return { docker: candidate, env };
-    } catch {
-      // Not here.
-    }
-  }
-  return undefined;
+  const docker = await onPath('docker', path);
+  if (docker === undefined) return undefined;
+  const env: NodeJS.ProcessEnv = { PATH: path };
+  for (const [k, v] of Object.entries(agentEnv)) if (v !== undefined && (k.startsWith('DOCKER_') || k === 'HOME')) env[k] = v;
+  return { docker, env };
 }
 
 /** `ubuntu`, `docker.io/library/ubuntu` → the Docker Hub key of a registry login; `127.0.0.1:5000/x` → `127.0.0.1:5000`. */
