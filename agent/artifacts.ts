@@ -1,7 +1,7 @@
 import { lchown } from 'node:fs/promises';
 import { isAbsolute, join } from 'node:path';
 import { checkArtifactPath } from '../common/artifacts/manifest.js';
-import { artifactTarget, readManifest, restoreTree } from '../common/artifacts/restore.js';
+import { artifactTarget, restoreTree } from '../common/artifacts/restore.js';
 import { HashCache, saveTree } from '../common/artifacts/save.js';
 import { JobFailedError, toError } from '../common/errors.js';
 import type { Store } from '../common/ports.js';
@@ -50,9 +50,9 @@ async function restoreRefs(
     try {
       const target =
         absRoot !== undefined && isAbsolute(a.path) ? await artifactTarget(absRoot, a.path, 'under-base') : await artifactTarget(join(codeDir, checkArtifactPath(spec.workingDir)), a.path, 'at-path');
-      // The manifest's size is the total of the progress lines (restoreTree reads it again: it is small).
-      const meter = new TransferProgress({ label: `restoring ${a.path}`, totalBytes: (await readManifest(store, a.manifestSha)).sizeBytes, mode: 'log', write: say });
-      const m = await restoreTree(store, a.manifestSha, target, (done) => meter.update(done));
+      // The total of the progress lines is the manifest's size, which restoreTree reads and passes on.
+      const meter = new TransferProgress({ label: `restoring ${a.path}`, totalBytes: 0, mode: 'log', write: say });
+      const m = await restoreTree(store, a.manifestSha, target, (done, total) => meter.update(done, total));
       meter.end();
       if (owner && isAbsolute(a.path)) {
         const deepestFirst = m.entries.map((e) => e.path.split('/')).sort((x, y) => y.length - x.length);

@@ -71,18 +71,22 @@ export class TransferProgress {
   private lastBytes = 0;
   private drawn = false;
   private doneBytes = 0;
+  private totalBytes: number;
 
   constructor(private readonly o: TransferProgressOptions) {
     this.now = o.now ?? Date.now;
     this.startMs = this.now();
+    this.totalBytes = o.totalBytes;
   }
 
-  update(doneBytes: number): void {
+  /** `totalBytes`, when the transfer itself learns it (a restore, from its manifest), replaces the one given at the start. */
+  update(doneBytes: number, totalBytes?: number): void {
+    if (totalBytes !== undefined) this.totalBytes = totalBytes;
     this.doneBytes = doneBytes;
     const t = this.now();
     const elapsed = t - this.startMs;
     if (elapsed < QUIET_MS) return;
-    const text = `${this.o.label}: ${describeTransfer(doneBytes, this.o.totalBytes, elapsed)}`;
+    const text = `${this.o.label}: ${describeTransfer(doneBytes, this.totalBytes, elapsed)}`;
     if (this.o.mode === 'terminal') {
       if (t - this.lastMs < REDRAW_MS) return;
       const cols = this.o.columns ?? 0;
@@ -91,7 +95,7 @@ export class TransferProgress {
       // The first line once the transfer has lasted LOG_EVERY_MS (so a short one says nothing), then
       // a line only when both LOG_EVERY_MS and LOG_STEP of the total have passed since the last.
       const sinceMs = this.drawn ? t - this.lastMs : elapsed;
-      const step = this.o.totalBytes > 0 ? (doneBytes - this.lastBytes) / this.o.totalBytes : 1;
+      const step = this.totalBytes > 0 ? (doneBytes - this.lastBytes) / this.totalBytes : 1;
       if (sinceMs < LOG_EVERY_MS || step < LOG_STEP) return;
       this.o.write(`dstack: ${text}\n`);
     }

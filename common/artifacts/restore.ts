@@ -85,7 +85,7 @@ const CHUNKS_IN_FLIGHT = 6;
  * chunk is verified against its hash; nothing is written through a symlink that leads outside the
  * target, whether the manifest or the existing tree put it there.
  */
-export async function restoreTree(store: Store, manifestSha: string, target: string, onProgress?: (doneBytes: number) => void): Promise<Manifest> {
+export async function restoreTree(store: Store, manifestSha: string, target: string, onProgress?: (doneBytes: number, totalBytes: number) => void): Promise<Manifest> {
   const manifest = await readManifest(store, manifestSha);
   if (manifest.link !== undefined) {
     await restoreLink(target, manifest.link);
@@ -151,7 +151,7 @@ export async function restoreTree(store: Store, manifestSha: string, target: str
           writeSmallFile(abs, data, e.mode);
           if (k % SYNC_FILES_PER_TURN === SYNC_FILES_PER_TURN - 1) await yieldTurn();
           done += data.length;
-          onProgress?.(done);
+          onProgress?.(done, manifest.sizeBytes);
         }
       }),
     ),
@@ -177,7 +177,7 @@ export async function restoreTree(store: Store, manifestSha: string, target: str
                   if (i < chunks.length - 1 && data.length !== CHUNK_BYTES) throw new ArtifactError(`\`${e.path}\`: blob ${chunk} is not a whole chunk`);
                   await writeAll(fh, data, i * CHUNK_BYTES);
                   done += data.length;
-                  onProgress?.(done);
+                  onProgress?.(done, manifest.sizeBytes);
                   return data.length;
                 };
                 const missing = (): ArtifactError => new ArtifactError(`\`${e.path}\`: blob ${chunk} is missing from the store`);
