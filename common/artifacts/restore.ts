@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { closeSync, constants, fchmodSync, fstatSync, lstatSync, openSync, unlinkSync, writeSync } from 'node:fs';
 import { chmod, lstat, mkdir, open, readdir, realpath, rm, rmdir, symlink, type FileHandle } from 'node:fs/promises';
 import { dirname, isAbsolute, join, sep } from 'node:path';
@@ -76,6 +77,26 @@ export interface ReadsInto {
 }
 
 const readsInto = (store: Store): store is Store & ReadsInto => 'readInto' in store && typeof store.readInto === 'function';
+
+/** Where a store that streams (ReadsParts) hands an object's bytes. */
+export interface PartSink {
+  /** The next bytes of the object; the sink may keep the buffer. */
+  part(bytes: Buffer): void;
+  /** Forget what came so far: the read starts again (a dropped connection). */
+  reset(): void;
+}
+
+/**
+ * A Store that hands an object's bytes over as they arrive, in the buffers they arrived in (S3Store
+ * does): a restore hashes each as it comes and writes them with one writev, with no copy into a chunk
+ * buffer. Returns the object's size, or undefined when it does not exist; one larger than `maxBytes`
+ * is not read.
+ */
+export interface ReadsParts {
+  readParts(key: string, sink: PartSink, maxBytes: number): Promise<number | undefined>;
+}
+
+const readsParts = (store: Store): store is Store & ReadsParts => 'readParts' in store && typeof store.readParts === 'function';
 
 /** Chunks fetched, verified or being written at once over a restore: each holds up to CHUNK_BYTES. */
 const CHUNKS_IN_FLIGHT = 6;
@@ -156,8 +177,8 @@ export async function restoreTree(store: Store, manifestSha: string, target: str
       }),
     ),
   );
-  // Chunked files: their chunks are fetched, verified (on the hashing threads) and written at their
-  // offsets in parallel, at most CHUNKS_IN_FLIGHT of them held at once over the whole restore.
+  // Chunked files: their chunks are fetched, verified (on the hashing threads, or as their bytes arrive
+  // from a store that streams them) and written at their offsets in parallel, at most CHUNKS_IN_FLIGHT of them held at once over the whole restore.
   const chunkLimit = pLimit(CHUNKS_IN_FLIGHT);
   await Promise.all(
     files.filter((e) => !e.pack).map((e) =>
@@ -170,28 +191,50 @@ export async function restoreTree(store: Store, manifestSha: string, target: str
           const sizes = await Promise.all(
             chunks.map((chunk, i) =>
               chunkLimit(async () => {
-                const put = async (bytes: Buffer): Promise<number> => {
-                  const { sha, data } = await hashChunk(bytes);
+                // Verified, then written: a chunk's bytes reach the file only once its hash is right.
+                const put = async (sha: string, data: Buffer | Buffer[], size: number): Promise<number> => {
                   if (sha !== chunk) throw new ArtifactError(`\`${e.path}\`: blob ${chunk} is corrupt (hash mismatch)`);
                   // Every chunk but the last is whole (that is how a save cuts a file), so each one's offset is known before it arrives.
-                  if (i < chunks.length - 1 && data.length !== CHUNK_BYTES) throw new ArtifactError(`\`${e.path}\`: blob ${chunk} is not a whole chunk`);
-                  await writeAll(fh, data, i * CHUNK_BYTES);
-                  done += data.length;
+                  if (i < chunks.length - 1 && size !== CHUNK_BYTES) throw new ArtifactError(`\`${e.path}\`: blob ${chunk} is not a whole chunk`);
+                  await writeAll(fh, Array.isArray(data) ? data : [data], i * CHUNK_BYTES);
+                  done += size;
                   onProgress?.(done, manifest.sizeBytes);
-                  return data.length;
+                  return size;
                 };
                 const missing = (): ArtifactError => new ArtifactError(`\`${e.path}\`: blob ${chunk} is missing from the store`);
+                const tooLarge = (): ArtifactError => new ArtifactError(`\`${e.path}\`: blob ${chunk} is corrupt (larger than a chunk)`);
+                if (readsParts(store)) {
+                  // Hashed as it arrives, while the bytes are still in the cache, and never copied.
+                  let parts: Buffer[] = [];
+                  let hash = createHash('sha256');
+                  const sink: PartSink = {
+                    part: (bytes) => {
+                      hash.update(bytes);
+                      parts.push(bytes);
+                    },
+                    reset: () => {
+                      parts = [];
+                      hash = createHash('sha256');
+                    },
+                  };
+                  const size = await store.readParts(blobKey(chunk), sink, CHUNK_BYTES);
+                  if (size === undefined) throw missing();
+                  if (size > CHUNK_BYTES) throw tooLarge();
+                  return put(hash.digest('hex'), parts, size);
+                }
                 if (readsInto(store)) {
                   return withChunkBuffer(async (buf) => {
                     const size = await store.readInto(blobKey(chunk), buf);
                     if (size === undefined) throw missing();
-                    if (size > buf.length) throw new ArtifactError(`\`${e.path}\`: blob ${chunk} is corrupt (larger than a chunk)`);
-                    return put(buf.subarray(0, size));
+                    if (size > buf.length) throw tooLarge();
+                    const { sha, data } = await hashChunk(buf.subarray(0, size));
+                    return put(sha, data, size);
                   });
                 }
                 const got = await store.get(blobKey(chunk));
                 if (!got) throw missing();
-                return put(got);
+                const { sha, data } = await hashChunk(got);
+                return put(sha, data, data.length);
               }),
             ),
           );
@@ -279,11 +322,21 @@ function writeSmallFile(abs: string, data: Buffer, mode: number): void {
   }
 }
 
-/** Writes all of `data` at `position` (a positional write may write less than asked). */
-async function writeAll(fh: FileHandle, data: Buffer, position: number): Promise<void> {
-  for (let off = 0; off < data.length; ) {
-    const { bytesWritten } = await fh.write(data, off, data.length - off, position + off);
-    off += bytesWritten;
+/** Writes all of `parts`, one after another, at `position` (a positional write may write less than asked). */
+async function writeAll(fh: FileHandle, parts: Buffer[], position: number): Promise<void> {
+  let rest = parts.filter((p) => p.length > 0);
+  let at = position;
+  while (rest.length > 0) {
+    // Under IOV_MAX (1024) buffers a call.
+    const batch = rest.slice(0, 512);
+    let { bytesWritten } = await fh.writev(batch, at);
+    if (bytesWritten === 0) throw new ArtifactError('a write to the restored file wrote nothing');
+    at += bytesWritten;
+    let k = 0;
+    for (; k < batch.length && bytesWritten >= (batch[k]?.length ?? 0); k++) bytesWritten -= batch[k]?.length ?? 0;
+    rest = rest.slice(k);
+    // A buffer written in part goes again from where the write stopped.
+    if (bytesWritten > 0 && rest[0]) rest[0] = rest[0].subarray(bytesWritten);
   }
 }
 

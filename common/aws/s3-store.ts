@@ -14,6 +14,7 @@ import { ConflictError, NotFoundError, TransportError } from '../errors.js';
 import { checkKey } from '../keys.js';
 import type { ObjectInfo, Store } from '../ports.js';
 import { awsCode, awsStatus, wrapAws } from './errors.js';
+import type { PartSink } from '../artifacts/restore.js';
 
 const MIN_PART_BYTES = 8 * 1024 * 1024;
 const MAX_PARTS = 10_000;
@@ -153,28 +154,36 @@ export class S3Store implements Store {
   }
 
   /**
-   * Reads an object into `buf` (a restore reuses its chunk buffers this way, rather than a fresh
-   * 8 MiB buffer per blob): its size, or undefined if it does not exist. An object larger than `buf`
-   * is not read; its size says so.
+   * Streams an object's body to `sink` as it arrives, buffer by buffer, without copying it anywhere
+   * (a restore hashes each buffer and writes them all with one writev). A read retried after a dropped
+   * connection first calls `sink.reset()`. Returns the object's size, or undefined if it does not
+   * exist; an object larger than `maxBytes` is not read, and its size says so.
    */
-  async readInto(key: string, buf: Buffer): Promise<number | undefined> {
+  async readParts(key: string, sink: PartSink, maxBytes: number): Promise<number | undefined> {
     const Key = this.key(key);
     return this.retry(`get ${key}`, async () => {
       try {
         const r = await this.s3.send(new GetObjectCommand({ Bucket: this.bucket, Key }));
         const body = r.Body as Readable;
         const size = r.ContentLength;
-        if (size === undefined || size > buf.length) {
-          if (size !== undefined) {
-            body.destroy();
-            return size;
-          }
-          const whole = await readBody(body, undefined);
-          whole.copy(buf, 0, 0, Math.min(whole.length, buf.length));
-          return whole.length;
+        if (size !== undefined && size > maxBytes) {
+          body.destroy();
+          return size;
         }
-        await readBodyInto(body, buf, size);
-        return size;
+        sink.reset();
+        let at = 0;
+        for await (const c of body) {
+          const part = c as Buffer;
+          at += part.length;
+          if (at > (size ?? maxBytes)) {
+            body.destroy();
+            if (size === undefined) return at;
+            throw new TransportError(`S3 get: the body is longer than its Content-Length (${size} bytes)`, { retryable: true });
+          }
+          sink.part(part);
+        }
+        if (size !== undefined && at !== size) throw new TransportError(`S3 get: the body ended after ${at} of ${size} bytes`, { retryable: true });
+        return at;
       } catch (e) {
         if (isMissing(e)) return undefined;
         throw e;

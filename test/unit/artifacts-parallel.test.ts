@@ -5,14 +5,40 @@ import { join } from 'node:path';
 import { ArtifactError, CHUNK_BYTES, blobKey, encodeManifest, manifestKey, sha256 } from '../../common/artifacts/manifest.js';
 import { hashChunk } from '../../common/artifacts/hash-pool.js';
 import { CHUNK_SLOTS } from '../../common/artifacts/chunk-slots.js';
-import { readManifest, restoreTree } from '../../common/artifacts/restore.js';
+import { readManifest, restoreTree, type PartSink, type ReadsParts } from '../../common/artifacts/restore.js';
 import { saveTree } from '../../common/artifacts/save.js';
 import type { Store } from '../../common/ports.js';
 import { LocalStore } from '../../common/local/local-store.js';
 import { withTempStore } from '../support/temp-store.js';
 
-/** The store, with the most blob reads (get, or LocalStore's readInto) it saw outstanding at once. */
-function countingGets(store: LocalStore, readInto: boolean): { store: Store; maxInFlight: () => number } {
+/**
+ * A store that streams an object's bytes as S3Store does (ReadsParts), over `store`: in parts of
+ * uneven sizes, and with a dropped connection on every object's first read (some parts handed over,
+ * then a reset, then the whole object again).
+ */
+function streaming(store: LocalStore): LocalStore & ReadsParts {
+  const tried = new Set<string>();
+  const readParts = async (key: string, sink: PartSink, maxBytes: number): Promise<number | undefined> => {
+    const body = await store.get(key);
+    if (!body) return undefined;
+    if (body.length > maxBytes) return body.length;
+    const hand = (upTo: number): void => {
+      for (let at = 0, n = 1; at < upTo; at += n, n = (n * 7 + 4093) % 70_001 || 1) sink.part(body.subarray(at, Math.min(upTo, at + n)));
+    };
+    sink.reset();
+    if (!tried.has(key)) {
+      tried.add(key);
+      hand(body.length >> 1);
+      sink.reset();
+    }
+    hand(body.length);
+    return body.length;
+  };
+  return Object.assign(Object.create(store) as LocalStore, { readParts });
+}
+
+/** The store, with the most blob reads (get, LocalStore's readInto, or a streaming store's readParts) it saw outstanding at once. */
+function countingGets(store: LocalStore, mode: 'readInto' | 'get' | 'readParts'): { store: Store; maxInFlight: () => number } {
   let now = 0;
   let max = 0;
   const counted = async <T>(key: string, read: () => Promise<T>): Promise<T> => {
@@ -26,9 +52,13 @@ function countingGets(store: LocalStore, readInto: boolean): { store: Store; max
   };
   const get = (key: string): Promise<Buffer | undefined> => counted(key, () => store.get(key));
   // Without readInto, as a remote store is: every chunk comes from get.
-  const wrapped: Store = readInto
-    ? Object.assign(Object.create(store) as LocalStore, { get, readInto: (key: string, buf: Buffer) => counted(key, () => store.readInto(key, buf)) })
-    : { put: (k, d, o) => store.put(k, d, o), head: (k) => store.head(k), get, putStream: (k, b) => store.putStream(k, b), getStream: (k) => store.getStream(k), list: (p) => store.list(p), delete: (k) => store.delete(k), touch: (k) => store.touch(k) };
+  const parts = streaming(store);
+  const wrapped: Store =
+    mode === 'readParts'
+      ? Object.assign(Object.create(parts) as LocalStore, { readParts: (key: string, sink: PartSink, max: number) => counted(key, () => parts.readParts(key, sink, max)) })
+      : mode === 'readInto'
+        ? Object.assign(Object.create(store) as LocalStore, { get, readInto: (key: string, buf: Buffer) => counted(key, () => store.readInto(key, buf)) })
+        : { put: (k, d, o) => store.put(k, d, o), head: (k) => store.head(k), get, putStream: (k, b) => store.putStream(k, b), getStream: (k) => store.getStream(k), list: (p) => store.list(p), delete: (k) => store.delete(k), touch: (k) => store.touch(k) };
   return { store: wrapped, maxInFlight: () => max };
 }
 
@@ -63,9 +93,9 @@ describe('artifacts: large files move in parallel chunks, every chunk verified',
     const big = randomBytes(CHUNK_BYTES * 5 + 4321);
     writeFileSync(join(src, 'model.bin'), big);
     const saved = await saveTree(t.store, src);
-    for (const readInto of [true, false]) {
-      const counting = countingGets(t.store, readInto);
-      const out = join(t.dir, `out-${readInto}`);
+    for (const mode of ['readInto', 'get', 'readParts'] as const) {
+      const counting = countingGets(t.store, mode);
+      const out = join(t.dir, `out-${mode}`);
       await restoreTree(counting.store, saved.manifestSha, out);
       expect(counting.maxInFlight()).to.be.greaterThan(1);
       expect(readFileSync(join(out, 'model.bin')).equals(big)).to.equal(true);
@@ -82,10 +112,13 @@ describe('artifacts: large files move in parallel chunks, every chunk verified',
     const tampered = Buffer.from(big.subarray(CHUNK_BYTES, 2 * CHUNK_BYTES));
     tampered[100] = (tampered[100] ?? 0) ^ 1;
     await t.store.put(blobKey(middle), tampered);
-    let err: unknown;
-    await restoreTree(t.store, saved.manifestSha, join(t.dir, 'out')).catch((e: unknown) => (err = e));
-    expect(err).to.be.instanceOf(ArtifactError);
-    expect((err as Error).message).to.include(`blob ${middle} is corrupt (hash mismatch)`);
+    // Read into a chunk buffer and hashed on a thread (LocalStore), or hashed as its parts arrive (as from S3).
+    for (const store of [t.store, streaming(t.store)]) {
+      let err: unknown;
+      await restoreTree(store, saved.manifestSha, join(t.dir, 'out')).catch((e: unknown) => (err = e));
+      expect(err).to.be.instanceOf(ArtifactError);
+      expect((err as Error).message).to.include(`blob ${middle} is corrupt (hash mismatch)`);
+    }
   });
 
   it('refuses a crafted manifest whose chunk before the last is not a whole chunk', async () => {
