@@ -72,7 +72,17 @@ export function RunPage({ runName }: { runName: string }): JSX.Element {
         {runName} <span data-testid="status"><StatusBadge status={r.status} /></span>
       </h1>
       <p class="muted">
-        {`${r.workflow} · attempt ${r.attempt ?? '-'} of ${r.maxAttempts} · ${formatDuration(r.durationMs)} · ${r.instance ?? '-'} · ${formatCost(r.costUsd)}${r.owner ? ` · ${r.owner}` : ''}${r.tag ? ` · tag ${r.tag}` : ''}`}
+        {[
+          r.workflow,
+          `attempt ${r.attempt ?? '-'} of ${r.maxAttempts}`,
+          r.durationMs === null ? null : formatDuration(r.durationMs),
+          r.instance,
+          r.costUsd === null ? null : formatCost(r.costUsd),
+          r.owner,
+          r.tag === null ? null : `tag ${r.tag}`,
+        ]
+          .filter((x): x is string => x !== null)
+          .join(' · ')}
         {detail.restartOf && (
           <>
             {' · restart of '}
