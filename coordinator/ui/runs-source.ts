@@ -15,8 +15,8 @@ export interface RunsSource {
   list(): Promise<RunSummary[]>;
   /** Grows by one at every change. */
   readonly version: number;
-  on(event: 'change', listener: (version: number, changedRuns: string[]) => void): unknown;
-  off(event: 'change', listener: (version: number, changedRuns: string[]) => void): unknown;
+  on(event: 'change', listener: (version: number, changedRuns?: string[]) => void): unknown;
+  off(event: 'change', listener: (version: number, changedRuns?: string[]) => void): unknown;
   close(): void;
 }
 

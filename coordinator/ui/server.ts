@@ -109,7 +109,13 @@ export async function startUiServer(deps: UiServerDeps): Promise<UiServer> {
         const m = route.path.exec(url.pathname);
         if (!m) continue;
         if (route.method !== req.method) throw new HttpError(405, `${req.method ?? ''} is not allowed here`);
-        const params = m.slice(1).map((p) => decodeURIComponent(p));
+        const params = m.slice(1).map((p) => {
+          try {
+            return decodeURIComponent(p);
+          } catch {
+            throw new HttpError(400, 'a malformed path');
+          }
+        });
         const value = await route.handle({ req, res, url, params, body: () => readJsonBody(req) });
         if (value !== HANDLED) sendJson(res, 200, value);
         return;
