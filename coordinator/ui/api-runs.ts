@@ -20,6 +20,15 @@ export interface RunRowJson {
   tag: string | null;
 }
 
+/** The answer of `/api/runs`. */
+export interface RunsPageJson {
+  runs: RunRowJson[];
+  total: number;
+  page: number;
+  pageSize: number;
+  workflows: string[];
+}
+
 /** The page size of `/api/runs`. */
 export const PAGE_SIZE = 50;
 
@@ -102,7 +111,10 @@ export interface RunsApiDeps {
  * `GET /api/runs?workflow=&status=&tag=&page=`: one page of the table. Finished runs come from the
  * index alone; only the unfinished runs that a filter or the page needs are read, as `ps` does.
  */
-export async function runsApi(deps: RunsApiDeps, query: URLSearchParams): Promise<{ runs: RunRowJson[]; total: number; page: number; pageSize: number; workflows: string[] }> {
+export async function runsApi(deps: RunsApiDeps, query: URLSearchParams): Promise<RunsPageJson> {
+  if (deps.runs.page) {
+    return deps.runs.page({ workflow: query.get('workflow') || undefined, status: query.get('status') || undefined, tag: query.get('tag') || undefined, page: Number(query.get('page')) || 1 });
+  }
   const now = Date.now();
   const [summaries, tags] = await Promise.all([deps.runs.list(), deps.tags.byRun()]);
   const workflows = [...new Set(summaries.map((s) => s.workflow))].sort();
