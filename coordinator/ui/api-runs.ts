@@ -76,17 +76,29 @@ export function rowOf(s: RunSummary, view: RunView | null, tag: string | null, n
 
 /**
  * The repo's tags by the run they point to. A tag record never changes once made (it is deleted and
- * made again), so each is read once; one listing per call says which tags exist.
+ * made again), so each is read once; a listing says which tags exist, at most one per `ttlMs`.
  */
 export class TagIndex {
   private readonly records = new Map<string, TagRecord | null>();
+  private listed: { atMs: number; keys: Promise<string[]> } | undefined;
   constructor(
     private readonly store: Store,
     private readonly repoId: string,
+    private readonly ttlMs = 10_000,
   ) {}
 
+  /** Forgets the listing: after the page's own tag action. */
+  invalidate(): void {
+    this.listed = undefined;
+  }
+
   async byRun(): Promise<Map<string, string>> {
-    const keys = (await this.store.list(runKeys.tags(this.repoId))).map((o) => o.key);
+    if (!this.listed || Date.now() - this.listed.atMs > this.ttlMs) {
+      const keys = this.store.list(runKeys.tags(this.repoId)).then((objects) => objects.map((o) => o.key));
+      this.listed = { atMs: Date.now(), keys };
+      keys.catch(() => (this.listed = undefined));
+    }
+    const keys = await this.listed.keys;
     await Promise.all(
       keys.filter((k) => !this.records.has(k)).map(async (k) => this.records.set(k, await readJson(this.store, k, TagRecordSchema).catch(() => null))),
     );

@@ -59,6 +59,7 @@ export async function startUiServer(deps: UiServerDeps): Promise<UiServer> {
   // After an action the summaries are listed again at once: the page shows its effect without waiting.
   const acted = <T>(result: T): T => {
     deps.runs.refreshSoon?.();
+    tags.invalidate();
     return result;
   };
   const routes: Route[] = [
