@@ -14,9 +14,9 @@ const RUN = 'calm-otter-1';
 /** A LocalStore that counts listings: what following a log costs on S3. */
 function counting(store: Store): Store & { lists: number } {
   const counted = Object.assign(Object.create(store) as Store, { lists: 0 });
-  counted.list = (prefix: string) => {
+  counted.list = (...args: Parameters<Store['list']>) => {
     counted.lists += 1;
-    return store.list(prefix);
+    return store.list(...args);
   };
   return counted;
 }
