@@ -9,6 +9,7 @@ import { starvedProfiles } from '../fleet.js';
 import { toError } from '../../common/errors.js';
 import { orphanGraceMs, settleOrphans } from '../../common/orphans.js';
 import { normalizeOwner, ownerLabel } from '../../common/owner.js';
+import { endedFacts, runCost } from '../../common/run-cost.js';
 
 export interface PsOptions {
   run: string | undefined;
@@ -122,22 +123,10 @@ function fleetCells(view: RunView | null, status: string, now: number): string[]
   ];
 }
 
-/** Price × time over the attempts that ran on priced instances; null when none has a known price. */
-export function runCost(view: RunView, now: number): number | null {
-  let total: number | null = null;
-  for (const a of view.attempts) {
-    const offer = view.record.placement?.offers.find((o) => o.instanceType === a.instance?.type && o.market === a.instance?.market);
-    if (!a.instance || !offer) continue;
-    const end = a.endedAt ? Date.parse(a.endedAt) : a.state === 'running' ? Math.min(now, Date.parse(a.heartbeatAt) + a.leaseMs) : Date.parse(a.heartbeatAt);
-    total = (total ?? 0) + (offer.pricePerHour * Math.max(0, end - Date.parse(a.startedAt))) / 3_600_000;
-  }
-  return total;
-}
-
 function summaryOf(view: RunView): RunSummary {
   const { runName, workflow, submittedAt, maxAttempts, owner } = view.record;
   const f = view.final;
-  return { runName, workflow, submittedAt, maxAttempts, ...(owner ? { owner } : {}), ended: f ? { status: f.status, attempt: f.attempt, exitCode: f.exitCode, reason: f.reason ?? '' } : null };
+  return { runName, workflow, submittedAt, maxAttempts, ...(owner ? { owner } : {}), ended: f ? { status: f.status, attempt: f.attempt, exitCode: f.exitCode, reason: f.reason ?? '', ...endedFacts(view, f), finishedAt: f.finishedAt } : null };
 }
 
 /** The run's whole record: what reproduces it (code, spec, pinned deps, overrides) and what happened. */
