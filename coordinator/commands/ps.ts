@@ -9,7 +9,7 @@ import { starvedProfiles } from '../fleet.js';
 import { toError } from '../../common/errors.js';
 import { orphanGraceMs, settleOrphans } from '../../common/orphans.js';
 import { normalizeOwner, ownerLabel } from '../../common/owner.js';
-import { endedFacts, runCost } from '../../common/run-cost.js';
+import { runCost } from '../../common/run-cost.js';
 
 export interface PsOptions {
   run: string | undefined;
@@ -123,10 +123,13 @@ function fleetCells(view: RunView | null, status: string, now: number): string[]
   ];
 }
 
+// runCost lives in common/run-cost.ts (the settlers put it into the ended index key); re-exported for importers of ps.
+export { runCost } from '../../common/run-cost.js';
+
 function summaryOf(view: RunView): RunSummary {
   const { runName, workflow, submittedAt, maxAttempts, owner } = view.record;
   const f = view.final;
-  return { runName, workflow, submittedAt, maxAttempts, ...(owner ? { owner } : {}), ended: f ? { status: f.status, attempt: f.attempt, exitCode: f.exitCode, reason: f.reason ?? '', ...endedFacts(view, f), finishedAt: f.finishedAt } : null };
+  return { runName, workflow, submittedAt, maxAttempts, ...(owner ? { owner } : {}), ended: f ? { status: f.status, attempt: f.attempt, exitCode: f.exitCode, reason: f.reason ?? '' } : null };
 }
 
 /** The run's whole record: what reproduces it (code, spec, pinned deps, overrides) and what happened. */
