@@ -162,7 +162,7 @@ function toJson(r: RunView): Record<string, unknown> {
  * The links of a running run: its dev environment's (token included) and its open ports'. A job on
  * EC2 is reached through an SSH forward, which only `dstack attach` holds open: its link says so.
  */
-async function runLinks(ctx: Context, view: RunView): Promise<Array<{ kind: string; port: number; url: string }>> {
+export async function runLinks(ctx: Pick<Context, 'owner' | 'secrets'>, view: RunView): Promise<Array<{ kind: string; port: number; url: string }>> {
   const last = view.attempts[view.attempts.length - 1];
   if (view.final || last?.state !== 'running' || !last.service) return [];
   if (last.service.ssh) {

@@ -4,7 +4,7 @@ import type { Store } from '../../common/ports.js';
 import { AttemptRecordSchema, FinalRecordSchema, RunRecordSchema, StopRequestSchema, TagRecordSchema, type TagRecord } from '../../common/records/runs.js';
 import { indexKeys, parseEndedKey, parseSubmittedKey, type EndedSummary, type RunSummary } from '../../common/run-index.js';
 import { endedFacts, runCost } from '../../common/run-cost.js';
-import { deriveStatus, readJson, runKeys, type AttemptRecord, type RunRecord, type RunStatus } from '../../common/runs.js';
+import { deriveStatus, readJson, runKeys, type AttemptRecord, type RunRecord, type RunStatus, type RunView } from '../../common/runs.js';
 import type { BudgetClock } from './store-budget.js';
 
 /** One line of the runs table, as `/api/runs` sends it; null where unknown. */
@@ -149,6 +149,17 @@ export class RunCache extends EventEmitter {
     }
     for (const s of shown) if (!s.ended) this.watched.set(s.runName, now);
     return { runs: shown.map((s) => this.rowOf(s, now)), total: picked.length, page, pageSize: PAGE_SIZE, workflows };
+  }
+
+  /**
+   * The unfinished runs as read now (GETs by known keys, no listing): what the machines and
+   * services pages show (heartbeats, links). A run found ended here leaves the list for good.
+   */
+  async liveViews(): Promise<RunView[]> {
+    await this.start();
+    await Promise.all([...this.live.keys()].map((name) => this.read(name)));
+    this.publish();
+    return [...this.live.values()].map((l) => ({ record: l.record, attempts: l.attempts, final: null, stop: null, artifacts: null, status: l.status }));
   }
 
   /** One step (the timer calls it; tests too): steps never overlap. Emits 'step' when done. */
