@@ -112,7 +112,7 @@ export function CostPage(): JSX.Element {
                   {d.byWorkflow[wf] === undefined ? '-' : usd(d.byWorkflow[wf] ?? 0)}
                 </td>
               ))}
-              <td data-col="total">{usd(Object.values(d.byWorkflow).reduce((a, b) => a + b, 0))}</td>
+              <td data-col="total">{Object.keys(d.byWorkflow).length === 0 ? '-' : usd(Object.values(d.byWorkflow).reduce((a, b) => a + b, 0))}</td>
             </tr>
           ))}
         </tbody>
