@@ -3,51 +3,14 @@ import { toError } from '../../common/errors.js';
 import type { Store } from '../../common/ports.js';
 import { AttemptRecordSchema, FinalRecordSchema, RunRecordSchema, StopRequestSchema, TagRecordSchema, type TagRecord } from '../../common/records/runs.js';
 import { indexKeys, parseEndedKey, parseSubmittedKey, type EndedSummary, type RunSummary } from '../../common/run-index.js';
-import { endedFacts, runCost } from '../../common/run-cost.js';
-import { deriveStatus, readJson, runKeys, type AttemptRecord, type RunRecord, type RunStatus, type RunView } from '../../common/runs.js';
+import { endedFacts } from '../../common/run-cost.js';
+import { deriveStatus, readJson, runKeys, type AttemptRecord, type RunStatus, type RunView } from '../../common/runs.js';
 import type { BudgetClock } from './store-budget.js';
+import { PAGE_SIZE, rowOf, type LiveRun, type RunsPage, type RunsQuery } from './run-rows.js';
 
-/** One line of the runs table, as `/api/runs` sends it; null where unknown. */
-export interface RunRowJson {
-  runName: string;
-  workflow: string;
-  status: RunStatus;
-  attempt: number | null;
-  maxAttempts: number;
-  owner: string | null;
-  submittedAt: string;
-  durationMs: number | null;
-  instance: string | null;
-  costUsd: number | null;
-  tag: string | null;
-}
+export { PAGE_SIZE, type RunRowJson, type RunsPage, type RunsQuery } from './run-rows.js';
 
-/** The filters of `/api/runs`; `page` counts from 1. */
-export interface RunsQuery {
-  workflow?: string | undefined;
-  status?: string | undefined;
-  tag?: string | undefined;
-  page?: number | undefined;
-}
-
-/** The answer of `/api/runs`. */
-export interface RunsPage {
-  runs: RunRowJson[];
-  total: number;
-  page: number;
-  pageSize: number;
-  workflows: string[];
-}
-
-export const PAGE_SIZE = 50;
-
-/** An unfinished run as last read: its record (written once) and attempts. */
-interface Live {
-  record: RunRecord;
-  attempts: AttemptRecord[];
-  status: RunStatus;
-}
-
+/** Options of RunCache: the (budgeted) Store, the repo, and its rhythm. */
 export interface RunCacheOptions {
   store: Store;
   repoId: string;
@@ -79,7 +42,7 @@ export class RunCache extends EventEmitter {
   /** Summaries by run name, in index order (oldest first). */
   private runs = new Map<string, RunSummary>();
   private newestSubmittedAt: string | undefined;
-  private readonly live = new Map<string, Live>();
+  private readonly live = new Map<string, LiveRun>();
   /** Ended summaries learnt by reading runs: kept over later listings whose ended key is missing. */
   private readonly endedSeen = new Map<string, EndedSummary>();
   private readonly watched = new Map<string, number>();
@@ -148,7 +111,7 @@ export class RunCache extends EventEmitter {
       shown = shown.map((s) => this.runs.get(s.runName) ?? s);
     }
     for (const s of shown) if (!s.ended) this.watched.set(s.runName, now);
-    return { runs: shown.map((s) => this.rowOf(s, now)), total: picked.length, page, pageSize: PAGE_SIZE, workflows };
+    return { runs: shown.map((s) => rowOf(s, s.ended ? undefined : this.live.get(s.runName), this.tagOf(s.runName) ?? null, now)), total: picked.length, page, pageSize: PAGE_SIZE, workflows };
   }
 
   /**
@@ -314,26 +277,5 @@ export class RunCache extends EventEmitter {
 
   private tagOf(runName: string): string | undefined {
     return this.tagByRun.get(runName) ?? this.live.get(runName)?.record.tag;
-  }
-
-  /** The row of a run: from the index alone once it has ended, from its records while it has not. */
-  private rowOf(s: RunSummary, nowMs: number): RunRowJson {
-    const base = { runName: s.runName, workflow: s.workflow, maxAttempts: s.maxAttempts, submittedAt: s.submittedAt, tag: this.tagOf(s.runName) ?? null };
-    const live = this.live.get(s.runName);
-    if (s.ended || !live) {
-      const e = s.ended;
-      return { ...base, status: e?.status ?? 'submitted', attempt: e?.attempt ?? null, owner: s.owner ?? null, durationMs: e?.durationMs ?? null, instance: e?.instance ?? null, costUsd: e?.costUsd ?? null };
-    }
-    const first = live.attempts[0];
-    const last = live.attempts.at(-1);
-    return {
-      ...base,
-      status: live.status,
-      attempt: live.attempts.length === 0 ? null : live.attempts.length,
-      owner: live.record.owner ?? s.owner ?? null,
-      durationMs: first ? Math.max(0, nowMs - Date.parse(first.startedAt)) : null,
-      instance: last?.instance ? `${last.instance.type} ${last.instance.market}` : (last?.host ?? null),
-      costUsd: runCost(live, nowMs),
-    };
   }
 }
