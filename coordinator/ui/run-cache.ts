@@ -151,9 +151,10 @@ export class RunCache extends EventEmitter {
     const full = this.fullSoon || now - this.lastFullMs >= (this.o.fullEveryMs ?? 300_000);
     const toRead = new Set<string>();
     if (full) {
+      await this.listAll();
+      // Only once it has succeeded: a failed full listing is tried again at the next step.
       this.fullSoon = false;
       this.lastFullMs = now;
-      await this.listAll();
       // As `ps` does: every unfinished run is read on a full listing (they are few), so that status filters hold.
       for (const s of this.runs.values()) if (!s.ended) toRead.add(s.runName);
     } else {

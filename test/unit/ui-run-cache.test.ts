@@ -120,6 +120,24 @@ describe('ui run cache: the runs table at the cost of one listing a step', () =>
     expect((await cache.page({})).total).to.equal(60);
   });
 
+  it('a full listing that fails is tried again at the next step, not 5 minutes later', async () => {
+    const failing = new CountingStore(store);
+    let fail = true;
+    const flaky = Object.assign(Object.create(failing) as CountingStore, {
+      list: (prefix: string, o?: { startAfter?: string }) => (fail ? Promise.reject(new Error('S3 is down')) : failing.list(prefix, o)),
+    });
+    cache.stop();
+    cache = new RunCache({ store: flaky, repoId: REPO, clock, tickMs: 86_400_000, onError: (e) => errors.push(e) });
+    expect((await cache.page({})).total).to.equal(0);
+    expect(errors.splice(0).map((e) => e.message)).to.deep.equal(['S3 is down']);
+    fail = false;
+    await cache.step();
+    // The whole index again (not an incremental listing that would take every run for a new one and read it).
+    expect(failing.lists.map((l) => l.prefix)).to.include(`repos/${REPO}/index/ended/`);
+    expect((await cache.page({})).total).to.equal(61);
+    expect(failing.gets.filter((k) => k.includes('/runs/done-run-'))).to.deep.equal([]);
+  });
+
   it('steps on its own once started, one step every tickMs, until stopped', async () => {
     cache.stop();
     cache = new RunCache({ store, repoId: REPO, clock, tickMs: 2000, onError: (e) => errors.push(e) });
