@@ -66,7 +66,8 @@ export function rowOf(s: RunSummary, live: LiveRun | undefined, tag: string | nu
     attempt: live.attempts.length === 0 ? null : live.attempts.length,
     owner: live.record.owner ?? s.owner ?? null,
     durationMs: first ? Math.max(0, nowMs - Date.parse(first.startedAt)) : null,
-    instance: last?.instance ? `${last.instance.type} ${last.instance.market}` : (last?.host ?? null),
+    // A local agent has no instance, running or finished (the ended key says `-` too).
+    instance: last?.instance ? `${last.instance.type} ${last.instance.market}` : null,
     costUsd: runCost(live, nowMs),
   };
 }
