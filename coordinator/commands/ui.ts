@@ -18,15 +18,32 @@ const POLL_MS = 2000;
 export async function uiCommand(ctx: Context, o: UiOptions, signals: { terminated: Promise<void> }): Promise<number> {
   const info = await repoInfo(ctx.cwd);
   const { startUiServer } = await import('../ui/server.js');
-  const { PollingRunsSource } = await import('../ui/runs-source.js');
-  // TODO(merge): the Store the pages read is wrapped by coordinator/ui/store-budget.ts, and the source is coordinator/ui/run-cache.ts.
-  const store = ctx.store;
-  const runs = new PollingRunsSource(store, info.repoId, { pollMs: POLL_MS, onError: (e) => ctx.out.note(`dstack ui: reading runs: ${e.message}`) });
-  const server = await startUiServer({ ctx, store, repoId: info.repoId, runs, port: o.port, log: (line) => ctx.out.note(line) });
+  const { BudgetedStore } = await import('../ui/store-budget.js');
+  const { RunCache } = await import('../ui/run-cache.js');
+  const { machinesApi } = await import('../ui/api-machines.js');
+  const { costApi } = await import('../ui/api-cost.js');
+  const { servicesApi } = await import('../ui/api-services.js');
+  // The pages read through a Store that starts at most one listing a second, for all tabs together.
+  const store = new BudgetedStore(ctx.store);
+  const runs = new RunCache({ store, repoId: info.repoId, tickMs: POLL_MS, onError: (e) => ctx.out.note(`dstack ui: reading runs: ${e.message}`) });
+  const server = await startUiServer({
+    ctx,
+    store,
+    repoId: info.repoId,
+    runs,
+    port: o.port,
+    log: (line) => ctx.out.note(line),
+    extraRoutes: [
+      { method: 'GET', path: /^\/api\/machines$/, handle: () => machinesApi({ store, queueFor: ctx.queueFor, compute: ctx.compute, runs }) },
+      { method: 'GET', path: /^\/api\/cost$/, handle: (r) => costApi({ runs }, r.url.searchParams) },
+      { method: 'GET', path: /^\/api\/services$/, handle: () => servicesApi({ owner: ctx.owner, ...(ctx.secrets ? { secrets: ctx.secrets } : {}), runs }) },
+    ],
+  });
   ctx.out.line(`dstack ui: ${server.url}`);
   if (o.open && hasDisplay(ctx.shellEnv)) openBrowser(server.url, (line) => ctx.out.note(line));
   await Promise.race([ctx.interrupted, signals.terminated]);
   await server.close();
+  store.close();
   return 0;
 }
 

@@ -37,8 +37,7 @@ async function nextChunks(store: Store, repoId: string, runName: string, after: 
     if (found.length > 0) return found;
     if (!ended && !(await store.head(runKeys.attempt(repoId, runName, attempt + 1)))) return [];
   }
-  // TODO(merge): store.list(prefix, { startAfter: prefix + after }) lists only the new keys.
-  const listed = (await store.list(prefix)).filter((o) => after === null || o.key.slice(prefix.length) > after);
+  const listed = await store.list(prefix, after === null ? {} : { startAfter: prefix + after });
   return listed.slice(0, CHUNKS_PER_CALL + 1).map((o) => ({ key: o.key, body: undefined }));
 }
 

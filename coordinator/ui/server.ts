@@ -87,10 +87,6 @@ export async function startUiServer(deps: UiServerDeps): Promise<UiServer> {
         return HANDLED;
       },
     },
-    // Helper B's pages (coordinator/ui/api-{machines,cost,services}.ts), one line each:
-    // { method: 'GET', path: /^\/api\/machines$/, handle: () => machinesApi({ ctx: deps.ctx, store }) },
-    // { method: 'GET', path: /^\/api\/cost$/, handle: (r) => costApi({ runs: deps.runs }, r.url.searchParams) },
-    // { method: 'GET', path: /^\/api\/services$/, handle: () => servicesApi({ ctx: deps.ctx, store, repoId, runs: deps.runs }) },
     ...(deps.extraRoutes ?? []),
   ];
 

@@ -2,17 +2,16 @@ import type { JSX } from 'preact';
 import { useEffect, useState } from 'preact/hooks';
 import { RunPage } from './run.js';
 import { RunsPage } from './runs.js';
-// Helper B's pages, one line each (and one line each in PAGES below):
-// import { MachinesPage } from './machines.js';
-// import { CostPage } from './cost.js';
-// import { ServicesPage } from './services.js';
+import { MachinesPage } from './machines.js';
+import { CostPage } from './cost.js';
+import { ServicesPage } from './services.js';
 
 /** The pages in the nav, in order: `#/<key>` shows `render()`. */
 const PAGES: Array<{ key: string; label: string; render: () => JSX.Element }> = [
   { key: 'runs', label: 'Runs', render: () => <RunsPage /> },
-  // { key: 'machines', label: 'Machines', render: () => <MachinesPage /> },
-  // { key: 'cost', label: 'Cost', render: () => <CostPage /> },
-  // { key: 'services', label: 'Dev environments & ports', render: () => <ServicesPage /> },
+  { key: 'machines', label: 'Machines', render: () => <MachinesPage /> },
+  { key: 'cost', label: 'Cost', render: () => <CostPage /> },
+  { key: 'services', label: 'Dev environments & ports', render: () => <ServicesPage /> },
 ];
 
 /** A hash route: `#/runs`, `#/run/<name>`, `#/machines`…; anything else is the runs. */
