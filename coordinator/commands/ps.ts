@@ -134,7 +134,8 @@ export function runCost(view: RunView, now: number): number | null {
   return total;
 }
 
-function summaryOf(view: RunView): RunSummary {
+/** A run's index summary rebuilt from its records (for a run read in full). */
+export function summaryOf(view: RunView): RunSummary {
   const { runName, workflow, submittedAt, maxAttempts, owner } = view.record;
   const f = view.final;
   return { runName, workflow, submittedAt, maxAttempts, ...(owner ? { owner } : {}), ended: f ? { status: f.status, attempt: f.attempt, exitCode: f.exitCode, reason: f.reason ?? '' } : null };
@@ -170,7 +171,7 @@ function toJson(r: RunView): Record<string, unknown> {
  * The links of a running run: its dev environment's (token included) and its open ports'. A job on
  * EC2 is reached through an SSH forward, which only `dstack attach` holds open: its link says so.
  */
-async function runLinks(ctx: Context, view: RunView): Promise<Array<{ kind: string; port: number; url: string }>> {
+export async function runLinks(ctx: Pick<Context, 'owner' | 'secrets'>, view: RunView): Promise<Array<{ kind: string; port: number; url: string }>> {
   const last = view.attempts[view.attempts.length - 1];
   if (view.final || last?.state !== 'running' || !last.service) return [];
   if (last.service.ssh) {
