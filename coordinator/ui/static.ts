@@ -37,6 +37,11 @@ export async function serveStatic(pathname: string, res: ServerResponse): Promis
     res.end(INDEX_HTML);
     return;
   }
+  if (pathname === '/favicon.ico') {
+    res.writeHead(204, headers);
+    res.end();
+    return;
+  }
   const m = /^\/([A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*)\.(js|css|map)$/.exec(pathname);
   if (!m) throw new HttpError(404, 'not found');
   const body = await readFile(join(DIR, `${m[1] ?? ''}.${m[2] ?? ''}`)).catch(() => undefined);
