@@ -3,7 +3,7 @@ import { createHash } from 'node:crypto';
 import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Locator } from 'playwright-core';
-import { openBrowser, type TestBrowser } from '../support/browser.js';
+import { openBrowser, outputFolderName, type TestBrowser } from '../support/browser.js';
 import { dstack, killAgents, makeHome, makeRepo, removeAll, tempDir, waitFor } from '../support/cli.js';
 import { loginCookie, rawRequest, startUi, type UiServer } from '../support/ui.js';
 import { UI_REPO_FILES, statusOf, submit, submitWithDiff, waitForStatus } from '../support/ui-runs.js';
@@ -39,9 +39,14 @@ describe('e2e: dstack ui in a real browser', function () {
   const pageErrors: string[] = [];
   const page = () => browser!.page;
   const flag = (name: string): string => join(flags, name);
-  /** Logs in through the printed URL (token → cookie), then opens the hash route. */
+  /**
+   * Logs in through the printed URL (token → cookie), then loads the page at the hash route, as a
+   * pasted link does. (A hash change right after the app's first render can be missed: the app
+   * reads the hash, then listens for changes in an effect; see the report.)
+   */
   const open = async (route: string): Promise<void> => {
     await page().goto(ui!.url);
+    await page().goto('about:blank');
     await page().goto(`${ui!.origin}/#${route}`);
   };
 
@@ -57,6 +62,12 @@ describe('e2e: dstack ui in a real browser', function () {
     runs.diffed = await submitWithDiff(repo, home, 'quick');
     for (const name of Object.values(runs)) await waitForStatus(repo, home, name, FINAL);
     ui = await startUi({ cwd: repo, home });
+  });
+
+  afterEach(async function () {
+    // What the page showed when a test failed: beside the screenshots, for whoever reads the failure.
+    const t = this.currentTest;
+    if (t?.state === 'failed' && browser) await browser.screenshot(`failed-${outputFolderName(t.title).slice(0, 40)}`).catch(() => undefined);
   });
 
   after(async () => {
@@ -208,6 +219,7 @@ describe('e2e: dstack ui in a real browser', function () {
       ['services', '/services', 'table[data-testid=services]'],
     ];
     await open('/runs');
+    await page().locator('table[data-testid=runs] tr[data-run]').first().waitFor({ timeout: 15_000 });
     const missing: string[] = [];
     for (const [name, route, ready] of pages) {
       // Through the nav link where there is one, as a user goes; the run page by its route.
