@@ -5,24 +5,11 @@ import { join } from 'node:path';
 import type { Locator } from 'playwright-core';
 import { openBrowser, outputFolderName, type TestBrowser } from '../support/browser.js';
 import { dstack, killAgents, makeHome, makeRepo, removeAll, tempDir, waitFor } from '../support/cli.js';
-import { loginCookie, rawRequest, startUi, type UiServer } from '../support/ui.js';
+import { loginCookie, rawRequest, startUi, waitForText, type UiServer } from '../support/ui.js';
 import { UI_REPO_FILES, statusOf, submit, submitWithDiff, waitForStatus } from '../support/ui-runs.js';
 
 const FINAL = ['done', 'failed', 'stopped'];
 const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
-
-/** Waits until the first element of `l` has text matching `re`; the error says what it read last. */
-async function waitForText(l: Locator, re: RegExp, what: string, timeoutMs = 30_000): Promise<string> {
-  let last = null as string | null;
-  try {
-    return await waitFor(async () => {
-      last = await l.first().textContent({ timeout: 500 }).catch(() => null);
-      return last !== null && re.test(last) ? last : undefined;
-    }, timeoutMs, what);
-  } catch (e) {
-    throw new Error(`${(e as Error).message}: expected ${String(re)}, got ${last === null ? 'no element' : JSON.stringify(last.slice(0, 300))}`);
-  }
-}
 
 /**
  * `dstack ui` on a local backend filled by real runs (one agent pool, one server, one headless
@@ -208,6 +195,45 @@ describe('e2e: dstack ui in a real browser', function () {
     await dialog.locator('button[data-confirm=yes]').click({ timeout: 5_000 });
     await waitForText(page().locator('[data-testid=status]'), /stopped/i, 'the stopped status on the page');
     expect(await statusOf(repo, home, gated)).to.equal('stopped');
+  });
+
+  it('buttons: tag (named in the confirm) and restart act as the CLI does', async () => {
+    await open(`/run/${runs.produce}`);
+    const dialog = page().locator('dialog[data-testid=confirm]');
+    await page().locator('button[data-action=tag]').click({ timeout: 15_000 });
+    await dialog.locator('input').fill('golden', { timeout: 5_000 });
+    await dialog.locator('button[data-confirm=yes]').click();
+    await waitFor(async () => (new RegExp(`^golden\\s+${runs.produce}\\s`, 'm').test((await dstack(['tags', 'list'], { cwd: repo, home })).stdout) ? true : undefined), 15_000, '`dstack tags list` to show golden');
+    await page().locator('button[data-action=restart]').click();
+    await dialog.locator('button[data-confirm=yes]').click({ timeout: 5_000 });
+    const restarts = async (): Promise<Array<{ runName: string; status: string }>> =>
+      (JSON.parse((await dstack(['ps', '-a', '--json'], { cwd: repo, home })).stdout) as Array<{ runName: string; status: string; restartOf: string | null }>).filter((r) => r.restartOf === runs.produce);
+    const again = await waitFor(async () => (await restarts())[0], 15_000, `a restart of ${runs.produce}`);
+    expect(await waitForStatus(repo, home, again.runName, FINAL)).to.equal('done');
+    expect(await restarts()).to.have.length(1);
+  });
+
+  it('runs: the filters by status, workflow and tag show only the matching runs', async () => {
+    await open('/runs');
+    const rows = page().locator('table[data-testid=runs] tr[data-run]');
+    const shown = async (): Promise<string[]> => (await Promise.all((await rows.all()).map((r) => r.getAttribute('data-run')))).map(String).sort();
+    const expectRows = async (want: string[], what: string): Promise<void> => {
+      let last: string[] = [];
+      await waitFor(async () => ((last = await shown()).join() === [...want].sort().join() ? true : undefined), 15_000, what).catch((e: Error) => {
+        throw new Error(`${e.message}: expected ${want.join(', ')}, got ${last.join(', ') || 'no rows'}`);
+      });
+    };
+    await rows.first().waitFor({ timeout: 15_000 });
+    const status = page().locator('select[data-filter=status]');
+    const workflow = page().locator('select[data-filter=workflow]');
+    await status.selectOption('failed');
+    await expectRows([runs.fails!], 'the failed runs');
+    await status.selectOption('');
+    await workflow.selectOption('hostile');
+    await expectRows([runs.hostile!], 'the runs of hostile');
+    await workflow.selectOption('');
+    await page().locator('input[data-filter=tag]').fill('golden');
+    await expectRows([runs.produce!], 'the run tagged golden');
   });
 
   it('screenshots: each page is saved under the test output folder', async () => {

@@ -1,5 +1,6 @@
 import { request } from 'node:http';
-import { spawnCli, type SpawnedCli } from './cli.js';
+import type { Locator } from 'playwright-core';
+import { spawnCli, waitFor, type SpawnedCli } from './cli.js';
 
 /** The line `dstack ui` prints once it listens (design15: "dstack ui: http://127.0.0.1:PORT/?token=TOKEN"). */
 export const UI_LINE = /^dstack ui: (http:\/\/127\.0\.0\.1:(\d+)\/\?token=([A-Za-z0-9_-]+))$/m;
@@ -81,4 +82,17 @@ export async function loginCookie(ui: UiServer): Promise<string> {
   const setCookie = res.headers['set-cookie']?.[0];
   if (res.status !== 302 || setCookie === undefined) throw new Error(`GET /?token= answered ${res.status} without a cookie`);
   return setCookie.split(';')[0] ?? '';
+}
+
+/** Waits until the first element of `l` has text matching `re`; the error says what it read last. */
+export async function waitForText(l: Locator, re: RegExp, what: string, timeoutMs = 30_000): Promise<string> {
+  let last = null as string | null;
+  try {
+    return await waitFor(async () => {
+      last = await l.first().textContent({ timeout: 500 }).catch(() => null);
+      return last !== null && re.test(last) ? last : undefined;
+    }, timeoutMs, what);
+  } catch (e) {
+    throw new Error(`${(e as Error).message}: expected ${String(re)}, got ${last === null ? 'no element' : JSON.stringify(last.slice(0, 300))}`);
+  }
 }
