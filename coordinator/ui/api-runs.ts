@@ -20,6 +20,15 @@ export interface RunRowJson {
   tag: string | null;
 }
 
+/** The answer of `/api/runs`. */
+export interface RunsPageJson {
+  runs: RunRowJson[];
+  total: number;
+  page: number;
+  pageSize: number;
+  workflows: string[];
+}
+
 /** The page size of `/api/runs`. */
 export const PAGE_SIZE = 50;
 
@@ -67,17 +76,29 @@ export function rowOf(s: RunSummary, view: RunView | null, tag: string | null, n
 
 /**
  * The repo's tags by the run they point to. A tag record never changes once made (it is deleted and
- * made again), so each is read once; one listing per call says which tags exist.
+ * made again), so each is read once; a listing says which tags exist, at most one per `ttlMs`.
  */
 export class TagIndex {
   private readonly records = new Map<string, TagRecord | null>();
+  private listed: { atMs: number; keys: Promise<string[]> } | undefined;
   constructor(
     private readonly store: Store,
     private readonly repoId: string,
+    private readonly ttlMs = 10_000,
   ) {}
 
+  /** Forgets the listing: after the page's own tag action. */
+  invalidate(): void {
+    this.listed = undefined;
+  }
+
   async byRun(): Promise<Map<string, string>> {
-    const keys = (await this.store.list(runKeys.tags(this.repoId))).map((o) => o.key);
+    if (!this.listed || Date.now() - this.listed.atMs > this.ttlMs) {
+      const keys = this.store.list(runKeys.tags(this.repoId)).then((objects) => objects.map((o) => o.key));
+      this.listed = { atMs: Date.now(), keys };
+      keys.catch(() => (this.listed = undefined));
+    }
+    const keys = await this.listed.keys;
     await Promise.all(
       keys.filter((k) => !this.records.has(k)).map(async (k) => this.records.set(k, await readJson(this.store, k, TagRecordSchema).catch(() => null))),
     );
@@ -102,7 +123,10 @@ export interface RunsApiDeps {
  * `GET /api/runs?workflow=&status=&tag=&page=`: one page of the table. Finished runs come from the
  * index alone; only the unfinished runs that a filter or the page needs are read, as `ps` does.
  */
-export async function runsApi(deps: RunsApiDeps, query: URLSearchParams): Promise<{ runs: RunRowJson[]; total: number; page: number; pageSize: number; workflows: string[] }> {
+export async function runsApi(deps: RunsApiDeps, query: URLSearchParams): Promise<RunsPageJson> {
+  if (deps.runs.page) {
+    return deps.runs.page({ workflow: query.get('workflow') || undefined, status: query.get('status') || undefined, tag: query.get('tag') || undefined, page: Number(query.get('page')) || 1 });
+  }
   const now = Date.now();
   const [summaries, tags] = await Promise.all([deps.runs.list(), deps.tags.byRun()]);
   const workflows = [...new Set(summaries.map((s) => s.workflow))].sort();

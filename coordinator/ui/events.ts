@@ -12,7 +12,8 @@ const KEEP_ALIVE_MS = 15_000;
 export class EventHub {
   private readonly clients = new Set<ServerResponse>();
   private readonly timer: NodeJS.Timeout;
-  private readonly onChange = (version: number, changed: string[]): void => {
+  // `changed` may be absent (a source that only counts versions): the pages then refetch on `runs`.
+  private readonly onChange = (version: number, changed: string[] = []): void => {
     let text = `event: runs\ndata: ${JSON.stringify({ version })}\n\n`;
     for (const runName of changed) text += `event: run\ndata: ${JSON.stringify({ runName })}\n\n`;
     for (const res of this.clients) res.write(text);

@@ -3,6 +3,7 @@ import { toError } from '../../common/errors.js';
 import type { Store } from '../../common/ports.js';
 import { listSummaries, type RunSummary } from '../../common/run-index.js';
 import { loadRun } from '../../common/runs.js';
+import type { RunsPageJson } from './api-runs.js';
 
 /**
  * Where the server gets the runs' summaries from. The server holds no state of its own: this is
@@ -15,9 +16,24 @@ export interface RunsSource {
   list(): Promise<RunSummary[]>;
   /** Grows by one at every change. */
   readonly version: number;
-  on(event: 'change', listener: (version: number, changedRuns: string[]) => void): unknown;
-  off(event: 'change', listener: (version: number, changedRuns: string[]) => void): unknown;
+  on(event: 'change', listener: (version: number, changedRuns?: string[]) => void): unknown;
+  off(event: 'change', listener: (version: number, changedRuns?: string[]) => void): unknown;
   close(): void;
+  /**
+   * One page of `/api/runs`, when the source computes it itself (run-cache.ts does, reading only
+   * the unfinished runs it watches); otherwise api-runs.ts builds it from `list()`.
+   */
+  page?(q: RunsQuery): Promise<RunsPageJson>;
+  /** Asks for a full listing at the next refresh: after an action (stop, tag, restart) of the page. */
+  refreshSoon?(): void;
+}
+
+/** The filters of `/api/runs`; `page` counts from 1. */
+export interface RunsQuery {
+  workflow?: string | undefined;
+  status?: string | undefined;
+  tag?: string | undefined;
+  page?: number | undefined;
 }
 
 /**
@@ -30,6 +46,8 @@ export class PollingRunsSource extends EventEmitter implements RunsSource {
   private fingerprints = new Map<string, string>();
   private timer: NodeJS.Timeout | undefined;
   private closed = false;
+  private refreshing = false;
+  private first: Promise<void> | undefined;
 
   constructor(
     private readonly store: Store,
@@ -40,7 +58,8 @@ export class PollingRunsSource extends EventEmitter implements RunsSource {
   }
 
   async list(): Promise<RunSummary[]> {
-    if (this.summaries === undefined) await this.refresh();
+    // Tabs that open together share the first listing.
+    if (this.summaries === undefined) await (this.first ??= this.refresh().finally(() => (this.first = undefined)));
     this.arm();
     return this.summaries ?? [];
   }
@@ -50,17 +69,28 @@ export class PollingRunsSource extends EventEmitter implements RunsSource {
     if (this.timer) clearTimeout(this.timer);
   }
 
+  /** The next refresh comes at once (a refresh under way finishes first). */
+  refreshSoon(): void {
+    if (this.timer && !this.refreshing) {
+      clearTimeout(this.timer);
+      this.timer = undefined;
+      this.arm(0);
+    }
+  }
+
   /** Re-armed with setTimeout, so that a slow listing never overlaps the next. */
-  private arm(): void {
+  private arm(delayMs: number = this.o.pollMs): void {
     if (this.timer || this.closed) return;
     this.timer = setTimeout(() => {
+      this.refreshing = true;
       this.refresh()
         .catch((e: unknown) => this.o.onError?.(toError(e)))
         .finally(() => {
+          this.refreshing = false;
           this.timer = undefined;
           this.arm();
         });
-    }, this.o.pollMs);
+    }, delayMs);
   }
 
   private async refresh(): Promise<void> {

@@ -56,6 +56,12 @@ export async function startUiServer(deps: UiServerDeps): Promise<UiServer> {
     if (!Number.isInteger(n) || n < 0) throw new HttpError(400, 'not an artifact index');
     return n;
   };
+  // After an action the summaries are listed again at once: the page shows its effect without waiting.
+  const acted = <T>(result: T): T => {
+    deps.runs.refreshSoon?.();
+    tags.invalidate();
+    return result;
+  };
   const routes: Route[] = [
     { method: 'GET', path: /^\/api\/runs$/, handle: (r) => runsApi({ store, repoId, runs: deps.runs, tags }, r.url.searchParams) },
     { method: 'GET', path: /^\/api\/runs\/([^/]+)$/, handle: (r) => runApi({ store, repoId, ctx: deps.ctx, tags, seen }, run(r)) },
@@ -70,9 +76,9 @@ export async function startUiServer(deps: UiServerDeps): Promise<UiServer> {
       },
     },
     // Actions write through the CLI's own Store (not the budgeted one) and follow the CLI's owner rules.
-    { method: 'POST', path: /^\/api\/runs\/([^/]+)\/stop$/, handle: async (r) => stopAction(deps.ctx, run(r), await r.body()) },
-    { method: 'POST', path: /^\/api\/runs\/([^/]+)\/restart$/, handle: (r) => restartAction(deps.ctx, run(r)) },
-    { method: 'POST', path: /^\/api\/runs\/([^/]+)\/tag$/, handle: async (r) => tagAction(deps.ctx, run(r), await r.body()) },
+    { method: 'POST', path: /^\/api\/runs\/([^/]+)\/stop$/, handle: async (r) => acted(await stopAction(deps.ctx, run(r), await r.body())) },
+    { method: 'POST', path: /^\/api\/runs\/([^/]+)\/restart$/, handle: async (r) => acted(await restartAction(deps.ctx, run(r))) },
+    { method: 'POST', path: /^\/api\/runs\/([^/]+)\/tag$/, handle: async (r) => acted(await tagAction(deps.ctx, run(r), await r.body())) },
     {
       method: 'GET',
       path: /^\/api\/events$/,
@@ -109,7 +115,13 @@ export async function startUiServer(deps: UiServerDeps): Promise<UiServer> {
         const m = route.path.exec(url.pathname);
         if (!m) continue;
         if (route.method !== req.method) throw new HttpError(405, `${req.method ?? ''} is not allowed here`);
-        const params = m.slice(1).map((p) => decodeURIComponent(p));
+        const params = m.slice(1).map((p) => {
+          try {
+            return decodeURIComponent(p);
+          } catch {
+            throw new HttpError(400, 'a malformed path');
+          }
+        });
         const value = await route.handle({ req, res, url, params, body: () => readJsonBody(req) });
         if (value !== HANDLED) sendJson(res, 200, value);
         return;

@@ -98,9 +98,18 @@ describe('dstack ui (the built CLI, local backend, one real run)', function () {
     expect(detail.run.status).to.equal('done');
     expect(detail.artifacts).to.deep.equal([{ index: 0, path: 'out', files: 2, sizeBytes: 300_006 }]);
     expect(detail.attempts).to.have.length(1);
-    const logs = JSON.parse((await call(`${origin}/api/runs/${runName}/logs`, { headers: { cookie } })).body.toString()) as { records: Array<{ text: string }>; done: boolean };
-    expect(logs.done).to.equal(true);
-    expect(logs.records.map((r) => r.text).join('')).to.include('plain \x1b[31mred\x1b[0m <b>bold?</b>');
+    // Read as the page does: from the cursor, until the server says the output is all there.
+    let text = '';
+    let cursor: string | null = null;
+    for (let calls = 0; ; calls++) {
+      expect(calls, "calls to read a finished run's output").to.be.below(5);
+      const logs = JSON.parse((await call(`${origin}/api/runs/${runName}/logs${cursor === null ? '' : `?after=${cursor}`}`, { headers: { cookie } })).body.toString()) as { records: Array<{ text: string }>; cursor: string | null; done: boolean };
+      text += logs.records.map((r) => r.text).join('');
+      cursor = logs.cursor;
+      if (logs.done) break;
+    }
+    expect(text).to.include('plain \x1b[31mred\x1b[0m <b>bold?</b>');
+    expect((await call(`${origin}/api/runs/${runName}/logs?after=..%2Frun.json`, { headers: { cookie } })).status, 'a cursor that is not a chunk name').to.equal(400);
     const tree = JSON.parse((await call(`${origin}/api/runs/${runName}/artifacts/0/tree`, { headers: { cookie } })).body.toString()) as { entries: Array<{ path: string; type: string; sizeBytes: number }> };
     expect(tree.entries).to.deep.include({ path: 'sub/blob.bin', type: 'file', sizeBytes: 300_000 });
     const file = await call(`${origin}/api/runs/${runName}/artifacts/0/download?path=${encodeURIComponent('sub/blob.bin')}`, { headers: { cookie } });

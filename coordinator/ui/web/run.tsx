@@ -24,11 +24,18 @@ export function RunPage({ runName }: { runName: string }): JSX.Element {
   const [notice, setNotice] = useState<string | null>(null);
   const logs = useLogs(runName);
 
+  const finishedNow = detail !== null && FINISHED.has(detail.run.status);
   useEffect(() => {
     const bump = (): void => setVersion((v) => v + 1);
     const offRun = onEvent('run', (d) => d.runName === runName && bump());
-    return offRun;
-  }, [runName]);
+    // A source that does not name the changed runs: an unfinished run is fetched again on any change
+    // (a finished one is not: it no longer changes, and reading it would cost a GET per change).
+    const offRuns = onEvent('runs', () => !finishedNow && bump());
+    return () => {
+      offRun();
+      offRuns();
+    };
+  }, [runName, finishedNow]);
   useEffect(() => {
     let live = true;
     getJson<RunDetail>(`/api/runs/${seg(runName)}`).then(
