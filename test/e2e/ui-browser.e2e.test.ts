@@ -28,8 +28,8 @@ describe('e2e: dstack ui in a real browser', function () {
   const flag = (name: string): string => join(flags, name);
   /**
    * Logs in through the printed URL (token → cookie), then loads the page at the hash route, as a
-   * pasted link does. (A hash change right after the app's first render can be missed: the app
-   * reads the hash, then listens for changes in an effect; see the report.)
+   * pasted link does. A fresh document, not a hash change: the app reads the hash at its first
+   * render and listens for changes only from an effect, so a change in between would be lost.
    */
   const open = async (route: string): Promise<void> => {
     await page().goto(ui!.url);
