@@ -55,6 +55,7 @@ export async function downloadApi(store: Store, repoId: string, runName: string,
   const first = await pieces.next();
   res.writeHead(200, {
     'content-type': 'application/octet-stream',
+    'x-content-type-options': 'nosniff',
     'content-length': entry.sizeBytes,
     'content-disposition': `attachment; filename*=UTF-8''${encodeURIComponent(basename(path))}`,
     'cache-control': 'no-store',

@@ -68,7 +68,8 @@ export function rowOf(s: RunSummary, view: RunView | null, tag: string | null, n
     owner: view.record.owner ?? s.owner ?? null,
     submittedAt: s.submittedAt,
     durationMs: first ? Math.max(0, endMs - Date.parse(first.startedAt)) : null,
-    instance: last?.instance ? `${last.instance.type} ${last.instance.market}` : last ? last.host : null,
+    // `type market` on EC2, as the ended key has it; a local agent's host is not an instance.
+    instance: last?.instance ? `${last.instance.type} ${last.instance.market}` : null,
     costUsd: runCost(view, nowMs),
     tag: view.record.tag ?? tag,
   };
