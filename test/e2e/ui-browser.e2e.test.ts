@@ -218,7 +218,11 @@ describe('e2e: dstack ui in a real browser', function () {
   it('runs: the filters by status, workflow and tag show only the matching runs', async () => {
     await open('/runs');
     const rows = page().locator('table[data-testid=runs] tr[data-run]');
-    const shown = async (): Promise<string[]> => (await Promise.all((await rows.all()).map((r) => r.getAttribute('data-run')))).map(String).sort();
+    // Read in one go in the page: row by row, a row can go between the count and the read.
+    const shown = async (): Promise<string[]> => {
+      const names: unknown = await page().evaluate(`[...document.querySelectorAll('table[data-testid=runs] tr[data-run]')].map((e) => e.getAttribute('data-run'))`);
+      return Array.isArray(names) ? names.map(String).sort() : [];
+    };
     const expectRows = async (want: string[], what: string): Promise<void> => {
       let last: string[] = [];
       await waitFor(async () => ((last = await shown()).join() === [...want].sort().join() ? true : undefined), 15_000, what).catch((e: Error) => {
