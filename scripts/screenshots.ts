@@ -1,11 +1,11 @@
 // The README's dashboard screenshots (`npm run screenshots`, after the build): a demo repo on a
-// local backend with a few real runs (one failed, one done with artifacts, one submitted with an
-// uncommitted change, one still running), `dstack ui --no-open` on it, and headless chromium at
-// 1280×800 writing docs/screenshots/runs.png and run.png. The same harness as the browser tests
-// (test/support/browser.ts, ui.ts, ui-runs.ts), so the pictures show what the tests check.
+// local backend with a few real runs (one failed, one done with artifacts and a tag, one submitted
+// with an uncommitted change, one still running), `dstack ui --no-open` on it, and headless
+// chromium at 1280×800 writing docs/screenshots/runs.png and run.png. The same harness as the
+// browser tests (test/support/browser.ts, ui.ts, ui-runs.ts), so the pictures show what they check.
 import { join } from 'node:path';
 import { launchChromium, type TestBrowser } from '../test/support/browser.js';
-import { ROOT, killAgents, makeHome, makeRepo, removeAll, tempDir } from '../test/support/cli.js';
+import { ROOT, dstack, killAgents, makeHome, makeRepo, removeAll, tempDir } from '../test/support/cli.js';
 import { findTool, skipReason } from '../test/support/tools.js';
 import { startUi, type UiServer } from '../test/support/ui.js';
 import { UI_REPO_FILES, submit, submitWithDiff, waitForStatus } from '../test/support/ui-runs.js';
@@ -27,6 +27,9 @@ async function main(): Promise<void> {
     const finished = [await submit(repo, home, 'quick'), await submit(repo, home, 'fails'), await submit(repo, home, 'produce')];
     const train = await submitWithDiff(repo, home, 'train');
     for (const run of [...finished, train]) await waitForStatus(repo, home, run, ['done', 'failed']);
+    // A tag, so the table's Tag column shows one.
+    const tagged = await dstack(['tags', 'add', 'golden', finished[2] ?? ''], { cwd: repo, home });
+    if (tagged.code !== 0) throw new Error(`dstack tags add: ${tagged.stderr.trim()}`);
     // One run left running, so the table shows a live row; the agents are killed at the end.
     const running = await submit(repo, home, 'gate', join(flags, 'never'));
     await waitForStatus(repo, home, running, ['running']);
