@@ -28,6 +28,8 @@ function useRoute(): Route {
   useEffect(() => {
     const on = (): void => setRoute(parseRoute(location.hash));
     addEventListener('hashchange', on);
+    // A hash change between the first render and this effect fired no event this listener heard.
+    on();
     return () => removeEventListener('hashchange', on);
   }, []);
   return route;
