@@ -7,7 +7,8 @@ import type { Logger } from '../common/log.js';
 import type { Queue, QueueMessage, Store } from '../common/ports.js';
 import { KNOWN_SPEC_VERSIONS, parseJobSpec } from '../common/records/job-spec.js';
 import { AttemptRecordSchema, StopRequestSchema } from '../common/records/runs.js';
-import { readJson, runKeys, settleRun, type AttemptRecord, type HostFacts, type InstanceFacts } from '../common/runs.js';
+import { readJson, runKeys, settleRun, type AttemptRecord, type FinalRecord, type HostFacts, type InstanceFacts } from '../common/runs.js';
+import { readEndedFacts, type EndedFacts } from '../common/run-cost.js';
 import type { JobSpec } from '../common/spec/job-spec.js';
 import { Attempt, finalRecord } from './attempt.js';
 import { Lease, type Clock } from './lease.js';
@@ -180,6 +181,11 @@ export class Agent {
     this.o.log.log('info', 'agent stopped');
   }
 
+  /** What the ended index key says about the run besides its status (best effort: see readEndedFacts). */
+  private factsOf(repoId: string, runName: string, final: FinalRecord, current?: AttemptRecord): Promise<EndedFacts> {
+    return readEndedFacts(this.o.store, { record: runKeys.record(repoId, runName), attempts: runKeys.attempts(repoId, runName) }, final, current);
+  }
+
   private async handle(msg: QueueMessage): Promise<void> {
     const parsed = parseJobMessage(msg.body);
     if (parsed.kind === 'not-a-spec') {
@@ -222,13 +228,15 @@ export class Agent {
     log = log.child({ attempt: `${attempt} of ${this.o.maxAttempts}` });
     if (attempt > this.o.maxAttempts) {
       const reason = `gave up after ${this.o.maxAttempts} attempts: the agents running it stopped without finishing (killed, out of memory, or the machine went away)`;
-      await settleRun(this.o.store, repoId, runName, finalRecord('failed', null, reason, previous.length));
+      const final = finalRecord('failed', null, reason, previous.length);
+      await settleRun(this.o.store, repoId, runName, final, await this.factsOf(repoId, runName, final));
       log.log('error', 'job failed: too many attempts; moving it to the dead-letter queue');
       await this.o.queue.deadLetter(msg.receipt);
       return;
     }
     if (await readJson(this.o.store, runKeys.stop(repoId, runName), StopRequestSchema)) {
-      await settleRun(this.o.store, repoId, runName, finalRecord('stopped', null, 'stopped before it started', attempt));
+      const final = finalRecord('stopped', null, 'stopped before it started', attempt);
+      await settleRun(this.o.store, repoId, runName, final, await this.factsOf(repoId, runName, final));
       await this.o.queue.ack(msg.receipt);
       return;
     }
@@ -399,7 +407,9 @@ export class Agent {
       await queue.release(msg.receipt, delayMs).catch((e: unknown) => log.log('warn', 'release failed', { error: toError(e).message }));
       return 'released';
     }
-    const settled = await retry(() => settleRun(store, repoId, runName, result.final), 5, 500);
+    // Duration, instance and cost go into the index key, so that listings need not read this run again.
+    const facts = await this.factsOf(repoId, runName, result.final, record);
+    const settled = await retry(() => settleRun(store, repoId, runName, result.final, facts), 5, 500);
     await writeRecord().catch((e: unknown) => log.log('warn', 'could not mark the attempt ended', { error: toError(e).message }));
     if (settled.status === 'done' && settled === result.final && spec.cacheKey) {
       await store.put(runKeys.cache(repoId, spec.cacheKey), JSON.stringify({ runName })).catch(() => undefined);

@@ -47,6 +47,12 @@ export interface ObjectInfo {
   modifiedAtMs?: number;
 }
 
+/** Options of `Store.list`. */
+export interface ListOptions {
+  /** Only keys that sort strictly after this one (a whole key, not a prefix), as S3's `StartAfter`. */
+  startAfter?: string;
+}
+
 /**
  * A key-value object store. Writes are atomic: a reader sees the old object, the new one, or none,
  * never a partial one. Keys are `/`-separated and never start with `/` or contain `..`.
@@ -65,8 +71,11 @@ export interface Store {
   putStream(key: string, body: Readable, options?: { sizeBytes?: number }): Promise<void>;
   /** Streams an object out; throws NotFoundError if it does not exist. */
   getStream(key: string): Promise<Readable>;
-  /** Lists the objects whose key starts with `prefix`, sorted by key. */
-  list(prefix: string): Promise<ObjectInfo[]>;
+  /**
+   * Lists the objects whose key starts with `prefix`, sorted by key. With `startAfter`, only keys
+   * that sort after it: a reader that saw a listing up to some key reads only what came since.
+   */
+  list(prefix: string, options?: ListOptions): Promise<ObjectInfo[]>;
   /** Deletes objects; missing keys are not an error. */
   delete(keys: string[]): Promise<void>;
   /**

@@ -1,6 +1,7 @@
 import { ConflictError, NotFoundError } from './errors.js';
 import { nameStem } from './names.js';
 import { endedKey, listSummaries, submittedKey, type RunSummary } from './run-index.js';
+import { endedFacts, NO_FACTS, type EndedFacts } from './run-cost.js';
 import type { Store } from './ports.js';
 import type { ArtifactIndex, AttemptRecord, FinalRecord, FinalStatus, RunRecord, StopRequest } from './records/runs.js';
 import { ArtifactIndexSchema, AttemptRecordSchema, FinalRecordSchema, RunRecordSchema, StopRequestSchema } from './records/runs.js';
@@ -64,11 +65,14 @@ export async function createRun(store: Store, build: (runName: string) => RunRec
   throw new ConflictError('could not find a free run name after 150 tries');
 }
 
-/** Creates the final status unless one exists; returns the final status that stands. */
-export async function settleRun(store: Store, repoId: string, run: string, final: FinalRecord): Promise<FinalRecord> {
+/**
+ * Creates the final status unless one exists; returns the final status that stands. `facts` (see
+ * endedFacts) go into the index key; a run that never started an attempt has none.
+ */
+export async function settleRun(store: Store, repoId: string, run: string, final: FinalRecord, facts: EndedFacts = NO_FACTS): Promise<FinalRecord> {
   try {
     await store.put(runKeys.final(repoId, run), JSON.stringify(final, null, 2), { ifAbsent: true });
-    await store.put(endedKey(repoId, run, final), '');
+    await store.put(endedKey(repoId, run, final, facts), '');
     return final;
   } catch (e) {
     if (!(e instanceof ConflictError)) throw e;
@@ -157,7 +161,7 @@ export async function listRuns(store: Store, repoId: string, o: { nowMs?: number
       });
       if (!view) return null;
       // The settler stopped between the final status and its index key: finish its work.
-      if (view.final && !summary.ended) await store.put(endedKey(repoId, summary.runName, view.final), '');
+      if (view.final && !summary.ended) await store.put(endedKey(repoId, summary.runName, view.final, endedFacts(view, view.final)), '');
       return { summary, status: view.status, view };
     }),
   );

@@ -14,6 +14,8 @@ export interface CliDeps {
   context: () => Promise<Context>;
   /** `dstack config` runs without a backend: it is how a broken one gets fixed. */
   configContext: () => ConfigContext;
+  /** Starts listening for SIGTERM and resolves on it: only long-running commands (`dstack ui`) call it, so others keep the default. */
+  terminated?: () => Promise<void>;
 }
 
 /**
@@ -290,6 +292,19 @@ export function buildCli(argv: string[], deps: CliDeps): { parse: () => Promise<
       async (a) => {
         const { gcCommand } = await import('./commands/gc.js');
         code = await gcCommand(await ctx(), { dryRun: a['dry-run'] ?? false });
+      },
+    )
+    .command(
+      'ui',
+      'Serve a dashboard of runs, logs, artifacts, machines and cost on 127.0.0.1 (until Ctrl-C)',
+      (y) =>
+        y
+          .option('port', { type: 'number', default: 0, describe: 'Port on 127.0.0.1 (0: a free one)' })
+          .option('open', { type: 'boolean', default: true, describe: 'Open the browser when there is a display (--no-open: only print the URL)' }),
+      async (a) => {
+        if (!Number.isInteger(a.port) || a.port < 0 || a.port > 65535) throw new UsageError(`--port ${a.port}: give a port number from 0 (a free one) to 65535`);
+        const { uiCommand } = await import('./commands/ui.js');
+        code = await uiCommand(await ctx(), { port: a.port, open: a.open }, { terminated: deps.terminated?.() ?? new Promise<void>(() => undefined) });
       },
     )
     .completion('completion', 'Print a bash/zsh completion script: dstack completion >> ~/.bashrc')

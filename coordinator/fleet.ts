@@ -39,7 +39,7 @@ async function rememberedProfiles(ctx: Pick<Context, 'store'>): Promise<Placemen
  * `agents: local`, or on the local backend, is served from one queue) its backlog counts once, under
  * `default` when that profile is remembered. The backend hands out one Queue object per queue.
  */
-async function profileQueues(ctx: Pick<Context, 'store' | 'queueFor'>): Promise<Array<{ placement: Placement; queue: Queue }>> {
+export async function profileQueues(ctx: Pick<Context, 'store' | 'queueFor'>): Promise<Array<{ placement: Placement; queue: Queue }>> {
   const placements = (await rememberedProfiles(ctx)).sort((a, b) => Number(b.profileId === 'default') - Number(a.profileId === 'default'));
   const queues = await Promise.all(placements.map((p) => ctx.queueFor(p.profileId)));
   const seen = new Set<Queue>();

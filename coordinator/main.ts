@@ -131,6 +131,7 @@ async function main(argv: string[]): Promise<number> {
       version: toolVersion(import.meta.url),
       context: () => makeContext(out),
       configContext: () => configContext(out),
+      terminated: () => new Promise<void>((resolve) => process.once('SIGTERM', () => resolve())),
     });
     return await cli.parse();
   } catch (e) {

@@ -12,7 +12,7 @@ import { Upload } from '@aws-sdk/lib-storage';
 import pRetry from 'p-retry';
 import { ConflictError, NotFoundError, TransportError } from '../errors.js';
 import { checkKey } from '../keys.js';
-import type { ObjectInfo, Store } from '../ports.js';
+import type { ListOptions, ObjectInfo, Store } from '../ports.js';
 import { awsCode, awsStatus, wrapAws } from './errors.js';
 import type { PartSink } from '../artifacts/restore.js';
 
@@ -240,12 +240,13 @@ export class S3Store implements Store {
     });
   }
 
-  async list(prefix: string): Promise<ObjectInfo[]> {
+  async list(prefix: string, options: ListOptions = {}): Promise<ObjectInfo[]> {
     const out: ObjectInfo[] = [];
     const full = this.prefix + prefix;
+    const after = options.startAfter === undefined ? {} : { StartAfter: this.prefix + options.startAfter };
     await this.retry(`list ${prefix}`, async () => {
       out.length = 0;
-      for await (const page of paginateListObjectsV2({ client: this.s3 }, { Bucket: this.bucket, Prefix: full })) {
+      for await (const page of paginateListObjectsV2({ client: this.s3 }, { Bucket: this.bucket, Prefix: full, ...after })) {
         for (const o of page.Contents ?? []) {
           if (o.Key) out.push({ key: o.Key.slice(this.prefix.length), sizeBytes: o.Size ?? 0, ...(o.LastModified ? { modifiedAtMs: o.LastModified.getTime() } : {}) });
         }

@@ -6,7 +6,7 @@ import { pipeline } from 'node:stream/promises';
 import type { Readable } from 'node:stream';
 import { ConflictError, NotFoundError, errnoCode } from '../errors.js';
 import { checkKey } from '../keys.js';
-import type { ObjectInfo, Store } from '../ports.js';
+import type { ListOptions, ObjectInfo, Store } from '../ports.js';
 
 /**
  * The embedded Store: one file per object under `root/objects`. Writes go to `root/tmp` and are
@@ -148,17 +148,17 @@ export class LocalStore implements Store {
     }
   }
 
-  async list(prefix: string): Promise<ObjectInfo[]> {
+  async list(prefix: string, options: ListOptions = {}): Promise<ObjectInfo[]> {
     // Walk only the directory the prefix names; its last segment may be a partial name.
     const cut = prefix.lastIndexOf('/');
     const dirKey = cut < 0 ? '' : prefix.slice(0, cut);
     const start = dirKey === '' ? this.objects : this.path(dirKey);
     const out: ObjectInfo[] = [];
-    await this.walk(start, prefix, out);
+    await this.walk(start, prefix, out, options.startAfter ?? '');
     return out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
   }
 
-  private async walk(dir: string, prefix: string, out: ObjectInfo[]): Promise<void> {
+  private async walk(dir: string, prefix: string, out: ObjectInfo[], after: string): Promise<void> {
     let entries;
     try {
       entries = await readdir(dir, { withFileTypes: true });
@@ -170,8 +170,10 @@ export class LocalStore implements Store {
       const full = join(dir, entry.name);
       const key = relative(this.objects, full).split(sep).join('/');
       if (entry.isDirectory()) {
-        if (key.startsWith(prefix) || prefix.startsWith(`${key}/`)) await this.walk(full, prefix, out);
-      } else if (key.startsWith(prefix)) {
+        // Every key below `key/` sorts before `after` when `after` is past `key/` and not inside it: skip the folder.
+        const skip = after > `${key}/` && !after.startsWith(`${key}/`);
+        if (!skip && (key.startsWith(prefix) || prefix.startsWith(`${key}/`))) await this.walk(full, prefix, out, after);
+      } else if (key.startsWith(prefix) && key > after) {
         try {
           const st = await stat(full);
           out.push({ key, sizeBytes: st.size, modifiedAtMs: st.mtimeMs });

@@ -9,6 +9,7 @@ import { starvedProfiles } from '../fleet.js';
 import { toError } from '../../common/errors.js';
 import { orphanGraceMs, settleOrphans } from '../../common/orphans.js';
 import { normalizeOwner, ownerLabel } from '../../common/owner.js';
+import { runCost } from '../../common/run-cost.js';
 
 export interface PsOptions {
   run: string | undefined;
@@ -122,19 +123,11 @@ function fleetCells(view: RunView | null, status: string, now: number): string[]
   ];
 }
 
-/** Price × time over the attempts that ran on priced instances; null when none has a known price. */
-export function runCost(view: RunView, now: number): number | null {
-  let total: number | null = null;
-  for (const a of view.attempts) {
-    const offer = view.record.placement?.offers.find((o) => o.instanceType === a.instance?.type && o.market === a.instance?.market);
-    if (!a.instance || !offer) continue;
-    const end = a.endedAt ? Date.parse(a.endedAt) : a.state === 'running' ? Math.min(now, Date.parse(a.heartbeatAt) + a.leaseMs) : Date.parse(a.heartbeatAt);
-    total = (total ?? 0) + (offer.pricePerHour * Math.max(0, end - Date.parse(a.startedAt))) / 3_600_000;
-  }
-  return total;
-}
+// runCost lives in common/run-cost.ts (the settlers put it into the ended index key); re-exported for importers of ps.
+export { runCost } from '../../common/run-cost.js';
 
-function summaryOf(view: RunView): RunSummary {
+/** A run's index summary rebuilt from its records (for a run read in full). */
+export function summaryOf(view: RunView): RunSummary {
   const { runName, workflow, submittedAt, maxAttempts, owner } = view.record;
   const f = view.final;
   return { runName, workflow, submittedAt, maxAttempts, ...(owner ? { owner } : {}), ended: f ? { status: f.status, attempt: f.attempt, exitCode: f.exitCode, reason: f.reason ?? '' } : null };
@@ -170,7 +163,7 @@ function toJson(r: RunView): Record<string, unknown> {
  * The links of a running run: its dev environment's (token included) and its open ports'. A job on
  * EC2 is reached through an SSH forward, which only `dstack attach` holds open: its link says so.
  */
-async function runLinks(ctx: Context, view: RunView): Promise<Array<{ kind: string; port: number; url: string }>> {
+export async function runLinks(ctx: Pick<Context, 'owner' | 'secrets'>, view: RunView): Promise<Array<{ kind: string; port: number; url: string }>> {
   const last = view.attempts[view.attempts.length - 1];
   if (view.final || last?.state !== 'running' || !last.service) return [];
   if (last.service.ssh) {

@@ -4,6 +4,7 @@ import { repoInfo } from '../code-capture.js';
 import type { Context } from '../context.js';
 import { FinalRecordSchema } from '../../common/records/runs.js';
 import { refuseOthers, splitByOwner } from '../owners.js';
+import { endedFacts } from '../../common/run-cost.js';
 
 export interface StopOptions {
   run: string | undefined;
@@ -66,13 +67,15 @@ async function requestStop(ctx: Context, view: RunView, abort: boolean): Promise
   }
   if (view.status === 'submitted') {
     // No agent holds it: it ends here, and an agent that receives it later drops it.
-    return settleRun(ctx.store, repoId, runName, {
+    const final: FinalRecord = {
       status: 'stopped',
       exitCode: null,
       reason: abort ? 'aborted before it started' : 'stopped before it started',
       finishedAt: new Date().toISOString(),
       attempt: null,
-    });
+    };
+    // A run handed back by an interrupted agent has attempts (and cost) behind it.
+    return settleRun(ctx.store, repoId, runName, final, endedFacts(view, final));
   }
   const deadline = Date.now() + ctx.config.local.stopGraceSec * 1000 + 15_000;
   while (Date.now() < deadline) {

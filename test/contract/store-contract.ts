@@ -61,6 +61,23 @@ export function storeContract(name: string, make: () => Promise<StoreFixture>): 
       expect(await fx.store.list('nothing/')).to.deep.equal([]);
     });
 
+    it('lists only the keys after startAfter, across folders and pages', async () => {
+      for (const k of ['s/a/1', 's/a/2', 's/b/1', 's/c', 't/1']) await fx.store.put(k, k);
+      const keys = async (prefix: string, startAfter: string): Promise<string[]> => (await fx.store.list(prefix, { startAfter })).map((o) => o.key);
+      expect(await keys('s/', 's/a/1')).to.deep.equal(['s/a/2', 's/b/1', 's/c']);
+      // A key that does not exist still bounds the listing, as a cursor would.
+      expect(await keys('s/', 's/a/15')).to.deep.equal(['s/a/2', 's/b/1', 's/c']);
+      expect(await keys('s/', 's/b')).to.deep.equal(['s/b/1', 's/c']);
+      expect(await keys('s/', 's/c')).to.deep.equal([]);
+      // Before the prefix: everything under it; the prefix still holds.
+      expect(await keys('s/', 'a')).to.deep.equal(['s/a/1', 's/a/2', 's/b/1', 's/c']);
+      expect(await keys('s/a/', 's/a/1')).to.deep.equal(['s/a/2']);
+      // Past one page of S3 (1,000 keys): the listing goes on after startAfter, no key twice.
+      const many = Array.from({ length: 1100 }, (_, i) => `m/${String(i).padStart(5, '0')}`);
+      for (let i = 0; i < many.length; i += 100) await Promise.all(many.slice(i, i + 100).map((k) => fx.store.put(k, '')));
+      expect(await keys('m/', many[49] ?? '')).to.deep.equal(many.slice(50));
+    });
+
     it('list tells when each object was written, to the second', async () => {
       const before = Date.now();
       await fx.store.put('age/x', 'x');

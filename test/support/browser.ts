@@ -28,8 +28,8 @@ export interface TestBrowser {
   page: Page;
   /** `test-output/<test>/`: this test's output folder. */
   outputDir: string;
-  /** Saves the page as `<outputDir>/<name>.png` and returns the path. */
-  screenshot(name: string): Promise<string>;
+  /** Saves the page as `<outputDir>/<name>.png` (the whole page, or the viewport with `fullPage: false`) and returns the path. */
+  screenshot(name: string, o?: { fullPage?: boolean }): Promise<string>;
   /** Ends the browser and removes its profile. */
   close(): Promise<void>;
 }
@@ -45,19 +45,27 @@ export function outputFolderName(title: string): string {
   );
 }
 
+/** How a browser is launched: the viewport in CSS pixels (playwright's default, 1280×720, when absent). */
+export interface LaunchOptions {
+  viewport?: { width: number; height: number };
+}
+
 /**
- * Starts Debian's chromium (/usr/bin/chromium) through playwright-core. Skips the test when chromium
- * is absent (fails under CI): see requireTool. `title` names the output folder (default: the test's full title).
+ * Starts the chromium at `executablePath` headless with CHROMIUM_FLAGS, in a fresh profile, with one
+ * page whose screenshots go to `outputDir`. Needs no mocha: scripts (`npm run screenshots`) use it too.
  */
-export async function openBrowser(ctx: SkippableContext & { currentTest?: { fullTitle(): string } | undefined }, title?: string): Promise<TestBrowser> {
-  const executablePath = requireTool(ctx, 'chromium');
-  const name = title ?? ctx.currentTest?.fullTitle() ?? (ctx.test && 'fullTitle' in ctx.test ? (ctx.test as { fullTitle(): string }).fullTitle() : 'browser');
-  const outputDir = join(TEST_OUTPUT, outputFolderName(name));
+export async function launchChromium(executablePath: string, outputDir: string, o: LaunchOptions = {}): Promise<TestBrowser> {
   mkdirSync(outputDir, { recursive: true });
   const profile = tempDir('chromium-profile');
   let context: BrowserContext;
   try {
-    context = await chromium.launchPersistentContext(profile, { executablePath, headless: true, args: CHROMIUM_FLAGS, timeout: 60_000 });
+    context = await chromium.launchPersistentContext(profile, {
+      executablePath,
+      headless: true,
+      args: CHROMIUM_FLAGS,
+      timeout: 60_000,
+      ...(o.viewport ? { viewport: o.viewport } : {}),
+    });
   } catch (e) {
     rmSync(profile, { recursive: true, force: true });
     throw e;
@@ -66,9 +74,9 @@ export async function openBrowser(ctx: SkippableContext & { currentTest?: { full
   return {
     page,
     outputDir,
-    screenshot: async (shot) => {
+    screenshot: async (shot, so) => {
       const path = join(outputDir, `${shot}.png`);
-      await page.screenshot({ path, fullPage: true });
+      await page.screenshot({ path, fullPage: so?.fullPage ?? true });
       return path;
     },
     close: async () => {
@@ -76,4 +84,14 @@ export async function openBrowser(ctx: SkippableContext & { currentTest?: { full
       rmSync(profile, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * Starts Debian's chromium (/usr/bin/chromium) through playwright-core. Skips the test when chromium
+ * is absent (fails under CI): see requireTool. `title` names the output folder (default: the test's full title).
+ */
+export async function openBrowser(ctx: SkippableContext & { currentTest?: { fullTitle(): string } | undefined }, title?: string, o: LaunchOptions = {}): Promise<TestBrowser> {
+  const executablePath = requireTool(ctx, 'chromium');
+  const name = title ?? ctx.currentTest?.fullTitle() ?? (ctx.test && 'fullTitle' in ctx.test ? (ctx.test as { fullTitle(): string }).fullTitle() : 'browser');
+  return launchChromium(executablePath, join(TEST_OUTPUT, outputFolderName(name)), o);
 }

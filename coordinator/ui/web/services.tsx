@@ -1,0 +1,69 @@
+import type { JSX } from 'preact';
+import { usePoll } from './use-poll.js';
+
+/** `GET /api/services` (coordinator/ui/api-services.ts). */
+interface ServicesJson {
+  services: Array<{ runName: string; workflow: string; provider: string; url: string; port: number }>;
+}
+
+/** The link as shown: without its query, which holds a dev environment's token (it stays in the href). */
+function shown(url: string): string {
+  const q = url.indexOf('?');
+  return q < 0 ? url : `${url.slice(0, q)}?…`;
+}
+
+/**
+ * The dev environments and ports page: a link for each server or open port of a running run. A
+ * job on EC2 is reached through `dstack attach`, which holds the SSH forward: its row says so, as
+ * text. Refreshed every 5 s while shown.
+ */
+export function ServicesPage(): JSX.Element {
+  const { data, error } = usePoll<ServicesJson>('/api/services');
+  return (
+    <section class="page services">
+      <h1>Dev environments and ports</h1>
+      {error !== undefined && (
+        <p class="error" role="alert">
+          {error}
+        </p>
+      )}
+      <table data-testid="services">
+        <thead>
+          <tr>
+            <th>Run</th>
+            <th>Workflow</th>
+            <th>Serves</th>
+            <th>Port</th>
+            <th>Link</th>
+          </tr>
+        </thead>
+        <tbody>
+          {data?.services.map((s) => (
+            <tr key={`${s.runName}:${s.port}`} data-run={s.runName}>
+              <td data-col="run">
+                <a href={`#/run/${encodeURIComponent(s.runName)}`}>{s.runName}</a>
+              </td>
+              <td data-col="workflow">{s.workflow}</td>
+              <td data-col="provider">{s.provider}</td>
+              <td data-col="port">{String(s.port)}</td>
+              <td data-col="link">
+                {/^https?:\/\//.test(s.url) ? (
+                  <a data-link={String(s.port)} href={s.url} target="_blank" rel="noopener noreferrer">
+                    {shown(s.url)}
+                  </a>
+                ) : (
+                  <span>{s.url}</span>
+                )}
+              </td>
+            </tr>
+          ))}
+          {data?.services.length === 0 && (
+            <tr class="empty">
+              <td colSpan={5}>No running run serves a dev environment or a port.</td>
+            </tr>
+          )}
+        </tbody>
+      </table>
+    </section>
+  );
+}

@@ -1,0 +1,134 @@
+import { expect } from 'chai';
+import { readFileSync } from 'node:fs';
+import { request } from 'node:http';
+import { join } from 'node:path';
+import { gunzipSync } from 'node:zlib';
+import { dstack, killAgents, makeHome, makeRepo, removeAll, spawnCli, tempDir, waitFor, type SpawnedCli } from '../support/cli.js';
+
+const WORKFLOWS = `workflows:
+  - name: produce
+    provider: bash
+    commands:
+      - mkdir -p out/sub
+      - head -c 300000 /dev/urandom > out/sub/blob.bin
+      - echo hello > out/hello.txt
+      - printf 'plain \\033[31mred\\033[0m <b>bold?</b>\\n'
+    artifacts:
+      - path: out
+`;
+
+interface Answer {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: Buffer;
+}
+
+/** A GET or POST over plain node:http, so that the Host and Cookie headers are exactly what the test says. */
+function call(url: string, o: { method?: string; headers?: Record<string, string>; body?: string } = {}): Promise<Answer> {
+  return new Promise((resolve, reject) => {
+    const req = request(url, { method: o.method ?? 'GET', headers: o.headers }, (res) => {
+      const parts: Buffer[] = [];
+      res.on('data', (d: Buffer) => parts.push(d));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(parts) }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(o.body);
+  });
+}
+
+describe('dstack ui (the built CLI, local backend, one real run)', function () {
+  this.timeout(120_000);
+  let repo = '';
+  let home = '';
+  let downloads = '';
+  let ui: SpawnedCli | undefined;
+  let runName = '';
+  let origin = '';
+  let url = '';
+
+  before(async () => {
+    repo = makeRepo({ '.dstack/workflows.yaml': WORKFLOWS });
+    home = makeHome();
+    downloads = tempDir('ui-downloads');
+    const run = await dstack(['run', 'produce'], { cwd: repo, home, timeoutMs: 90_000 });
+    expect(run.code, run.stderr).to.equal(0);
+    const ps = await dstack(['ps', '-a', '--json'], { cwd: repo, home });
+    runName = (JSON.parse(ps.stdout) as Array<{ runName: string }>)[0]?.runName ?? '';
+    const got = await dstack(['artifacts', 'download', runName, '-o', downloads], { cwd: repo, home });
+    expect(got.code, got.stderr).to.equal(0);
+    ui = spawnCli(['ui', '--no-open'], { cwd: repo, home });
+    url = await waitFor(() => /^dstack ui: (http:\/\/127\.0\.0\.1:\d+\/\?token=[A-Za-z0-9_-]+)$/m.exec(ui?.out.stdout ?? '')?.[1], 30_000, `the URL line (stderr: ${ui.out.stderr})`);
+    origin = new URL(url).origin;
+  });
+
+  after(async () => {
+    if (ui && ui.child.exitCode === null) {
+      ui.child.kill('SIGKILL');
+      await ui.exited;
+    }
+    await killAgents(home);
+    removeAll(repo, home, downloads);
+  });
+
+  const login = async (): Promise<string> => {
+    const r = await call(url);
+    expect(r.status).to.equal(302);
+    return String(r.headers['set-cookie']?.[0] ?? '').split(';')[0] ?? '';
+  };
+
+  it('answers 401 without the token, 403 to a foreign Host, and serves the page and the runs with the cookie', async () => {
+    expect((await call(`${origin}/api/runs`)).status).to.equal(401);
+    const cookie = await login();
+    expect((await call(`${origin}/api/runs`, { headers: { cookie, host: 'attacker.example' } })).status).to.equal(403);
+    const page = await call(`${origin}/`, { headers: { cookie } });
+    expect(page.status).to.equal(200);
+    expect(page.body.toString()).to.include('<script type="module" src="/app.js"></script>');
+    const app = await call(`${origin}/app.js`, { headers: { cookie } });
+    expect(app.status, 'the bundle is served from dist/ui').to.equal(200);
+    const runs = JSON.parse((await call(`${origin}/api/runs`, { headers: { cookie } })).body.toString()) as { runs: Array<{ runName: string; workflow: string; status: string; attempt: number | null }>; total: number; workflows: string[] };
+    expect(runs.total).to.equal(1);
+    expect(runs.workflows).to.deep.equal(['produce']);
+    expect(runs.runs[0]).to.include({ runName, workflow: 'produce', status: 'done', attempt: 1 });
+  });
+
+  it('shows the run, its logs as text, and downloads an artifact file byte for byte (and refuses ..)', async () => {
+    const cookie = await login();
+    const detail = JSON.parse((await call(`${origin}/api/runs/${runName}`, { headers: { cookie } })).body.toString()) as { run: { status: string }; artifacts: Array<{ path: string; files: number }>; attempts: unknown[] };
+    expect(detail.run.status).to.equal('done');
+    expect(detail.artifacts).to.deep.equal([{ index: 0, path: 'out', files: 2, sizeBytes: 300_006 }]);
+    expect(detail.attempts).to.have.length(1);
+    // Read as the page does: from the cursor, until the server says the output is all there.
+    let text = '';
+    let cursor: string | null = null;
+    for (let calls = 0; ; calls++) {
+      expect(calls, "calls to read a finished run's output").to.be.below(5);
+      const logs = JSON.parse((await call(`${origin}/api/runs/${runName}/logs${cursor === null ? '' : `?after=${cursor}`}`, { headers: { cookie } })).body.toString()) as { records: Array<{ text: string }>; cursor: string | null; done: boolean };
+      text += logs.records.map((r) => r.text).join('');
+      cursor = logs.cursor;
+      if (logs.done) break;
+    }
+    expect(text).to.include('plain \x1b[31mred\x1b[0m <b>bold?</b>');
+    expect((await call(`${origin}/api/runs/${runName}/logs?after=..%2Frun.json`, { headers: { cookie } })).status, 'a cursor that is not a chunk name').to.equal(400);
+    const tree = JSON.parse((await call(`${origin}/api/runs/${runName}/artifacts/0/tree`, { headers: { cookie } })).body.toString()) as { entries: Array<{ path: string; type: string; sizeBytes: number }> };
+    expect(tree.entries).to.deep.include({ path: 'sub/blob.bin', type: 'file', sizeBytes: 300_000 });
+    const file = await call(`${origin}/api/runs/${runName}/artifacts/0/download?path=${encodeURIComponent('sub/blob.bin')}`, { headers: { cookie } });
+    expect(file.status).to.equal(200);
+    expect(file.headers['content-disposition']).to.equal("attachment; filename*=UTF-8''blob.bin");
+    expect(file.body.equals(readFileSync(join(downloads, 'out', 'sub', 'blob.bin'))), 'the same bytes as `dstack artifacts download`').to.equal(true);
+    const bad = await call(`${origin}/api/runs/${runName}/artifacts/0/download?path=${encodeURIComponent('sub/../../etc/passwd')}`, { headers: { cookie } });
+    expect(bad.status).to.equal(400);
+    const folder = await call(`${origin}/api/runs/${runName}/artifacts/0/download?path=sub&tar=1`, { headers: { cookie } });
+    expect(folder.status).to.equal(200);
+    // The tar holds sub/blob.bin: its 512-byte header names it, and its bytes follow.
+    const tar = gunzipSync(folder.body);
+    const at = tar.indexOf('sub/blob.bin');
+    expect(at, 'sub/blob.bin in the tar').to.be.at.least(0);
+    expect(tar.subarray(at + 512 - (at % 512), at + 512 - (at % 512) + 300_000).equals(file.body)).to.equal(true);
+  });
+
+  it('ends with exit code 0 on SIGTERM', async () => {
+    ui?.child.kill('SIGTERM');
+    expect(await ui?.exited).to.equal(0);
+  });
+});
