@@ -94,6 +94,8 @@ export interface AgentInfo {
   state: 'starting' | 'idle' | 'busy' | 'running';
   /** The placement profile whose queue it serves (EC2 and the fleet simulator). */
   profileId?: string;
+  /** Its instance's type and market, where Compute knows them (EC2 and the fleet simulator), busy or idle. */
+  instance?: { type: string; market: 'spot' | 'on-demand' };
 }
 
 /** A machine type a job could run on, and its price. */

@@ -49,6 +49,7 @@ interface FleetInstance {
   profileId: string;
   state: string;
   type: string;
+  market: 'spot' | 'on-demand';
   zone: string;
 }
 
@@ -94,7 +95,13 @@ export class Ec2Fleet implements Compute {
   }
 
   async listAgents(): Promise<AgentInfo[]> {
-    return (await this.instances()).map((i) => ({ id: i.id, location: `${i.type} in ${i.zone}`, state: i.state === 'pending' ? 'starting' : 'running', profileId: i.profileId }));
+    return (await this.instances()).map((i) => ({
+      id: i.id,
+      location: `${i.type} in ${i.zone}`,
+      state: i.state === 'pending' ? 'starting' : 'running',
+      profileId: i.profileId,
+      instance: { type: i.type, market: i.market },
+    }));
   }
 
   private async instances(): Promise<FleetInstance[]> {
@@ -108,7 +115,7 @@ export class Ec2Fleet implements Compute {
         for (const i of r.Instances ?? []) {
           if (!i.InstanceId) continue;
           const profileId = i.Tags?.find((t) => t.Key === 'dstack:profile')?.Value ?? '';
-          out.push({ id: i.InstanceId, profileId, state: i.State?.Name ?? 'pending', type: i.InstanceType ?? '?', zone: i.Placement?.AvailabilityZone ?? '?' });
+          out.push({ id: i.InstanceId, profileId, state: i.State?.Name ?? 'pending', type: i.InstanceType ?? '?', market: i.InstanceLifecycle === 'spot' ? 'spot' : 'on-demand', zone: i.Placement?.AvailabilityZone ?? '?' });
         }
       }
     });

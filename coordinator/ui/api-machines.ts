@@ -57,7 +57,8 @@ export async function machinesApi(deps: MachinesDeps): Promise<MachinesJson> {
   }
   const rows = agents.map((a): AgentJson => {
     const held = running.get(a.id);
-    const instance = held?.attempt.instance;
+    // An idle instance has no attempt to say what it is: Compute's listing does (EC2, the simulator).
+    const instance = held?.attempt.instance ?? a.instance;
     const offers = held?.view.record.placement?.offers ?? (a.profileId ? placements.get(a.profileId)?.offers : undefined) ?? [];
     const offer = instance ? offers.find((o) => o.instanceType === instance.type && o.market === instance.market) : undefined;
     return {

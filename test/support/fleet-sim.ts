@@ -34,6 +34,7 @@ export interface SimInstance {
   /** 127.0.0.N (N = 2, 3, …): its IMDS answers `local-ipv4` and `public-ipv4` with it, and its agent's SSH endpoint binds there. */
   address: string;
   profileId: string;
+  instanceType: string;
   market: 'spot' | 'on-demand';
   imds: ImdsServer;
   child: ChildProcess;
@@ -82,14 +83,15 @@ export class FleetSimulator implements Compute {
   }
 
   async listAgents(): Promise<AgentInfo[]> {
-    return [...this.instances.values()].map((i) => ({ id: i.id, location: 'sim', state: 'running', profileId: i.profileId }));
+    return [...this.instances.values()].map((i) => ({ id: i.id, location: 'sim', state: 'running', profileId: i.profileId, instance: { type: i.instanceType, market: i.market } }));
   }
 
   async launch(p: Placement): Promise<SimInstance> {
     const id = `i-${randomBytes(8).toString('hex').slice(0, 17)}`;
     const market = p.offers[0]?.market ?? 'on-demand';
     const address = `127.0.0.${this.nextAddress++}`;
-    const imds = new ImdsServer(id, this.o.userData(p.profileId), p.offers[0]?.instanceType ?? 'sim', market, address);
+    const instanceType = p.offers[0]?.instanceType ?? 'sim';
+    const imds = new ImdsServer(id, this.o.userData(p.profileId), instanceType, market, address);
     const url = await imds.start();
     const home = tempDir('siminstance');
     // A GPU instance's cards: a stand-in nvidia-smi first on its agent's PATH (there is no GPU here).
@@ -106,7 +108,7 @@ export class FleetSimulator implements Compute {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
-    const inst: SimInstance = { id, address, profileId: p.profileId, market, imds, child, home, output: '', exited };
+    const inst: SimInstance = { id, address, profileId: p.profileId, instanceType, market, imds, child, home, output: '', exited };
     child.stdout?.on('data', (d: Buffer) => (inst.output += d.toString()));
     child.stderr?.on('data', (d: Buffer) => (inst.output += d.toString()));
     this.instances.set(id, inst);
