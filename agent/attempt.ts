@@ -225,7 +225,7 @@ export class Attempt {
           this.o.deadlineFile,
         );
       } else {
-        const command = this.o.sandbox ? await sandboxed(this.o.sandbox, prepared.script, jobDir, spec) : undefined;
+        const command = this.o.sandbox ? await sandboxed(this.o.sandbox, prepared.script, jobDir, spec, user) : undefined;
         proc = startJob(prepared.script, {
           cwd: prepared.cwd,
           env: prepared.env,

@@ -45,17 +45,31 @@ export async function detectSandbox(mode: SandboxMode, path: string, o: Omit<San
 }
 
 /**
+ * The paths that `user` can reach (stat), asked of a shell running with that user's ids, as bwrap and
+ * the job will run: one process for all of them.
+ */
+async function reachableBy(user: JobUser, paths: string[]): Promise<Set<string>> {
+  if (paths.length === 0) return new Set();
+  const r = await exec('bash', ['-c', 'for p; do [ -e "$p" ] || [ -L "$p" ] && printf "%s\\0" "$p"; done; true', 'reachable', ...paths], { cwd: '/', env: { PATH: '/usr/bin:/bin' }, ...spawnIds(user) });
+  if (r.code !== 0) throw new Error(`could not check what the job user ${user.name} can reach: ${r.stderr.trim()}`);
+  return new Set(r.stdout.toString('utf8').split('\0').filter((p) => p.length > 0));
+}
+
+/**
  * `bash SCRIPT` under bwrap: the host read-only, its own /dev, /proc and /tmp, the hidden paths
  * hidden, and the job's folder and its absolute artifact paths writable (created when missing, if
  * the agent can). The network is shared. bwrap ignores SIGTERM (through `env`), so a SIGTERM to the
  * job's group reaches only the job, which may trap it and exit in its own time; the job starts with
  * SIGTERM's default action again. bwrap exits with the job's code, and dies with the agent.
  */
-export async function sandboxed(s: Sandbox, script: string, jobDir: string, spec: Pick<JobSpec, 'artifacts' | 'pinnedDeps'>): Promise<SandboxedCommand> {
+export async function sandboxed(s: Sandbox, script: string, jobDir: string, spec: Pick<JobSpec, 'artifacts' | 'pinnedDeps'>, user?: JobUser): Promise<SandboxedCommand> {
   const args = ['--ignore-signal=TERM', s.bwrap, '--die-with-parent', '--ro-bind', '/', '/', '--dev', '/dev', '--proc', '/proc', '--tmpfs', '/tmp'];
-  for (const path of s.hidden) {
-    const real = await realpath(path).catch(() => undefined);
-    if (real === undefined) continue;
+  const hidden = (await Promise.all(s.hidden.map((path) => realpath(path).catch(() => undefined)))).filter((p): p is string => p !== undefined);
+  // A job user cannot reach some of them at all (/root/.ssh in a 0700 /root): there is nothing to
+  // hide from it there, and bwrap, running as that user, could not mount over them.
+  const reachable = user ? await reachableBy(user, hidden) : new Set(hidden);
+  for (const real of hidden) {
+    if (!reachable.has(real)) continue;
     args.push(...((await lstat(real)).isDirectory() ? ['--tmpfs', real] : ['--ro-bind', '/dev/null', real]));
   }
   for (const path of s.readOnly) {
