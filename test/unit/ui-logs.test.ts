@@ -57,7 +57,7 @@ describe('ui logs API', () => {
     expect(store.lists).to.equal(1);
   });
 
-  it("finds a next attempt's output by listing once that attempt has begun", async () => {
+  it("finds a next attempt's output by its known name once that attempt has begun", async () => {
     await chunk(1, 0, 'first attempt\n');
     const first = await logsApi(store, REPO, RUN, null);
     await store.put(runKeys.attempt(REPO, RUN, 2), '{}');
@@ -65,6 +65,7 @@ describe('ui logs API', () => {
     const next = await logsApi(store, REPO, RUN, first.cursor);
     expect(texts(next)).to.deep.equal(['second attempt\n']);
     expect(next.cursor).to.equal('0002-00000000.log');
+    expect(store.lists).to.equal(0);
   });
 
   it('shows a corrupt chunk as one dstack line, and refuses a cursor that is not a chunk name', async () => {
