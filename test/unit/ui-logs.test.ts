@@ -7,6 +7,7 @@ import { LocalStore } from '../../common/local/local-store.js';
 import type { Store } from '../../common/ports.js';
 import { runKeys } from '../../common/runs.js';
 import { logsApi, type LogsJson } from '../../coordinator/ui/api-logs.js';
+import { LogsSchema } from '../../coordinator/ui/web/schemas.js';
 
 const REPO = 'local/r';
 const RUN = 'calm-otter-1';
@@ -42,6 +43,8 @@ describe('ui logs API', () => {
     const first = await logsApi(store, REPO, RUN, null);
     expect(first).to.deep.include({ cursor: '0001-00000000.log', done: false });
     expect(texts(first)).to.deep.equal(['one\n']);
+    // What the page parses the answer with.
+    expect(LogsSchema.safeParse(first).success).to.equal(true);
     expect(store.lists).to.equal(0);
     // Nothing new yet: no listing, the same cursor.
     expect(await logsApi(store, REPO, RUN, first.cursor)).to.deep.include({ records: [], cursor: first.cursor, done: false });

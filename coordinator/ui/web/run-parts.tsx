@@ -5,7 +5,8 @@ import { LineSplitter } from './ansi-segments.js';
 import { seg, type Attempt, type RunDetail } from './api.js';
 import { formatBytes, formatDuration } from './format.js';
 import { StreamText } from './log-text.js';
-import { LogsSchema, TreeSchema, getParsed, type LogsJson } from './schemas.js';
+import { LogsSchema, TreeSchema, type LogsJson } from './schemas.js';
+import { getParsed } from './use-poll.js';
 
 type TreeEntry = { path: string; type: 'file' | 'dir' | 'symlink'; sizeBytes: number };
 
