@@ -28,7 +28,7 @@ export interface RunApiDeps {
   store: Store;
   repoId: string;
   ctx: Pick<Context, 'owner' | 'secrets'>;
-  runs: Pick<RunsSource, 'tagOf'>;
+  runs: Pick<RunsSource, 'tagOf' | 'watch'>;
   /** Runs the server has read, by name, and the runs they depend on: the only dependents it can know. */
   seen: Map<string, string[]>;
 }
@@ -40,6 +40,8 @@ export async function runApi(deps: RunApiDeps, runName: string): Promise<Record<
   const spec = view.record.spec;
   const pinned = spec.pinnedDeps ?? [];
   deps.seen.set(runName, pinned.map((d) => d.runName));
+  // Its page listens for this run by name: the summary cache must read it to tell of its changes.
+  if (!view.final) deps.runs.watch(runName);
   const [tag, links, diff] = await Promise.all([deps.runs.tagOf(runName), runLinks(deps.ctx, view).catch(() => []), readDiff(deps.store, spec.code.diffKey)]);
   const run = runRowOf(view, tag ?? null, now);
   return {

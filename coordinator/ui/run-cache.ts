@@ -52,6 +52,8 @@ export class RunCache extends EventEmitter implements RunsSource {
   private readonly watched = new Map<string, number>();
   /** The unfinished runs of the last page served: read at each step while a tab listens (`watchers` > 0). */
   private lastShown: string[] = [];
+  /** The unfinished runs whose page was opened: read at each step while a tab listens, until they end. */
+  private readonly opened = new Set<string>();
   private watchers = 0;
   /** Tag records by key and write time: a tag moved to another run is a new object. */
   private tagRecords = new Map<string, TagRecord | null>();
@@ -92,6 +94,13 @@ export class RunCache extends EventEmitter implements RunsSource {
   /** How many event streams are open (EventHub tells): while any is, the last page's unfinished runs are read each step. */
   setWatchers(count: number): void {
     this.watchers = count;
+  }
+
+  /** A run page shows this run: while it is unfinished and a tab listens, it is read each step. */
+  watch(runName: string): void {
+    if (this.runs.get(runName)?.ended) return;
+    this.opened.add(runName);
+    this.watched.set(runName, this.clock.now());
   }
 
   /** The tag that points to a run: the repo's tag index first, then the run record's own. */
@@ -180,7 +189,7 @@ export class RunCache extends EventEmitter implements RunsSource {
       for (const name of await this.listNew()) toRead.add(name);
       // A tab that listens shows the last page: its unfinished runs must show their start and end
       // without waiting for the next full listing, however long they stay queued or running.
-      const onScreen = new Set(this.watchers > 0 ? this.lastShown : []);
+      const onScreen = new Set(this.watchers > 0 ? [...this.lastShown, ...this.opened] : []);
       for (const name of onScreen) if (this.runs.has(name) && !this.runs.get(name)?.ended) toRead.add(name);
       for (const [name, atMs] of this.watched) {
         if (this.runs.get(name)?.ended || (now - atMs > (this.o.watchMs ?? 600_000) && !onScreen.has(name))) this.watched.delete(name);
@@ -205,6 +214,7 @@ export class RunCache extends EventEmitter implements RunsSource {
       if (parsed) runs.set(parsed.runName, { ...parsed, ended: endedByRun.get(parsed.runName) ?? null });
     }
     for (const name of this.live.keys()) if (!runs.get(name) || runs.get(name)?.ended) this.live.delete(name);
+    for (const name of this.opened) if (!runs.get(name) || runs.get(name)?.ended) this.opened.delete(name);
     this.runs = runs;
     this.newestSubmittedAt = [...runs.values()].at(-1)?.submittedAt;
   }
@@ -267,6 +277,7 @@ export class RunCache extends EventEmitter implements RunsSource {
         this.runs.set(runName, { ...summary, ended });
         this.live.delete(runName);
         this.watched.delete(runName);
+        this.opened.delete(runName);
         return;
       }
       this.live.set(runName, { record, attempts, status: deriveStatus(null, attempts, stop, this.clock.now()) });

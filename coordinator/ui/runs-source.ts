@@ -20,6 +20,8 @@ export interface RunsSource {
   tagOf(runName: string): Promise<string | undefined>;
   /** Asks for a full listing at the next step: after an action (stop, tag, restart) of the page. */
   refreshSoon(): void;
+  /** A run page opened this run: while unfinished it is read each step (while a tab listens), so that its page hears of its changes. */
+  watch(runName: string): void;
   /** How many event streams are open: while any is, the unfinished runs of the last page stay read. */
   setWatchers(count: number): void;
 }

@@ -13,6 +13,7 @@ class FakeSource extends EventEmitter implements RunsSource {
   page = async (): Promise<never> => Promise.reject(new Error('not used'));
   tagOf = async (): Promise<undefined> => undefined;
   refreshSoon = (): void => undefined;
+  watch = (): void => undefined;
   close = (): void => undefined;
   setWatchers(count: number): void {
     this.watchers.push(count);

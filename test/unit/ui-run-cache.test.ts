@@ -211,4 +211,20 @@ describe('ui run cache: the runs table at the cost of one listing a step', () =>
     expect(table).to.deep.include({ durationMs: 90 * 60_000, costUsd: 1.1 });
     expect((await runApi(deps, 'done-run-3')).run).to.deep.equal(table);
   });
+
+  it("a run page opened on an unfinished run, not on the table's last page, hears of its changes while the tab listens", async () => {
+    cache.stop();
+    cache = new RunCache({ store, repoId: REPO, clock, tickMs: 86_400_000, fullEveryMs: 86_400_000, watchMs: 600_000, onError: (e) => errors.push(e) });
+    const deps = { store, repoId: REPO, ctx: { owner: async () => 'alice@box', secrets: undefined }, runs: cache, seen: new Map<string, string[]>() };
+    await cache.page({ workflow: 'eval' });
+    expect((await runApi(deps, 'live-run-1')).run).to.deep.include({ runName: 'live-run-1', attempt: 1 });
+    cache.setWatchers(1);
+    const changes: string[][] = [];
+    cache.on('change', (_v: number, runs: string[]) => changes.push(runs));
+    await clock.tickAsync(1_200_000);
+    await cache.step();
+    await seedAttempt(store, REPO, 'live-run-1', attemptOf(2, at(80), { instance: { id: 'i-10', type: 'g5.xlarge', market: 'spot' } }));
+    await cache.step();
+    expect(changes).to.deep.equal([['live-run-1']]);
+  });
 });
