@@ -8,7 +8,7 @@ import { restartAction, stopAction, tagAction } from './api-actions.js';
 import { downloadApi, treeApi } from './api-artifacts.js';
 import { logsApi } from './api-logs.js';
 import { runApi } from './api-run.js';
-import { TagIndex, runsApi } from './api-runs.js';
+import { runsApi } from './api-runs.js';
 import { EventHub } from './events.js';
 import { HANDLED, HttpError, checkRunName, readJsonBody, sendJson, statusOf, type Route, type RouteRequest } from './http.js';
 import type { RunsSource } from './runs-source.js';
@@ -47,9 +47,8 @@ export interface UiServer {
 export async function startUiServer(deps: UiServerDeps): Promise<UiServer> {
   const token = deps.token ?? newToken();
   const { store, repoId } = deps;
-  const tags = new TagIndex(store, repoId);
   const seen = new Map<string, string[]>();
-  const hub = new EventHub(deps.runs);
+  const hub = new EventHub(deps.runs, (n) => deps.runs.setWatchers(n));
   const run = (r: RouteRequest): string => checkRunName(r.params[0]);
   const artifact = (r: RouteRequest): number => {
     const n = Number(r.params[1]);
@@ -58,13 +57,12 @@ export async function startUiServer(deps: UiServerDeps): Promise<UiServer> {
   };
   // After an action the summaries are listed again at once: the page shows its effect without waiting.
   const acted = <T>(result: T): T => {
-    deps.runs.refreshSoon?.();
-    tags.invalidate();
+    deps.runs.refreshSoon();
     return result;
   };
   const routes: Route[] = [
-    { method: 'GET', path: /^\/api\/runs$/, handle: (r) => runsApi({ store, repoId, runs: deps.runs, tags }, r.url.searchParams) },
-    { method: 'GET', path: /^\/api\/runs\/([^/]+)$/, handle: (r) => runApi({ store, repoId, ctx: deps.ctx, tags, seen }, run(r)) },
+    { method: 'GET', path: /^\/api\/runs$/, handle: (r) => runsApi(deps.runs, r.url.searchParams) },
+    { method: 'GET', path: /^\/api\/runs\/([^/]+)$/, handle: (r) => runApi({ store, repoId, ctx: deps.ctx, runs: deps.runs, seen }, run(r)) },
     { method: 'GET', path: /^\/api\/runs\/([^/]+)\/logs$/, handle: (r) => logsApi(store, repoId, run(r), r.url.searchParams.get('after')) },
     { method: 'GET', path: /^\/api\/runs\/([^/]+)\/artifacts\/(\d+)\/tree$/, handle: (r) => treeApi(store, repoId, run(r), artifact(r)) },
     {
