@@ -3,7 +3,7 @@ import { useEffect, useRef } from 'preact/hooks';
 import type { Chart } from 'chart.js';
 import { usd, usePoll } from './use-poll.js';
 
-/** `GET /api/cost` (coordinator/ui/api-cost.ts). */
+/** `GET api/cost` (coordinator/ui/api-cost.ts). */
 interface CostJson {
   days: Array<{ day: string; byWorkflow: Record<string, number> }>;
   total: number;
@@ -76,7 +76,7 @@ function CostChart({ data }: { data: CostJson }): JSX.Element {
  * Refreshed every 5 s while shown.
  */
 export function CostPage(): JSX.Element {
-  const { data, error } = usePoll<CostJson>('/api/cost?days=30');
+  const { data, error } = usePoll<CostJson>('api/cost?days=30');
   const workflows = data ? workflowsOf(data) : [];
   return (
     <section class="page cost">

@@ -1,21 +1,9 @@
 import type { JSX } from 'preact';
-import { usd, usePoll } from './use-poll.js';
-
-/** `GET /api/machines` (coordinator/ui/api-machines.ts). */
-interface MachinesJson {
-  agents: Array<{
-    id: string;
-    location: string;
-    state: string;
-    profileId: string | null;
-    heartbeatAgeMs: number | null;
-    instanceType: string | null;
-    market: 'spot' | 'on-demand' | null;
-    pricePerHour: number | null;
-  }>;
-  queues: Array<{ profileId: string; depth: number }>;
-  costRatePerHour: number;
-}
+import { useMemo } from 'preact/hooks';
+import { parseWith } from './api.js';
+import { formatCost as usd } from './format.js';
+import { MachinesSchema, type Machines } from './schemas.js';
+import { usePoll } from './use-poll.js';
 
 /** 7_400 -> "7s"; 190_000 -> "3m 10s"; null -> "-". */
 function age(ms: number | null): string {
@@ -30,7 +18,18 @@ function age(ms: number | null): string {
  * fleet costs per hour now. Refreshed every 5 s while shown.
  */
 export function MachinesPage(): JSX.Element {
-  const { data, error } = usePoll<MachinesJson>('/api/machines');
+  const polled = usePoll<unknown>('api/machines');
+  // The answer is checked against the API's schema before a cell reads it.
+  const parsed = useMemo((): { data?: Machines; error?: string } => {
+    if (polled.data === undefined) return {};
+    try {
+      return { data: parseWith(MachinesSchema, polled.data, 'api/machines') };
+    } catch (e) {
+      return { error: e instanceof Error ? e.message : String(e) };
+    }
+  }, [polled.data]);
+  const data = parsed.data;
+  const error = polled.error ?? parsed.error;
   return (
     <section class="page machines">
       <h1>Machines</h1>
