@@ -23,7 +23,7 @@ const DIR = bundleDir();
  */
 const INDEX_HTML = `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>dstack</title><link rel="stylesheet" href="app.css"></head>
+<title>dstack</title><link rel="icon" href="data:,"><link rel="stylesheet" href="app.css"></head>
 <body><div id="app"></div><script type="module" src="app.js"></script></body></html>
 `;
 

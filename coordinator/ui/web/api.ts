@@ -4,7 +4,7 @@
  * the server's secret prefix (`/s/<P>/`), and so does the API. The cookie set at login goes with
  * every request; nothing here holds a token.
  */
-import type { z } from 'zod';
+import type { z } from 'zod/mini';
 import { ErrorAnswerSchema, EventDataSchema, type EventData } from './schemas.js';
 
 export type { ActionAnswer, Attempt, LogRecord, LogsAnswer, RunDetail, RunRow, RunsPage, RunStatus, TreeEntry } from './schemas.js';
@@ -23,14 +23,16 @@ export class ApiError extends Error {
  * `value` checked against `schema`; else an error whose one line names the first field that
  * differs (a page and a server of different builds).
  */
-export function parseWith<T>(schema: z.ZodType<T>, value: unknown, what: string): T {
+export function parseWith<T>(schema: z.ZodMiniType<T>, value: unknown, what: string): T {
   const parsed = schema.safeParse(value);
   if (parsed.success) return parsed.data;
   const issue = parsed.error.issues[0];
-  throw new Error(`unexpected answer from ${what}: ${issue ? `${issue.path.join('.') || '(root)'}: ${issue.message}` : 'invalid'}`);
+  // zod/mini carries no message texts: a wrong type is said from the issue itself.
+  const said = issue === undefined ? 'invalid' : issue.code === 'invalid_type' ? `expected ${issue.expected}` : issue.message;
+  throw new Error(`unexpected answer from ${what}: ${issue?.path.join('.') || '(root)'}: ${said}`);
 }
 
-async function parse<T>(res: Response, schema: z.ZodType<T>, path: string): Promise<T> {
+async function parse<T>(res: Response, schema: z.ZodMiniType<T>, path: string): Promise<T> {
   const body: unknown = await res.json().catch(() => ({}));
   if (!res.ok) {
     const error = ErrorAnswerSchema.safeParse(body);
@@ -40,12 +42,12 @@ async function parse<T>(res: Response, schema: z.ZodType<T>, path: string): Prom
 }
 
 /** GETs an API path (relative: `api/runs`) and parses its JSON with the endpoint's schema. */
-export async function getJson<T>(path: string, schema: z.ZodType<T>): Promise<T> {
+export async function getJson<T>(path: string, schema: z.ZodMiniType<T>): Promise<T> {
   return parse(await fetch(path, { credentials: 'same-origin', cache: 'no-store' }), schema, path);
 }
 
 /** POSTs JSON to an API path (relative) and parses the answer with the endpoint's schema. */
-export async function postJson<T>(path: string, body: unknown, schema: z.ZodType<T>): Promise<T> {
+export async function postJson<T>(path: string, body: unknown, schema: z.ZodMiniType<T>): Promise<T> {
   return parse(await fetch(path, { method: 'POST', credentials: 'same-origin', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }), schema, path);
 }
 
