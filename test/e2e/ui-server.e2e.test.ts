@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
+import { LogsAnswerSchema, RunDetailSchema, RunsPageSchema, TreeSchema } from '../../coordinator/ui/web/schemas.js';
 import { dstack, killAgents, makeHome, makeRepo, removeAll, spawnCli, tempDir, waitFor, type SpawnedCli } from '../support/cli.js';
 
 const WORKFLOWS = `workflows:
@@ -92,7 +93,8 @@ describe('dstack ui (the built CLI, local backend, one real run)', function () {
     expect((await call(`${origin}/`, { headers: { cookie } })).status, 'the page outside the prefix').to.equal(401);
     const app = await call(`${base}app.js`, { headers: { cookie } });
     expect(app.status, 'the bundle is served from dist/ui').to.equal(200);
-    const runs = JSON.parse((await call(`${base}api/runs`, { headers: { cookie } })).body.toString()) as { runs: Array<{ runName: string; workflow: string; status: string; attempt: number | null }>; total: number; workflows: string[] };
+    // Parsed with the page's own schemas: the server answers what the page expects.
+    const runs = RunsPageSchema.parse(JSON.parse((await call(`${base}api/runs`, { headers: { cookie } })).body.toString()));
     expect(runs.total).to.equal(1);
     expect(runs.workflows).to.deep.equal(['produce']);
     expect(runs.runs[0]).to.include({ runName, workflow: 'produce', status: 'done', attempt: 1 });
@@ -100,7 +102,7 @@ describe('dstack ui (the built CLI, local backend, one real run)', function () {
 
   it('shows the run, its logs as text, and downloads an artifact file byte for byte (and refuses ..)', async () => {
     const cookie = await login();
-    const detail = JSON.parse((await call(`${base}api/runs/${runName}`, { headers: { cookie } })).body.toString()) as { run: { status: string }; artifacts: Array<{ path: string; files: number }>; attempts: unknown[] };
+    const detail = RunDetailSchema.parse(JSON.parse((await call(`${base}api/runs/${runName}`, { headers: { cookie } })).body.toString()));
     expect(detail.run.status).to.equal('done');
     expect(detail.artifacts).to.deep.equal([{ index: 0, path: 'out', files: 2, sizeBytes: 300_006 }]);
     expect(detail.attempts).to.have.length(1);
@@ -109,14 +111,14 @@ describe('dstack ui (the built CLI, local backend, one real run)', function () {
     let cursor: string | null = null;
     for (let calls = 0; ; calls++) {
       expect(calls, "calls to read a finished run's output").to.be.below(5);
-      const logs = JSON.parse((await call(`${base}api/runs/${runName}/logs${cursor === null ? '' : `?after=${cursor}`}`, { headers: { cookie } })).body.toString()) as { records: Array<{ text: string }>; cursor: string | null; done: boolean };
+      const logs = LogsAnswerSchema.parse(JSON.parse((await call(`${base}api/runs/${runName}/logs${cursor === null ? '' : `?after=${cursor}`}`, { headers: { cookie } })).body.toString()));
       text += logs.records.map((r) => r.text).join('');
       cursor = logs.cursor;
       if (logs.done) break;
     }
     expect(text).to.include('plain \x1b[31mred\x1b[0m <b>bold?</b>');
     expect((await call(`${base}api/runs/${runName}/logs?after=..%2Frun.json`, { headers: { cookie } })).status, 'a cursor that is not a chunk name').to.equal(400);
-    const tree = JSON.parse((await call(`${base}api/runs/${runName}/artifacts/0/tree`, { headers: { cookie } })).body.toString()) as { entries: Array<{ path: string; type: string; sizeBytes: number }> };
+    const tree = TreeSchema.parse(JSON.parse((await call(`${base}api/runs/${runName}/artifacts/0/tree`, { headers: { cookie } })).body.toString()));
     expect(tree.entries).to.deep.include({ path: 'sub/blob.bin', type: 'file', sizeBytes: 300_000 });
     const file = await call(`${base}api/runs/${runName}/artifacts/0/download?path=${encodeURIComponent('sub/blob.bin')}`, { headers: { cookie } });
     expect(file.status).to.equal(200);
