@@ -2,11 +2,10 @@ import type { JSX } from 'preact';
 import { useEffect, useRef, useState } from 'preact/hooks';
 import type { LogLine } from './ansi.js';
 import { LineSplitter } from './ansi-segments.js';
-import { seg, type Attempt, type RunDetail } from './api.js';
+import { getJson, seg, type Attempt, type RunDetail } from './api.js';
 import { formatBytes, formatDuration } from './format.js';
 import { StreamText } from './log-text.js';
 import { LogsSchema, TreeSchema, type LogsJson } from './schemas.js';
-import { getParsed } from './use-poll.js';
 
 type TreeEntry = { path: string; type: 'file' | 'dir' | 'symlink'; sizeBytes: number };
 
@@ -31,7 +30,7 @@ export function useLogs(runName: string): { lines: LogLine[]; dropped: number; f
       while (live) {
         let answer: LogsJson | undefined;
         try {
-          answer = await getParsed(`api/runs/${seg(runName)}/logs${cursor === null ? '' : `?after=${seg(cursor)}`}`, LogsSchema);
+          answer = await getJson(`api/runs/${seg(runName)}/logs${cursor === null ? '' : `?after=${seg(cursor)}`}`, LogsSchema);
         } catch {
           answer = undefined;
         }
@@ -124,7 +123,7 @@ function ArtifactTree({ runName, index, path }: { runName: string; index: number
   const [entries, setEntries] = useState<TreeEntry[] | null>(null);
   const [error, setError] = useState<string | null>(null);
   useEffect(() => {
-    getParsed(`api/runs/${seg(runName)}/artifacts/${index}/tree`, TreeSchema).then(
+    getJson(`api/runs/${seg(runName)}/artifacts/${index}/tree`, TreeSchema).then(
       (t) => setEntries(t.entries),
       (e: unknown) => setError(e instanceof Error ? e.message : String(e)),
     );

@@ -1,7 +1,8 @@
 import type { JSX } from 'preact';
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { LogView } from './ansi.js';
-import { getJson, onEvent, postJson, seg, type ActionAnswer, type RunDetail } from './api.js';
+import { getJson, onEvent, postJson, seg, type RunDetail } from './api.js';
+import { ActionAnswerSchema, RunDetailSchema } from './schemas.js';
 import { DiffView } from './diff.js';
 import { formatCost, formatDuration } from './format.js';
 import { WEB_LINK, shown } from './links.js';
@@ -32,7 +33,7 @@ export function RunPage({ runName }: { runName: string }): JSX.Element {
   useEffect(() => onEvent('run', (d) => d.runName === runName && setVersion((v) => v + 1)), [runName]);
   useEffect(() => {
     let live = true;
-    getJson<RunDetail>(`api/runs/${seg(runName)}`).then(
+    getJson(`api/runs/${seg(runName)}`, RunDetailSchema).then(
       (d) => {
         if (!live) return;
         finishedAtFirst.current ??= FINISHED.has(d.run.status);
@@ -55,7 +56,7 @@ export function RunPage({ runName }: { runName: string }): JSX.Element {
     setNotice(`${action}…`);
     try {
       const body = action === 'tag' ? { tag } : {};
-      const r = await postJson<ActionAnswer>(`api/runs/${seg(runName)}/${action}`, body);
+      const r = await postJson(`api/runs/${seg(runName)}/${action}`, body, ActionAnswerSchema);
       setNotice(r.message || (r.ok ? 'Done.' : 'The command did not succeed.'));
       if (action === 'restart' && r.runName) location.hash = `#/run/${encodeURIComponent(r.runName)}`;
     } catch (e) {
