@@ -38,11 +38,11 @@ async function main(): Promise<void> {
     browser = await launchChromium(chromium, OUT, { viewport: VIEWPORT });
     const { page } = browser;
     await page.goto(ui.url);
-    await page.goto(`${ui.origin}/#/runs`);
+    await page.goto(`${ui.base}#/runs`);
     for (const run of [...finished, train, running]) await page.locator(`table[data-testid=runs] tr[data-run="${run}"]`).waitFor({ timeout: WAIT_MS });
     write(await browser.screenshot('runs', { fullPage: false }));
 
-    await page.goto(`${ui.origin}/#/run/${train}`);
+    await page.goto(`${ui.base}#/run/${train}`);
     await page.locator('[data-testid=diff] .diff-add').first().waitFor({ timeout: WAIT_MS });
     await page.locator('[data-testid=logs]').getByText('epoch 3').first().waitFor({ timeout: WAIT_MS });
     await page.locator('[data-testid=artifacts] a[data-download]').first().waitFor({ timeout: WAIT_MS });

@@ -24,6 +24,11 @@ export interface RestartOptions {
  * Another owner's run that pins values from their shell is refused unless --force: those values are theirs.
  */
 export async function restartCommand(ctx: Context, o: RestartOptions): Promise<number> {
+  return (await restartRun(ctx, o)).code;
+}
+
+/** `dstack restart RUN` for a caller that goes on with the new run (the dashboard opens its page): the exit code and the new run's name. */
+export async function restartRun(ctx: Context, o: RestartOptions): Promise<{ code: number; runName: string }> {
   const info = await repoInfo(ctx.cwd);
   const { record, attempts } = await loadRun(ctx.store, info.repoId, o.run);
   // A docker job runs again from the image it ran, by digest: a tag moved since then changes nothing.
@@ -62,5 +67,5 @@ export async function restartCommand(ctx: Context, o: RestartOptions): Promise<n
     placement: await ctx.compute.plan(record.spec.resources),
   });
   if (!o.detach) ctx.out.note(`Restarting ${record.runName} as ${submitted.record.runName}.`);
-  return attach(ctx, submitted, o.detach, o.waitForLink ?? true);
+  return { code: await attach(ctx, submitted, o.detach, o.waitForLink ?? true), runName: submitted.record.runName };
 }

@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process';
 import { repoInfo } from '../code-capture.js';
 import type { Context } from '../context.js';
 
@@ -18,14 +17,20 @@ const POLL_MS = 2000;
 export async function uiCommand(ctx: Context, o: UiOptions, signals: { terminated: Promise<void> }): Promise<number> {
   const info = await repoInfo(ctx.cwd);
   const { startUiServer } = await import('../ui/server.js');
-  const { BudgetedStore } = await import('../ui/store-budget.js');
+  const { BudgetedStore, BudgetClosedError } = await import('../ui/store-budget.js');
   const { RunCache } = await import('../ui/run-cache.js');
   const { machinesApi } = await import('../ui/api-machines.js');
   const { costApi } = await import('../ui/api-cost.js');
   const { servicesApi } = await import('../ui/api-services.js');
+  const { openBrowser } = await import('../ui/open-browser.js');
   // The pages read through a Store that starts at most one listing a second, for all tabs together.
   const store = new BudgetedStore(ctx.store);
-  const runs = new RunCache({ store, repoId: info.repoId, tickMs: POLL_MS, onError: (e) => ctx.out.note(`dstack ui: reading runs: ${e.message}`) });
+  let closing = false;
+  // A listing cut short by the shutdown (the budget rejects what still waits) is no error for the user.
+  const onError = (e: Error): void => {
+    if (!closing && !(e instanceof BudgetClosedError)) ctx.out.note(`dstack ui: reading runs: ${e.message}`);
+  };
+  const runs = new RunCache({ store, repoId: info.repoId, tickMs: POLL_MS, onError });
   const server = await startUiServer({
     ctx,
     store,
@@ -40,20 +45,21 @@ export async function uiCommand(ctx: Context, o: UiOptions, signals: { terminate
     ],
   });
   ctx.out.line(`dstack ui: ${server.url}`);
-  if (o.open && hasDisplay(ctx.shellEnv)) openBrowser(server.url, (line) => ctx.out.note(line));
-  await Promise.race([ctx.interrupted, signals.terminated]);
-  await server.close();
-  store.close();
+  const opened = o.open && hasDisplay(ctx.shellEnv) ? openBrowser(server.url, { note: (line) => ctx.out.note(line) }) : undefined;
+  try {
+    await Promise.race([ctx.interrupted, signals.terminated]);
+  } finally {
+    // The cache first (no new listing), then the server and its streams, then the budget.
+    closing = true;
+    runs.close();
+    await server.close();
+    store.close();
+    opened?.remove();
+  }
   return 0;
 }
 
 /** A browser can be opened: macOS, or an X11 or Wayland display. */
 function hasDisplay(env: Record<string, string | undefined>): boolean {
   return process.platform === 'darwin' || Boolean(env.DISPLAY) || Boolean(env.WAYLAND_DISPLAY);
-}
-
-function openBrowser(url: string, note: (line: string) => void): void {
-  const child = spawn(process.platform === 'darwin' ? 'open' : 'xdg-open', [url], { stdio: 'ignore', detached: true, shell: false });
-  child.on('error', () => note('dstack ui: could not open a browser: open the URL above'));
-  child.unref();
 }

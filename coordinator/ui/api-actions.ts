@@ -35,15 +35,12 @@ export async function stopAction(ctx: Context, runName: string, body: Record<str
   return { ok: code === 0, message: a.lines.join('\n') };
 }
 
-/** `POST /api/runs/:run/restart`: `dstack restart RUN -d`; the message names the new run. */
+/** `POST /api/runs/:run/restart`: `dstack restart RUN -d`; `runName` is the new run's (the page opens it). */
 export async function restartAction(ctx: Context, runName: string): Promise<ActionResult & { runName: string | null }> {
-  const { restartCommand } = await import('../commands/restart.js');
+  const { restartRun } = await import('../commands/restart.js');
   const a = actionContext(ctx);
-  const code = await restartCommand(a.ctx, { run: runName, detach: true, waitForLink: false, force: false });
-  const message = a.lines.join('\n');
-  // attach's line on detach: `Run NAME (workflow W) submitted. …`
-  const named = /^Run (\S+) \(workflow /m.exec(message);
-  return { ok: code === 0, message, runName: named?.[1] ?? null };
+  const r = await restartRun(a.ctx, { run: runName, detach: true, waitForLink: false, force: false });
+  return { ok: r.code === 0, message: a.lines.join('\n'), runName: r.runName };
 }
 
 /** `POST /api/runs/:run/tag` (`{tag}`): `dstack tags add TAG RUN`. */

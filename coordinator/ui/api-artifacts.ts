@@ -3,12 +3,12 @@ import type { ServerResponse } from 'node:http';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import type { Readable } from 'node:stream';
 import * as tar from 'tar';
 import { ArtifactError, blobKey, sha256, type Manifest, type ManifestEntry } from '../../common/artifacts/manifest.js';
 import { readManifest, restoreTree } from '../../common/artifacts/restore.js';
 import type { Store } from '../../common/ports.js';
-import { loadRun, type SavedArtifactRef } from '../../common/runs.js';
+import { ArtifactIndexSchema } from '../../common/records/runs.js';
+import { readJson, runKeys, type SavedArtifactRef } from '../../common/runs.js';
 import { HttpError } from './http.js';
 
 /**
@@ -23,9 +23,10 @@ export function checkDownloadPath(path: string, allowRoot: boolean): string {
   return path;
 }
 
+/** The run's artifact #index, from its artifacts index alone: one GET, not the whole run (attempts listing and all). */
 async function artifactOf(store: Store, repoId: string, runName: string, index: number): Promise<SavedArtifactRef> {
-  const view = await loadRun(store, repoId, runName);
-  const a = view.artifacts?.artifacts[index];
+  const saved = await readJson(store, runKeys.artifacts(repoId, runName), ArtifactIndexSchema);
+  const a = saved?.artifacts[index];
   if (!a) throw new HttpError(404, `run ${runName} has no artifact #${index}`);
   return a;
 }
@@ -97,8 +98,7 @@ async function sendTar(store: Store, a: SavedArtifactRef, m: Manifest, path: str
     await restoreTree(store, a.manifestSha, join(dir, 'a'));
     const name = `${basename(path === '' ? a.path : path) || 'artifact'}.tar.gz`;
     res.writeHead(200, { 'content-type': 'application/gzip', 'content-disposition': `attachment; filename*=UTF-8''${encodeURIComponent(name)}`, 'cache-control': 'no-store' });
-    const stream = tar.create({ cwd: join(dir, 'a'), gzip: true, portable: true }, [path === '' ? '.' : path]) as unknown as Readable;
-    await pipeline(stream, res);
+    await pipeline(tar.create({ cwd: join(dir, 'a'), gzip: true, portable: true }, [path === '' ? '.' : path]), res);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

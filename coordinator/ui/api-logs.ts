@@ -6,39 +6,80 @@ import { HttpError } from './http.js';
 /** Chunks read by one call at most: a long log arrives in several answers, each small. */
 const CHUNKS_PER_CALL = 50;
 
-/** One piece of output as the page shows it: decoded text, never markup. */
+/**
+ * Chunk numbers looked for past a missing one. The agent's LogShipper moves on to the next number
+ * when a chunk's put fails, so a hole in the numbers is not the end of the output.
+ */
+const GAP_CHUNKS = 3;
+
+/**
+ * One record of output as stored: its bytes in base64. The page decodes them with one streaming
+ * TextDecoder per stream, so that a character split across two records is shown whole.
+ */
 export interface LogLineJson {
   atMs: number;
   stream: 'out' | 'err';
-  text: string;
+  data: string;
+}
+
+/** What `/api/runs/:run/logs` answers. */
+export interface LogsJson {
+  records: LogLineJson[];
+  cursor: string | null;
+  done: boolean;
 }
 
 /** A chunk's name in the run's log folder, `AAAA-SSSSSSSS.log` (attempt, sequence), as runKeys.logChunk writes it. */
 const CHUNK_NAME = /^(\d{4})-(\d{8})\.log$/;
 
+type Chunk = { key: string; body: Buffer | undefined };
+
 /**
- * The chunks after `after`, in order. While a run goes on, the next chunk is read by its known
- * name (the agent numbers them 0, 1, 2… per attempt): a GET, no listing. The log folder is listed
- * only to start, when the run has ended (to be sure every chunk is seen), or when a next attempt
- * has begun (whose first chunk may be any number of attempts later).
+ * An attempt's chunks from number `seq` on, by their known names (GETs, no listing). A missing
+ * chunk is looked past, up to GAP_CHUNKS numbers on: it may be one whose put failed.
  */
-async function nextChunks(store: Store, repoId: string, runName: string, after: string | null, ended: boolean): Promise<Array<{ key: string; body: Buffer | undefined }>> {
-  const prefix = runKeys.logs(repoId, runName);
-  const m = after === null ? null : CHUNK_NAME.exec(after);
-  if (m) {
-    const attempt = Number(m[1]);
-    const found: Array<{ key: string; body: Buffer | undefined }> = [];
-    for (let seq = Number(m[2]) + 1; found.length < CHUNKS_PER_CALL; seq++) {
-      const key = runKeys.logChunk(repoId, runName, attempt, seq);
-      const body = await store.get(key);
-      if (!body) break;
-      found.push({ key, body });
+async function readFrom(store: Store, repoId: string, runName: string, attempt: number, seq: number): Promise<Chunk[]> {
+  const found: Chunk[] = [];
+  const get = async (n: number): Promise<Chunk & { n: number }> => {
+    const key = runKeys.logChunk(repoId, runName, attempt, n);
+    return { key, body: await store.get(key), n };
+  };
+  for (let n = seq; found.length < CHUNKS_PER_CALL; n++) {
+    let next = await get(n);
+    if (!next.body) {
+      const ahead = await Promise.all(Array.from({ length: GAP_CHUNKS }, (_, i) => get(n + 1 + i)));
+      const after = ahead.find((c) => c.body !== undefined);
+      if (!after) break;
+      next = after;
+      n = after.n;
     }
-    if (found.length > 0) return found;
-    if (!ended && !(await store.head(runKeys.attempt(repoId, runName, attempt + 1)))) return [];
+    found.push({ key: next.key, body: next.body });
   }
-  const listed = await store.list(prefix, after === null ? {} : { startAfter: prefix + after });
-  return listed.slice(0, CHUNKS_PER_CALL + 1).map((o) => ({ key: o.key, body: undefined }));
+  return found;
+}
+
+/**
+ * The chunks after `after`, in order. While a run goes on, each chunk is read by its known name
+ * (the agent numbers them 0, 1, 2… per attempt), from the first one of attempt 1 when there is no
+ * cursor yet: GETs, no listing. When the attempt has nothing new, the later attempts that have
+ * begun are looked at the same way. The log folder is listed only once the run has ended, to be
+ * sure every chunk is seen.
+ */
+async function nextChunks(store: Store, repoId: string, runName: string, after: string | null, ended: boolean): Promise<Chunk[]> {
+  const m = after === null ? null : CHUNK_NAME.exec(after);
+  const attempt = m ? Number(m[1]) : 1;
+  const found = await readFrom(store, repoId, runName, attempt, m ? Number(m[2]) + 1 : 0);
+  if (found.length > 0) return found;
+  if (ended) {
+    const prefix = runKeys.logs(repoId, runName);
+    const listed = await store.list(prefix, after === null ? {} : { startAfter: prefix + after });
+    return listed.slice(0, CHUNKS_PER_CALL + 1).map((o) => ({ key: o.key, body: undefined }));
+  }
+  for (let a = attempt + 1; await store.head(runKeys.attempt(repoId, runName, a)); a++) {
+    const later = await readFrom(store, repoId, runName, a, 0);
+    if (later.length > 0) return later;
+  }
+  return [];
 }
 
 /**
@@ -47,7 +88,7 @@ async function nextChunks(store: Store, repoId: string, runName: string, after: 
  * stores its last chunk before the final status, so a final status seen before the chunks are
  * looked for means that they are all there.
  */
-export async function logsApi(store: Store, repoId: string, runName: string, after: string | null): Promise<{ records: LogLineJson[]; cursor: string | null; done: boolean }> {
+export async function logsApi(store: Store, repoId: string, runName: string, after: string | null): Promise<LogsJson> {
   if (after !== null && !CHUNK_NAME.test(after)) throw new HttpError(400, 'not a log cursor');
   if (!(await store.head(runKeys.record(repoId, runName)))) throw new HttpError(404, `run \`${runName}\` does not exist`);
   const ended = (await store.head(runKeys.final(repoId, runName))) !== undefined;
@@ -60,8 +101,12 @@ export async function logsApi(store: Store, repoId: string, runName: string, aft
     const body = chunk.body ?? (await store.get(chunk.key));
     if (!body) continue;
     const parsed = parseLogChunk(body);
-    for (const r of parsed.records) records.push({ atMs: r.atMs, stream: r.s, text: r.d.toString('utf8') });
-    if (parsed.problem !== undefined) records.push({ atMs: Date.now(), stream: 'err', text: `dstack: log chunk ${chunk.key} is corrupt (${parsed.problem}); the rest of it is skipped\n` });
+    // Bytes, not text: a record may end inside a character that the next one finishes.
+    for (const r of parsed.records) records.push({ atMs: r.atMs, stream: r.s, data: r.d.toString('base64') });
+    if (parsed.problem !== undefined) {
+      const note = `dstack: log chunk ${chunk.key} is corrupt (${parsed.problem}); the rest of it is skipped\n`;
+      records.push({ atMs: Date.now(), stream: 'err', data: Buffer.from(note).toString('base64') });
+    }
   }
   const lastKey = batch[batch.length - 1]?.key;
   const cursor = lastKey === undefined ? after : lastKey.slice(prefix.length);

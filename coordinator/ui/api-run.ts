@@ -1,8 +1,11 @@
 import type { Store } from '../../common/ports.js';
+import { endedFacts } from '../../common/run-cost.js';
+import type { RunSummary } from '../../common/run-index.js';
 import { loadRun, type RunView } from '../../common/runs.js';
 import { runLinks, summaryOf } from '../commands/ps.js';
 import type { Context } from '../context.js';
-import { rowOf, type RunRowJson, type TagIndex } from './api-runs.js';
+import { rowOf, type RunRowJson } from './run-rows.js';
+import type { RunsSource } from './runs-source.js';
 
 /** The largest diff the run page shows; a larger one is cut, and says so. */
 const DIFF_MAX_BYTES = 2 * 1024 * 1024;
@@ -20,12 +23,12 @@ export interface AttemptJson {
   exitCode: number | null;
 }
 
-/** What `/api/runs/:run` needs: the store and repo, the owner and secrets (for links), the tags and what was read before. */
+/** What `/api/runs/:run` needs: the store and repo, the owner and secrets (for links), the summary cache (tags) and what was read before. */
 export interface RunApiDeps {
   store: Store;
   repoId: string;
   ctx: Pick<Context, 'owner' | 'secrets'>;
-  tags: TagIndex;
+  runs: Pick<RunsSource, 'tagOf' | 'watch'>;
   /** Runs the server has read, by name, and the runs they depend on: the only dependents it can know. */
   seen: Map<string, string[]>;
 }
@@ -37,8 +40,10 @@ export async function runApi(deps: RunApiDeps, runName: string): Promise<Record<
   const spec = view.record.spec;
   const pinned = spec.pinnedDeps ?? [];
   deps.seen.set(runName, pinned.map((d) => d.runName));
-  const [tags, links, diff] = await Promise.all([deps.tags.byRun(), runLinks(deps.ctx, view).catch(() => []), readDiff(deps.store, spec.code.diffKey)]);
-  const run: RunRowJson = rowOf(summaryOf(view), view, tags.get(runName) ?? null, now);
+  // Its page listens for this run by name: the summary cache must read it to tell of its changes.
+  if (!view.final) deps.runs.watch(runName);
+  const [tag, links, diff] = await Promise.all([deps.runs.tagOf(runName), runLinks(deps.ctx, view).catch(() => []), readDiff(deps.store, spec.code.diffKey)]);
+  const run = runRowOf(view, tag ?? null, now);
   return {
     run,
     spec,
@@ -56,6 +61,20 @@ export async function runApi(deps: RunApiDeps, runName: string): Promise<Record<
     artifacts: (view.artifacts?.artifacts ?? []).map((a, index) => ({ index, path: a.path, files: a.files, sizeBytes: a.sizeBytes })),
     artifactsComplete: view.artifacts?.complete ?? true,
   };
+}
+
+/**
+ * The table's row of a run read in full: built as the runs table builds it (run-rows.ts), an ended
+ * run from the same facts its ended index key holds, so that the two pages agree.
+ */
+export function runRowOf(view: RunView, tag: string | null, nowMs: number): RunRowJson {
+  const base = summaryOf(view);
+  const f = view.final;
+  if (f) {
+    const summary: RunSummary = { ...base, ended: { status: f.status, attempt: f.attempt, exitCode: f.exitCode, reason: f.reason ?? '', ...endedFacts(view, f), finishedAt: f.finishedAt } };
+    return rowOf(summary, undefined, tag, nowMs);
+  }
+  return rowOf(base, { record: view.record, attempts: view.attempts, status: view.status }, tag, nowMs);
 }
 
 /** A bar per attempt: where it ran, when, and why it ended (the final reason on the last one). */

@@ -12,14 +12,17 @@ const KEEP_ALIVE_MS = 15_000;
 export class EventHub {
   private readonly clients = new Set<ServerResponse>();
   private readonly timer: NodeJS.Timeout;
-  // `changed` may be absent (a source that only counts versions): the pages then refetch on `runs`.
-  private readonly onChange = (version: number, changed: string[] = []): void => {
+  private readonly onChange = (version: number, changed: string[]): void => {
     let text = `event: runs\ndata: ${JSON.stringify({ version })}\n\n`;
     for (const runName of changed) text += `event: run\ndata: ${JSON.stringify({ runName })}\n\n`;
     for (const res of this.clients) res.write(text);
   };
 
-  constructor(private readonly runs: RunsSource) {
+  /** `onClients` hears the number of open streams each time it changes (RunsSource.setWatchers). */
+  constructor(
+    private readonly runs: RunsSource,
+    private readonly onClients: (count: number) => void = () => undefined,
+  ) {
     runs.on('change', this.onChange);
     this.timer = setInterval(() => {
       for (const res of this.clients) res.write(': keep-alive\n\n');
@@ -33,7 +36,10 @@ export class EventHub {
     res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-store', connection: 'keep-alive' });
     res.write(`retry: 2000\nevent: runs\ndata: ${JSON.stringify({ version: this.runs.version })}\n\n`);
     this.clients.add(res);
-    req.on('close', () => this.clients.delete(res));
+    this.onClients(this.clients.size);
+    req.on('close', () => {
+      if (this.clients.delete(res)) this.onClients(this.clients.size);
+    });
     // The source refreshes while someone reads it: this first read starts it for a tab that only listens.
     await this.runs.list().catch(() => undefined);
   }
@@ -43,5 +49,6 @@ export class EventHub {
     this.runs.off('change', this.onChange);
     for (const res of this.clients) res.end();
     this.clients.clear();
+    this.onClients(0);
   }
 }

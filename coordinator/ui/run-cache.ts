@@ -7,6 +7,7 @@ import { endedFacts } from '../../common/run-cost.js';
 import { deriveStatus, readJson, runKeys, type AttemptRecord, type RunStatus, type RunView } from '../../common/runs.js';
 import type { BudgetClock } from './store-budget.js';
 import { PAGE_SIZE, rowOf, type LiveRun, type RunsPage, type RunsQuery } from './run-rows.js';
+import type { RunsSource } from './runs-source.js';
 
 export { PAGE_SIZE, type RunRowJson, type RunsPage, type RunsQuery } from './run-rows.js';
 
@@ -18,7 +19,10 @@ export interface RunCacheOptions {
   tickMs?: number;
   /** Between two full listings of the index, which catch removed runs and ended keys (default 5 min). */
   fullEveryMs?: number;
-  /** How long an unfinished run stays watched (read each step) after a page showed it (default 10 min). */
+  /**
+   * How long an unfinished run stays watched (read each step) after a page showed it, while no
+   * event stream is open (default 10 min); while one is, the last page's unfinished runs stay read.
+   */
   watchMs?: number;
   /** Submitters' clocks may disagree: each step lists the runs submitted since this long before the newest seen (default 1 min). */
   skewMs?: number;
@@ -36,7 +40,7 @@ const systemClock: BudgetClock = { now: () => Date.now(), setTimeout: (fn, ms) =
  * `fullEveryMs` the whole index is listed again, which sees runs removed or ended elsewhere. Emits
  * 'change' (version, run names) when what the table shows changed, and 'step' after each step.
  */
-export class RunCache extends EventEmitter {
+export class RunCache extends EventEmitter implements RunsSource {
   /** Grows by one at each change. */
   version = 0;
   /** Summaries by run name, in index order (oldest first). */
@@ -46,6 +50,11 @@ export class RunCache extends EventEmitter {
   /** Ended summaries learnt by reading runs: kept over later listings whose ended key is missing. */
   private readonly endedSeen = new Map<string, EndedSummary>();
   private readonly watched = new Map<string, number>();
+  /** The unfinished runs of the last page served: read at each step while a tab listens (`watchers` > 0). */
+  private lastShown: string[] = [];
+  /** The unfinished runs whose page was opened: read at each step while a tab listens, until they end. */
+  private readonly opened = new Set<string>();
+  private watchers = 0;
   /** Tag records by key and write time: a tag moved to another run is a new object. */
   private tagRecords = new Map<string, TagRecord | null>();
   private tagByRun = new Map<string, string>();
@@ -82,6 +91,24 @@ export class RunCache extends EventEmitter {
     this.stop();
   }
 
+  /** How many event streams are open (EventHub tells): while any is, the last page's unfinished runs are read each step. */
+  setWatchers(count: number): void {
+    this.watchers = count;
+  }
+
+  /** A run page shows this run: while it is unfinished and a tab listens, it is read each step. */
+  watch(runName: string): void {
+    if (this.runs.get(runName)?.ended) return;
+    this.opened.add(runName);
+    this.watched.set(runName, this.clock.now());
+  }
+
+  /** The tag that points to a run: the repo's tag index first, then the run record's own. */
+  async tagOf(runName: string): Promise<string | undefined> {
+    await this.start();
+    return this.tagNow(runName);
+  }
+
   /** Makes the next step a full listing (after an action of the dashboard: a tag, a stop). */
   refreshSoon(): void {
     this.fullSoon = true;
@@ -98,7 +125,7 @@ export class RunCache extends EventEmitter {
     const summaries = await this.list();
     const workflows = [...new Set(summaries.map((s) => s.workflow))].sort();
     const tag = q.tag?.trim() || undefined;
-    let picked = summaries.filter((s) => (!q.workflow || s.workflow === q.workflow) && (tag === undefined || (this.tagOf(s.runName) ?? '').includes(tag)));
+    let picked = summaries.filter((s) => (!q.workflow || s.workflow === q.workflow) && (tag === undefined || (this.tagNow(s.runName) ?? '').includes(tag)));
     if (q.status) picked = picked.filter((s) => this.statusOf(s) === q.status);
     const pages = Math.max(1, Math.ceil(picked.length / PAGE_SIZE));
     const page = Math.min(pages, Math.max(1, Math.floor(q.page ?? 1) || 1));
@@ -111,7 +138,8 @@ export class RunCache extends EventEmitter {
       shown = shown.map((s) => this.runs.get(s.runName) ?? s);
     }
     for (const s of shown) if (!s.ended) this.watched.set(s.runName, now);
-    return { runs: shown.map((s) => rowOf(s, s.ended ? undefined : this.live.get(s.runName), this.tagOf(s.runName) ?? null, now)), total: picked.length, page, pageSize: PAGE_SIZE, workflows };
+    this.lastShown = shown.filter((s) => !s.ended).map((s) => s.runName);
+    return { runs: shown.map((s) => rowOf(s, s.ended ? undefined : this.live.get(s.runName), this.tagNow(s.runName) ?? null, now)), total: picked.length, page, pageSize: PAGE_SIZE, workflows };
   }
 
   /**
@@ -159,8 +187,12 @@ export class RunCache extends EventEmitter {
       for (const s of this.runs.values()) if (!s.ended) toRead.add(s.runName);
     } else {
       for (const name of await this.listNew()) toRead.add(name);
+      // A tab that listens shows the last page: its unfinished runs must show their start and end
+      // without waiting for the next full listing, however long they stay queued or running.
+      const onScreen = new Set(this.watchers > 0 ? [...this.lastShown, ...this.opened] : []);
+      for (const name of onScreen) if (this.runs.has(name) && !this.runs.get(name)?.ended) toRead.add(name);
       for (const [name, atMs] of this.watched) {
-        if (now - atMs > (this.o.watchMs ?? 600_000) || this.runs.get(name)?.ended) this.watched.delete(name);
+        if (this.runs.get(name)?.ended || (now - atMs > (this.o.watchMs ?? 600_000) && !onScreen.has(name))) this.watched.delete(name);
         else toRead.add(name);
       }
     }
@@ -182,6 +214,7 @@ export class RunCache extends EventEmitter {
       if (parsed) runs.set(parsed.runName, { ...parsed, ended: endedByRun.get(parsed.runName) ?? null });
     }
     for (const name of this.live.keys()) if (!runs.get(name) || runs.get(name)?.ended) this.live.delete(name);
+    for (const name of this.opened) if (!runs.get(name) || runs.get(name)?.ended) this.opened.delete(name);
     this.runs = runs;
     this.newestSubmittedAt = [...runs.values()].at(-1)?.submittedAt;
   }
@@ -244,6 +277,7 @@ export class RunCache extends EventEmitter {
         this.runs.set(runName, { ...summary, ended });
         this.live.delete(runName);
         this.watched.delete(runName);
+        this.opened.delete(runName);
         return;
       }
       this.live.set(runName, { record, attempts, status: deriveStatus(null, attempts, stop, this.clock.now()) });
@@ -266,17 +300,17 @@ export class RunCache extends EventEmitter {
   }
 
   private fingerprint(s: RunSummary): string {
-    if (s.ended) return `ended/${s.ended.status}/${this.tagOf(s.runName) ?? ''}`;
+    if (s.ended) return `ended/${s.ended.status}/${this.tagNow(s.runName) ?? ''}`;
     const live = this.live.get(s.runName);
     const last = live?.attempts.at(-1);
-    return `${live?.status ?? '?'}/${live?.attempts.length ?? 0}/${last?.state ?? ''}/${last?.instance?.id ?? ''}/${this.tagOf(s.runName) ?? ''}`;
+    return `${live?.status ?? '?'}/${live?.attempts.length ?? 0}/${last?.state ?? ''}/${last?.instance?.id ?? ''}/${this.tagNow(s.runName) ?? ''}`;
   }
 
   private statusOf(s: RunSummary): RunStatus {
     return s.ended?.status ?? this.live.get(s.runName)?.status ?? 'submitted';
   }
 
-  private tagOf(runName: string): string | undefined {
+  private tagNow(runName: string): string | undefined {
     return this.tagByRun.get(runName) ?? this.live.get(runName)?.record.tag;
   }
 }

@@ -37,13 +37,6 @@ export interface RunsPage {
 /** Rows per page of `/api/runs`. */
 export const PAGE_SIZE = 50;
 
-/** An unfinished run as last read: its record (written once) and attempts. */
-interface Live {
-  record: RunRecord;
-  attempts: AttemptRecord[];
-  status: RunStatus;
-}
-
 /** An unfinished run as last read: its record (written once), its attempts and the status they give. */
 export interface LiveRun {
   record: RunRecord;

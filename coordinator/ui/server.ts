@@ -3,12 +3,12 @@ import type { AddressInfo } from 'node:net';
 import { toError } from '../../common/errors.js';
 import type { Store } from '../../common/ports.js';
 import type { Context } from '../context.js';
-import { checkRequest, loginCookie, newToken } from './auth.js';
+import { checkRequest, loginCookie, newPrefix, newToken } from './auth.js';
 import { restartAction, stopAction, tagAction } from './api-actions.js';
 import { downloadApi, treeApi } from './api-artifacts.js';
 import { logsApi } from './api-logs.js';
 import { runApi } from './api-run.js';
-import { TagIndex, runsApi } from './api-runs.js';
+import { runsApi } from './api-runs.js';
 import { EventHub } from './events.js';
 import { HANDLED, HttpError, checkRunName, readJsonBody, sendJson, statusOf, type Route, type RouteRequest } from './http.js';
 import type { RunsSource } from './runs-source.js';
@@ -25,6 +25,8 @@ export interface UiServerDeps {
   port: number;
   /** Fixed in tests; otherwise a fresh random one. */
   token?: string;
+  /** The path the app lives under (`/s/<P>/`); fixed in tests, otherwise a fresh random one. */
+  prefix?: string;
   /** Routes added by other modules (machines, cost, services), tried after the core ones. */
   extraRoutes?: Route[];
   /** Where the server tells about errors it could not answer (a broken stream). */
@@ -33,9 +35,12 @@ export interface UiServerDeps {
 
 /** A running dashboard: the URL to open (token included) and how to stop it. */
 export interface UiServer {
+  /** `http://127.0.0.1:PORT/?token=T`: it logs in and redirects to the prefix. */
   url: string;
   port: number;
   token: string;
+  /** `/s/<P>/`: every page, asset and API lives below it. */
+  prefix: string;
   close(): Promise<void>;
 }
 
@@ -46,10 +51,12 @@ export interface UiServer {
  */
 export async function startUiServer(deps: UiServerDeps): Promise<UiServer> {
   const token = deps.token ?? newToken();
+  const prefix = deps.prefix ?? newPrefix();
+  // Once closing, a request cut short by the closed budget is no news for the user's terminal.
+  let closing = false;
   const { store, repoId } = deps;
-  const tags = new TagIndex(store, repoId);
   const seen = new Map<string, string[]>();
-  const hub = new EventHub(deps.runs);
+  const hub = new EventHub(deps.runs, (n) => deps.runs.setWatchers(n));
   const run = (r: RouteRequest): string => checkRunName(r.params[0]);
   const artifact = (r: RouteRequest): number => {
     const n = Number(r.params[1]);
@@ -58,13 +65,12 @@ export async function startUiServer(deps: UiServerDeps): Promise<UiServer> {
   };
   // After an action the summaries are listed again at once: the page shows its effect without waiting.
   const acted = <T>(result: T): T => {
-    deps.runs.refreshSoon?.();
-    tags.invalidate();
+    deps.runs.refreshSoon();
     return result;
   };
   const routes: Route[] = [
-    { method: 'GET', path: /^\/api\/runs$/, handle: (r) => runsApi({ store, repoId, runs: deps.runs, tags }, r.url.searchParams) },
-    { method: 'GET', path: /^\/api\/runs\/([^/]+)$/, handle: (r) => runApi({ store, repoId, ctx: deps.ctx, tags, seen }, run(r)) },
+    { method: 'GET', path: /^\/api\/runs$/, handle: (r) => runsApi(deps.runs, r.url.searchParams) },
+    { method: 'GET', path: /^\/api\/runs\/([^/]+)$/, handle: (r) => runApi({ store, repoId, ctx: deps.ctx, runs: deps.runs, seen }, run(r)) },
     { method: 'GET', path: /^\/api\/runs\/([^/]+)\/logs$/, handle: (r) => logsApi(store, repoId, run(r), r.url.searchParams.get('after')) },
     { method: 'GET', path: /^\/api\/runs\/([^/]+)\/artifacts\/(\d+)\/tree$/, handle: (r) => treeApi(store, repoId, run(r), artifact(r)) },
     {
@@ -94,21 +100,24 @@ export async function startUiServer(deps: UiServerDeps): Promise<UiServer> {
   let port = 0;
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const url = new URL(req.url ?? '/', 'http://127.0.0.1');
-    const gate = checkRequest(req, url, { token, port });
+    // The page's URL holds the secret prefix: no request it makes may tell another site.
+    res.setHeader('referrer-policy', 'no-referrer');
+    const gate = checkRequest(req, url, { token, port, prefix });
     if (gate.kind === 'deny') {
       res.writeHead(gate.status, { 'content-type': 'text/plain; charset=utf-8' });
       res.end(`${gate.message}\n`);
       return;
     }
     if (gate.kind === 'login') {
-      res.writeHead(302, { 'set-cookie': loginCookie(token), location: '/', 'cache-control': 'no-store' });
+      res.writeHead(302, { 'set-cookie': loginCookie(token, prefix), location: prefix, 'cache-control': 'no-store' });
       res.end();
       return;
     }
+    const path = gate.path;
     try {
-      if (!url.pathname.startsWith('/api/')) return await serveStatic(url.pathname, res);
+      if (!path.startsWith('/api/')) return await serveStatic(path, res);
       for (const route of routes) {
-        const m = route.path.exec(url.pathname);
+        const m = route.path.exec(path);
         if (!m) continue;
         if (route.method !== req.method) throw new HttpError(405, `${req.method ?? ''} is not allowed here`);
         const params = m.slice(1).map((p) => {
@@ -128,11 +137,11 @@ export async function startUiServer(deps: UiServerDeps): Promise<UiServer> {
       const status = statusOf(err);
       if (res.headersSent) {
         // A download or stream that broke halfway: end it short, so that the browser sees a failure.
-        deps.log(`dstack ui: ${req.method ?? ''} ${url.pathname}: ${err.message}`);
+        if (!closing) deps.log(`dstack ui: ${req.method ?? ''} ${path}: ${err.message}`);
         res.destroy();
         return;
       }
-      if (status === 500) deps.log(`dstack ui: ${req.method ?? ''} ${url.pathname}: ${err.message}`);
+      if (status === 500 && !closing) deps.log(`dstack ui: ${req.method ?? ''} ${path}: ${err.message}`);
       sendJson(res, status, { error: err.message.split('\n')[0] ?? 'error' });
     }
   };
@@ -145,7 +154,9 @@ export async function startUiServer(deps: UiServerDeps): Promise<UiServer> {
     url: `http://127.0.0.1:${port}/?token=${token}`,
     port,
     token,
+    prefix,
     close: async () => {
+      closing = true;
       hub.close();
       deps.runs.close();
       await new Promise<void>((resolve) => {

@@ -17,11 +17,14 @@ function bundleDir(): string {
 
 const DIR = bundleDir();
 
-/** The one page: the app mounts itself into #app. No inline script, so the policy can forbid them. */
+/**
+ * The one page: the app mounts itself into #app. No inline script, so the policy can forbid them.
+ * Relative URLs: the page is served at the secret prefix (`/s/<P>/`), and so is all it loads.
+ */
 const INDEX_HTML = `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>dstack</title><link rel="stylesheet" href="/app.css"></head>
-<body><div id="app"></div><script type="module" src="/app.js"></script></body></html>
+<title>dstack</title><link rel="icon" href="data:,"><link rel="stylesheet" href="app.css"></head>
+<body><div id="app"></div><script type="module" src="app.js"></script></body></html>
 `;
 
 const TYPES: Record<string, string> = { js: 'text/javascript; charset=utf-8', css: 'text/css; charset=utf-8', map: 'application/json; charset=utf-8' };
@@ -29,7 +32,7 @@ const TYPES: Record<string, string> = { js: 'text/javascript; charset=utf-8', cs
 /** Scripts only from this origin: a log line that got through as markup still could not run one. */
 const POLICY = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'";
 
-/** Serves `/` (the page) and the bundle's files by their flat names; anything else is 404. */
+/** Serves `/` (the page) and the bundle's files by their flat names, `pathname` being below the prefix; anything else is 404. */
 export async function serveStatic(pathname: string, res: ServerResponse): Promise<void> {
   const headers = { 'content-security-policy': POLICY, 'x-content-type-options': 'nosniff', 'cache-control': 'no-cache' };
   if (pathname === '/' || pathname === '/index.html') {

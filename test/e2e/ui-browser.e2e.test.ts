@@ -1,6 +1,8 @@
 import { expect } from 'chai';
 import { createHash } from 'node:crypto';
 import { readFileSync, statSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import type { Locator } from 'playwright-core';
 import { openBrowser, outputFolderName, type TestBrowser } from '../support/browser.js';
@@ -34,7 +36,7 @@ describe('e2e: dstack ui in a real browser', function () {
   const open = async (route: string): Promise<void> => {
     await page().goto(ui!.url);
     await page().goto('about:blank');
-    await page().goto(`${ui!.origin}/#${route}`);
+    await page().goto(`${ui!.base}#${route}`);
   };
 
   before(async function () {
@@ -68,33 +70,93 @@ describe('e2e: dstack ui in a real browser', function () {
     if (code !== undefined) expect(code, `dstack ui exited ${code} on SIGTERM: ${ui?.out.stderr ?? ''}`).to.equal(0);
   });
 
-  it('auth: no token, a wrong token or a foreign Host gets no page; the printed URL sets the cookie and shows the runs', async () => {
-    const { origin, url } = ui!;
-    for (const path of ['/', '/api/runs', '/api/events', '/?token=wrong', `/api/runs/${runs.quick}`]) {
-      expect((await rawRequest(origin + path)).status, `GET ${path} without the token`).to.equal(401);
+  it('auth: no token, a wrong token, a foreign Host or a path outside the prefix gets no page; the printed URL sets the cookie and shows the runs', async () => {
+    const { origin, url, base, prefix } = ui!;
+    for (const path of ['/', '/api/runs', '/api/events', '/?token=wrong', `/api/runs/${runs.quick}`, prefix, `${prefix}api/runs`, `${prefix}api/events`, `${prefix}app.js`]) {
+      const r = await rawRequest(origin + path);
+      expect(r.status, `GET ${path} without the token`).to.equal(401);
+      expect(r.headers['referrer-policy'], `the Referrer-Policy of GET ${path}`).to.equal('no-referrer');
     }
-    expect((await rawRequest(`${origin}/api/runs`, { headers: { cookie: 'dstack_ui=wrong' } })).status, 'a wrong cookie').to.equal(401);
+    expect((await rawRequest(`${base}api/runs`, { headers: { cookie: 'dstack_ui=wrong' } })).status, 'a wrong cookie').to.equal(401);
     const login = await rawRequest(url);
     expect(login.status).to.equal(302);
-    expect(login.headers.location).to.equal('/');
+    expect(login.headers.location).to.match(/^\/s\/[A-Za-z0-9_-]{22}\/$/);
+    expect(login.headers['referrer-policy']).to.equal('no-referrer');
     const setCookie = login.headers['set-cookie']?.[0] ?? '';
     expect(setCookie).to.match(/^dstack_ui=[^;]+;/).and.match(/HttpOnly/i).and.match(/SameSite=Strict/i);
+    expect(setCookie, 'the cookie is scoped to the prefix').to.match(new RegExp(`; Path=${prefix}(;|$)`));
     const cookie = setCookie.split(';')[0] ?? '';
-    expect((await rawRequest(`${origin}/api/runs`, { headers: { cookie } })).status).to.equal(200);
+    const runsAnswer = await rawRequest(`${base}api/runs`, { headers: { cookie } });
+    expect(runsAnswer.status).to.equal(200);
+    expect(runsAnswer.headers['referrer-policy']).to.equal('no-referrer');
+    // Outside the prefix only the login lives: the right cookie or token opens nothing there.
+    for (const path of ['/', '/api/runs', '/app.js', `/api/runs/${runs.quick}`]) {
+      expect((await rawRequest(origin + path, { headers: { cookie } })).status, `GET ${path} with the cookie`).to.equal(401);
+    }
+    expect((await rawRequest(`${origin}/api/runs?token=${ui!.token}`)).status, '/api/runs?token=').to.equal(401);
     const port = new URL(origin).port;
-    expect((await rawRequest(`${origin}/api/runs`, { headers: { cookie, host: `evil.example:${port}` } })).status, 'DNS rebinding').to.equal(403);
-    const csrf = await rawRequest(`${origin}/api/runs/${runs.quick}/tag`, { method: 'POST', headers: { cookie, origin: 'http://evil.example', 'content-type': 'application/json' }, body: '{"tag":"x"}' });
+    expect((await rawRequest(`${base}api/runs`, { headers: { cookie, host: `evil.example:${port}` } })).status, 'DNS rebinding').to.equal(403);
+    const csrf = await rawRequest(`${base}api/runs/${runs.quick}/tag`, { method: 'POST', headers: { cookie, origin: 'http://evil.example', 'content-type': 'application/json' }, body: '{"tag":"x"}' });
     expect(csrf.status, 'a POST from another origin').to.equal(403);
 
     await page().context().clearCookies();
-    const denied = await page().goto(`${origin}/#/runs`);
+    const denied = await page().goto(`${base}#/runs`);
     expect(denied?.status()).to.equal(401);
     expect(await page().locator('table[data-testid=runs]').count()).to.equal(0);
     await page().goto(url);
-    expect(page().url()).to.equal(`${origin}/`);
+    expect(page().url()).to.equal(base);
     await page().locator('table[data-testid=runs]').waitFor({ timeout: 15_000 });
-    const cookies = await page().context().cookies(origin);
-    expect(cookies.find((c) => c.name === 'dstack_ui')?.httpOnly).to.equal(true);
+    const cookies = await page().context().cookies(base);
+    expect(cookies.find((c) => c.name === 'dstack_ui')).to.deep.include({ httpOnly: true, path: prefix });
+  });
+
+  it("auth: the cookie never reaches another port of 127.0.0.1 (a job's web server), nor does the prefix in a Referer", async () => {
+    // A job's web server on the same host, as a Services link opens it: it records what the browser sends.
+    const seen: Array<{ path: string; cookie: string; referer: string }> = [];
+    const job = createServer((req, res) => {
+      seen.push({ path: req.url ?? '', cookie: req.headers.cookie ?? '', referer: req.headers.referer ?? '' });
+      res.writeHead(200, { 'content-type': 'text/html' }).end('<!doctype html><title>job</title><p>job server</p>');
+    });
+    await new Promise<void>((r) => job.listen(0, '127.0.0.1', r));
+    try {
+      const jobUrl = `http://127.0.0.1:${(job.address() as AddressInfo).port}`;
+      await page().goto(ui!.url);
+      await page().locator('table[data-testid=runs]').waitFor({ timeout: 15_000 });
+      // Followed from the dashboard's page, as a click on a link does, then typed in the address bar.
+      await Promise.all([page().waitForURL(`${jobUrl}/from-page`), page().evaluate(`location.href = ${JSON.stringify(`${jobUrl}/from-page`)}`)]);
+      await page().goto(`${jobUrl}/`);
+      await page().goto(`${jobUrl}/api/runs`);
+      // The pages and the favicon the browser asks for on its own.
+      expect(seen.map((s) => s.path).filter((p) => p !== '/favicon.ico')).to.deep.equal(['/from-page', '/', '/api/runs']);
+      for (const s of seen) {
+        expect(s.cookie, 'the Cookie header the job received').not.to.match(/dstack_ui=/);
+        expect(s.referer, 'the Referer the job received').not.to.include(ui!.prefix);
+      }
+      // The browser still holds the cookie: it is scoped, not lost.
+      await page().goto(`${ui!.base}#/runs`);
+      await page().locator('table[data-testid=runs] tr[data-run]').first().waitFor({ timeout: 15_000 });
+    } finally {
+      job.closeAllConnections();
+      await new Promise((r) => job.close(r));
+    }
+  });
+
+  it('auth: two dashboards (two repos) keep two cookies; logging in to one does not log out of the other', async () => {
+    const other = await startUi({ cwd: repo, home });
+    try {
+      await page().context().clearCookies();
+      await page().goto(ui!.url);
+      await page().goto(other.url);
+      expect(page().url()).to.equal(other.base);
+      const jar = (await page().context().cookies()).filter((c) => c.name === 'dstack_ui');
+      expect(jar.map((c) => c.path).sort(), 'one cookie per dashboard').to.deep.equal([ui!.prefix, other.prefix].sort());
+      for (const server of [ui!, other]) {
+        await page().goto(`${server.base}#/runs`);
+        await page().locator('table[data-testid=runs] tr[data-run]').first().waitFor({ timeout: 15_000 });
+      }
+    } finally {
+      expect(await other.stop(), `the second dstack ui on SIGTERM: ${other.out.stderr}`).to.equal(0);
+    }
   });
 
   it('runs: the table lists the runs; a new run shows up and its status turns to done without a reload', async () => {
@@ -150,7 +212,7 @@ describe('e2e: dstack ui in a real browser', function () {
 
   it('an artifact download URL with `..`, an absolute path or a NUL is refused with 400', async () => {
     const cookie = await loginCookie(ui!);
-    const base = `${ui!.origin}/api/runs/${runs.produce}/artifacts/0`;
+    const base = `${ui!.base}api/runs/${runs.produce}/artifacts/0`;
     const tree = JSON.parse((await rawRequest(`${base}/tree`, { headers: { cookie } })).body.toString()) as { entries: Array<{ path: string }> };
     const blob = tree.entries.find((e) => e.path.endsWith('blob.bin'))?.path ?? '';
     const ok = await rawRequest(`${base}/download?path=${encodeURIComponent(blob)}`, { headers: { cookie } });
@@ -256,7 +318,7 @@ describe('e2e: dstack ui in a real browser', function () {
     for (const [name, route, ready] of pages) {
       // Through the nav link where there is one, as a user goes; the run page by its route.
       const byNav = name !== 'run' && (await page().locator(`a[data-nav=${name}]`).click({ timeout: 5_000 }).then(() => true, () => false));
-      if (!byNav) await page().goto(`${ui!.origin}/#${route}`);
+      if (!byNav) await page().goto(`${ui!.base}#${route}`);
       if (!byNav && name !== 'run') missing.push(`${name}: a[data-nav=${name}]`);
       const shown = await page().locator(ready).first().waitFor({ timeout: 15_000 }).then(() => true, () => false);
       if (!shown) missing.push(`${name}: ${ready}`);

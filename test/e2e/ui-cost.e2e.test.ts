@@ -88,20 +88,26 @@ aws:
       else await new Promise((r) => setTimeout(r, 50));
     }
     if (!url) throw new Error(`no URL printed: ${ctx.out.text()}`);
-    const headers = { host: url.host, cookie: `dstack_ui=${url.searchParams.get('token') ?? ''}` };
-    const get = (path: string): Promise<{ status: number; body: string }> =>
+    let headers: Record<string, string> = { host: url.host };
+    const call = (target: URL): Promise<{ status: number; body: string; location: string }> =>
       new Promise((resolve, reject) => {
-        request(new URL(path, url), { headers }, (res) => {
+        request(target, { headers }, (res) => {
           let body = '';
           res.on('data', (d: Buffer) => (body += d.toString()));
-          res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body, location: res.headers.location ?? '' }));
         })
           .on('error', reject)
           .end();
       });
+    // The printed URL logs in: the app and its API live below the prefix it redirects to.
+    const login = await call(url);
+    expect(login.status).to.equal(302);
+    const base = new URL(login.location, url);
+    headers = { ...headers, cookie: `dstack_ui=${url.searchParams.get('token') ?? ''}` };
+    const get = (path: string): Promise<{ status: number; body: string }> => call(new URL(path, base));
 
     const startMs = Date.now();
-    const first = await get('/api/runs');
+    const first = await get('api/runs');
     expect(first.status, first.body).to.equal(200);
     const page = JSON.parse(first.body) as { total: number; runs: Array<{ runName: string; status: string; costUsd: number | null }> };
     expect(page.total).to.equal(RUNS + 1);
@@ -111,11 +117,11 @@ aws:
     const afterFirst = seen.requests.length;
     // The tab's event stream; each `runs` event makes it fetch the page again, as the app does.
     let renders = 1;
-    const events = request(new URL('/api/events', url), { headers }, (res) =>
+    const events = request(new URL('api/events', base), { headers }, (res) =>
       res.on('data', (d: Buffer) => {
         if (!d.toString().includes('event: runs')) return;
         renders++;
-        void get('/api/runs');
+        void get('api/runs');
       }),
     );
     events.on('error', () => undefined);

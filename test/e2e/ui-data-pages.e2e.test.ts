@@ -22,6 +22,9 @@ const root = document.getElementById('app');
 if (root) render(page === 'cost' ? <CostPage /> : page === 'services' ? <ServicesPage /> : <MachinesPage />, root);
 `;
 
+/** Where the stand-in serves the pages, as `dstack ui` serves them below its secret prefix: absolute `/api/` URLs get 404. */
+const PREFIX = '/s/stand-in/';
+
 const day = (daysAgo: number): string => new Date(Date.now() - daysAgo * 86_400_000).toISOString().slice(0, 10);
 
 /**
@@ -46,11 +49,12 @@ describe('ui pages: machines, cost and services in a browser', function () {
     const out = await build({ entryPoints: [entry], bundle: true, splitting: true, format: 'esm', target: 'es2022', jsx: 'automatic', jsxImportSource: 'preact', outdir: join(dir, 'out'), entryNames: 'app', write: false, nodePaths: [join(ROOT, 'node_modules')], logLevel: 'warning' });
     const files = new Map<string, OutputFile>(out.outputFiles.map((f) => [`/${basename(f.path)}`, f]));
     server = createServer((req, res) => {
-      const path = (req.url ?? '/').split('?')[0] ?? '/';
+      const full = (req.url ?? '/').split('?')[0] ?? '/';
+      const path = full.startsWith(PREFIX) ? full.slice(PREFIX.length - 1) : `(outside the prefix) ${full}`;
       served.push(path);
       const file = files.get(path);
       if (path === '/') {
-        res.writeHead(200, { 'content-type': 'text/html' }).end('<!doctype html><html><body><div id="app"></div><script type="module" src="/app.js"></script></body></html>');
+        res.writeHead(200, { 'content-type': 'text/html' }).end('<!doctype html><html><body><div id="app"></div><script type="module" src="app.js"></script></body></html>');
       } else if (file) {
         res.writeHead(200, { 'content-type': 'text/javascript' }).end(Buffer.from(file.contents));
       } else if (path in api) {
@@ -60,7 +64,7 @@ describe('ui pages: machines, cost and services in a browser', function () {
       }
     });
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    base = `http://127.0.0.1:${(server.address() as AddressInfo).port}${PREFIX.slice(0, -1)}`;
     browser = await openBrowser(this, 'ui pages machines cost services');
   });
   after(async () => {
@@ -96,6 +100,10 @@ describe('ui pages: machines, cost and services in a browser', function () {
     expect(await page.textContent('table[data-testid=agents] tbody')).to.equal('No agent runs now.');
     // chart.js is not loaded for this page.
     expect(served.filter((p) => p.startsWith('/chart'))).to.deep.equal([]);
+    // An answer of another shape is one line on the page, not a broken table.
+    api['/api/machines'] = { agents: 'none', queues: [], costRatePerHour: 1.7 };
+    await page.waitForFunction(`document.querySelector('.machines .error')?.textContent?.startsWith('unexpected answer from api/machines: agents')`, undefined, { timeout: 8000 });
+    expect(served.filter((p) => p.startsWith('(outside') && !p.endsWith(' /favicon.ico')), 'requests outside the prefix').to.deep.equal([]);
   });
 
   it('cost: a stacked bar chart (chart.js, its own chunk) and a table of the same numbers', async () => {

@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
+import { LogsSchema, RunDetailSchema, RunsPageSchema, TreeSchema } from '../../coordinator/ui/web/schemas.js';
 import { dstack, killAgents, makeHome, makeRepo, removeAll, spawnCli, tempDir, waitFor, type SpawnedCli } from '../support/cli.js';
 
 const WORKFLOWS = `workflows:
@@ -46,6 +47,8 @@ describe('dstack ui (the built CLI, local backend, one real run)', function () {
   let runName = '';
   let origin = '';
   let url = '';
+  /** `http://127.0.0.1:PORT/s/<P>/`, where the login redirects. */
+  let base = '';
 
   before(async () => {
     repo = makeRepo({ '.dstack/workflows.yaml': WORKFLOWS });
@@ -60,6 +63,7 @@ describe('dstack ui (the built CLI, local backend, one real run)', function () {
     ui = spawnCli(['ui', '--no-open'], { cwd: repo, home });
     url = await waitFor(() => /^dstack ui: (http:\/\/127\.0\.0\.1:\d+\/\?token=[A-Za-z0-9_-]+)$/m.exec(ui?.out.stdout ?? '')?.[1], 30_000, `the URL line (stderr: ${ui.out.stderr})`);
     origin = new URL(url).origin;
+    base = origin + String((await call(url)).headers.location ?? '');
   });
 
   after(async () => {
@@ -78,15 +82,19 @@ describe('dstack ui (the built CLI, local backend, one real run)', function () {
   };
 
   it('answers 401 without the token, 403 to a foreign Host, and serves the page and the runs with the cookie', async () => {
-    expect((await call(`${origin}/api/runs`)).status).to.equal(401);
+    expect((await call(`${base}api/runs`)).status).to.equal(401);
+    expect(base).to.match(/\/s\/[A-Za-z0-9_-]{22}\/$/);
     const cookie = await login();
-    expect((await call(`${origin}/api/runs`, { headers: { cookie, host: 'attacker.example' } })).status).to.equal(403);
-    const page = await call(`${origin}/`, { headers: { cookie } });
+    expect((await call(`${base}api/runs`, { headers: { cookie, host: 'attacker.example' } })).status).to.equal(403);
+    const page = await call(base, { headers: { cookie } });
     expect(page.status).to.equal(200);
-    expect(page.body.toString()).to.include('<script type="module" src="/app.js"></script>');
-    const app = await call(`${origin}/app.js`, { headers: { cookie } });
+    // Relative: the page and all it loads live below the prefix.
+    expect(page.body.toString()).to.include('<script type="module" src="app.js"></script>');
+    expect((await call(`${origin}/`, { headers: { cookie } })).status, 'the page outside the prefix').to.equal(401);
+    const app = await call(`${base}app.js`, { headers: { cookie } });
     expect(app.status, 'the bundle is served from dist/ui').to.equal(200);
-    const runs = JSON.parse((await call(`${origin}/api/runs`, { headers: { cookie } })).body.toString()) as { runs: Array<{ runName: string; workflow: string; status: string; attempt: number | null }>; total: number; workflows: string[] };
+    // Parsed with the page's own schemas: the server answers what the page expects.
+    const runs = RunsPageSchema.parse(JSON.parse((await call(`${base}api/runs`, { headers: { cookie } })).body.toString()));
     expect(runs.total).to.equal(1);
     expect(runs.workflows).to.deep.equal(['produce']);
     expect(runs.runs[0]).to.include({ runName, workflow: 'produce', status: 'done', attempt: 1 });
@@ -94,7 +102,7 @@ describe('dstack ui (the built CLI, local backend, one real run)', function () {
 
   it('shows the run, its logs as text, and downloads an artifact file byte for byte (and refuses ..)', async () => {
     const cookie = await login();
-    const detail = JSON.parse((await call(`${origin}/api/runs/${runName}`, { headers: { cookie } })).body.toString()) as { run: { status: string }; artifacts: Array<{ path: string; files: number }>; attempts: unknown[] };
+    const detail = RunDetailSchema.parse(JSON.parse((await call(`${base}api/runs/${runName}`, { headers: { cookie } })).body.toString()));
     expect(detail.run.status).to.equal('done');
     expect(detail.artifacts).to.deep.equal([{ index: 0, path: 'out', files: 2, sizeBytes: 300_006 }]);
     expect(detail.attempts).to.have.length(1);
@@ -103,22 +111,23 @@ describe('dstack ui (the built CLI, local backend, one real run)', function () {
     let cursor: string | null = null;
     for (let calls = 0; ; calls++) {
       expect(calls, "calls to read a finished run's output").to.be.below(5);
-      const logs = JSON.parse((await call(`${origin}/api/runs/${runName}/logs${cursor === null ? '' : `?after=${cursor}`}`, { headers: { cookie } })).body.toString()) as { records: Array<{ text: string }>; cursor: string | null; done: boolean };
-      text += logs.records.map((r) => r.text).join('');
+      const logs = LogsSchema.parse(JSON.parse((await call(`${base}api/runs/${runName}/logs${cursor === null ? '' : `?after=${cursor}`}`, { headers: { cookie } })).body.toString()));
+      // Bytes, as the job wrote them (base64 in the answer): the page decodes them per stream.
+      text += Buffer.concat(logs.records.map((r) => Buffer.from(r.data, 'base64'))).toString('utf8');
       cursor = logs.cursor;
       if (logs.done) break;
     }
     expect(text).to.include('plain \x1b[31mred\x1b[0m <b>bold?</b>');
-    expect((await call(`${origin}/api/runs/${runName}/logs?after=..%2Frun.json`, { headers: { cookie } })).status, 'a cursor that is not a chunk name').to.equal(400);
-    const tree = JSON.parse((await call(`${origin}/api/runs/${runName}/artifacts/0/tree`, { headers: { cookie } })).body.toString()) as { entries: Array<{ path: string; type: string; sizeBytes: number }> };
+    expect((await call(`${base}api/runs/${runName}/logs?after=..%2Frun.json`, { headers: { cookie } })).status, 'a cursor that is not a chunk name').to.equal(400);
+    const tree = TreeSchema.parse(JSON.parse((await call(`${base}api/runs/${runName}/artifacts/0/tree`, { headers: { cookie } })).body.toString()));
     expect(tree.entries).to.deep.include({ path: 'sub/blob.bin', type: 'file', sizeBytes: 300_000 });
-    const file = await call(`${origin}/api/runs/${runName}/artifacts/0/download?path=${encodeURIComponent('sub/blob.bin')}`, { headers: { cookie } });
+    const file = await call(`${base}api/runs/${runName}/artifacts/0/download?path=${encodeURIComponent('sub/blob.bin')}`, { headers: { cookie } });
     expect(file.status).to.equal(200);
     expect(file.headers['content-disposition']).to.equal("attachment; filename*=UTF-8''blob.bin");
     expect(file.body.equals(readFileSync(join(downloads, 'out', 'sub', 'blob.bin'))), 'the same bytes as `dstack artifacts download`').to.equal(true);
-    const bad = await call(`${origin}/api/runs/${runName}/artifacts/0/download?path=${encodeURIComponent('sub/../../etc/passwd')}`, { headers: { cookie } });
+    const bad = await call(`${base}api/runs/${runName}/artifacts/0/download?path=${encodeURIComponent('sub/../../etc/passwd')}`, { headers: { cookie } });
     expect(bad.status).to.equal(400);
-    const folder = await call(`${origin}/api/runs/${runName}/artifacts/0/download?path=sub&tar=1`, { headers: { cookie } });
+    const folder = await call(`${base}api/runs/${runName}/artifacts/0/download?path=sub&tar=1`, { headers: { cookie } });
     expect(folder.status).to.equal(200);
     // The tar holds sub/blob.bin: its 512-byte header names it, and its bytes follow.
     const tar = gunzipSync(folder.body);
@@ -127,8 +136,20 @@ describe('dstack ui (the built CLI, local backend, one real run)', function () {
     expect(tar.subarray(at + 512 - (at % 512), at + 512 - (at % 512) + 300_000).equals(file.body)).to.equal(true);
   });
 
-  it('ends with exit code 0 on SIGTERM', async () => {
+  it('ends with exit code 0 on SIGTERM, printing nothing but its URL line, even with listings queued', async () => {
+    const cookie = await login();
+    // One tab's event stream, and a burst of calls that each list the Store: the budget queues them.
+    const events = request(`${base}api/events`, { headers: { cookie } }, (res) => res.resume());
+    events.on('error', () => undefined);
+    events.end();
+    await new Promise((r) => setTimeout(r, 3_000));
+    const burst = ['api/runs', 'api/runs?status=done', 'api/machines', 'api/services', 'api/cost?days=30', `api/runs/${runName}/logs`, 'api/runs?workflow=produce'];
+    for (const path of burst) call(`${base}${path}`, { headers: { cookie } }).catch(() => undefined);
+    await new Promise((r) => setTimeout(r, 100));
     ui?.child.kill('SIGTERM');
     expect(await ui?.exited).to.equal(0);
+    events.destroy();
+    expect(ui?.out.stdout).to.equal(`dstack ui: ${url}\n`);
+    expect(ui?.out.stderr, 'what dstack ui printed on stderr').to.equal('');
   });
 });

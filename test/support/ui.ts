@@ -11,6 +11,10 @@ export interface UiServer {
   url: string;
   /** `http://127.0.0.1:PORT`. */
   origin: string;
+  /** `http://127.0.0.1:PORT/s/<P>/`: where the login redirects; the app, its API and its cookie live below it. */
+  base: string;
+  /** `/s/<P>/`. */
+  prefix: string;
   token: string;
   /** What the command printed so far. */
   out: SpawnedCli['out'];
@@ -41,7 +45,15 @@ export async function startUi(o: { cwd: string; home: string; args?: string[]; t
     const m = UI_LINE.exec(cli.out.stdout);
     if (m) {
       const url = m[1] ?? '';
-      return { url, origin: new URL(url).origin, token: m[3] ?? '', out: cli.out, stop };
+      const origin = new URL(url).origin;
+      // The printed URL logs in and redirects to the secret prefix: that is where the app is.
+      const login = await rawRequest(url).catch((e: Error) => e);
+      const prefix = login instanceof Error ? '' : String(login.headers.location ?? '');
+      if (!/^\/s\/[A-Za-z0-9_-]+\/$/.test(prefix)) {
+        await stop(1_000);
+        throw new Error(`the printed URL did not redirect to the app's prefix: ${login instanceof Error ? login.message : `${login.status} location=${prefix}`}`);
+      }
+      return { url, origin, base: origin + prefix, prefix, token: m[3] ?? '', out: cli.out, stop };
     }
     if (closed || Date.now() > deadline) {
       await stop(1_000);

@@ -3,6 +3,7 @@ import { once } from 'node:events';
 import { LocalStore } from '../../common/local/local-store.js';
 import { indexKeysOf } from '../../common/run-index.js';
 import { runKeys } from '../../common/runs.js';
+import { runApi } from '../../coordinator/ui/api-run.js';
 import { RunCache } from '../../coordinator/ui/run-cache.js';
 import { FakeClock } from '../support/fake-clock.js';
 import { removeAll, tempDir } from '../support/cli.js';
@@ -154,5 +155,76 @@ describe('ui run cache: the runs table at the cost of one listing a step', () =>
     cache.stop();
     await clock.tickAsync(10_000);
     expect(store.lists).to.have.length(3);
+  });
+
+  it('while a tab listens, a run on the last page that stays queued past the watch time still shows its start at the next step', async () => {
+    cache.stop();
+    cache = new RunCache({ store, repoId: REPO, clock, tickMs: 86_400_000, fullEveryMs: 86_400_000, watchMs: 600_000, onError: (e) => errors.push(e) });
+    await seedRun(store, REPO, { runName: 'queued-run-1', submittedAt: at(60) });
+    expect((await cache.page({})).runs[0]).to.deep.include({ runName: 'queued-run-1', status: 'submitted' });
+    cache.setWatchers(1);
+    const changes: string[][] = [];
+    cache.on('change', (_v: number, runs: string[]) => changes.push(runs));
+    // Queued for 20 minutes, twice the watch time, with nothing new to show meanwhile.
+    await clock.tickAsync(1_200_000);
+    await cache.step();
+    await seedAttempt(store, REPO, 'queued-run-1', attemptOf(1, at(80)));
+    await cache.step();
+    expect(changes).to.deep.equal([['queued-run-1']]);
+    expect((await cache.page({})).runs[0]).to.deep.include({ runName: 'queued-run-1', status: 'running' });
+  });
+
+  it('with no tab listening, a run unseen for the watch time is no longer read', async () => {
+    cache.stop();
+    cache = new RunCache({ store, repoId: REPO, clock, tickMs: 86_400_000, fullEveryMs: 86_400_000, watchMs: 600_000, onError: (e) => errors.push(e) });
+    await cache.page({});
+    cache.setWatchers(1);
+    cache.setWatchers(0);
+    await clock.tickAsync(1_200_000);
+    await cache.step();
+    store.reset();
+    await cache.step();
+    expect(store.gets.filter((k) => k.includes('/runs/live-run-1/'))).to.deep.equal([]);
+  });
+
+  it("the run page and the table show the tag index's tag, and both see a tag moved to another run", async () => {
+    const deps = { store, repoId: REPO, ctx: { owner: async () => 'alice@box', secrets: undefined }, runs: cache, seen: new Map<string, string[]>() };
+    // done-run-7's record says `best` too; done-run-9's record says `old`, which the index does not.
+    await seedRun(store, REPO, { runName: 'tagged-run-1', submittedAt: at(61), tag: 'stale' });
+    await store.put(runKeys.tag(REPO, 'fresh'), JSON.stringify({ tag: 'fresh', runName: 'tagged-run-1', createdAt: at(62) }));
+    expect((await cache.page({})).runs[0]).to.deep.include({ runName: 'tagged-run-1', tag: 'fresh' });
+    expect((await runApi(deps, 'tagged-run-1')).run).to.deep.include({ tag: 'fresh' });
+    // `best` moves from done-run-7 to done-run-9 (the CLI deletes the tag and makes it again).
+    expect((await runApi(deps, 'done-run-7')).run).to.deep.include({ tag: 'best' });
+    await store.put(runKeys.tag(REPO, 'best'), JSON.stringify({ tag: 'best', runName: 'done-run-9', createdAt: at(63) }));
+    cache.refreshSoon();
+    await cache.step();
+    expect((await runApi(deps, 'done-run-7')).run).to.deep.include({ tag: null });
+    expect((await runApi(deps, 'done-run-9')).run).to.deep.include({ tag: 'best' });
+  });
+
+  it('the run page row of a finished run is the row the table shows', async () => {
+    const deps = { store, repoId: REPO, ctx: { owner: async () => 'alice@box', secrets: undefined }, runs: cache, seen: new Map<string, string[]>() };
+    await seedAttempt(store, REPO, 'done-run-3', attemptOf(1, at(3), { endedAt: at(63), instance: { id: 'i-1', type: 'g5.xlarge', market: 'spot' } }));
+    await seedAttempt(store, REPO, 'done-run-3', attemptOf(2, at(63), { endedAt: at(93), instance: { id: 'i-2', type: 'g5.xlarge', market: 'on-demand' } }));
+    const table = (await cache.page({ page: 2 })).runs.find((r) => r.runName === 'done-run-3');
+    expect(table).to.deep.include({ durationMs: 90 * 60_000, costUsd: 1.1 });
+    expect((await runApi(deps, 'done-run-3')).run).to.deep.equal(table);
+  });
+
+  it("a run page opened on an unfinished run, not on the table's last page, hears of its changes while the tab listens", async () => {
+    cache.stop();
+    cache = new RunCache({ store, repoId: REPO, clock, tickMs: 86_400_000, fullEveryMs: 86_400_000, watchMs: 600_000, onError: (e) => errors.push(e) });
+    const deps = { store, repoId: REPO, ctx: { owner: async () => 'alice@box', secrets: undefined }, runs: cache, seen: new Map<string, string[]>() };
+    await cache.page({ workflow: 'eval' });
+    expect((await runApi(deps, 'live-run-1')).run).to.deep.include({ runName: 'live-run-1', attempt: 1 });
+    cache.setWatchers(1);
+    const changes: string[][] = [];
+    cache.on('change', (_v: number, runs: string[]) => changes.push(runs));
+    await clock.tickAsync(1_200_000);
+    await cache.step();
+    await seedAttempt(store, REPO, 'live-run-1', attemptOf(2, at(80), { instance: { id: 'i-10', type: 'g5.xlarge', market: 'spot' } }));
+    await cache.step();
+    expect(changes).to.deep.equal([['live-run-1']]);
   });
 });

@@ -1,83 +1,13 @@
 /**
- * The page's side of the HTTP API (coordinator/ui/server.ts): the JSON shapes it answers and one
- * shared event stream. The cookie set at login goes with every request; nothing here holds a token.
+ * The page's side of the HTTP API (coordinator/ui/server.ts): every answer parsed with its schema
+ * (schemas.ts), and one shared event stream. Paths are relative (`api/runs`): the page lives at
+ * the server's secret prefix (`/s/<P>/`), and so does the API. The cookie set at login goes with
+ * every request; nothing here holds a token.
  */
+import type { z } from 'zod/mini';
+import { ErrorAnswerSchema, EventDataSchema, type EventData } from './schemas.js';
 
-export type RunStatus = 'submitted' | 'running' | 'stopping' | 'done' | 'failed' | 'stopped';
-
-/** One line of the runs table; null where unknown. */
-export interface RunRow {
-  runName: string;
-  workflow: string;
-  status: RunStatus;
-  attempt: number | null;
-  maxAttempts: number;
-  owner: string | null;
-  submittedAt: string;
-  durationMs: number | null;
-  instance: string | null;
-  costUsd: number | null;
-  tag: string | null;
-}
-
-export interface RunsPage {
-  runs: RunRow[];
-  total: number;
-  page: number;
-  pageSize: number;
-  workflows: string[];
-}
-
-export interface Attempt {
-  attempt: number;
-  agent: string;
-  host: string;
-  instance: string | null;
-  market: 'spot' | 'on-demand' | null;
-  startedAt: string;
-  endedAt: string | null;
-  reason: string | null;
-  exitCode: number | null;
-}
-
-export interface RunDetail {
-  run: RunRow;
-  spec: Record<string, unknown>;
-  overrides: string[];
-  restartOf: string | null;
-  stopRequested: boolean;
-  code: { commit: string | null; branch: string | null; diff: string; diffCut: boolean };
-  deps: Array<{ kind: 'workflow' | 'tag'; name: string; runName: string | null; artifacts: string[] }>;
-  dependents: string[];
-  attempts: Attempt[];
-  links: Array<{ kind: string; port: number; url: string }>;
-  artifacts: Array<{ index: number; path: string; files: number; sizeBytes: number }>;
-  artifactsComplete: boolean;
-}
-
-export interface LogRecord {
-  atMs: number;
-  stream: 'out' | 'err';
-  text: string;
-}
-
-export interface LogsAnswer {
-  records: LogRecord[];
-  cursor: string | null;
-  done: boolean;
-}
-
-export interface TreeEntry {
-  path: string;
-  type: 'file' | 'dir' | 'symlink';
-  sizeBytes: number;
-}
-
-export interface ActionAnswer {
-  ok: boolean;
-  message: string;
-  runName?: string | null;
-}
+export type { ActionAnswer, Attempt, LogRecord, LogsJson, RunDetail, RunRow, RunsPage, RunStatus, TreeEntry } from './schemas.js';
 
 /** An answer other than 2xx, with the server's one line. */
 export class ApiError extends Error {
@@ -89,29 +19,42 @@ export class ApiError extends Error {
   }
 }
 
-async function parse<T>(res: Response): Promise<T> {
+/**
+ * `value` checked against `schema`; else an error whose one line names the first field that
+ * differs (a page and a server of different builds).
+ */
+export function parseWith<T>(schema: z.ZodMiniType<T>, value: unknown, what: string): T {
+  const parsed = schema.safeParse(value);
+  if (parsed.success) return parsed.data;
+  const issue = parsed.error.issues[0];
+  // zod/mini carries no message texts: a wrong type is said from the issue itself.
+  const said = issue === undefined ? 'invalid' : issue.code === 'invalid_type' ? `expected ${issue.expected}` : issue.message;
+  throw new Error(`unexpected answer from ${what}: ${issue?.path.join('.') || '(root)'}: ${said}`);
+}
+
+async function parse<T>(res: Response, schema: z.ZodMiniType<T>, path: string): Promise<T> {
   const body: unknown = await res.json().catch(() => ({}));
   if (!res.ok) {
-    const message = typeof body === 'object' && body !== null && 'error' in body && typeof body.error === 'string' ? body.error : `HTTP ${res.status}`;
-    throw new ApiError(res.status, message);
+    const error = ErrorAnswerSchema.safeParse(body);
+    throw new ApiError(res.status, error.success ? error.data.error : `HTTP ${res.status}`);
   }
-  return body as T;
+  return parseWith(schema, body, path.split('?')[0] ?? path);
 }
 
-/** GETs an API path and parses its JSON. */
-export async function getJson<T>(path: string): Promise<T> {
-  return parse<T>(await fetch(path, { credentials: 'same-origin', cache: 'no-store' }));
+/** GETs an API path (relative: `api/runs`) and parses its JSON with the endpoint's schema. */
+export async function getJson<T>(path: string, schema: z.ZodMiniType<T>): Promise<T> {
+  return parse(await fetch(path, { credentials: 'same-origin', cache: 'no-store' }), schema, path);
 }
 
-/** POSTs JSON to an API path. */
-export async function postJson<T>(path: string, body: unknown): Promise<T> {
-  return parse<T>(await fetch(path, { method: 'POST', credentials: 'same-origin', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }));
+/** POSTs JSON to an API path (relative) and parses the answer with the endpoint's schema. */
+export async function postJson<T>(path: string, body: unknown, schema: z.ZodMiniType<T>): Promise<T> {
+  return parse(await fetch(path, { method: 'POST', credentials: 'same-origin', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }), schema, path);
 }
 
 /** A path segment for a URL. */
 export const seg = encodeURIComponent;
 
-type Listener = (data: { version?: number; runName?: string }) => void;
+type Listener = (data: EventData) => void;
 const listeners = { runs: new Set<Listener>(), run: new Set<Listener>() };
 let source: EventSource | undefined;
 
@@ -121,12 +64,13 @@ let source: EventSource | undefined;
  */
 export function onEvent(kind: 'runs' | 'run', listener: Listener): () => void {
   if (!source) {
-    source = new EventSource('/api/events');
+    source = new EventSource('api/events');
     for (const k of ['runs', 'run'] as const) {
       source.addEventListener(k, (e) => {
-        let data: { version?: number; runName?: string } = {};
+        let data: EventData = {};
         try {
-          data = JSON.parse((e as MessageEvent<string>).data) as { version?: number; runName?: string };
+          const raw: unknown = e instanceof MessageEvent ? JSON.parse(String(e.data)) : {};
+          data = EventDataSchema.parse(raw);
         } catch {
           // A malformed event is only a hint to refetch: it still triggers one.
         }

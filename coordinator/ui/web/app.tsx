@@ -5,6 +5,7 @@ import { RunsPage } from './runs.js';
 import { MachinesPage } from './machines.js';
 import { CostPage } from './cost.js';
 import { ServicesPage } from './services.js';
+import { parseRoute, type Route } from './route.js';
 
 /** The pages in the nav, in order: `#/<key>` shows `render()`. */
 const PAGES: Array<{ key: string; label: string; render: () => JSX.Element }> = [
@@ -14,19 +15,12 @@ const PAGES: Array<{ key: string; label: string; render: () => JSX.Element }> = 
   { key: 'services', label: 'Dev environments & ports', render: () => <ServicesPage /> },
 ];
 
-/** A hash route: `#/runs`, `#/run/<name>`, `#/machines`…; anything else is the runs. */
-export type Route = { page: string; runName?: string };
-
-export function parseRoute(hash: string): Route {
-  const parts = hash.replace(/^#\/?/, '').split('/');
-  if (parts[0] === 'run' && parts[1]) return { page: 'run', runName: decodeURIComponent(parts[1]) };
-  return { page: PAGES.some((p) => p.key === parts[0]) ? (parts[0] ?? 'runs') : 'runs' };
-}
+const KEYS = PAGES.map((p) => p.key);
 
 function useRoute(): Route {
-  const [route, setRoute] = useState(parseRoute(location.hash));
+  const [route, setRoute] = useState(parseRoute(location.hash, KEYS));
   useEffect(() => {
-    const on = (): void => setRoute(parseRoute(location.hash));
+    const on = (): void => setRoute(parseRoute(location.hash, KEYS));
     addEventListener('hashchange', on);
     // A hash change between the first render and this effect fired no event this listener heard.
     on();

@@ -1,7 +1,9 @@
 import type { JSX } from 'preact';
 import { useEffect, useRef } from 'preact/hooks';
 import type { Chart } from 'chart.js';
-import { usd, usePoll } from './use-poll.js';
+import { formatCost } from './format.js';
+import { CostSchema } from './schemas.js';
+import { usePoll } from './use-poll.js';
 
 /** `GET /api/cost` (coordinator/ui/api-cost.ts). */
 interface CostJson {
@@ -47,7 +49,7 @@ function CostChart({ data }: { data: CostJson }): JSX.Element {
           responsive: true,
           maintainAspectRatio: false,
           scales: { x: { stacked: true }, y: { stacked: true, beginAtZero: true, ticks: { callback: (v) => `$${String(v)}` } } },
-          plugins: { tooltip: { callbacks: { label: (item) => `${item.dataset.label ?? ''}: ${usd(Number(item.raw))}` } } },
+          plugins: { tooltip: { callbacks: { label: (item) => `${item.dataset.label ?? ''}: ${formatCost(Number(item.raw))}` } } },
         },
       });
     });
@@ -76,7 +78,7 @@ function CostChart({ data }: { data: CostJson }): JSX.Element {
  * Refreshed every 5 s while shown.
  */
 export function CostPage(): JSX.Element {
-  const { data, error } = usePoll<CostJson>('/api/cost?days=30');
+  const { data, error } = usePoll('api/cost?days=30', CostSchema);
   const workflows = data ? workflowsOf(data) : [];
   return (
     <section class="page cost">
@@ -87,7 +89,7 @@ export function CostPage(): JSX.Element {
         </p>
       )}
       <p>
-        Total: <strong data-testid="cost-total">{data ? usd(data.total) : '…'}</strong>
+        Total: <strong data-testid="cost-total">{data ? formatCost(data.total) : '…'}</strong>
         <span class="note"> (runs that ended on EC2 instances with a known price; local runs cost nothing here)</span>
       </p>
       {data && <CostChart data={data} />}
@@ -109,10 +111,10 @@ export function CostPage(): JSX.Element {
               <td data-col="day">{d.day}</td>
               {workflows.map((wf) => (
                 <td key={wf} data-workflow={wf}>
-                  {d.byWorkflow[wf] === undefined ? '-' : usd(d.byWorkflow[wf] ?? 0)}
+                  {d.byWorkflow[wf] === undefined ? '-' : formatCost(d.byWorkflow[wf] ?? 0)}
                 </td>
               ))}
-              <td data-col="total">{Object.keys(d.byWorkflow).length === 0 ? '-' : usd(Object.values(d.byWorkflow).reduce((a, b) => a + b, 0))}</td>
+              <td data-col="total">{Object.keys(d.byWorkflow).length === 0 ? '-' : formatCost(Object.values(d.byWorkflow).reduce((a, b) => a + b, 0))}</td>
             </tr>
           ))}
         </tbody>

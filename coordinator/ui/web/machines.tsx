@@ -1,22 +1,9 @@
 import type { JSX } from 'preact';
-import { usd, usePoll } from './use-poll.js';
+import { formatCost } from './format.js';
+import { MachinesSchema } from './schemas.js';
+import { usePoll } from './use-poll.js';
 
 /** `GET /api/machines` (coordinator/ui/api-machines.ts). */
-interface MachinesJson {
-  agents: Array<{
-    id: string;
-    location: string;
-    state: string;
-    profileId: string | null;
-    heartbeatAgeMs: number | null;
-    instanceType: string | null;
-    market: 'spot' | 'on-demand' | null;
-    pricePerHour: number | null;
-  }>;
-  queues: Array<{ profileId: string; depth: number }>;
-  costRatePerHour: number;
-}
-
 /** 7_400 -> "7s"; 190_000 -> "3m 10s"; null -> "-". */
 function age(ms: number | null): string {
   if (ms === null) return '-';
@@ -30,7 +17,7 @@ function age(ms: number | null): string {
  * fleet costs per hour now. Refreshed every 5 s while shown.
  */
 export function MachinesPage(): JSX.Element {
-  const { data, error } = usePoll<MachinesJson>('/api/machines');
+  const { data, error } = usePoll('api/machines', MachinesSchema);
   return (
     <section class="page machines">
       <h1>Machines</h1>
@@ -40,7 +27,7 @@ export function MachinesPage(): JSX.Element {
         </p>
       )}
       <p class="cost-rate">
-        Cost rate now: <strong data-testid="cost-rate">{data ? `${usd(data.costRatePerHour)}/h` : '…'}</strong>
+        Cost rate now: <strong data-testid="cost-rate">{data ? `${formatCost(data.costRatePerHour)}/h` : '…'}</strong>
       </p>
       <h2>Agents</h2>
       <table data-testid="agents">
@@ -66,7 +53,7 @@ export function MachinesPage(): JSX.Element {
               <td data-col="market">{a.market ?? '-'}</td>
               <td data-col="state">{a.state}</td>
               <td data-col="heartbeat">{age(a.heartbeatAgeMs)}</td>
-              <td data-col="price">{a.pricePerHour === null ? '-' : `${usd(a.pricePerHour)}/h`}</td>
+              <td data-col="price">{a.pricePerHour === null ? '-' : `${formatCost(a.pricePerHour)}/h`}</td>
             </tr>
           ))}
           {data?.agents.length === 0 && (

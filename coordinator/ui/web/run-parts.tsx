@@ -2,15 +2,20 @@ import type { JSX } from 'preact';
 import { useEffect, useRef, useState } from 'preact/hooks';
 import type { LogLine } from './ansi.js';
 import { LineSplitter } from './ansi-segments.js';
-import { getJson, seg, type Attempt, type LogsAnswer, type RunDetail, type TreeEntry } from './api.js';
+import { getJson, seg, type Attempt, type RunDetail } from './api.js';
 import { formatBytes, formatDuration } from './format.js';
+import { StreamText } from './log-text.js';
+import { LogsSchema, TreeSchema, type LogsJson } from './schemas.js';
+
+type TreeEntry = { path: string; type: 'file' | 'dir' | 'symlink'; sizeBytes: number };
 
 /** Lines kept on the page; older ones are dropped (and the page says how many). */
 const MAX_LINES = 10_000;
 
 /**
  * Follows a run's output: asks for what is new since the cursor, again every second until the
- * server says the run has ended and every chunk is read. Lines are cut where the output has `\n`.
+ * server says the run has ended and every chunk is read. Each stream's bytes are decoded as one
+ * whole (a character may span two records), then cut into lines where the output has `\n`.
  */
 export function useLogs(runName: string): { lines: LogLine[]; dropped: number; following: boolean } {
   const [state, setState] = useState({ lines: [] as LogLine[], dropped: 0, following: true });
@@ -18,13 +23,14 @@ export function useLogs(runName: string): { lines: LogLine[]; dropped: number; f
     let live = true;
     let cursor: string | null = null;
     const split = { out: new LineSplitter(), err: new LineSplitter() };
+    const decode = { out: new StreamText(), err: new StreamText() };
     let lines: LogLine[] = [];
     let dropped = 0;
     const loop = async (): Promise<void> => {
       while (live) {
-        let answer: LogsAnswer | undefined;
+        let answer: LogsJson | undefined;
         try {
-          answer = await getJson<LogsAnswer>(`/api/runs/${seg(runName)}/logs${cursor === null ? '' : `?after=${seg(cursor)}`}`);
+          answer = await getJson(`api/runs/${seg(runName)}/logs${cursor === null ? '' : `?after=${seg(cursor)}`}`, LogsSchema);
         } catch {
           answer = undefined;
         }
@@ -32,9 +38,12 @@ export function useLogs(runName: string): { lines: LogLine[]; dropped: number; f
         if (answer) {
           cursor = answer.cursor;
           const added: LogLine[] = [];
-          for (const r of answer.records) for (const text of split[r.stream].push(r.text)) added.push({ stream: r.stream, text });
+          for (const r of answer.records) for (const text of split[r.stream].push(decode[r.stream].push(r.data))) added.push({ stream: r.stream, text });
           if (answer.done) {
-            for (const stream of ['out', 'err'] as const) if (split[stream].rest() !== '') added.push({ stream, text: split[stream].rest() });
+            for (const stream of ['out', 'err'] as const) {
+              for (const text of split[stream].push(decode[stream].end())) added.push({ stream, text });
+              if (split[stream].rest() !== '') added.push({ stream, text: split[stream].rest() });
+            }
           }
           lines = lines.concat(added);
           if (lines.length > MAX_LINES) {
@@ -114,12 +123,12 @@ function ArtifactTree({ runName, index, path }: { runName: string; index: number
   const [entries, setEntries] = useState<TreeEntry[] | null>(null);
   const [error, setError] = useState<string | null>(null);
   useEffect(() => {
-    getJson<{ entries: TreeEntry[] }>(`/api/runs/${seg(runName)}/artifacts/${index}/tree`).then(
+    getJson(`api/runs/${seg(runName)}/artifacts/${index}/tree`, TreeSchema).then(
       (t) => setEntries(t.entries),
       (e: unknown) => setError(e instanceof Error ? e.message : String(e)),
     );
   }, [runName, index]);
-  const base = `/api/runs/${seg(runName)}/artifacts/${index}/download`;
+  const base = `api/runs/${seg(runName)}/artifacts/${index}/download`;
   if (error) return <p class="error">{error}</p>;
   if (!entries) return <p class="muted">Loading…</p>;
   return (
@@ -159,7 +168,7 @@ export function ArtifactsView({ detail }: { detail: RunDetail }): JSX.Element {
         <div key={a.index} class="artifact">
           <h3>
             {a.path} <span class="muted">{`${a.files} files, ${formatBytes(a.sizeBytes)} `}</span>
-            <a href={`/api/runs/${seg(name)}/artifacts/${a.index}/download?path=&tar=1`} download>
+            <a href={`api/runs/${seg(name)}/artifacts/${a.index}/download?path=&tar=1`} download>
               download all (tar.gz)
             </a>
           </h3>

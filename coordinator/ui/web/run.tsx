@@ -1,9 +1,11 @@
 import type { JSX } from 'preact';
-import { useEffect, useState } from 'preact/hooks';
+import { useEffect, useRef, useState } from 'preact/hooks';
 import { LogView } from './ansi.js';
-import { getJson, onEvent, postJson, seg, type ActionAnswer, type RunDetail } from './api.js';
+import { getJson, onEvent, postJson, seg, type RunDetail } from './api.js';
+import { ActionAnswerSchema, RunDetailSchema } from './schemas.js';
 import { DiffView } from './diff.js';
 import { formatCost, formatDuration } from './format.js';
+import { WEB_LINK, shown } from './links.js';
 import { ArtifactsView, AttemptsTimeline, ConfirmDialog, useLogs } from './run-parts.js';
 import { StatusBadge } from './runs.js';
 
@@ -23,39 +25,38 @@ export function RunPage({ runName }: { runName: string }): JSX.Element {
   const [tag, setTag] = useState('');
   const [notice, setNotice] = useState<string | null>(null);
   const logs = useLogs(runName);
+  /** Whether the run had ended when the page first read it: then nothing about it changes any more. */
+  const finishedAtFirst = useRef<boolean | undefined>(undefined);
 
-  const finishedNow = detail !== null && FINISHED.has(detail.run.status);
-  useEffect(() => {
-    const bump = (): void => setVersion((v) => v + 1);
-    const offRun = onEvent('run', (d) => d.runName === runName && bump());
-    // A source that does not name the changed runs: an unfinished run is fetched again on any change
-    // (a finished one is not: it no longer changes, and reading it would cost a GET per change).
-    const offRuns = onEvent('runs', () => !finishedNow && bump());
-    return () => {
-      offRun();
-      offRuns();
-    };
-  }, [runName, finishedNow]);
+  // The server names the runs that changed: this one is read again only when it is named (another
+  // run's change would cost this run's attempts and tags for nothing).
+  useEffect(() => onEvent('run', (d) => d.runName === runName && setVersion((v) => v + 1)), [runName]);
   useEffect(() => {
     let live = true;
-    getJson<RunDetail>(`/api/runs/${seg(runName)}`).then(
-      (d) => live && (setDetail(d), setError(null)),
+    getJson(`api/runs/${seg(runName)}`, RunDetailSchema).then(
+      (d) => {
+        if (!live) return;
+        finishedAtFirst.current ??= FINISHED.has(d.run.status);
+        setDetail(d);
+        setError(null);
+      },
       (e: unknown) => live && setError(e instanceof Error ? e.message : String(e)),
     );
     return () => {
       live = false;
     };
   }, [runName, version]);
-  // The output's end usually comes with the final status: fetch the run once more then.
+  // The output's end usually comes with the final status: fetch the run once more then, unless it
+  // had already ended when the page opened (its first answer holds the final status already).
   useEffect(() => {
-    if (!logs.following) setVersion((v) => v + 1);
+    if (!logs.following && finishedAtFirst.current === false) setVersion((v) => v + 1);
   }, [logs.following]);
 
   const act = async (action: Action): Promise<void> => {
     setNotice(`${action}…`);
     try {
       const body = action === 'tag' ? { tag } : {};
-      const r = await postJson<ActionAnswer>(`/api/runs/${seg(runName)}/${action}`, body);
+      const r = await postJson(`api/runs/${seg(runName)}/${action}`, body, ActionAnswerSchema);
       setNotice(r.message || (r.ok ? 'Done.' : 'The command did not succeed.'));
       if (action === 'restart' && r.runName) location.hash = `#/run/${encodeURIComponent(r.runName)}`;
     } catch (e) {
@@ -127,9 +128,9 @@ export function RunPage({ runName }: { runName: string }): JSX.Element {
           <ul>
             {detail.links.map((l) => (
               <li key={l.url}>
-                {l.url.startsWith('http') ? (
-                  <a href={l.url} target="_blank" rel="noreferrer" data-link={l.kind}>
-                    {l.url}
+                {WEB_LINK.test(l.url) ? (
+                  <a href={l.url} target="_blank" rel="noopener noreferrer" data-link={l.kind}>
+                    {shown(l.url)}
                   </a>
                 ) : (
                   l.url

@@ -1,11 +1,12 @@
 import type { JSX } from 'preact';
 import { useEffect, useState } from 'preact/hooks';
 import { getJson, onEvent, type RunsPage as RunsAnswer, type RunStatus } from './api.js';
+import { RunsPageSchema } from './schemas.js';
 import { ago, formatCost, formatDuration } from './format.js';
 
 const STATUSES: RunStatus[] = ['submitted', 'running', 'stopping', 'done', 'failed', 'stopped'];
 
-/** The filters, as the query of `/api/runs` takes them. */
+/** The filters, as the query of `api/runs` takes them. */
 interface Filters {
   workflow: string;
   status: string;
@@ -47,7 +48,7 @@ export function RunsPage(): JSX.Element {
     let live = true;
     // The tag box waits for typing to pause.
     const t = setTimeout(() => {
-      getJson<RunsAnswer>(`/api/runs?${query(filters)}`).then(
+      getJson(`api/runs?${query(filters)}`, RunsPageSchema).then(
         (d) => live && (setData(d), setError(null), setNow(Date.now())),
         (e: unknown) => live && setError(e instanceof Error ? e.message : String(e)),
       );

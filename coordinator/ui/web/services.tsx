@@ -1,16 +1,7 @@
 import type { JSX } from 'preact';
+import { WEB_LINK, shown } from './links.js';
+import { ServicesSchema } from './schemas.js';
 import { usePoll } from './use-poll.js';
-
-/** `GET /api/services` (coordinator/ui/api-services.ts). */
-interface ServicesJson {
-  services: Array<{ runName: string; workflow: string; provider: string; url: string; port: number }>;
-}
-
-/** The link as shown: without its query, which holds a dev environment's token (it stays in the href). */
-function shown(url: string): string {
-  const q = url.indexOf('?');
-  return q < 0 ? url : `${url.slice(0, q)}?…`;
-}
 
 /**
  * The dev environments and ports page: a link for each server or open port of a running run. A
@@ -18,7 +9,7 @@ function shown(url: string): string {
  * text. Refreshed every 5 s while shown.
  */
 export function ServicesPage(): JSX.Element {
-  const { data, error } = usePoll<ServicesJson>('/api/services');
+  const { data, error } = usePoll('api/services', ServicesSchema);
   return (
     <section class="page services">
       <h1>Dev environments and ports</h1>
@@ -47,7 +38,7 @@ export function ServicesPage(): JSX.Element {
               <td data-col="provider">{s.provider}</td>
               <td data-col="port">{String(s.port)}</td>
               <td data-col="link">
-                {/^https?:\/\//.test(s.url) ? (
+                {WEB_LINK.test(s.url) ? (
                   <a data-link={String(s.port)} href={s.url} target="_blank" rel="noopener noreferrer">
                     {shown(s.url)}
                   </a>
