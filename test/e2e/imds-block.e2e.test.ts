@@ -3,7 +3,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync } from 'node:fs';
 import { join } from 'node:path';
 import { ROOT, dstack, killAgents, makeHome, makeRepo, removeAll, tempDir } from '../support/cli.js';
-import { makeThrowawayUser, removeThrowawayUser } from '../support/job-user.js';
+import { makeThrowawayUser, removeThrowawayUser, throwawayUserOrSkip } from '../support/job-user.js';
 
 /** The probe's report: what each job printed, and what the agent's own IMDS client got. */
 interface Report {
@@ -110,12 +110,7 @@ describe('e2e: an agent started with DSTACK_JOB_USER runs its jobs as that user'
   let home: string;
   let user: string | undefined;
   before(function () {
-    const made = makeThrowawayUser();
-    if ('why' in made) {
-      if (process.env.CI) throw new Error(`this test needs ${made.why}, as CI has`);
-      this.skip();
-    }
-    user = made.name;
+    user = throwawayUserOrSkip(this);
     repo = makeRepo({
       '.dstack/workflows.yaml': `workflows:
   - name: who

@@ -20,3 +20,17 @@ export function removeThrowawayUser(name: string): void {
   spawnSync('pkill', ['-KILL', '-u', name]);
   spawnSync('userdel', ['--force', name]);
 }
+
+/**
+ * A throwaway user for a test file's `before`, or the test skipped (failed under CI, which provides
+ * root and useradd) when one cannot be made.
+ */
+export function throwawayUserOrSkip(ctx: { skip(): void }): string {
+  const made = makeThrowawayUser();
+  if ('why' in made) {
+    if (process.env.CI) throw new Error(`this test needs ${made.why}, as CI has`);
+    ctx.skip();
+    throw new Error('skipped');
+  }
+  return made.name;
+}

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { lookupJobUser } from '../../agent/job-user.js';
 import { sandboxed } from '../../agent/sandbox.js';
 import { removeAll, tempDir } from '../support/cli.js';
-import { makeThrowawayUser, removeThrowawayUser } from '../support/job-user.js';
+import { removeThrowawayUser, throwawayUserOrSkip } from '../support/job-user.js';
 
 /**
  * A job user's sandbox: a hidden path the user cannot even reach (inside a 0700 folder of root's, as
@@ -15,12 +15,7 @@ describe('sandbox: hidden paths, with a job user', () => {
   let user: string | undefined;
   let dir = '';
   before(function () {
-    const made = makeThrowawayUser();
-    if ('why' in made) {
-      if (process.env.CI) throw new Error(`this test needs ${made.why}, as CI has`);
-      this.skip();
-    }
-    user = made.name;
+    user = throwawayUserOrSkip(this);
   });
   after(() => {
     if (user) removeThrowawayUser(user);
