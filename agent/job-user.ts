@@ -145,13 +145,16 @@ export async function agentFolders(root: string, workRoot: string, venvRoot: str
 /**
  * Whom the agent's jobs run as: the user DSTACK_JOB_USER names (the agent image sets `dstack-job`),
  * or, when it is unset or `aws.jobInstanceRole` is true, the agent's own user: then jobs can use
- * the instance role through IMDS, as the agent does. Only root (`agentUid` 0) can start jobs as
- * another user.
+ * the instance role through IMDS, as the agent does; also when it names the agent's own user. Only
+ * root (`agentUid` 0) can start jobs as another user.
  */
 export async function jobUserFor(name: string | undefined, jobInstanceRole: boolean, agentUid: number | undefined, passwdFile?: string): Promise<JobUser | undefined> {
   if (name === undefined || name === '' || jobInstanceRole) return undefined;
   const user = await lookupJobUser(name, passwdFile);
-  if (agentUid !== undefined && agentUid !== 0 && agentUid !== user.uid) {
+  // The agent's own user: jobs run as the agent does. As a job user it would be ended with every job
+  // (kill -KILL -1 as that uid), and the agent with it.
+  if (agentUid === user.uid) return undefined;
+  if (agentUid !== undefined && agentUid !== 0) {
     throw new ConfigError(`DSTACK_JOB_USER=${name}: the agent runs as uid ${agentUid}, and only root can start jobs as another user: run the agent as root or unset DSTACK_JOB_USER`);
   }
   return user;

@@ -51,6 +51,9 @@ describe('the job user (DSTACK_JOB_USER): jobs on the agent image run unprivileg
     const notRoot = await jobUserFor('dstack-job', false, 1000, passwd).catch((e: unknown) => e);
     expect(notRoot).to.be.instanceOf(ConfigError);
     expect((notRoot as Error).message).to.match(/the agent runs as uid 1000, and only root can start jobs as another user/);
+    // The agent's own user: its jobs run as the agent does. Taken as a job user, the end of every job
+    // (kill -KILL -1 as that user) would kill the agent itself.
+    expect(await jobUserFor('dstack-job', false, 998, passwd)).to.equal(undefined);
     const user = await lookupJobUser('dstack-job', passwd);
     expect(asJobUser({ PATH: '/bin', HOME: '/root', USER: 'root' }, user)).to.deep.equal({ PATH: '/bin', HOME: '/var/lib/dstack-job', USER: 'dstack-job', LOGNAME: 'dstack-job' });
   });
