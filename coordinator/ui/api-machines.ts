@@ -72,6 +72,7 @@ export async function machinesApi(deps: MachinesDeps): Promise<MachinesJson> {
       pricePerHour: offer?.pricePerHour ?? null,
     };
   });
-  const costRatePerHour = rows.reduce((sum, r) => sum + (r.pricePerHour ?? 0), 0);
+  // EC2 bills an instance from when it runs: one still starting shows its price but costs nothing yet.
+  const costRatePerHour = rows.reduce((sum, r) => sum + (r.state === 'starting' ? 0 : (r.pricePerHour ?? 0)), 0);
   return { agents: rows, queues, costRatePerHour };
 }

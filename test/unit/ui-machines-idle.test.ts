@@ -32,7 +32,8 @@ describe('ui machines: an idle EC2 instance shows its type, market and price', (
         {
           Instances: [
             { InstanceId: 'i-idle', InstanceType: 'g5.xlarge', InstanceLifecycle: 'spot', State: { Name: 'running', Code: 16 }, Placement: { AvailabilityZone: 'us-east-1a' }, Tags: [{ Key: 'dstack:profile', Value: GPU_PLACEMENT.profileId }] },
-            { InstanceId: 'i-od', InstanceType: 'g5.xlarge', State: { Name: 'pending', Code: 0 }, Placement: { AvailabilityZone: 'us-east-1b' }, Tags: [{ Key: 'dstack:profile', Value: 'other' }] },
+            { InstanceId: 'i-od', InstanceType: 'g5.xlarge', State: { Name: 'pending', Code: 0 }, Placement: { AvailabilityZone: 'us-east-1b' }, Tags: [{ Key: 'dstack:profile', Value: GPU_PLACEMENT.profileId }] },
+            { InstanceId: 'i-other', InstanceType: 'g5.xlarge', State: { Name: 'running', Code: 16 }, Placement: { AvailabilityZone: 'us-east-1b' }, Tags: [{ Key: 'dstack:profile', Value: 'other' }] },
           ],
         },
       ],
@@ -44,6 +45,7 @@ describe('ui machines: an idle EC2 instance shows its type, market and price', (
     expect(agents.map((a) => a.instance)).to.deep.equal([
       { type: 'g5.xlarge', market: 'spot' },
       { type: 'g5.xlarge', market: 'on-demand' },
+      { type: 'g5.xlarge', market: 'on-demand' },
     ]);
     dir = tempDir('ui-machines-idle');
     const store = new CountingStore(new LocalStore(dir));
@@ -54,12 +56,14 @@ describe('ui machines: an idle EC2 instance shows its type, market and price', (
       queueFor: async () => queueWith({ visible: 0, inFlight: 0, dead: 0 }),
       runs: { liveViews: async (): Promise<RunView[]> => [] },
     });
-    const spotOffer = GPU_PLACEMENT.offers.find((o) => o.instanceType === 'g5.xlarge' && o.market === 'spot');
-    expect(json.agents.map((a) => [a.id, a.instanceType, a.market, a.pricePerHour, a.heartbeatAgeMs])).to.deep.equal([
-      ['i-idle', 'g5.xlarge', 'spot', spotOffer?.pricePerHour ?? null, null],
+    const price = (market: string): number | null => GPU_PLACEMENT.offers.find((o) => o.instanceType === 'g5.xlarge' && o.market === market)?.pricePerHour ?? null;
+    expect(json.agents.map((a) => [a.id, a.state, a.instanceType, a.market, a.pricePerHour, a.heartbeatAgeMs])).to.deep.equal([
+      ['i-idle', 'running', 'g5.xlarge', 'spot', price('spot'), null],
+      ['i-od', 'starting', 'g5.xlarge', 'on-demand', price('on-demand'), null],
       // Its profile is not one this repo remembers: its type and market are known, its price is not.
-      ['i-od', 'g5.xlarge', 'on-demand', null, null],
+      ['i-other', 'running', 'g5.xlarge', 'on-demand', null, null],
     ]);
-    expect(json.costRatePerHour).to.equal(spotOffer?.pricePerHour);
+    // Only what runs is billed: the instance still starting shows its price and adds nothing yet.
+    expect(json.costRatePerHour).to.equal(price('spot'));
   });
 });
