@@ -98,7 +98,10 @@ export interface ReadsParts {
 
 const readsParts = (store: Store): store is Store & ReadsParts => 'readParts' in store && typeof store.readParts === 'function';
 
-/** Chunks fetched, verified or being written at once over a restore: each holds up to CHUNK_BYTES. */
+/**
+ * Chunks fetched, verified or being written at once over a restore: each holds up to CHUNK_BYTES, in
+ * one of the process's chunk buffers, or (from a store that streams) in the buffers it handed over.
+ */
 const CHUNKS_IN_FLIGHT = 6;
 
 /**
