@@ -1,6 +1,6 @@
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { toError } from '../../common/errors.js';
+import { UsageError, errnoCode, toError } from '../../common/errors.js';
 import type { Store } from '../../common/ports.js';
 import type { Context } from '../context.js';
 import { checkRequest, loginCookie, newPrefix, newToken } from './auth.js';
@@ -146,7 +146,9 @@ export async function startUiServer(deps: UiServerDeps): Promise<UiServer> {
     }
   };
   await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
+    server.once('error', (e) =>
+      reject(errnoCode(e) === 'EADDRINUSE' ? new UsageError(`--port ${deps.port}: 127.0.0.1:${deps.port} is in use; give another port, or --port 0 for a free one`) : e),
+    );
     server.listen(deps.port, '127.0.0.1', () => resolve());
   });
   port = (server.address() as AddressInfo).port;

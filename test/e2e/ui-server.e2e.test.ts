@@ -136,6 +136,13 @@ describe('dstack ui (the built CLI, local backend, one real run)', function () {
     expect(tar.subarray(at + 512 - (at % 512), at + 512 - (at % 512) + 300_000).equals(file.body)).to.equal(true);
   });
 
+  it('a --port already in use is one line that says so, exit code 2', async () => {
+    const taken = Number(new URL(url).port);
+    const r = await dstack(['ui', '--port', String(taken), '--no-open'], { cwd: repo, home });
+    expect(r.code, r.stderr).to.equal(2);
+    expect(r.stderr).to.equal(`--port ${taken}: 127.0.0.1:${taken} is in use; give another port, or --port 0 for a free one\n`);
+  });
+
   it('ends with exit code 0 on SIGTERM, printing nothing but its URL line, even with listings queued', async () => {
     const cookie = await login();
     // One tab's event stream, and a burst of calls that each list the Store: the budget queues them.
