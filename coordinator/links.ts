@@ -94,7 +94,10 @@ export async function watchLinks(o: WatchOptions): Promise<void> {
     }
     // Quick while a link is still to come; then slow (a later attempt, after a spot interruption, brings new links).
     const pollMs = pending ? (o.pollMs ?? 200) : 3000;
-    await Promise.race([new Promise((r) => setTimeout(r, pollMs)), o.stopped]);
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([new Promise((r) => (timer = setTimeout(r, pollMs))), o.stopped]);
+    // Stopped first: the wait must not hold the process (the CLI exits when its event loop is empty).
+    clearTimeout(timer);
   }
 }
 
