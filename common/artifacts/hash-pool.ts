@@ -1,6 +1,5 @@
-import { availableParallelism } from 'node:os';
-import { Worker } from 'node:worker_threads';
 import { sha256 } from '../hash.js';
+import { WorkerPool } from './worker-pool.js';
 
 /** Below this size a buffer is hashed on the calling thread: a round trip to a worker costs more. */
 const POOL_MIN_BYTES = 1024 * 1024;
@@ -34,71 +33,26 @@ interface Hashed {
   buffer?: ArrayBuffer;
 }
 
-interface Task {
-  id: number;
-  resolve: (r: Hashed) => void;
-  reject: (e: Error) => void;
-}
-
-interface Slot {
-  worker: Worker;
-  busy: Map<number, Task>;
-  /** The shared buffers this worker already holds (sent once, then named by number). */
-  shared: Set<number>;
-}
-
-/** Numbers for shared buffers (the chunk slots), so that each is sent to a worker only once. */
+/** Numbers for shared buffers (the chunk slots), so that each is sent to a thread only once. */
 const sharedIds = new WeakMap<SharedArrayBuffer, number>();
 let nextShared = 0;
 
 /**
- * A few worker threads that hash large buffers in parallel, one per core. The buffer's memory is
- * moved to the worker and back (no copy); meanwhile the caller must not touch it. Workers start on
- * the first large hash and do not keep the process alive while idle.
+ * Worker threads that hash large buffers in parallel. The buffer's memory is moved to the thread and
+ * back (no copy), and meanwhile the caller must not touch it; a shared buffer is sent once per thread.
  */
 class HashPool {
-  private slots: Slot[] = [];
-  private nextId = 0;
-  private readonly size = Math.max(1, Math.min(4, availableParallelism()));
-
-  private slot(): Slot {
-    if (this.slots.length < this.size) {
-      const worker = new Worker(WORKER_SOURCE, { eval: true });
-      const slot: Slot = { worker, busy: new Map(), shared: new Set() };
-      worker.unref();
-      worker.on('message', (m: Hashed & { id: number }) => {
-        const task = slot.busy.get(m.id);
-        slot.busy.delete(m.id);
-        if (slot.busy.size === 0) worker.unref();
-        task?.resolve(m);
-      });
-      const fail = (e: Error): void => {
-        this.slots = this.slots.filter((s) => s !== slot);
-        for (const task of slot.busy.values()) task.reject(e);
-        slot.busy.clear();
-      };
-      worker.on('error', fail);
-      worker.on('exit', (code) => fail(new Error(`a hashing thread exited (code ${code})`)));
-      this.slots.push(slot);
-      return slot;
-    }
-    return this.slots.reduce((a, b) => (b.busy.size < a.busy.size ? b : a));
-  }
+  private readonly threads = new WorkerPool<Hashed>(WORKER_SOURCE);
 
   /** Hashes bytes of a buffer: an ArrayBuffer is moved there and back; a SharedArrayBuffer is read in place. */
   run(buffer: ArrayBuffer | SharedArrayBuffer, offset: number, length: number, parts?: Array<[number, number]>): Promise<Hashed> {
-    const slot = this.slot();
-    const id = this.nextId++;
-    return new Promise((resolve, reject) => {
-      slot.busy.set(id, { id, resolve, reject });
-      slot.worker.ref();
-      if (buffer instanceof SharedArrayBuffer) {
-        let shared = sharedIds.get(buffer);
-        if (shared === undefined) sharedIds.set(buffer, (shared = nextShared++));
-        const known = slot.shared.has(shared);
-        slot.shared.add(shared);
-        slot.worker.postMessage({ id, shared, buffer: known ? undefined : buffer, offset, length });
-      } else slot.worker.postMessage({ id, buffer, offset, length, parts }, [buffer]);
+    return this.threads.run((thread) => {
+      if (!(buffer instanceof SharedArrayBuffer)) return { message: { buffer, offset, length, parts }, transfer: [buffer] };
+      let shared = sharedIds.get(buffer);
+      if (shared === undefined) sharedIds.set(buffer, (shared = nextShared++));
+      const known = thread.known.has(shared);
+      thread.known.add(shared);
+      return { message: { shared, buffer: known ? undefined : buffer, offset, length } };
     });
   }
 }

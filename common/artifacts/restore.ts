@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import { closeSync, constants, fchmodSync, fstatSync, lstatSync, openSync, unlinkSync, writeSync } from 'node:fs';
 import { chmod, lstat, mkdir, open, readdir, realpath, rm, rmdir, symlink, type FileHandle } from 'node:fs/promises';
 import { dirname, isAbsolute, join, sep } from 'node:path';
@@ -78,29 +77,36 @@ export interface ReadsInto {
 
 const readsInto = (store: Store): store is Store & ReadsInto => 'readInto' in store && typeof store.readInto === 'function';
 
-/** Where a store that streams (ReadsParts) hands an object's bytes. */
-export interface PartSink {
-  /** The next bytes of the object; the sink may keep the buffer. */
-  part(bytes: Buffer): void;
-  /** Forget what came so far: the read starts again (a dropped connection). */
-  reset(): void;
+/** What a fetched blob must be for FetchesInto to write it. */
+export interface FetchExpect {
+  sha256: string;
+  /** If set, its size must be this too. */
+  exactBytes?: number;
+  /** A larger blob is not read. */
+  maxBytes: number;
+}
+
+/** What FetchesInto found: the blob's size, its hash (unless it was too large to read), and whether it was written. */
+export interface Fetched {
+  sizeBytes: number;
+  sha256?: string;
+  written: boolean;
 }
 
 /**
- * A Store that hands an object's bytes over as they arrive, in the buffers they arrived in (S3Store
- * does): a restore hashes each as it comes and writes them with one writev, with no copy into a chunk
- * buffer. Returns the object's size, or undefined when it does not exist; one larger than `maxBytes`
- * is not read.
+ * A Store that fetches a blob straight into an open file at an offset, off the calling thread (S3Store
+ * does, with presigned GETs on worker threads), hashing it on the way and writing it only when it is
+ * what `expect` says. Undefined when the blob does not exist.
  */
-export interface ReadsParts {
-  readParts(key: string, sink: PartSink, maxBytes: number): Promise<number | undefined>;
+export interface FetchesInto {
+  fetchInto(key: string, into: { fd: number; position: number }, expect: FetchExpect): Promise<Fetched | undefined>;
 }
 
-const readsParts = (store: Store): store is Store & ReadsParts => 'readParts' in store && typeof store.readParts === 'function';
+const fetchesInto = (store: Store): store is Store & FetchesInto => 'fetchInto' in store && typeof store.fetchInto === 'function';
 
 /**
  * Chunks fetched, verified or being written at once over a restore: each holds up to CHUNK_BYTES, in
- * one of the process's chunk buffers, or (from a store that streams) in the buffers it handed over.
+ * one of the process's chunk buffers, or (from a store that fetches into the file) on a fetching thread.
  */
 const CHUNKS_IN_FLIGHT = 6;
 
@@ -153,9 +159,11 @@ export async function restoreTree(store: Store, manifestSha: string, target: str
     if (members) members.push(e);
     else packs.set(e.pack.sha, [e]);
   }
-  await Promise.all(
+  // Every task of the restore has ended when it returns or throws (see `all`): none goes on writing behind its back.
+  const halt = new Halt();
+  await halt.all(
     [...packs].map(([sha, members]) =>
-      limit(async () => {
+      limit(() => halt.guard(async () => {
         const got = await store.get(blobKey(sha));
         if (!got) throw new ArtifactError(`\`${members[0]?.path ?? ''}\`: pack ${sha} is missing from the store`);
         // Each member's range is checked to lie inside the pack before anything is hashed.
@@ -177,59 +185,55 @@ export async function restoreTree(store: Store, manifestSha: string, target: str
           done += data.length;
           onProgress?.(done, manifest.sizeBytes);
         }
-      }),
+      })),
     ),
   );
-  // Chunked files: their chunks are fetched, verified (on the hashing threads, or as their bytes arrive
-  // from a store that streams them) and written at their offsets in parallel, at most CHUNKS_IN_FLIGHT of them held at once over the whole restore.
+  // Chunked files: their chunks are fetched, verified (on the hashing threads, or on the fetching
+  // threads of a store that fetches into the file) and written at their offsets in parallel, at most CHUNKS_IN_FLIGHT of them held at once over the whole restore.
   const chunkLimit = pLimit(CHUNKS_IN_FLIGHT);
-  await Promise.all(
+  await halt.all(
     files.filter((e) => !e.pack).map((e) =>
-      limit(async () => {
+      limit(() => halt.guard(async () => {
         const chunks = e.chunks ?? [];
         const fh = await opened(e);
         try {
           // Pre-sized, so that the chunks land at their offsets in any order.
           if (e.sizeBytes > 0) await fh.truncate(e.sizeBytes);
-          const sizes = await Promise.all(
+          // The file stays open until each of its chunks has ended: a fetching thread may be writing to it.
+          const sizes = await halt.all(
             chunks.map((chunk, i) =>
-              chunkLimit(async () => {
+              chunkLimit(() => halt.guard(async () => {
                 // Verified, then written: a chunk's bytes reach the file only once its hash is right.
-                const put = async (sha: string, data: Buffer | Buffer[], size: number): Promise<number> => {
+                const last = i === chunks.length - 1;
+                const verify = (sha: string | undefined, size: number): void => {
+                  if (size > CHUNK_BYTES) throw new ArtifactError(`\`${e.path}\`: blob ${chunk} is corrupt (larger than a chunk)`);
                   if (sha !== chunk) throw new ArtifactError(`\`${e.path}\`: blob ${chunk} is corrupt (hash mismatch)`);
                   // Every chunk but the last is whole (that is how a save cuts a file), so each one's offset is known before it arrives.
-                  if (i < chunks.length - 1 && size !== CHUNK_BYTES) throw new ArtifactError(`\`${e.path}\`: blob ${chunk} is not a whole chunk`);
-                  await writeAll(fh, Array.isArray(data) ? data : [data], i * CHUNK_BYTES);
+                  if (!last && size !== CHUNK_BYTES) throw new ArtifactError(`\`${e.path}\`: blob ${chunk} is not a whole chunk`);
+                };
+                const wrote = (size: number): number => {
                   done += size;
                   onProgress?.(done, manifest.sizeBytes);
                   return size;
                 };
+                const put = async (sha: string, data: Buffer, size: number): Promise<number> => {
+                  verify(sha, size);
+                  await writeAll(fh, data, i * CHUNK_BYTES);
+                  return wrote(size);
+                };
                 const missing = (): ArtifactError => new ArtifactError(`\`${e.path}\`: blob ${chunk} is missing from the store`);
-                const tooLarge = (): ArtifactError => new ArtifactError(`\`${e.path}\`: blob ${chunk} is corrupt (larger than a chunk)`);
-                if (readsParts(store)) {
-                  // Hashed as it arrives, while the bytes are still in the cache, and never copied.
-                  let parts: Buffer[] = [];
-                  let hash = createHash('sha256');
-                  const sink: PartSink = {
-                    part: (bytes) => {
-                      hash.update(bytes);
-                      parts.push(bytes);
-                    },
-                    reset: () => {
-                      parts = [];
-                      hash = createHash('sha256');
-                    },
-                  };
-                  const size = await store.readParts(blobKey(chunk), sink, CHUNK_BYTES);
-                  if (size === undefined) throw missing();
-                  if (size > CHUNK_BYTES) throw tooLarge();
-                  return put(hash.digest('hex'), parts, size);
+                if (fetchesInto(store)) {
+                  const got = await store.fetchInto(blobKey(chunk), { fd: fh.fd, position: i * CHUNK_BYTES }, { sha256: chunk, maxBytes: CHUNK_BYTES, ...(last ? {} : { exactBytes: CHUNK_BYTES }) });
+                  if (!got) throw missing();
+                  verify(got.sha256, got.sizeBytes);
+                  if (!got.written) throw new ArtifactError(`\`${e.path}\`: blob ${chunk} was verified but not written`);
+                  return wrote(got.sizeBytes);
                 }
                 if (readsInto(store)) {
                   return withChunkBuffer(async (buf) => {
                     const size = await store.readInto(blobKey(chunk), buf);
                     if (size === undefined) throw missing();
-                    if (size > buf.length) throw tooLarge();
+                    if (size > buf.length) verify(undefined, size);
                     const { sha, data } = await hashChunk(buf.subarray(0, size));
                     return put(sha, data, size);
                   });
@@ -238,7 +242,7 @@ export async function restoreTree(store: Store, manifestSha: string, target: str
                 if (!got) throw missing();
                 const { sha, data } = await hashChunk(got);
                 return put(sha, data, data.length);
-              }),
+              })),
             ),
           );
           // A file that shrank while it was saved has fewer bytes than its entry says: it is what its chunks hold.
@@ -248,7 +252,7 @@ export async function restoreTree(store: Store, manifestSha: string, target: str
         } finally {
           await fh.close();
         }
-      }),
+      })),
     ),
   );
   for (const e of links) {
@@ -258,6 +262,35 @@ export async function restoreTree(store: Store, manifestSha: string, target: str
   }
   for (const e of [...dirs].reverse()) await chmod(at(e.path), e.mode);
   return manifest;
+}
+
+/**
+ * The tasks of one restore: after the first failure no new one starts, and the restore ends, with that
+ * failure, only once every task already started has ended.
+ */
+class Halt {
+  private failure: { error: unknown } | undefined;
+
+  /** Runs `task`, unless a task has failed already; a failure stops the tasks not yet started. */
+  async guard<T>(task: () => Promise<T>): Promise<T> {
+    if (this.failure) throw this.failure.error;
+    try {
+      return await task();
+    } catch (e) {
+      this.failure ??= { error: e };
+      throw e;
+    }
+  }
+
+  /** The results of `tasks` once all have settled; the restore's first failure if there was one. */
+  async all<T>(tasks: Array<Promise<T>>): Promise<T[]> {
+    const settled = await Promise.allSettled(tasks);
+    if (this.failure) throw this.failure.error;
+    return settled.map((r) => {
+      if (r.status === 'rejected') throw r.reason;
+      return r.value;
+    });
+  }
 }
 
 /** Puts back an artifact that was a symlink, as that symlink; an existing link or empty dir at `target` gives way. */
@@ -325,21 +358,12 @@ function writeSmallFile(abs: string, data: Buffer, mode: number): void {
   }
 }
 
-/** Writes all of `parts`, one after another, at `position` (a positional write may write less than asked). */
-async function writeAll(fh: FileHandle, parts: Buffer[], position: number): Promise<void> {
-  let rest = parts.filter((p) => p.length > 0);
-  let at = position;
-  while (rest.length > 0) {
-    // Under IOV_MAX (1024) buffers a call.
-    const batch = rest.slice(0, 512);
-    let { bytesWritten } = await fh.writev(batch, at);
+/** Writes all of `data` at `position` (a positional write may write less than asked). */
+async function writeAll(fh: FileHandle, data: Buffer, position: number): Promise<void> {
+  for (let off = 0; off < data.length; ) {
+    const { bytesWritten } = await fh.write(data, off, data.length - off, position + off);
     if (bytesWritten === 0) throw new ArtifactError('a write to the restored file wrote nothing');
-    at += bytesWritten;
-    let k = 0;
-    for (; k < batch.length && bytesWritten >= (batch[k]?.length ?? 0); k++) bytesWritten -= batch[k]?.length ?? 0;
-    rest = rest.slice(k);
-    // A buffer written in part goes again from where the write stopped.
-    if (bytesWritten > 0 && rest[0]) rest[0] = rest[0].subarray(bytesWritten);
+    off += bytesWritten;
   }
 }
 

@@ -24,6 +24,9 @@ const RETRYABLE_CODES = new Set([
   'TimeoutError',
 ]);
 
+/** Whether an AWS error code says that the same call may succeed if tried again. */
+export const retryableCode = (code: string): boolean => RETRYABLE_CODES.has(code);
+
 /** The AWS error code of anything thrown by the SDK (or by the network under it). */
 export function awsCode(e: unknown): string {
   if (e && typeof e === 'object') {

@@ -9,15 +9,19 @@ import {
   type S3Client,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
+import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import pRetry from 'p-retry';
 import { ConflictError, NotFoundError, TransportError } from '../errors.js';
 import { checkKey } from '../keys.js';
 import type { ListOptions, ObjectInfo, Store } from '../ports.js';
-import { awsCode, awsStatus, wrapAws } from './errors.js';
-import type { PartSink } from '../artifacts/restore.js';
+import { awsCode, awsStatus, retryableCode, wrapAws } from './errors.js';
+import type { FetchExpect, Fetched } from '../artifacts/restore.js';
+import { fetchInto } from '../artifacts/fetch-pool.js';
 
 const MIN_PART_BYTES = 8 * 1024 * 1024;
 const MAX_PARTS = 10_000;
+/** How long a presigned GET stays valid: it is signed just before it is sent, and used once. */
+const PRESIGNED_SEC = 300;
 /** Up to this size a streamed body is buffered and sent as one PutObject. */
 const SINGLE_PUT_MAX_BYTES = MIN_PART_BYTES;
 
@@ -154,40 +158,29 @@ export class S3Store implements Store {
   }
 
   /**
-   * Streams an object's body to `sink` as it arrives, buffer by buffer, without copying it anywhere
-   * (a restore hashes each buffer and writes them all with one writev). A read retried after a dropped
-   * connection first calls `sink.reset()`. Returns the object's size, or undefined if it does not
-   * exist; an object larger than `maxBytes` is not read, and its size says so.
+   * Fetches a blob into an open file at an offset, hashing it on the way and writing it only when its
+   * sha256 (and size, if given) are the expected ones: a presigned GET on a worker thread
+   * (common/artifacts/fetch-pool.ts), so that a restore parses and hashes on every core. A retried
+   * fetch writes nothing until its whole body is checked. Undefined when the blob does not exist; one
+   * larger than `maxBytes` is not read, and its size says so.
    */
-  async readParts(key: string, sink: PartSink, maxBytes: number): Promise<number | undefined> {
+  async fetchInto(key: string, into: { fd: number; position: number }, expect: FetchExpect): Promise<Fetched | undefined> {
     const Key = this.key(key);
     return this.retry(`get ${key}`, async () => {
-      try {
-        const r = await this.s3.send(new GetObjectCommand({ Bucket: this.bucket, Key }));
-        const body = r.Body as Readable;
-        const size = r.ContentLength;
-        if (size !== undefined && size > maxBytes) {
-          body.destroy();
-          return size;
-        }
-        sink.reset();
-        let at = 0;
-        for await (const c of body) {
-          const part = c as Buffer;
-          at += part.length;
-          if (at > (size ?? maxBytes)) {
-            body.destroy();
-            if (size === undefined) return at;
-            throw new TransportError(`S3 get: the body is longer than its Content-Length (${size} bytes)`, { retryable: true });
-          }
-          sink.part(part);
-        }
-        if (size !== undefined && at !== size) throw new TransportError(`S3 get: the body ended after ${at} of ${size} bytes`, { retryable: true });
-        return at;
-      } catch (e) {
-        if (isMissing(e)) return undefined;
-        throw e;
+      // Signed for each try, so that one after a long backoff is not refused as expired.
+      const url = await getSignedUrl(this.s3, new GetObjectCommand({ Bucket: this.bucket, Key }), { expiresIn: PRESIGNED_SEC });
+      const a = await fetchInto({ url, sha256: expect.sha256, maxBytes: expect.maxBytes, ...(expect.exactBytes === undefined ? {} : { exactBytes: expect.exactBytes }), ...into });
+      if (a.kind === 'failed') throw new TransportError(`S3 get ${key}: ${a.message}`, { retryable: a.retryable });
+      if (a.kind === 'status') {
+        const code = /<Code>([^<]{1,100})<\/Code>/.exec(a.body)?.[1] ?? `HTTP ${a.status}`;
+        if (a.status === 404 || code === 'NoSuchKey') return undefined;
+        throw new TransportError(`S3 get ${key}: ${code} (HTTP ${a.status})`, {
+          retryable: a.status >= 500 || a.status === 429 || retryableCode(code),
+          statusCode: a.status,
+          awsCode: code,
+        });
       }
+      return { sizeBytes: a.sizeBytes, written: a.written, ...(a.sha256 === undefined ? {} : { sha256: a.sha256 }) };
     });
   }
 

@@ -1,6 +1,12 @@
 import { expect } from 'chai';
 import { Readable } from 'node:stream';
 import { createHash, randomBytes } from 'node:crypto';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ArtifactError, CHUNK_BYTES, blobKey, sha256 } from '../../common/artifacts/manifest.js';
+import { restoreTree } from '../../common/artifacts/restore.js';
+import { saveTree } from '../../common/artifacts/save.js';
 import { ConflictError, NotFoundError } from '../../common/errors.js';
 import type { Store } from '../../common/ports.js';
 
@@ -137,6 +143,37 @@ export function storeContract(name: string, make: () => Promise<StoreFixture>): 
         let err: unknown;
         await fx.store.put(key, 'x').catch((e: unknown) => (err = e));
         expect(err, key).to.be.instanceOf(Error);
+      }
+    });
+
+    it('an artifact of several chunks comes back byte for byte; a corrupt chunk fails the restore and none of its bytes reach the file; a missing one is named', async function () {
+      this.timeout(60_000);
+      const dir = mkdtempSync(join(tmpdir(), 'dstack-store-art-'));
+      try {
+        // Small, as the emulator keeps objects in memory: two whole chunks and a short last one.
+        const big = randomBytes(CHUNK_BYTES * 2 + 4321);
+        mkdirSync(join(dir, 'src'));
+        writeFileSync(join(dir, 'src', 'model.bin'), big);
+        const saved = await saveTree(fx.store, join(dir, 'src'));
+        await restoreTree(fx.store, saved.manifestSha, join(dir, 'out'));
+        expect(readFileSync(join(dir, 'out', 'model.bin')).equals(big)).to.equal(true);
+
+        const second = sha256(big.subarray(CHUNK_BYTES, 2 * CHUNK_BYTES));
+        const tampered = Buffer.from(big.subarray(CHUNK_BYTES, 2 * CHUNK_BYTES));
+        tampered[100] = (tampered[100] ?? 0) ^ 1;
+        await fx.store.put(blobKey(second), tampered);
+        const err = await restoreTree(fx.store, saved.manifestSha, join(dir, 'bad')).then(() => undefined, (e: unknown) => e);
+        expect(err).to.be.instanceOf(ArtifactError);
+        expect((err as Error).message).to.include(`blob ${second} is corrupt (hash mismatch)`);
+        // The file was sized up front: the tampered chunk's range holds zeros, not its bytes.
+        const left = readFileSync(join(dir, 'bad', 'model.bin')).subarray(CHUNK_BYTES, 2 * CHUNK_BYTES);
+        expect(left.equals(Buffer.alloc(CHUNK_BYTES))).to.equal(true);
+
+        await fx.store.delete([blobKey(second)]);
+        const gone = await restoreTree(fx.store, saved.manifestSha, join(dir, 'gone')).then(() => undefined, (e: unknown) => e);
+        expect((gone as Error).message).to.include(`blob ${second} is missing from the store`);
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
       }
     });
   });

@@ -1,12 +1,18 @@
 import { createServer, request, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
-export type Fault = '500' | 'drop';
+/**
+ * `500`: an InternalError answer; `403`: an AccessDenied answer; `drop`: the connection closed before
+ * any answer; `cut`: the real answer's headers and about half its body, then the connection closed.
+ */
+export type Fault = '500' | '403' | 'drop' | 'cut';
 
 /** A request the proxy saw: S3's method and path, or SQS's action (its JSON protocol's X-Amz-Target, less `AmazonSQS.`). */
 export interface SeenRequest {
   method: string;
   path: string;
+  /** The query string, without its `?` ('' if none). */
+  query: string;
   sqsAction?: string;
 }
 
@@ -48,19 +54,25 @@ export class S3Proxy {
     this.requests.push({
       method: req.method ?? '?',
       path: (req.url ?? '/').split('?')[0] ?? '/',
+      query: (req.url ?? '').split('?')[1] ?? '',
       ...(typeof target === 'string' && target.startsWith('AmazonSQS.') ? { sqsAction: target.slice('AmazonSQS.'.length) } : {}),
     });
     const i = this.faults.findIndex((f) => f.when(req));
     if (i >= 0) {
       const fault = this.faults.splice(i, 1)[0]?.fault;
       this.injected += 1;
+      if (fault === 'cut') {
+        await this.forward(req, res, true);
+        return;
+      }
       req.resume();
       if (fault === 'drop') {
         req.socket.destroy();
         return;
       }
-      res.writeHead(500, { 'content-type': 'application/xml' });
-      res.end('<?xml version="1.0" encoding="UTF-8"?><Error><Code>InternalError</Code><Message>injected</Message></Error>');
+      const [status, code] = fault === '403' ? [403, 'AccessDenied'] : [500, 'InternalError'];
+      res.writeHead(status, { 'content-type': 'application/xml' });
+      res.end(`<?xml version="1.0" encoding="UTF-8"?><Error><Code>${code}</Code><Message>injected</Message></Error>`);
       return;
     }
     const path = (req.url ?? '/').split('?')[0] ?? '/';
@@ -97,10 +109,26 @@ export class S3Proxy {
     });
   }
 
-  private forward(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  /** Forwards a request upstream and its answer back; `cut`: only about half of the answer's body, then the connection closes. */
+  private forward(req: IncomingMessage, res: ServerResponse, cut = false): Promise<void> {
     return new Promise((resolve) => {
       const up = request(`${this.upstream}${req.url ?? '/'}`, { method: req.method, headers: req.headers }, (upRes) => {
         res.writeHead(upRes.statusCode ?? 502, upRes.headers);
+        if (cut) {
+          let left = Math.floor(Number(upRes.headers['content-length'] ?? 0) / 2);
+          upRes.on('data', (c: Buffer) => {
+            if (left <= 0) return;
+            res.write(c.subarray(0, left));
+            left -= c.length;
+            if (left <= 0) {
+              upRes.destroy();
+              // Flushed first, so that the reader has the half before the connection closes.
+              res.socket?.end(() => res.socket?.destroy());
+              resolve();
+            }
+          });
+          return;
+        }
         upRes.pipe(res);
         upRes.on('end', resolve);
       });

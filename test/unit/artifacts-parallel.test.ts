@@ -1,44 +1,35 @@
 import { expect } from 'chai';
-import { chmodSync, lstatSync, mkdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, lstatSync, mkdirSync, readFileSync, statSync, symlinkSync, write, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { ArtifactError, CHUNK_BYTES, blobKey, encodeManifest, manifestKey, sha256 } from '../../common/artifacts/manifest.js';
 import { hashChunk } from '../../common/artifacts/hash-pool.js';
 import { CHUNK_SLOTS } from '../../common/artifacts/chunk-slots.js';
-import { readManifest, restoreTree, type PartSink, type ReadsParts } from '../../common/artifacts/restore.js';
+import { readManifest, restoreTree, type FetchExpect, type Fetched, type FetchesInto } from '../../common/artifacts/restore.js';
 import { saveTree } from '../../common/artifacts/save.js';
 import type { Store } from '../../common/ports.js';
 import { LocalStore } from '../../common/local/local-store.js';
 import { withTempStore } from '../support/temp-store.js';
 
 /**
- * A store that streams an object's bytes as S3Store does (ReadsParts), over `store`: in parts of
- * uneven sizes, and with a dropped connection on every object's first read (some parts handed over,
- * then a reset, then the whole object again).
+ * A store that fetches blobs into the file as S3Store does (FetchesInto), over `store`: it writes a
+ * blob at its offset only when its hash and size are the ones asked for.
  */
-function streaming(store: LocalStore): LocalStore & ReadsParts {
-  const tried = new Set<string>();
-  const readParts = async (key: string, sink: PartSink, maxBytes: number): Promise<number | undefined> => {
+function fetching(store: LocalStore): LocalStore & FetchesInto {
+  const fetchInto = async (key: string, into: { fd: number; position: number }, expect: FetchExpect): Promise<Fetched | undefined> => {
     const body = await store.get(key);
     if (!body) return undefined;
-    if (body.length > maxBytes) return body.length;
-    const hand = (upTo: number): void => {
-      for (let at = 0, n = 1; at < upTo; at += n, n = (n * 7 + 4093) % 70_001 || 1) sink.part(body.subarray(at, Math.min(upTo, at + n)));
-    };
-    sink.reset();
-    if (!tried.has(key)) {
-      tried.add(key);
-      hand(body.length >> 1);
-      sink.reset();
-    }
-    hand(body.length);
-    return body.length;
+    if (body.length > expect.maxBytes) return { sizeBytes: body.length, written: false };
+    const sha = sha256(body);
+    const ok = sha === expect.sha256 && (expect.exactBytes === undefined || body.length === expect.exactBytes);
+    if (ok) await new Promise<void>((resolve, reject) => write(into.fd, body, 0, body.length, into.position, (e) => (e ? reject(e) : resolve())));
+    return { sizeBytes: body.length, sha256: sha, written: ok };
   };
-  return Object.assign(Object.create(store) as LocalStore, { readParts });
+  return Object.assign(Object.create(store) as LocalStore, { fetchInto });
 }
 
-/** The store, with the most blob reads (get, LocalStore's readInto, or a streaming store's readParts) it saw outstanding at once. */
-function countingGets(store: LocalStore, mode: 'readInto' | 'get' | 'readParts'): { store: Store; maxInFlight: () => number } {
+/** The store, with the most blob reads (get, LocalStore's readInto, or a fetching store's fetchInto) it saw outstanding at once. */
+function countingGets(store: LocalStore, mode: 'readInto' | 'get' | 'fetchInto'): { store: Store; maxInFlight: () => number } {
   let now = 0;
   let max = 0;
   const counted = async <T>(key: string, read: () => Promise<T>): Promise<T> => {
@@ -52,10 +43,10 @@ function countingGets(store: LocalStore, mode: 'readInto' | 'get' | 'readParts')
   };
   const get = (key: string): Promise<Buffer | undefined> => counted(key, () => store.get(key));
   // Without readInto, as a remote store is: every chunk comes from get.
-  const parts = streaming(store);
+  const fetcher = fetching(store);
   const wrapped: Store =
-    mode === 'readParts'
-      ? Object.assign(Object.create(parts) as LocalStore, { readParts: (key: string, sink: PartSink, max: number) => counted(key, () => parts.readParts(key, sink, max)) })
+    mode === 'fetchInto'
+      ? Object.assign(Object.create(fetcher) as LocalStore, { fetchInto: (key: string, into: { fd: number; position: number }, e: FetchExpect) => counted(key, () => fetcher.fetchInto(key, into, e)) })
       : mode === 'readInto'
         ? Object.assign(Object.create(store) as LocalStore, { get, readInto: (key: string, buf: Buffer) => counted(key, () => store.readInto(key, buf)) })
         : { put: (k, d, o) => store.put(k, d, o), head: (k) => store.head(k), get, putStream: (k, b) => store.putStream(k, b), getStream: (k) => store.getStream(k), list: (p) => store.list(p), delete: (k) => store.delete(k), touch: (k) => store.touch(k) };
@@ -93,7 +84,7 @@ describe('artifacts: large files move in parallel chunks, every chunk verified',
     const big = randomBytes(CHUNK_BYTES * 5 + 4321);
     writeFileSync(join(src, 'model.bin'), big);
     const saved = await saveTree(t.store, src);
-    for (const mode of ['readInto', 'get', 'readParts'] as const) {
+    for (const mode of ['readInto', 'get', 'fetchInto'] as const) {
       const counting = countingGets(t.store, mode);
       const out = join(t.dir, `out-${mode}`);
       await restoreTree(counting.store, saved.manifestSha, out);
@@ -112,8 +103,8 @@ describe('artifacts: large files move in parallel chunks, every chunk verified',
     const tampered = Buffer.from(big.subarray(CHUNK_BYTES, 2 * CHUNK_BYTES));
     tampered[100] = (tampered[100] ?? 0) ^ 1;
     await t.store.put(blobKey(middle), tampered);
-    // Read into a chunk buffer and hashed on a thread (LocalStore), or hashed as its parts arrive (as from S3).
-    for (const store of [t.store, streaming(t.store)]) {
+    // Read into a chunk buffer and hashed on a thread (LocalStore), or fetched into the file (as from S3).
+    for (const store of [t.store, fetching(t.store)]) {
       let err: unknown;
       await restoreTree(store, saved.manifestSha, join(t.dir, 'out')).catch((e: unknown) => (err = e));
       expect(err).to.be.instanceOf(ArtifactError);

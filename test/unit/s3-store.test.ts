@@ -37,23 +37,4 @@ describe('S3Store reads', () => {
     expect((e as TransportError).retryable).to.equal(true);
     expect((e as Error).message).to.match(/ended after 100 of 4096 bytes/);
   });
-
-  it('streams a blob to its sink, starting again (after a reset) when its connection drops; a larger one only says its size; a missing one is undefined', async () => {
-    const blob = Buffer.from('abcdefgh'.repeat(512));
-    mock.on(GetObjectCommand, { Key: 'blobs/x' }).resolvesOnce(answer(blob.subarray(0, 1000), blob.length)).callsFake(() => answer(blob, blob.length));
-    mock.on(GetObjectCommand, { Key: 'blobs/big' }).callsFake(() => answer(Buffer.alloc(10_000), 10_000));
-    mock.on(GetObjectCommand, { Key: 'blobs/gone' }).rejects(Object.assign(new Error('gone'), { name: 'NoSuchKey', $metadata: { httpStatusCode: 404 } }));
-    const store = new S3Store({ s3, bucket: 'b', retries: 2 });
-    let parts: Buffer[] = [];
-    let resets = 0;
-    const sink = { part: (b: Buffer) => void parts.push(b), reset: () => ((parts = []), resets++) };
-    expect(await store.readParts('blobs/x', sink, 8192)).to.equal(blob.length);
-    expect(Buffer.concat(parts).equals(blob)).to.equal(true);
-    // One reset before each of the two reads: the short first one is dropped, not handed on.
-    expect(resets).to.equal(2);
-    parts = [];
-    expect(await store.readParts('blobs/big', sink, 8192)).to.equal(10_000);
-    expect(parts).to.have.length(0);
-    expect(await store.readParts('blobs/gone', sink, 8192)).to.equal(undefined);
-  });
 });
