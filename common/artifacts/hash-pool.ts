@@ -1,5 +1,5 @@
 import { sha256 } from '../hash.js';
-import { WorkerPool } from './worker-pool.js';
+import { WorkerPool, sharedBuffer } from './worker-pool.js';
 
 /** Below this size a buffer is hashed on the calling thread: a round trip to a worker costs more. */
 const POOL_MIN_BYTES = 1024 * 1024;
@@ -33,10 +33,6 @@ interface Hashed {
   buffer?: ArrayBuffer;
 }
 
-/** Numbers for shared buffers (the chunk slots), so that each is sent to a thread only once. */
-const sharedIds = new WeakMap<SharedArrayBuffer, number>();
-let nextShared = 0;
-
 /**
  * Worker threads that hash large buffers in parallel. The buffer's memory is moved to the thread and
  * back (no copy), and meanwhile the caller must not touch it; a shared buffer is sent once per thread.
@@ -48,11 +44,7 @@ class HashPool {
   run(buffer: ArrayBuffer | SharedArrayBuffer, offset: number, length: number, parts?: Array<[number, number]>): Promise<Hashed> {
     return this.threads.run((thread) => {
       if (!(buffer instanceof SharedArrayBuffer)) return { message: { buffer, offset, length, parts }, transfer: [buffer] };
-      let shared = sharedIds.get(buffer);
-      if (shared === undefined) sharedIds.set(buffer, (shared = nextShared++));
-      const known = thread.known.has(shared);
-      thread.known.add(shared);
-      return { message: { shared, buffer: known ? undefined : buffer, offset, length } };
+      return { message: { ...sharedBuffer(thread, buffer), offset, length } };
     });
   }
 }

@@ -67,8 +67,9 @@ export async function artifactTarget(base: string, path: string, absolute: 'at-p
 }
 
 /**
- * A Store that reads an object into the caller's buffer (LocalStore does): a restore then reads each
- * chunk into one of the process's chunk buffers rather than a fresh 8 MiB one. Returns the object's
+ * A Store that reads an object into the caller's buffer (LocalStore from disk, S3Store on its fetching
+ * thread): a restore then reads each chunk into one of the process's chunk buffers rather than a fresh
+ * 8 MiB one, and the hashing threads check it there. Returns the object's
  * size (only `buf.length` bytes of a larger one are read), or undefined when it does not exist.
  */
 export interface ReadsInto {
@@ -77,36 +78,9 @@ export interface ReadsInto {
 
 const readsInto = (store: Store): store is Store & ReadsInto => 'readInto' in store && typeof store.readInto === 'function';
 
-/** What a fetched blob must be for FetchesInto to write it. */
-export interface FetchExpect {
-  sha256: string;
-  /** If set, its size must be this too. */
-  exactBytes?: number;
-  /** A larger blob is not read. */
-  maxBytes: number;
-}
-
-/** What FetchesInto found: the blob's size, its hash (unless it was too large to read), and whether it was written. */
-export interface Fetched {
-  sizeBytes: number;
-  sha256?: string;
-  written: boolean;
-}
-
-/**
- * A Store that fetches a blob straight into an open file at an offset, off the calling thread (S3Store
- * does, with presigned GETs on worker threads), hashing it on the way and writing it only when it is
- * what `expect` says. Undefined when the blob does not exist.
- */
-export interface FetchesInto {
-  fetchInto(key: string, into: { fd: number; position: number }, expect: FetchExpect): Promise<Fetched | undefined>;
-}
-
-const fetchesInto = (store: Store): store is Store & FetchesInto => 'fetchInto' in store && typeof store.fetchInto === 'function';
-
 /**
  * Chunks fetched, verified or being written at once over a restore: each holds up to CHUNK_BYTES, in
- * one of the process's chunk buffers, or (from a store that fetches into the file) on a fetching thread.
+ * one of the process's chunk buffers (a store's `get` hands over buffers of its own).
  */
 const CHUNKS_IN_FLIGHT = 6;
 
@@ -188,8 +162,7 @@ export async function restoreTree(store: Store, manifestSha: string, target: str
       })),
     ),
   );
-  // Chunked files: their chunks are fetched, verified (on the hashing threads, or on the fetching
-  // threads of a store that fetches into the file) and written at their offsets in parallel, at most CHUNKS_IN_FLIGHT of them held at once over the whole restore.
+  // Chunked files: their chunks are fetched, verified (on the hashing threads) and written at their offsets in parallel, at most CHUNKS_IN_FLIGHT of them held at once over the whole restore.
   const chunkLimit = pLimit(CHUNKS_IN_FLIGHT);
   await halt.all(
     files.filter((e) => !e.pack).map((e) =>
@@ -199,41 +172,31 @@ export async function restoreTree(store: Store, manifestSha: string, target: str
         try {
           // Pre-sized, so that the chunks land at their offsets in any order.
           if (e.sizeBytes > 0) await fh.truncate(e.sizeBytes);
-          // The file stays open until each of its chunks has ended: a fetching thread may be writing to it.
+          // The file stays open until each of its chunks has ended.
           const sizes = await halt.all(
             chunks.map((chunk, i) =>
               chunkLimit(() => halt.guard(async () => {
                 // Verified, then written: a chunk's bytes reach the file only once its hash is right.
                 const last = i === chunks.length - 1;
-                const verify = (sha: string | undefined, size: number): void => {
-                  if (size > CHUNK_BYTES) throw new ArtifactError(`\`${e.path}\`: blob ${chunk} is corrupt (larger than a chunk)`);
+                const verify = (sha: string, size: number): void => {
                   if (sha !== chunk) throw new ArtifactError(`\`${e.path}\`: blob ${chunk} is corrupt (hash mismatch)`);
                   // Every chunk but the last is whole (that is how a save cuts a file), so each one's offset is known before it arrives.
                   if (!last && size !== CHUNK_BYTES) throw new ArtifactError(`\`${e.path}\`: blob ${chunk} is not a whole chunk`);
                 };
-                const wrote = (size: number): number => {
+                const put = async (sha: string, data: Buffer, size: number): Promise<number> => {
+                  verify(sha, size);
+                  await writeAll(fh, data, i * CHUNK_BYTES);
                   done += size;
                   onProgress?.(done, manifest.sizeBytes);
                   return size;
                 };
-                const put = async (sha: string, data: Buffer, size: number): Promise<number> => {
-                  verify(sha, size);
-                  await writeAll(fh, data, i * CHUNK_BYTES);
-                  return wrote(size);
-                };
                 const missing = (): ArtifactError => new ArtifactError(`\`${e.path}\`: blob ${chunk} is missing from the store`);
-                if (fetchesInto(store)) {
-                  const got = await store.fetchInto(blobKey(chunk), { fd: fh.fd, position: i * CHUNK_BYTES }, { sha256: chunk, maxBytes: CHUNK_BYTES, ...(last ? {} : { exactBytes: CHUNK_BYTES }) });
-                  if (!got) throw missing();
-                  verify(got.sha256, got.sizeBytes);
-                  if (!got.written) throw new ArtifactError(`\`${e.path}\`: blob ${chunk} was verified but not written`);
-                  return wrote(got.sizeBytes);
-                }
+                const tooLarge = (): ArtifactError => new ArtifactError(`\`${e.path}\`: blob ${chunk} is corrupt (larger than a chunk)`);
                 if (readsInto(store)) {
                   return withChunkBuffer(async (buf) => {
                     const size = await store.readInto(blobKey(chunk), buf);
                     if (size === undefined) throw missing();
-                    if (size > buf.length) verify(undefined, size);
+                    if (size > buf.length) throw tooLarge();
                     const { sha, data } = await hashChunk(buf.subarray(0, size));
                     return put(sha, data, size);
                   });

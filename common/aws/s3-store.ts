@@ -15,13 +15,14 @@ import { ConflictError, NotFoundError, TransportError } from '../errors.js';
 import { checkKey } from '../keys.js';
 import type { ListOptions, ObjectInfo, Store } from '../ports.js';
 import { awsCode, awsStatus, retryableCode, wrapAws } from './errors.js';
-import type { FetchExpect, Fetched } from '../artifacts/restore.js';
 import { fetchInto } from '../artifacts/fetch-pool.js';
 
 const MIN_PART_BYTES = 8 * 1024 * 1024;
 const MAX_PARTS = 10_000;
-/** How long a presigned GET stays valid: it is signed just before it is sent, and used once. */
-const PRESIGNED_SEC = 300;
+/** How long a presigned GET stays valid: it is signed just before it is sent, used once, and kept in memory only. */
+const PRESIGNED_SEC = 900;
+/** Network failures that a new connection may not meet (a DNS lookup or TLS failure will). */
+const NET_RETRYABLE = new Set(['ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'ECONNREFUSED', 'ECONNABORTED', 'EAI_AGAIN', 'ENETUNREACH', 'EHOSTUNREACH', 'UND_ERR_SOCKET']);
 /** Up to this size a streamed body is buffered and sent as one PutObject. */
 const SINGLE_PUT_MAX_BYTES = MIN_PART_BYTES;
 
@@ -158,29 +159,34 @@ export class S3Store implements Store {
   }
 
   /**
-   * Fetches a blob into an open file at an offset, hashing it on the way and writing it only when its
-   * sha256 (and size, if given) are the expected ones: a presigned GET on a worker thread
-   * (common/artifacts/fetch-pool.ts), so that a restore parses and hashes on every core. A retried
-   * fetch writes nothing until its whole body is checked. Undefined when the blob does not exist; one
-   * larger than `maxBytes` is not read, and its size says so.
+   * Reads a blob into `buf`, a buffer over shared memory (one of the process's chunk buffers, which
+   * the hashing threads then check in place): a presigned GET on the fetching thread
+   * (common/artifacts/fetch-pool.ts), so that a restore parses HTTP, hashes and writes on different
+   * cores. Returns its size; one larger than `buf` is not read. Undefined when it does not exist.
    */
-  async fetchInto(key: string, into: { fd: number; position: number }, expect: FetchExpect): Promise<Fetched | undefined> {
+  async readInto(key: string, buf: Buffer): Promise<number | undefined> {
     const Key = this.key(key);
     return this.retry(`get ${key}`, async () => {
-      // Signed for each try, so that one after a long backoff is not refused as expired.
-      const url = await getSignedUrl(this.s3, new GetObjectCommand({ Bucket: this.bucket, Key }), { expiresIn: PRESIGNED_SEC });
-      const a = await fetchInto({ url, sha256: expect.sha256, maxBytes: expect.maxBytes, ...(expect.exactBytes === undefined ? {} : { exactBytes: expect.exactBytes }), ...into });
-      if (a.kind === 'failed') throw new TransportError(`S3 get ${key}: ${a.message}`, { retryable: a.retryable });
+      // Signed for each try, at the clock the SDK has corrected from S3's answers (an agent's clock may be off).
+      const signingDate = new Date(Date.now() + (this.s3.config.systemClockOffset ?? 0));
+      const url = await getSignedUrl(this.s3, new GetObjectCommand({ Bucket: this.bucket, Key }), { expiresIn: PRESIGNED_SEC, signingDate });
+      const a = await fetchInto(url, buf);
+      if (a.kind === 'failed') {
+        const retryable = a.retryable ?? (a.code !== undefined && (retryableCode(a.code) || NET_RETRYABLE.has(a.code)));
+        throw new TransportError(`S3 get ${key}: ${a.message}`, { retryable, ...(a.code === undefined ? {} : { awsCode: a.code }) });
+      }
       if (a.kind === 'status') {
         const code = /<Code>([^<]{1,100})<\/Code>/.exec(a.body)?.[1] ?? `HTTP ${a.status}`;
         if (a.status === 404 || code === 'NoSuchKey') return undefined;
-        throw new TransportError(`S3 get ${key}: ${code} (HTTP ${a.status})`, {
+        // S3's <Message> says what went wrong ("Request has expired"); the parts that quote the request are separate elements.
+        const said = /<Message>([^<]{1,200})<\/Message>/.exec(a.body)?.[1];
+        throw new TransportError(`S3 get ${key}: ${code} (HTTP ${a.status})${said ? `: ${said}` : ''}`, {
           retryable: a.status >= 500 || a.status === 429 || retryableCode(code),
           statusCode: a.status,
           awsCode: code,
         });
       }
-      return { sizeBytes: a.sizeBytes, written: a.written, ...(a.sha256 === undefined ? {} : { sha256: a.sha256 }) };
+      return a.sizeBytes;
     });
   }
 

@@ -25,7 +25,8 @@ export interface AwsClients {
 
 /**
  * Connections to S3 kept open and reused (keep-alive): enough for a save's 32 uploads, or a restore's
- * parallel chunk reads, at once without queueing behind each other or opening a connection per blob.
+ * parallel pack reads, at once without queueing behind each other or opening a connection per blob
+ * (a restore's chunks are read on the fetching thread, over its own keep-alive sockets).
  */
 export const S3_MAX_SOCKETS = 64;
 

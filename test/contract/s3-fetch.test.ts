@@ -59,7 +59,7 @@ describe('S3Store: chunks fetched into the file on the fetching threads', functi
       const q = new URLSearchParams(g.query);
       // Real S3 checks the signature: a plain GET can send only what was signed.
       expect(q.get('X-Amz-SignedHeaders')).to.equal('host');
-      expect(q.get('X-Amz-Expires')).to.equal('300');
+      expect(q.get('X-Amz-Expires')).to.equal('900');
       expect(q.get('X-Amz-Signature')).to.match(/^[0-9a-f]{64}$/);
     }
   });
@@ -80,7 +80,7 @@ describe('S3Store: chunks fetched into the file on the fetching threads', functi
     const err = await restoreTree(store, manifestSha, join(dir, 'denied')).then(() => undefined, (e: unknown) => e);
     expect(err).to.be.instanceOf(TransportError);
     const message = (err as Error).message;
-    expect(message).to.equal(`S3 get ${blobKey(second())}: AccessDenied (HTTP 403)`);
+    expect(message).to.equal(`S3 get ${blobKey(second())}: AccessDenied (HTTP 403): injected`);
     expect((err as TransportError).retryable).to.equal(false);
     expect(proxy.requests.filter((r) => r.method === 'GET' && r.path.endsWith(second()))).to.have.length(1);
   });

@@ -116,16 +116,18 @@ export class S3Proxy {
         res.writeHead(upRes.statusCode ?? 502, upRes.headers);
         if (cut) {
           let left = Math.floor(Number(upRes.headers['content-length'] ?? 0) / 2);
+          const close = (): void => {
+            upRes.destroy();
+            // Flushed first, so that the reader has the half before the connection closes.
+            res.socket?.end(() => res.socket?.destroy());
+            resolve();
+          };
+          if (left <= 0) return close();
           upRes.on('data', (c: Buffer) => {
             if (left <= 0) return;
             res.write(c.subarray(0, left));
             left -= c.length;
-            if (left <= 0) {
-              upRes.destroy();
-              // Flushed first, so that the reader has the half before the connection closes.
-              res.socket?.end(() => res.socket?.destroy());
-              resolve();
-            }
+            if (left <= 0) close();
           });
           return;
         }

@@ -1,35 +1,18 @@
 import { expect } from 'chai';
-import { chmodSync, lstatSync, mkdirSync, readFileSync, statSync, symlinkSync, write, writeFileSync } from 'node:fs';
+import { chmodSync, lstatSync, mkdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { ArtifactError, CHUNK_BYTES, blobKey, encodeManifest, manifestKey, sha256 } from '../../common/artifacts/manifest.js';
 import { hashChunk } from '../../common/artifacts/hash-pool.js';
 import { CHUNK_SLOTS } from '../../common/artifacts/chunk-slots.js';
-import { readManifest, restoreTree, type FetchExpect, type Fetched, type FetchesInto } from '../../common/artifacts/restore.js';
+import { readManifest, restoreTree } from '../../common/artifacts/restore.js';
 import { saveTree } from '../../common/artifacts/save.js';
 import type { Store } from '../../common/ports.js';
 import { LocalStore } from '../../common/local/local-store.js';
 import { withTempStore } from '../support/temp-store.js';
 
-/**
- * A store that fetches blobs into the file as S3Store does (FetchesInto), over `store`: it writes a
- * blob at its offset only when its hash and size are the ones asked for.
- */
-function fetching(store: LocalStore): LocalStore & FetchesInto {
-  const fetchInto = async (key: string, into: { fd: number; position: number }, expect: FetchExpect): Promise<Fetched | undefined> => {
-    const body = await store.get(key);
-    if (!body) return undefined;
-    if (body.length > expect.maxBytes) return { sizeBytes: body.length, written: false };
-    const sha = sha256(body);
-    const ok = sha === expect.sha256 && (expect.exactBytes === undefined || body.length === expect.exactBytes);
-    if (ok) await new Promise<void>((resolve, reject) => write(into.fd, body, 0, body.length, into.position, (e) => (e ? reject(e) : resolve())));
-    return { sizeBytes: body.length, sha256: sha, written: ok };
-  };
-  return Object.assign(Object.create(store) as LocalStore, { fetchInto });
-}
-
-/** The store, with the most blob reads (get, LocalStore's readInto, or a fetching store's fetchInto) it saw outstanding at once. */
-function countingGets(store: LocalStore, mode: 'readInto' | 'get' | 'fetchInto'): { store: Store; maxInFlight: () => number } {
+/** The store, with the most blob reads (get, or readInto as LocalStore and S3Store have) it saw outstanding at once. */
+function countingGets(store: LocalStore, mode: 'readInto' | 'get'): { store: Store; maxInFlight: () => number } {
   let now = 0;
   let max = 0;
   const counted = async <T>(key: string, read: () => Promise<T>): Promise<T> => {
@@ -43,11 +26,8 @@ function countingGets(store: LocalStore, mode: 'readInto' | 'get' | 'fetchInto')
   };
   const get = (key: string): Promise<Buffer | undefined> => counted(key, () => store.get(key));
   // Without readInto, as a remote store is: every chunk comes from get.
-  const fetcher = fetching(store);
   const wrapped: Store =
-    mode === 'fetchInto'
-      ? Object.assign(Object.create(fetcher) as LocalStore, { fetchInto: (key: string, into: { fd: number; position: number }, e: FetchExpect) => counted(key, () => fetcher.fetchInto(key, into, e)) })
-      : mode === 'readInto'
+    mode === 'readInto'
         ? Object.assign(Object.create(store) as LocalStore, { get, readInto: (key: string, buf: Buffer) => counted(key, () => store.readInto(key, buf)) })
         : { put: (k, d, o) => store.put(k, d, o), head: (k) => store.head(k), get, putStream: (k, b) => store.putStream(k, b), getStream: (k) => store.getStream(k), list: (p) => store.list(p), delete: (k) => store.delete(k), touch: (k) => store.touch(k) };
   return { store: wrapped, maxInFlight: () => max };
@@ -84,7 +64,7 @@ describe('artifacts: large files move in parallel chunks, every chunk verified',
     const big = randomBytes(CHUNK_BYTES * 5 + 4321);
     writeFileSync(join(src, 'model.bin'), big);
     const saved = await saveTree(t.store, src);
-    for (const mode of ['readInto', 'get', 'fetchInto'] as const) {
+    for (const mode of ['readInto', 'get'] as const) {
       const counting = countingGets(t.store, mode);
       const out = join(t.dir, `out-${mode}`);
       await restoreTree(counting.store, saved.manifestSha, out);
@@ -103,13 +83,10 @@ describe('artifacts: large files move in parallel chunks, every chunk verified',
     const tampered = Buffer.from(big.subarray(CHUNK_BYTES, 2 * CHUNK_BYTES));
     tampered[100] = (tampered[100] ?? 0) ^ 1;
     await t.store.put(blobKey(middle), tampered);
-    // Read into a chunk buffer and hashed on a thread (LocalStore), or fetched into the file (as from S3).
-    for (const store of [t.store, fetching(t.store)]) {
-      let err: unknown;
-      await restoreTree(store, saved.manifestSha, join(t.dir, 'out')).catch((e: unknown) => (err = e));
-      expect(err).to.be.instanceOf(ArtifactError);
-      expect((err as Error).message).to.include(`blob ${middle} is corrupt (hash mismatch)`);
-    }
+    let err: unknown;
+    await restoreTree(t.store, saved.manifestSha, join(t.dir, 'out')).catch((e: unknown) => (err = e));
+    expect(err).to.be.instanceOf(ArtifactError);
+    expect((err as Error).message).to.include(`blob ${middle} is corrupt (hash mismatch)`);
   });
 
   it('refuses a crafted manifest whose chunk before the last is not a whole chunk', async () => {
@@ -176,6 +153,38 @@ describe('artifacts: large files move in parallel chunks, every chunk verified',
     await Promise.all(saved.map((s, i) => restoreTree(store, s.manifestSha, join(t.dir, `out${i}`))));
     expect(max).to.be.within(2, CHUNK_SLOTS);
     dirs.forEach((d, i) => expect(readFileSync(join(t.dir, `out${i}`, 'model.bin')).equals(readFileSync(join(d, 'model.bin')))).to.equal(true));
+  });
+
+  it('a failed chunk ends the restore only after every chunk already fetching has ended, and starts no more', async () => {
+    const src = join(t.dir, 'src');
+    mkdirSync(src);
+    const a = randomBytes(CHUNK_BYTES + 10);
+    writeFileSync(join(src, 'a.bin'), a);
+    writeFileSync(join(src, 'b.bin'), randomBytes(CHUNK_BYTES * 3));
+    const saved = await saveTree(t.store, src);
+    const bad = blobKey(sha256(a.subarray(0, CHUNK_BYTES)));
+    let started = 0;
+    let ended = 0;
+    const slow: Store = Object.assign(Object.create(t.store) as LocalStore, {
+      readInto: async (key: string, buf: Buffer) => {
+        if (!key.startsWith('blobs/')) return t.store.readInto(key, buf);
+        started++;
+        try {
+          if (key === bad) throw new Error('the fetch of a.bin failed');
+          await new Promise((r) => setTimeout(r, 150));
+          return await t.store.readInto(key, buf);
+        } finally {
+          ended++;
+        }
+      },
+    });
+    const err = await restoreTree(slow, saved.manifestSha, join(t.dir, 'out')).then(() => undefined, (e: unknown) => e);
+    expect((err as Error).message).to.equal('the fetch of a.bin failed');
+    expect(started).to.be.greaterThan(1);
+    expect(ended).to.equal(started);
+    // Nothing starts after the restore has ended.
+    await new Promise((r) => setTimeout(r, 200));
+    expect(started).to.equal(ended);
   });
 
   it('restored small files get their saved modes, whatever file was there before and whatever the umask', async () => {
