@@ -23,7 +23,8 @@ const http = require('node:http');
 const https = require('node:https');
 const agents = { 'http:': new http.Agent({ keepAlive: true }), 'https:': new https.Agent({ keepAlive: true }) };
 const shared = new Map();
-function fetch(m, answer) {
+const running = new Map();
+function fetch(m, answer, isAnswered) {
   if (m.buffer) shared.set(m.shared, m.buffer);
   const body = Buffer.from(shared.get(m.shared), m.offset, m.maxBytes);
   const url = new URL(m.url);
@@ -41,11 +42,10 @@ function fetch(m, answer) {
     if (length !== undefined && length > m.maxBytes) { res.destroy(); return answer({ status, size: length }); }
     let size = 0;
     res.on('data', (c) => {
-      if (size + c.length > m.maxBytes) {
-        res.destroy();
-        if (length === undefined) return answer({ status, size: size + c.length });
-        return answer({ error: 'the body is longer than its Content-Length (' + length + ' bytes)', code: 'EPROTO', retryable: true });
-      }
+      // Nothing is copied once answered: the caller may hash the buffer, or hand it to another read.
+      if (isAnswered()) return;
+      // Only without a Content-Length: the parser never hands on more than it says.
+      if (size + c.length > m.maxBytes) { res.destroy(); return answer({ status, size: size + c.length }); }
       c.copy(body, size);
       size += c.length;
     });
@@ -60,16 +60,25 @@ function fetch(m, answer) {
   });
   req.on('timeout', () => req.destroy(Object.assign(new Error('no bytes for ${IDLE_MS / 1000} s'), { code: 'ETIMEDOUT' })));
   req.on('error', (e) => answer({ error: e.code || e.name, code: e.code }));
+  running.set(m.id, req);
 }
 parentPort.on('message', (m) => {
+  if (m.abort) {
+    const req = running.get(m.id);
+    if (req) req.destroy(Object.assign(new Error('aborted'), { code: 'ABORT_ERR' }));
+    return;
+  }
   let answered = false;
   const answer = (a) => {
     if (answered) return;
     answered = true;
+    const req = running.get(m.id);
+    running.delete(m.id);
+    if (req && !req.destroyed && a.error !== undefined) req.destroy();
     parentPort.postMessage({ id: m.id, ...a });
   };
   try {
-    fetch(m, answer);
+    fetch(m, answer, () => answered);
   } catch (e) {
     answer({ error: (e && e.code) || 'the fetch could not start', code: e && e.code, retryable: false });
   }
@@ -99,14 +108,15 @@ let pool: WorkerPool<Raw> | undefined;
 /**
  * GETs a URL that needs no headers (a presigned one) on the fetching thread, into `into`: a buffer over
  * shared memory (a chunk slot), which must not be touched until this settles. A body larger than
- * `into` is not read; its size says so. Keeps HTTP parsing and the garbage of a large download off
- * the caller's thread.
+ * `into` is not read; its size says so. When `signal` aborts, the GET is stopped and this settles
+ * (failed, code ABORT_ERR) once the thread has let go of `into`. Keeps HTTP parsing and the garbage
+ * of a large download off the caller's thread.
  */
-export async function fetchInto(url: string, into: Buffer): Promise<FetchAnswer> {
+export async function fetchInto(url: string, into: Buffer, signal?: AbortSignal): Promise<FetchAnswer> {
   const buffer = into.buffer;
   if (!(buffer instanceof SharedArrayBuffer)) throw new Error('fetchInto: the buffer must be over shared memory (a chunk slot)');
   pool ??= new WorkerPool<Raw>(WORKER_SOURCE, FETCH_THREADS);
-  const r = await pool.run((thread) => ({ message: { url, maxBytes: into.length, offset: into.byteOffset, ...sharedBuffer(thread, buffer) } }));
+  const r = await pool.run((thread) => ({ message: { url, maxBytes: into.length, offset: into.byteOffset, ...sharedBuffer(thread, buffer) } }), signal);
   if (r.error !== undefined) return { kind: 'failed', message: r.error, ...(r.code === undefined ? {} : { code: r.code }), ...(r.retryable === undefined ? {} : { retryable: r.retryable }) };
   if (r.status !== 200) return { kind: 'status', status: r.status ?? 0, body: r.body ?? '' };
   return { kind: 'body', sizeBytes: r.size ?? 0 };

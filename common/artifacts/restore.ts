@@ -73,7 +73,8 @@ export async function artifactTarget(base: string, path: string, absolute: 'at-p
  * size (only `buf.length` bytes of a larger one are read), or undefined when it does not exist.
  */
 export interface ReadsInto {
-  readInto(key: string, buf: Buffer): Promise<number | undefined>;
+  /** `buf` is one of the process's chunk buffers (shared memory); `signal` stops the read (the restore has failed). */
+  readInto(key: string, buf: Buffer, signal?: AbortSignal): Promise<number | undefined>;
 }
 
 const readsInto = (store: Store): store is Store & ReadsInto => 'readInto' in store && typeof store.readInto === 'function';
@@ -194,7 +195,7 @@ export async function restoreTree(store: Store, manifestSha: string, target: str
                 const tooLarge = (): ArtifactError => new ArtifactError(`\`${e.path}\`: blob ${chunk} is corrupt (larger than a chunk)`);
                 if (readsInto(store)) {
                   return withChunkBuffer(async (buf) => {
-                    const size = await store.readInto(blobKey(chunk), buf);
+                    const size = await store.readInto(blobKey(chunk), buf, halt.signal);
                     if (size === undefined) throw missing();
                     if (size > buf.length) throw tooLarge();
                     const { sha, data } = await hashChunk(buf.subarray(0, size));
@@ -233,6 +234,9 @@ export async function restoreTree(store: Store, manifestSha: string, target: str
  */
 class Halt {
   private failure: { error: unknown } | undefined;
+  private readonly aborts = new AbortController();
+  /** Aborted at the first failure: reads still under way stop rather than run out their retries. */
+  readonly signal = this.aborts.signal;
 
   /** Runs `task`, unless a task has failed already; a failure stops the tasks not yet started. */
   async guard<T>(task: () => Promise<T>): Promise<T> {
@@ -240,7 +244,10 @@ class Halt {
     try {
       return await task();
     } catch (e) {
-      this.failure ??= { error: e };
+      if (!this.failure) {
+        this.failure = { error: e };
+        this.aborts.abort();
+      }
       throw e;
     }
   }

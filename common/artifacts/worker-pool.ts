@@ -76,16 +76,21 @@ export class WorkerPool<Answer> {
 
   /**
    * Sends the message `build` makes for the chosen thread (it may look at and add to what the thread
-   * knows), with `transfer` moved rather than copied, and resolves to the thread's answer.
+   * knows), with `transfer` moved rather than copied, and resolves to the thread's answer. When
+   * `signal` aborts, the thread is sent `{ id, abort: true }`; the task still ends with its answer.
    */
-  run(build: (thread: PoolThread) => { message: object; transfer?: Transferable[] }): Promise<Answer> {
+  run(build: (thread: PoolThread) => { message: object; transfer?: Transferable[] }, signal?: AbortSignal): Promise<Answer> {
     const slot = this.slot();
     const id = this.nextId++;
     const { message, transfer } = build(slot);
+    const abort = (): void => slot.worker.postMessage({ id, abort: true });
     return new Promise<Answer>((resolve, reject) => {
-      slot.busy.set(id, { resolve: (r) => resolve(r as Answer), reject });
+      const done = (): void => signal?.removeEventListener('abort', abort);
+      slot.busy.set(id, { resolve: (r) => (done(), resolve(r as Answer)), reject: (e) => (done(), reject(e)) });
       slot.worker.ref();
       slot.worker.postMessage({ ...message, id }, transfer ?? []);
+      if (signal?.aborted) abort();
+      else signal?.addEventListener('abort', abort, { once: true });
     });
   }
 }

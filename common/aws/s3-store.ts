@@ -26,6 +26,18 @@ const NET_RETRYABLE = new Set(['ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'ECONNREFUSED
 /** Up to this size a streamed body is buffered and sent as one PutObject. */
 const SINGLE_PUT_MAX_BYTES = MIN_PART_BYTES;
 
+/**
+ * The <Message> of an S3 error body ("Request has expired"), as one line of at most 200 characters;
+ * the elements that quote the request (StringToSign, CanonicalRequest) are separate and left out.
+ */
+function s3Message(xml: string): string | undefined {
+  const raw = /<Message>([^<]*)<\/Message>/.exec(xml)?.[1];
+  if (!raw) return undefined;
+  const entities: Record<string, string> = { '&quot;': '"', '&apos;': "'", '&lt;': '<', '&gt;': '>', '&amp;': '&' };
+  const line = raw.replace(/&(quot|apos|lt|gt|amp);/g, (m) => entities[m] ?? m).replace(/\s+/g, ' ').trim();
+  return line.length > 200 ? `${line.slice(0, 200)}…` : line;
+}
+
 /** Whether an S3 error says the object is not there. */
 function isMissing(e: unknown): boolean {
   const code = awsCode(e);
@@ -100,7 +112,7 @@ export class S3Store implements Store {
     return this.prefix + checkKey(key);
   }
 
-  private retry<T>(what: string, fn: () => Promise<T>): Promise<T> {
+  private retry<T>(what: string, fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
     return pRetry(
       async () => {
         try {
@@ -113,7 +125,8 @@ export class S3Store implements Store {
         retries: this.o.retries ?? 5,
         minTimeout: 100,
         maxTimeout: 3000,
-        shouldRetry: (e) => e instanceof TransportError && e.retryable,
+        // Not p-retry's own `signal`: that rejects at once, while the try under way still holds its buffer.
+        shouldRetry: (e) => e instanceof TransportError && e.retryable && !signal?.aborted,
       },
     );
   }
@@ -163,14 +176,16 @@ export class S3Store implements Store {
    * the hashing threads then check in place): a presigned GET on the fetching thread
    * (common/artifacts/fetch-pool.ts), so that a restore parses HTTP, hashes and writes on different
    * cores. Returns its size; one larger than `buf` is not read. Undefined when it does not exist.
+   * `signal` stops the read and its retries (the restore it is part of has failed).
    */
-  async readInto(key: string, buf: Buffer): Promise<number | undefined> {
+  async readInto(key: string, buf: Buffer, signal?: AbortSignal): Promise<number | undefined> {
     const Key = this.key(key);
     return this.retry(`get ${key}`, async () => {
+      if (signal?.aborted) throw new TransportError(`S3 get ${key}: stopped`, { retryable: false });
       // Signed for each try, at the clock the SDK has corrected from S3's answers (an agent's clock may be off).
       const signingDate = new Date(Date.now() + (this.s3.config.systemClockOffset ?? 0));
       const url = await getSignedUrl(this.s3, new GetObjectCommand({ Bucket: this.bucket, Key }), { expiresIn: PRESIGNED_SEC, signingDate });
-      const a = await fetchInto(url, buf);
+      const a = await fetchInto(url, buf, signal);
       if (a.kind === 'failed') {
         const retryable = a.retryable ?? (a.code !== undefined && (retryableCode(a.code) || NET_RETRYABLE.has(a.code)));
         throw new TransportError(`S3 get ${key}: ${a.message}`, { retryable, ...(a.code === undefined ? {} : { awsCode: a.code }) });
@@ -179,7 +194,7 @@ export class S3Store implements Store {
         const code = /<Code>([^<]{1,100})<\/Code>/.exec(a.body)?.[1] ?? `HTTP ${a.status}`;
         if (a.status === 404 || code === 'NoSuchKey') return undefined;
         // S3's <Message> says what went wrong ("Request has expired"); the parts that quote the request are separate elements.
-        const said = /<Message>([^<]{1,200})<\/Message>/.exec(a.body)?.[1];
+        const said = s3Message(a.body);
         throw new TransportError(`S3 get ${key}: ${code} (HTTP ${a.status})${said ? `: ${said}` : ''}`, {
           retryable: a.status >= 500 || a.status === 429 || retryableCode(code),
           statusCode: a.status,
@@ -187,7 +202,7 @@ export class S3Store implements Store {
         });
       }
       return a.sizeBytes;
-    });
+    }, signal);
   }
 
   async putStream(key: string, body: Readable, options: { sizeBytes?: number } = {}): Promise<void> {

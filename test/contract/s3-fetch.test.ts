@@ -46,9 +46,11 @@ describe('S3Store: chunks fetched into the file on the fetching threads', functi
     await emulator.stop();
   });
   beforeEach(() => {
+    proxy.clearFaults();
     proxy.requests = [];
     proxy.injected = 0;
   });
+  const first = (): string => sha256(big.subarray(0, CHUNK_BYTES));
 
   it('GETs each chunk once with a URL signed for the host header only, and restores the file byte for byte', async () => {
     await restoreTree(store, manifestSha, join(dir, 'plain'));
@@ -81,8 +83,21 @@ describe('S3Store: chunks fetched into the file on the fetching threads', functi
     expect(err).to.be.instanceOf(TransportError);
     const message = (err as Error).message;
     expect(message).to.equal(`S3 get ${blobKey(second())}: AccessDenied (HTTP 403): injected`);
+    expect(message).to.not.match(/\?|127\.0\.0\.1|X-Amz|Signature/);
     expect((err as TransportError).retryable).to.equal(false);
     expect(proxy.requests.filter((r) => r.method === 'GET' && r.path.endsWith(second()))).to.have.length(1);
+  });
+
+  it('a failed restore stops the GETs still under way instead of waiting out their retries (a stalled one would wait 60 s a try)', async () => {
+    proxy.inject('stall', 1, isBlobGet(first()));
+    proxy.inject('403', 1, isBlobGet(second()));
+    const started = Date.now();
+    const err = await restoreTree(store, manifestSha, join(dir, 'stalled')).then(() => undefined, (e: unknown) => e);
+    expect((err as Error).message).to.equal(`S3 get ${blobKey(second())}: AccessDenied (HTTP 403): injected`);
+    expect(Date.now() - started).to.be.below(10_000);
+    expect(proxy.injected).to.equal(2);
+    // The stalled GET was not tried again.
+    expect(proxy.requests.filter((r) => r.method === 'GET' && r.path.endsWith(first()))).to.have.length(1);
   });
 
   it('a chunk that stays broken fails the restore as a retryable transport error once its tries are spent', async () => {

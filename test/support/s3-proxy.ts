@@ -3,9 +3,10 @@ import type { AddressInfo } from 'node:net';
 
 /**
  * `500`: an InternalError answer; `403`: an AccessDenied answer; `drop`: the connection closed before
- * any answer; `cut`: the real answer's headers and about half its body, then the connection closed.
+ * any answer; `cut`: the real answer's headers and about half its body, then the connection closed;
+ * `stall`: no answer at all, the connection left open (until the client gives up or the proxy stops).
  */
-export type Fault = '500' | '403' | 'drop' | 'cut';
+export type Fault = '500' | '403' | 'drop' | 'cut' | 'stall';
 
 /** A request the proxy saw: S3's method and path, or SQS's action (its JSON protocol's X-Amz-Target, less `AmazonSQS.`). */
 export interface SeenRequest {
@@ -44,6 +45,11 @@ export class S3Proxy {
     await new Promise((resolve) => this.server?.close(resolve));
   }
 
+  /** Forgets the faults not injected yet. */
+  clearFaults(): void {
+    this.faults = [];
+  }
+
   /** Injects `fault` into the next `count` requests that match. */
   inject(fault: Fault, count: number, when: (req: IncomingMessage) => boolean = () => true): void {
     for (let i = 0; i < count; i++) this.faults.push({ fault, when });
@@ -66,6 +72,7 @@ export class S3Proxy {
         return;
       }
       req.resume();
+      if (fault === 'stall') return;
       if (fault === 'drop') {
         req.socket.destroy();
         return;

@@ -160,7 +160,8 @@ describe('artifacts: large files move in parallel chunks, every chunk verified',
     mkdirSync(src);
     const a = randomBytes(CHUNK_BYTES + 10);
     writeFileSync(join(src, 'a.bin'), a);
-    writeFileSync(join(src, 'b.bin'), randomBytes(CHUNK_BYTES * 3));
+    // More chunks than are fetched at once (CHUNKS_IN_FLIGHT, 6), so that some have not started when a.bin's fails.
+    writeFileSync(join(src, 'b.bin'), randomBytes(CHUNK_BYTES * 7));
     const saved = await saveTree(t.store, src);
     const bad = blobKey(sha256(a.subarray(0, CHUNK_BYTES)));
     let started = 0;
@@ -181,6 +182,7 @@ describe('artifacts: large files move in parallel chunks, every chunk verified',
     const err = await restoreTree(slow, saved.manifestSha, join(t.dir, 'out')).then(() => undefined, (e: unknown) => e);
     expect((err as Error).message).to.equal('the fetch of a.bin failed');
     expect(started).to.be.greaterThan(1);
+    expect(started).to.be.below(9);
     expect(ended).to.equal(started);
     // Nothing starts after the restore has ended.
     await new Promise((r) => setTimeout(r, 200));
