@@ -10,6 +10,7 @@ import { ensureAws } from '../../common/aws/provision.js';
 import { awsClients, type AwsSettings } from '../../common/aws/setup.js';
 import { S3Store } from '../../common/aws/s3-store.js';
 import { TransportError } from '../../common/errors.js';
+import type { S3Client } from '@aws-sdk/client-s3';
 import { startEmulator, uniqueName, type Emulator } from '../support/fauxqs.js';
 import { S3Proxy } from '../support/s3-proxy.js';
 
@@ -20,6 +21,7 @@ describe('S3Store: chunks fetched into the file on the fetching threads', functi
   let emulator: Emulator;
   let proxy: S3Proxy;
   let store: S3Store;
+  let s3: S3Client;
   let dir: string;
   let big: Buffer;
   let manifestSha: string;
@@ -33,7 +35,8 @@ describe('S3Store: chunks fetched into the file on the fetching threads', functi
     const s: AwsSettings = { region: 'us-east-1', bucket: uniqueName('fetch'), queuePrefix: uniqueName('q'), endpoints: { sqs: emulator.raw, s3: endpoint }, maxReceives: 3 };
     const clients = awsClients(s);
     await ensureAws(clients, s);
-    store = new S3Store({ s3: clients.s3, bucket: s.bucket, prefix: 'dstack/', retries: 2 });
+    s3 = clients.s3;
+    store = new S3Store({ s3, bucket: s.bucket, prefix: 'dstack/', retries: 2 });
     dir = mkdtempSync(join(tmpdir(), 'dstack-s3-fetch-'));
     big = randomBytes(CHUNK_BYTES * 2 + 999);
     mkdirSync(join(dir, 'src'));
@@ -63,6 +66,25 @@ describe('S3Store: chunks fetched into the file on the fetching threads', functi
       expect(q.get('X-Amz-SignedHeaders')).to.equal('host');
       expect(q.get('X-Amz-Expires')).to.equal('900');
       expect(q.get('X-Amz-Signature')).to.match(/^[0-9a-f]{64}$/);
+    }
+  });
+
+  it("signs at S3's clock as the SDK learnt it from S3's answers (an agent whose clock is off would have its GETs refused as expired)", async () => {
+    // S3's clock two hours ahead of this machine's: the SDK corrects its offset from the Date of the manifest's GET.
+    const offsetMs = 2 * 3600_000;
+    proxy.dateOffsetMs = offsetMs;
+    try {
+      await restoreTree(store, manifestSha, join(dir, 'skewed'));
+    } finally {
+      proxy.dateOffsetMs = 0;
+      s3.config.systemClockOffset = 0;
+    }
+    const gets = proxy.requests.filter((r) => r.method === 'GET' && r.path.includes('/blobs/'));
+    expect(gets).to.have.length(3);
+    for (const g of gets) {
+      const stamp = new URLSearchParams(g.query).get('X-Amz-Date') ?? '';
+      const signedAt = Date.parse(stamp.replace(/^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z$/, '$1-$2-$3T$4:$5:$6Z'));
+      expect(Math.abs(signedAt - (Date.now() + offsetMs))).to.be.below(60_000);
     }
   });
 

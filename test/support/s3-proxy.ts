@@ -29,6 +29,8 @@ export class S3Proxy {
   private faults: Array<{ fault: Fault; when: (req: IncomingMessage) => boolean }> = [];
   /** Requests that got a fault, for assertions. */
   injected = 0;
+  /** Added to the Date header of every answer forwarded: S3's clock as it differs from this machine's. */
+  dateOffsetMs = 0;
   /** Every request received, in order; a test empties it to look at one command's calls. */
   requests: SeenRequest[] = [];
 
@@ -120,7 +122,9 @@ export class S3Proxy {
   private forward(req: IncomingMessage, res: ServerResponse, cut = false): Promise<void> {
     return new Promise((resolve) => {
       const up = request(`${this.upstream}${req.url ?? '/'}`, { method: req.method, headers: req.headers }, (upRes) => {
-        res.writeHead(upRes.statusCode ?? 502, upRes.headers);
+        const date = upRes.headers.date;
+        const headers = this.dateOffsetMs !== 0 && date ? { ...upRes.headers, date: new Date(Date.parse(date) + this.dateOffsetMs).toUTCString() } : upRes.headers;
+        res.writeHead(upRes.statusCode ?? 502, headers);
         if (cut) {
           let left = Math.floor(Number(upRes.headers['content-length'] ?? 0) / 2);
           const close = (): void => {
