@@ -178,14 +178,10 @@ export async function restoreTree(store: Store, manifestSha: string, target: str
             chunks.map((chunk, i) =>
               chunkLimit(() => halt.guard(async () => {
                 // Verified, then written: a chunk's bytes reach the file only once its hash is right.
-                const last = i === chunks.length - 1;
-                const verify = (sha: string, size: number): void => {
+                const put = async (sha: string, data: Buffer, size: number): Promise<number> => {
                   if (sha !== chunk) throw new ArtifactError(`\`${e.path}\`: blob ${chunk} is corrupt (hash mismatch)`);
                   // Every chunk but the last is whole (that is how a save cuts a file), so each one's offset is known before it arrives.
-                  if (!last && size !== CHUNK_BYTES) throw new ArtifactError(`\`${e.path}\`: blob ${chunk} is not a whole chunk`);
-                };
-                const put = async (sha: string, data: Buffer, size: number): Promise<number> => {
-                  verify(sha, size);
+                  if (i < chunks.length - 1 && size !== CHUNK_BYTES) throw new ArtifactError(`\`${e.path}\`: blob ${chunk} is not a whole chunk`);
                   await writeAll(fh, data, i * CHUNK_BYTES);
                   done += size;
                   onProgress?.(done, manifest.sizeBytes);
