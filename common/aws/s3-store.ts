@@ -21,8 +21,11 @@ const MIN_PART_BYTES = 8 * 1024 * 1024;
 const MAX_PARTS = 10_000;
 /** How long a presigned GET stays valid: it is signed just before it is sent, used once, and kept in memory only. */
 const PRESIGNED_SEC = 900;
-/** Network failures that a new connection may not meet (a DNS lookup or TLS failure will). */
-const NET_RETRYABLE = new Set(['ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'ECONNREFUSED', 'ECONNABORTED', 'EAI_AGAIN', 'ENETUNREACH', 'EHOSTUNREACH', 'UND_ERR_SOCKET']);
+/**
+ * Network failures that a new connection may not meet, beyond those retryableCode already knows
+ * (ECONNRESET, EPIPE, ETIMEDOUT, ECONNREFUSED); a DNS name that does not exist or a TLS failure will.
+ */
+const NET_RETRYABLE = new Set(['ECONNABORTED', 'EAI_AGAIN', 'ENETUNREACH', 'EHOSTUNREACH', 'UND_ERR_SOCKET']);
 /** Up to this size a streamed body is buffered and sent as one PutObject. */
 const SINGLE_PUT_MAX_BYTES = MIN_PART_BYTES;
 
